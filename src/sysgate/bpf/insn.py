@@ -1,0 +1,112 @@
+"""Classic BPF instruction model: opcode constants, ``Insn`` and (un)packing.
+
+A program is a ``list[Insn]``; :func:`pack` turns it into the bytes the kernel
+expects in ``struct sock_fprog`` (native byte order, 8 bytes per instruction).
+"""
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+from ..kernel.abi import SOCK_FILTER
+
+# instruction classes
+BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = range(8)
+# ld/ldx sizes
+BPF_W, BPF_H, BPF_B = 0x00, 0x08, 0x10
+# ld/ldx modes
+BPF_IMM, BPF_ABS, BPF_IND, BPF_MEM, BPF_LEN, BPF_MSH = 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0
+# alu/jmp operations
+BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND = 0x00, 0x10, 0x20, 0x30, 0x40, 0x50
+BPF_LSH, BPF_RSH, BPF_NEG, BPF_MOD, BPF_XOR = 0x60, 0x70, 0x80, 0x90, 0xA0
+BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET = 0x00, 0x10, 0x20, 0x30, 0x40
+# sources
+BPF_K, BPF_X = 0x00, 0x08
+# ret sources
+BPF_A = 0x10
+# misc
+BPF_TAX, BPF_TXA = 0x00, 0x80
+
+BPF_MEMWORDS = 16
+BPF_MAXINSNS = 4096
+
+
+def bpf_class(code: int) -> int:
+    return code & 0x07
+
+
+def bpf_size(code: int) -> int:
+    return code & 0x18
+
+
+def bpf_mode(code: int) -> int:
+    return code & 0xE0
+
+
+def bpf_op(code: int) -> int:
+    return code & 0xF0
+
+
+def bpf_src(code: int) -> int:
+    return code & 0x08
+
+
+def bpf_rval(code: int) -> int:
+    return code & 0x18
+
+
+class Insn(NamedTuple):
+    """One ``struct sock_filter``: opcode, jump-if-true, jump-if-false, constant."""
+
+    code: int
+    jt: int = 0
+    jf: int = 0
+    k: int = 0
+
+    def pack(self) -> bytes:
+        return SOCK_FILTER.pack(self.code, self.jt, self.jf, self.k & 0xFFFFFFFF)
+
+    @property
+    def is_jump(self) -> bool:
+        return bpf_class(self.code) == BPF_JMP
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.is_jump and bpf_op(self.code) != BPF_JA
+
+    @property
+    def is_ret(self) -> bool:
+        return bpf_class(self.code) == BPF_RET
+
+
+# --- constructors (the common shapes; names follow the kernel's macros) ------
+def stmt(code: int, k: int = 0) -> Insn:
+    return Insn(code, 0, 0, k & 0xFFFFFFFF)
+
+
+def jump(code: int, k: int, jt: int, jf: int) -> Insn:
+    return Insn(code, jt, jf, k & 0xFFFFFFFF)
+
+
+def ld_abs(offset: int) -> Insn:
+    """``ld [offset]``: load a 32-bit word of struct seccomp_data."""
+    return stmt(BPF_LD | BPF_W | BPF_ABS, offset)
+
+
+def ret(k: int) -> Insn:
+    return stmt(BPF_RET | BPF_K, k)
+
+
+def ja(k: int) -> Insn:
+    return stmt(BPF_JMP | BPF_JA, k)
+
+
+def pack(program: Iterable[Insn]) -> bytes:
+    """Program -> bytes for sock_fprog."""
+    return b"".join(Insn.pack(i) for i in program)
+
+
+def unpack(raw: bytes) -> list[Insn]:
+    """Bytes (8 per instruction) -> program."""
+    if len(raw) % SOCK_FILTER.size:
+        raise ValueError(f"BPF program size {len(raw)} is not a multiple of {SOCK_FILTER.size}")
+    return [Insn(*SOCK_FILTER.unpack_from(raw, off)) for off in range(0, len(raw), SOCK_FILTER.size)]

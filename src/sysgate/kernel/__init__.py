@@ -1,0 +1,1 @@
+"""Direct access to the kernel's seccomp ABI (constants, syscalls, listener ioctls)."""

@@ -1,0 +1,134 @@
+"""Detect which seccomp features the running kernel supports (no filter is installed)."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+from . import abi, sys as ksys
+
+
+@dataclass
+class Features:
+    """What this kernel offers; built by :func:`detect`."""
+
+    kernel: str
+    arch: str
+    seccomp_available: bool
+    actions: dict[str, bool] = field(default_factory=dict)
+    flags: dict[str, bool] = field(default_factory=dict)
+    ioctls: dict[str, bool] = field(default_factory=dict)
+    notif_sizes: tuple[int, int, int] | None = None
+
+    def has_flag(self, name: str) -> bool:
+        return self.flags.get(name, False)
+
+
+def _flag_supported(flag: int) -> bool:
+    """Probe a filter flag: a NULL program gives EFAULT when the flag is known, EINVAL if not."""
+    try:
+        ksys.seccomp(abi.SECCOMP_SET_MODE_FILTER, flag, None)
+    except OSError as exc:
+        return exc.errno == errno.EFAULT
+    return True  # cannot happen: a NULL program never installs
+
+
+def probe_listener_ioctls(listener: int) -> dict[str, bool]:
+    """Which notify ioctls a real listener accepts (call with an idle listener fd)."""
+    result = {}
+    probes = {
+        "NOTIF_RECV": None,  # implied by NEW_LISTENER
+        "NOTIF_ID_VALID": (abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(8), errno.ENOENT),
+        "NOTIF_ADDFD": (abi.SECCOMP_IOCTL_NOTIF_ADDFD, bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(0, 0, 0, 0, 0)), errno.ENOENT),
+        "NOTIF_SEND": (abi.SECCOMP_IOCTL_NOTIF_SEND, bytearray(24), errno.ENOENT),
+    }
+    for name, probe in probes.items():
+        if probe is None:
+            result[name] = True
+            continue
+        number, arg, expected = probe
+        try:
+            fcntl.ioctl(listener, number, arg, True)
+            result[name] = True
+        except OSError as exc:
+            result[name] = exc.errno == expected
+    try:
+        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, 0)
+        result["NOTIF_SET_FLAGS"] = True
+    except OSError as exc:
+        result["NOTIF_SET_FLAGS"] = exc.errno != errno.EINVAL
+    return result
+
+
+def _listener_ioctls() -> dict[str, bool]:
+    """Create a throw-away listener in a forked child and probe its ioctls."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: install a notify-nothing filter with a listener, report results
+        code = 1
+        try:
+            os.close(r)
+            ksys.set_no_new_privs()
+            allow = abi.SOCK_FILTER.pack(0x06, 0, 0, abi.SECCOMP_RET_ALLOW)
+            fd = ksys.seccomp_set_filter(allow, abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+            res = probe_listener_ioctls(fd)
+            os.write(w, ",".join(f"{k}={int(v)}" for k, v in res.items()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = {}
+    for item in data.decode().split(","):
+        if "=" in item:
+            k, v = item.split("=")
+            out[k] = v == "1"
+    return out
+
+
+def detect(probe_listener: bool = True) -> Features:
+    """Probe the running kernel. ``probe_listener`` forks a child to test the notify ioctls."""
+    uname = os.uname()
+    try:
+        mode = ksys.seccomp_mode()
+        available = mode is not None
+    except OSError:
+        available = False
+    feats = Features(kernel=uname.release, arch=abi.native_arch(), seccomp_available=available)
+    if not available:
+        return feats
+    for name, value in abi.ACTIONS.items():
+        try:
+            feats.actions[name] = ksys.seccomp_action_available(value)
+        except OSError:
+            feats.actions[name] = False
+    for name, value in abi.FILTER_FLAGS.items():
+        if value == abi.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:  # only valid with NEW_LISTENER
+            value |= abi.SECCOMP_FILTER_FLAG_NEW_LISTENER
+        feats.flags[name] = _flag_supported(value)
+    try:
+        feats.notif_sizes = ksys.seccomp_notif_sizes()
+    except OSError:
+        feats.notif_sizes = None
+    if probe_listener and feats.flags.get("NEW_LISTENER"):
+        try:
+            feats.ioctls = _listener_ioctls()
+        except OSError:
+            feats.ioctls = {}
+    return feats
+
+
+_cached: Features | None = None
+
+
+def features() -> Features:
+    """Cached :func:`detect` result for this process."""
+    global _cached
+    if _cached is None:
+        _cached = detect()
+    return _cached

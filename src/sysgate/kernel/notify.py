@@ -1,0 +1,90 @@
+"""Low-level operations on a seccomp listener fd (the SECCOMP_IOCTL_NOTIF_* ioctls).
+
+These are the only functions that talk to a listener; the launcher and the
+supervisor both build on them. Errors surface as ``OSError`` with the
+kernel's errno (ENOENT = the target is gone or its syscall was interrupted).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+
+from . import abi
+
+
+@dataclass(frozen=True, slots=True)
+class RawNotification:
+    """One decoded ``struct seccomp_notif``."""
+
+    id: int
+    pid: int
+    flags: int
+    data: abi.SeccompData
+
+
+_ZERO_NOTIF = bytes(abi.SECCOMP_NOTIF.size)
+_U64 = struct.Struct("=Q")
+
+
+def recv(listener: int) -> RawNotification:
+    """SECCOMP_IOCTL_NOTIF_RECV with a freshly zeroed buffer. Blocks unless a notification is pending."""
+    buf = bytearray(_ZERO_NOTIF)
+    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_RECV, buf, True)
+    nid, pid, flags, data = abi.SECCOMP_NOTIF.unpack(buf)
+    return RawNotification(nid, pid, flags, abi.SeccompData.unpack(data))
+
+
+def send(listener: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
+    """SECCOMP_IOCTL_NOTIF_SEND. ``error`` is a positive errno (0 = success with ``val``)."""
+    resp = bytearray(abi.SECCOMP_NOTIF_RESP.pack(notif_id, val, -abs(error), flags))
+    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SEND, resp, True)
+
+
+def send_continue(listener: int, notif_id: int) -> None:
+    """Let the kernel run the syscall (not a security decision: see seccomp_unotify(2))."""
+    send(listener, notif_id, flags=abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+
+def id_valid(listener: int, notif_id: int) -> bool:
+    """True while ``notif_id`` is still waiting for our reply."""
+    try:
+        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(notif_id)), True)
+        return True
+    except OSError as exc:
+        if exc.errno == 2:  # ENOENT
+            return False
+        raise
+
+
+def addfd(listener: int, notif_id: int, srcfd: int, newfd: int | None = None,
+          cloexec: bool = False, send: bool = False) -> int:
+    """SECCOMP_IOCTL_NOTIF_ADDFD: install ``srcfd`` in the target; returns the target's fd number.
+
+    ``newfd`` selects the number (ADDFD_FLAG_SETFD); ``send`` also answers the
+    notification with that number atomically (ADDFD_FLAG_SEND).
+    """
+    flags = 0
+    if newfd is not None:
+        flags |= abi.SECCOMP_ADDFD_FLAG_SETFD
+    if send:
+        flags |= abi.SECCOMP_ADDFD_FLAG_SEND
+    req = bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(notif_id, flags, srcfd, newfd or 0,
+                                                  os.O_CLOEXEC if cloexec else 0))
+    return fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ADDFD, req, False)
+
+
+def set_flags(listener: int, flags: int) -> None:
+    """SECCOMP_IOCTL_NOTIF_SET_FLAGS; the flags go by value (6.6+)."""
+    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, flags)
+
+
+def enable_sync_wakeup(listener: int) -> bool:
+    """Ask for synchronous wake-ups (the target runs on the supervisor's CPU). False if unsupported."""
+    try:
+        set_flags(listener, abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        return True
+    except OSError:
+        return False
+

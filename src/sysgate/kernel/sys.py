@@ -1,0 +1,148 @@
+"""Thin wrappers for the system calls sysgate makes directly.
+
+Each wrapper raises ``OSError`` with the kernel's errno on failure. Only the
+calls the Python standard library lacks are wrapped here (seccomp(2),
+pidfd_getfd(2), process_vm_readv(2), gettid, prctl).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from . import abi
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+#: Numbers of the syscalls called directly, per native arch.
+_NATIVE_NR = {
+    "x86_64": {"seccomp": 317, "pidfd_getfd": 438, "process_vm_readv": 310, "gettid": 186,
+               "pidfd_open": 434, "pidfd_send_signal": 424},
+    "aarch64": {"seccomp": 277, "pidfd_getfd": 438, "process_vm_readv": 270, "gettid": 178,
+                "pidfd_open": 434, "pidfd_send_signal": 424},
+    "riscv64": {"seccomp": 277, "pidfd_getfd": 438, "process_vm_readv": 270, "gettid": 178,
+                "pidfd_open": 434, "pidfd_send_signal": 424},
+    "s390x": {"seccomp": 348, "pidfd_getfd": 438, "process_vm_readv": 340, "gettid": 236,
+              "pidfd_open": 434, "pidfd_send_signal": 424},
+    "ppc64le": {"seccomp": 358, "pidfd_getfd": 438, "process_vm_readv": 351, "gettid": 207,
+                "pidfd_open": 434, "pidfd_send_signal": 424},
+}
+
+
+def _nr(name: str) -> int:
+    arch = abi.native_arch()
+    try:
+        return _NATIVE_NR[arch][name]
+    except KeyError:
+        raise OSError(38, f"sysgate does not know the {name} syscall number on {arch}") from None
+
+
+def _check(ret: int) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def raw_syscall(name: str, *args) -> int:
+    """Call syscall ``name`` by number; returns the result or raises OSError."""
+    return _check(_syscall(ctypes.c_long(_nr(name)), *args))
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp(op: int, flags: int = 0, arg=None) -> int:
+    """seccomp(2). ``arg`` is a ctypes object passed by reference, an int address, or None."""
+    if arg is None:
+        ptr = ctypes.c_void_p(0)
+    elif isinstance(arg, int):
+        ptr = ctypes.c_void_p(arg)
+    else:
+        ptr = ctypes.byref(arg)
+    return _check(_syscall(ctypes.c_long(_nr("seccomp")), ctypes.c_uint(op), ctypes.c_uint(flags), ptr))
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> int:
+    """Install a packed classic-BPF ``program`` (8 bytes per instruction).
+
+    Returns what the kernel returns: 0, a listener fd with NEW_LISTENER, or
+    (with TSYNC and no TSYNC_ESRCH) the TID of a thread that could not sync.
+    """
+    if len(program) % 8:
+        raise ValueError("BPF program length must be a multiple of 8 bytes")
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    return seccomp(abi.SECCOMP_SET_MODE_FILTER, flags, fprog)
+
+
+def seccomp_action_available(action: int) -> bool:
+    """SECCOMP_GET_ACTION_AVAIL for one action value."""
+    value = ctypes.c_uint32(action)
+    try:
+        seccomp(abi.SECCOMP_GET_ACTION_AVAIL, 0, value)
+        return True
+    except OSError as exc:
+        if exc.errno in (95, 22):  # EOPNOTSUPP, EINVAL (pre-4.14)
+            return False
+        raise
+
+
+def seccomp_notif_sizes() -> tuple[int, int, int]:
+    """(sizeof seccomp_notif, seccomp_notif_resp, seccomp_data) as the kernel sees them."""
+    buf = ctypes.create_string_buffer(abi.SECCOMP_NOTIF_SIZES.size)
+    seccomp(abi.SECCOMP_GET_NOTIF_SIZES, 0, buf)
+    return abi.SECCOMP_NOTIF_SIZES.unpack(buf.raw)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)))
+
+
+def set_no_new_privs() -> None:
+    prctl(abi.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def get_no_new_privs() -> bool:
+    return bool(prctl(abi.PR_GET_NO_NEW_PRIVS))
+
+
+def seccomp_mode() -> int:
+    """Current seccomp mode of the calling thread (0 disabled, 1 strict, 2 filter)."""
+    return prctl(abi.PR_GET_SECCOMP)
+
+
+def gettid() -> int:
+    return raw_syscall("gettid")
+
+
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    return os.pidfd_open(pid, flags)
+
+
+def pidfd_getfd(pidfd: int, targetfd: int, flags: int = 0) -> int:
+    """Duplicate ``targetfd`` of the process behind ``pidfd`` into this process (O_CLOEXEC)."""
+    return raw_syscall("pidfd_getfd", ctypes.c_int(pidfd), ctypes.c_int(targetfd), ctypes.c_uint(flags))
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    import signal as _signal
+
+    _signal.pidfd_send_signal(pidfd, sig)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+def process_vm_readv(pid: int, address: int, length: int) -> bytes:
+    """Read up to ``length`` bytes at ``address`` in process ``pid`` (may return fewer)."""
+    buf = ctypes.create_string_buffer(length)
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), length)
+    remote = _IoVec(ctypes.c_void_p(address), length)
+    n = raw_syscall("process_vm_readv", ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
+                    ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
+    return buf.raw[:n]

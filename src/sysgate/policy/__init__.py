@@ -1,0 +1,1 @@
+"""Policies: the model, the text language, OCI/Docker profile import and export."""

@@ -1,0 +1,87 @@
+import errno
+import os
+
+import pytest
+
+from sysgate.kernel import abi, notify
+from sysgate.kernel import sys as ksys
+from sysgate.kernel.features import detect
+from sysgate.bpf.insn import ret, pack
+
+
+def test_struct_sizes_match_kernel():
+    assert ksys.seccomp_notif_sizes() == (abi.SECCOMP_NOTIF.size, abi.SECCOMP_NOTIF_RESP.size, abi.SECCOMP_DATA.size)
+
+
+def test_features_report_core_actions():
+    f = detect(probe_listener=True)
+    assert f.seccomp_available
+    assert f.actions["ALLOW"] and f.actions["ERRNO"]
+    assert f.flags["NEW_LISTENER"] and f.ioctls["NOTIF_ID_VALID"]
+
+
+def test_unknown_action_not_available():
+    assert not ksys.seccomp_action_available(0x7FFE0000)
+
+
+def _in_child(fn):
+    """Run fn in a forked child; return its exit code (0 = fn returned True)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if fn() else 1)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_errno_filter_applies_in_child():
+    def child():
+        ksys.set_no_new_privs()
+        ksys.seccomp_set_filter(pack(_errno_unless_exit()))
+        try:
+            os.dup(0)
+        except OSError as e:
+            return e.errno == 77
+        return False
+    assert _in_child(child) == 0
+
+
+def _errno_unless_exit():
+    from sysgate.bpf.insn import ld_abs, jump, BPF_JMP, BPF_JEQ, BPF_K
+    exit_group = 231 if abi.native_arch() == "x86_64" else 94
+    return [ld_abs(0), jump(BPF_JMP | BPF_JEQ | BPF_K, exit_group, 0, 1),
+            ret(abi.SECCOMP_RET_ALLOW), ret(abi.SECCOMP_RET_ERRNO | 77)]
+
+
+def test_listener_roundtrip_in_child():
+    """The child notifies on getppid; the parent answers with a fake value."""
+    from sysgate.bpf.insn import ld_abs, jump, BPF_JMP, BPF_JEQ, BPF_K
+    getppid = 110 if abi.native_arch() == "x86_64" else 173
+    prog = pack([ld_abs(0), jump(BPF_JMP | BPF_JEQ | BPF_K, getppid, 0, 1),
+                 ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)])
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        ksys.set_no_new_privs()
+        fd = ksys.seccomp_set_filter(prog, abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+        os.write(w, fd.to_bytes(4, "little"))
+        os._exit(0 if os.getppid() == 4242 else 1)
+    os.close(w)
+    fd_in_child = int.from_bytes(os.read(r, 4), "little")
+    pidfd = ksys.pidfd_open(pid)
+    listener = ksys.pidfd_getfd(pidfd, fd_in_child)
+    n = notify.recv(listener)
+    assert n.pid == pid and n.data.nr == getppid and n.data.arch == abi.AUDIT_ARCH[abi.native_arch()]
+    assert notify.id_valid(listener, n.id)
+    notify.send(listener, n.id, val=4242)
+    assert not notify.id_valid(listener, n.id)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(OSError) as e:
+        notify.send(listener, n.id, val=1)
+    assert e.value.errno == errno.ENOENT
+    for fd in (listener, pidfd, r):
+        os.close(fd)
