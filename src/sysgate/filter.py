@@ -1,0 +1,136 @@
+"""Stored ("detached") filters: compile once, attach to any number of later processes.
+
+A :class:`Filter` is a compiled program plus its install flags and metadata. Every
+process launched from it (:meth:`Filter.spawn`) gets the same filter, and its
+``Target`` carries the filter's ``group`` so a supervisor can give all of them the
+same handlers and shared state — "attach a new process to a running container".
+Filters are saved as a small JSON document (:meth:`save` / :meth:`load`).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from .errors import SysgateError
+from .kernel import abi
+
+FORMAT = "sysgate-filter"
+VERSION = 1
+
+
+@dataclass(eq=False)
+class Filter:
+    """A compiled filter ready to install or launch with.
+
+    ``program`` is packed BPF; ``arches`` the architectures it was compiled for;
+    ``flags`` the install options (``log``, ``spec_allow``, ``wait_killable_recv``);
+    ``group`` identifies the supervised group its targets join; ``metadata`` is free-form
+    JSON-able data for the supervisor (e.g. handler names).
+    """
+
+    program: bytes
+    arches: list[str] = field(default_factory=lambda: [abi.native_arch()])
+    flags: dict[str, bool] = field(default_factory=dict)
+    name: str = "filter"
+    group: str = ""
+    metadata: dict = field(default_factory=dict)
+    policy: object | None = None
+
+    FLAG_NAMES = ("log", "spec_allow", "wait_killable_recv")
+
+    def __post_init__(self):
+        from .install import program_bytes
+
+        self.program = program_bytes(self.program)
+        unknown = set(self.flags) - set(self.FLAG_NAMES)
+        if unknown:
+            raise SysgateError(f"unknown filter flag(s) {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(self.FLAG_NAMES)}")
+        if not self.group:
+            self.group = f"{self.name}-{uuid.uuid4().hex[:12]}"
+
+    @classmethod
+    def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", **flags) -> "Filter":
+        """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter."""
+        from .compiler import compile_policy
+
+        arches = list(arches or policy.arches)
+        program = compile_policy(policy, arches=arches).pack()
+        return cls(program, arches, flags, getattr(policy, "name", "policy"), group, policy=policy)
+
+    @classmethod
+    def from_program(cls, program, *, arches: list[str] | None = None, name: str = "filter",
+                     group: str = "", **flags) -> "Filter":
+        """Wrap an already compiled program (``Program``, ``list[Insn]`` or bytes)."""
+        return cls(program, list(arches or [abi.native_arch()]), flags, name, group)
+
+    @property
+    def notifies(self) -> bool:
+        """True when the program can return USER_NOTIF (its targets then get a listener)."""
+        from .launch import notifies
+
+        return notifies(self.program)
+
+    def kernel_flags(self, *, new_listener: bool | None = None) -> int:
+        """The SECCOMP_FILTER_FLAG_* bits to install this filter with."""
+        from .install import filter_flags
+
+        listener = self.notifies if new_listener is None else new_listener
+        return filter_flags(new_listener=listener, **self.flags)
+
+    def spawn(self, argv, **options):
+        """Launch ``argv`` under this filter (see :func:`sysgate.launch.spawn` for ``options``).
+
+        The returned ``Target`` has ``group`` = this filter's group and ``filter`` = self.
+        """
+        from .launch import launch
+
+        return launch(argv, self.program, self.kernel_flags(), group=self.group, filter=self, **options)
+
+    def install(self, **options):
+        """Install this filter on the calling process (see :func:`sysgate.install.install`)."""
+        from .install import install
+
+        merged = {**self.flags, **options}
+        merged.setdefault("new_listener", self.notifies)
+        return install(self.program, **merged)
+
+    # --- storage ---------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "name": self.name, "group": self.group,
+                "arches": self.arches, "flags": self.flags, "metadata": self.metadata,
+                "program": base64.b64encode(self.program).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, doc: dict, source: str = "<filter>") -> "Filter":
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise SysgateError(f"{source}: not a stored sysgate filter (missing \"format\": \"{FORMAT}\")")
+        if doc.get("version") != VERSION:
+            raise SysgateError(f"{source}: stored filter version {doc.get('version')!r} is not supported "
+                               f"(this sysgate reads version {VERSION})")
+        try:
+            program = base64.b64decode(doc["program"], validate=True)
+            return cls(program, list(doc.get("arches") or [abi.native_arch()]), dict(doc.get("flags") or {}),
+                       str(doc.get("name", "filter")), str(doc.get("group", "")), dict(doc.get("metadata") or {}))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SysgateError(f"{source}: malformed stored filter: {exc}") from None
+
+    def save(self, path) -> None:
+        """Write the filter as JSON to ``path``."""
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path) -> "Filter":
+        """Read a filter written by :meth:`save`."""
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except OSError as exc:
+            raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise SysgateError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        return cls.from_json(doc, str(path))

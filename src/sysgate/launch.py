@@ -1,0 +1,425 @@
+"""Launch a command under a filter: fork, install in the child only, then execve.
+
+The listener reaches the parent without any help from the filtered side::
+
+    child                                   parent
+    -----                                   ------
+    set up stdio, cwd, signals, NNP
+    N = lowest free fd; write N to status
+    seccomp(NEW_LISTENER) -> fd N           pidfd_getfd(pidfd, N) until it is a listener
+    read(go)   [may be notified]            CONTINUE the launcher's notifications; write go
+    execve     [may be notified]            CONTINUE ...
+    (status pipe closes on exec)            status EOF: the new image runs
+
+Once the status pipe has closed, every notification belongs to the new image:
+one already received is kept in ``Target.pending`` for the supervisor; the rest stay
+queued on the listener. The launcher never writes to a pipe after the install,
+except to report a failed execve (then its own notifications are still answered).
+A filter must let ``read`` and ``execve`` through (allow, log or notify) or the
+launcher dies before the command starts.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import shutil
+import signal
+import struct
+from dataclasses import dataclass, field
+
+from .bpf import insn as bpf
+from .errors import SysgateError
+from .install import filter_flags, install_error, program_bytes
+from .kernel import abi, notify
+from .kernel import sys as ksys
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MSG = struct.Struct("=iii")            # kind, stage/value, errno
+_MSG_LISTENER_FD, _MSG_SETUP_FAILED, _MSG_EXEC_FAILED = 1, 2, 3
+_STAGES = ("stdio", "cwd", "pass_fds", "signals", "no_new_privs", "seccomp")
+_LISTENER_LINK = "anon_inode:seccomp notify"
+
+
+class LaunchError(SysgateError):
+    """The command could not be started; ``exit_code`` follows env(1): 127 not found, 126 not runnable."""
+
+    def __init__(self, message: str, exit_code: int = 127, errno: int = 0):
+        self.exit_code, self.errno = exit_code, errno
+        super().__init__(message)
+
+
+@dataclass(eq=False)
+class Target:
+    """A launched, filtered process.
+
+    ``listener`` is the seccomp listener fd in this process (None when the filter never
+    notifies); ``pending`` holds notifications of the new image received during the
+    launch, which the supervisor must answer before reading the listener. ``group`` names
+    the stored filter the target was launched from (targets of one group share handlers).
+    """
+
+    pid: int
+    pidfd: int
+    listener: int | None
+    argv: list[str]
+    pending: list[notify.RawNotification] = field(default_factory=list)
+    group: str | None = None
+    filter: object | None = None
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The return code if the target has exited (reaping it), else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for exit: the exit code, or ``-N`` if killed by signal N (like subprocess).
+
+        With a listener, someone must answer its notifications meanwhile. Returns None
+        when ``timeout`` (seconds) expires first.
+        """
+        if self.returncode is None:
+            if timeout is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+                return None
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` through the pidfd (never hits a recycled pid); no-op once exited."""
+        if self.returncode is None and self.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Close the listener and the pidfd (notified syscalls still waiting fail with ENOSYS)."""
+        for name in ("listener", "pidfd"):
+            fd = getattr(self, name)
+            if fd is not None and fd >= 0:
+                os.close(fd)
+                setattr(self, name, None if name == "listener" else -1)
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Kill the target if still running, reap it and release the fds."""
+        if self.poll() is None:
+            self.kill()
+            if self.listener is not None:
+                os.close(self.listener)
+                self.listener = None
+            self.wait()
+        self.close()
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style status: the exit code, or 128+N for death by signal N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def notifies(raw: bytes) -> bool:
+    """True when the program may return SECCOMP_RET_USER_NOTIF (``RET A`` counts as maybe)."""
+    for ins in bpf.unpack(raw):
+        if ins.is_ret:
+            if bpf.bpf_rval(ins.code) != bpf.BPF_K:
+                return True
+            if ins.k & abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_USER_NOTIF:
+                return True
+    return False
+
+
+def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, pass_fds=(),
+          sigmask=None, listener: bool | None = None, log: bool = False, spec_allow: bool = False,
+          wait_killable_recv: bool = False, group: str | None = None) -> Target:
+    """Run ``argv`` with ``filter`` installed in the child only; returns a :class:`Target`.
+
+    ``filter`` is a policy, a compiled program, a ``list[Insn]``, BPF bytes or a stored
+    :class:`sysgate.filter.Filter` (whose flags and group then apply). ``argv[0]`` is
+    searched in ``PATH`` (of ``env`` when given). ``stdin``/``stdout``/``stderr`` are fds or
+    objects with ``fileno()``; None inherits ours. ``pass_fds`` stay open in the target.
+    ``sigmask`` is the target's signal mask (default: ours). ``listener`` forces (or
+    suppresses) NEW_LISTENER; by default a listener is created when the program can
+    return USER_NOTIF. Raises :class:`LaunchError` when the command cannot be run.
+    """
+    from .filter import Filter
+
+    if isinstance(filter, Filter):
+        return filter.spawn(argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                            pass_fds=pass_fds, sigmask=sigmask)
+    raw = program_bytes(filter)
+    if listener is None:
+        listener = notifies(raw)
+    flags = filter_flags(log=log, spec_allow=spec_allow, new_listener=listener,
+                         wait_killable_recv=wait_killable_recv)
+    return launch(argv, raw, flags, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                  pass_fds=pass_fds, sigmask=sigmask, group=group)
+
+
+def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None,
+           pass_fds=(), sigmask=None, group: str | None = None, filter=None) -> Target:
+    """:func:`spawn` with packed BPF and checked SECCOMP_FILTER_FLAG_* ``flags``."""
+    argv = [os.fsdecode(a) for a in argv]
+    if not argv:
+        raise LaunchError("no command given", 127)
+    plan = _ChildPlan(argv, raw, flags, env, cwd, (stdin, stdout, stderr), pass_fds, sigmask)
+    status_r, status_w = os.pipe()
+    go_r, go_w = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        for fd in (status_r, status_w, go_r, go_w):
+            os.close(fd)
+        raise
+    if pid == 0:
+        os.close(status_r)
+        os.close(go_w)
+        plan.run_child(status_w, go_r)  # never returns
+    os.close(status_w)
+    os.close(go_r)
+    target = Target(pid, os.pidfd_open(pid), None, argv, group=group, filter=filter)
+    try:
+        _bring_up(target, plan, status_r, go_w)
+    except BaseException:
+        target.__exit__(None, None, None)
+        raise
+    finally:
+        os.close(status_r)
+        os.close(go_w)
+    return target
+
+
+def _resolve(argv0: str, env) -> str:
+    """The file execve should run: argv0 itself when it has a slash, else the PATH match."""
+    if "/" in argv0:
+        return argv0
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    found = shutil.which(argv0, path=path)
+    if found is None:
+        raise LaunchError(f"cannot run {argv0!r}: {os.strerror(errno.ENOENT)}", 127, errno.ENOENT)
+    return found
+
+
+def _fileno(obj) -> int | None:
+    if obj is None or isinstance(obj, int):
+        return obj
+    return obj.fileno()
+
+
+def _cstrings(items: list[bytes]):
+    array = (ctypes.c_char_p * (len(items) + 1))()
+    array[:-1] = items
+    array[-1] = None
+    return array
+
+
+class _ChildPlan:
+    """Everything the child needs, built in the parent so the child mostly makes syscalls."""
+
+    def __init__(self, argv, raw, flags, env, cwd, stdio, pass_fds, sigmask):
+        self.path = os.fsencode(_resolve(argv[0], env))
+        environ = os.environb if env is None else {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+        self.argv_c = _cstrings([os.fsencode(a) for a in argv])
+        self.envp_c = _cstrings([k + b"=" + v for k, v in environ.items()])
+        self.path_c = ctypes.c_char_p(self.path)
+        self.cwd = os.fsencode(cwd) if cwd is not None else None
+        self.stdio = [_fileno(s) for s in stdio]
+        self.pass_fds = tuple(pass_fds)
+        self.sigmask = sigmask
+        self.flags = flags
+        self.new_listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+        self.prog_buf = ctypes.create_string_buffer(raw, len(raw))
+        self.fprog = ksys.SockFprog(len(raw) // 8, ctypes.cast(self.prog_buf, ctypes.c_void_p))
+        self.go_byte = ctypes.create_string_buffer(1)
+        self.exec_msg = ctypes.create_string_buffer(_MSG.size)
+        self.read = _libc.read
+        self.write = _libc.write
+        self.execve = _libc.execve
+        self.get_errno = ctypes.get_errno
+
+    # --- runs in the forked child -------------------------------------------------
+    def run_child(self, status_w: int, go_r: int) -> None:
+        """Never returns: whatever happens (even KeyboardInterrupt), the child ends in _exit."""
+        try:
+            self._prepare_and_install(status_w)
+            self._after_install(status_w, go_r)
+        finally:
+            os._exit(127)
+
+    def _prepare_and_install(self, status_w: int) -> None:
+        stage = 0
+        try:
+            self._setup_stdio()
+            stage = 1
+            if self.cwd is not None:
+                os.chdir(self.cwd)
+            stage = 2
+            for fd in self.pass_fds:
+                os.set_inheritable(fd, True)
+            stage = 3
+            if self.sigmask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec would keep that
+                _libc.signal(sig, None)
+            stage = 4
+            ksys.set_no_new_privs()
+            stage = 5
+            if self.new_listener:
+                probe = os.open("/dev/null", os.O_RDONLY)  # the listener will get this number
+                os.close(probe)
+                os.write(status_w, _MSG.pack(_MSG_LISTENER_FD, probe, 0))
+            ksys.seccomp(abi.SECCOMP_SET_MODE_FILTER, self.flags, self.fprog)
+        except OSError as exc:
+            os.write(status_w, _MSG.pack(_MSG_SETUP_FAILED, stage, exc.errno or 0))
+            os._exit(127)
+        except BaseException:
+            os._exit(127)
+
+    def _setup_stdio(self) -> None:
+        import fcntl
+
+        copies = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in self.stdio]
+        for target_fd, copy in enumerate(copies):
+            if copy is not None:
+                os.dup2(copy, target_fd)
+                os.close(copy)
+
+    def _after_install(self, status_w: int, go_r: int) -> None:
+        """From here on every syscall may be notified: only pre-built ctypes calls."""
+        if self.new_listener:
+            while self.read(go_r, self.go_byte, 1) < 0 and self.get_errno() == errno.EINTR:
+                pass
+        self.execve(self.path_c, self.argv_c, self.envp_c)
+        _MSG.pack_into(self.exec_msg, 0, _MSG_EXEC_FAILED, 0, self.get_errno())
+        self.write(status_w, self.exec_msg, _MSG.size)
+        os._exit(127)
+
+
+def _bring_up(target: Target, plan: _ChildPlan, status_r: int, go_w: int) -> None:
+    """Parent side: fetch the listener, answer the launcher's notifications, confirm the exec."""
+    msg = _read_msg(status_r)
+    if plan.new_listener and msg and msg[0] == _MSG_LISTENER_FD:
+        target.listener = _fetch_listener(target, status_r, msg[1], plan.flags)
+        os.write(go_w, b"g")
+        msg = None
+    if msg is None:
+        msg = _serve_until_exec(target, status_r)
+    if msg is None:
+        return
+    kind, _, err = msg
+    if kind == _MSG_SETUP_FAILED:
+        raise _setup_failure(target, msg, plan.flags)
+    _finish_failed_exec(target, status_r)
+    raise LaunchError(f"cannot run {target.argv[0]!r}: {os.strerror(err)}",
+                      127 if err == errno.ENOENT else 126, err)
+
+
+def _read_msg(status_r: int):
+    """One status message, or None at EOF (exec done, or the child died)."""
+    data = b""
+    while len(data) < _MSG.size:
+        chunk = os.read(status_r, _MSG.size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return _MSG.unpack(data)
+
+
+def _fetch_listener(target: Target, status_r: int, number: int, flags: int) -> int:
+    """pidfd_getfd the child's fd ``number`` once its seccomp() has created the listener."""
+    poller = select.poll()
+    poller.register(status_r, select.POLLIN)
+    poller.register(target.pidfd, select.POLLIN)
+    wait_ms = 0
+    spins = 0
+    while True:
+        try:
+            fd = ksys.pidfd_getfd(target.pidfd, number)
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF,):
+                raise LaunchError(f"cannot fetch the listener of {target.argv[0]!r}: {exc.strerror}", 126,
+                                  exc.errno) from None
+        else:
+            if os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK:
+                return fd
+            os.close(fd)
+        if poller.poll(wait_ms):
+            msg = _read_msg(status_r) if select.select([status_r], [], [], 0)[0] else None
+            if msg is not None:
+                raise _setup_failure(target, msg, flags)
+            raise LaunchError(f"cannot run {target.argv[0]!r}: the launcher died before installing the filter",
+                              126)
+        spins += 1
+        if spins < 20:
+            os.sched_yield()
+        else:
+            wait_ms = min(10, wait_ms + 1)
+
+
+def _setup_failure(target: Target, msg, flags: int) -> SysgateError:
+    """The error for a child that failed before its execve (message kind _MSG_SETUP_FAILED)."""
+    _, stage, err = msg
+    if _STAGES[stage] == "seccomp":
+        return install_error(OSError(err, os.strerror(err)), flags)
+    return LaunchError(f"cannot run {target.argv[0]!r}: {_STAGES[stage]} setup failed: {os.strerror(err)}", 126, err)
+
+
+def _serve_until_exec(target: Target, status_r: int):
+    """CONTINUE the launcher's own notifications until the status pipe reports.
+
+    Returns None after a successful execve, or the failure message.
+    """
+    if target.listener is None:
+        return _read_msg(status_r)
+    poller = select.poll()
+    poller.register(status_r, select.POLLIN)
+    poller.register(target.listener, select.POLLIN)
+    while True:
+        ready = dict(poller.poll())
+        if status_r in ready:
+            return _read_msg(status_r)
+        if ready.get(target.listener, 0) & select.POLLIN:
+            try:
+                notif = notify.recv(target.listener)
+            except OSError:  # ENOENT: the syscall was interrupted or the launcher died
+                continue
+            if select.select([status_r], [], [], 0)[0]:
+                # The exec closed the status pipe before this notification was generated:
+                # it belongs to the new image. (A failed exec sends a message instead.)
+                msg = _read_msg(status_r)
+                if msg is None:
+                    target.pending.append(notif)
+                    return None
+                _continue(target.listener, notif)
+                return msg
+            _continue(target.listener, notif)
+        elif ready.get(target.listener, 0) & (select.POLLHUP | select.POLLERR):
+            return _read_msg(status_r)
+
+
+def _continue(listener: int, notif: notify.RawNotification) -> None:
+    try:
+        notify.send_continue(listener, notif.id)
+    except OSError:
+        pass  # ENOENT: interrupted or gone
+
+
+def _finish_failed_exec(target: Target, status_r: int) -> None:
+    """After a failed execve the launcher writes and exits: answer it and reap it."""
+    if target.listener is not None:
+        poller = select.poll()
+        poller.register(target.pidfd, select.POLLIN)
+        poller.register(target.listener, select.POLLIN)
+        while target.pidfd not in dict(poller.poll()):
+            try:
+                _continue(target.listener, notify.recv(target.listener))
+            except OSError:
+                pass
+    target.wait()
