@@ -1,0 +1,501 @@
+"""Install a seccomp filter into an already running process by ptrace injection.
+
+One thread of the target (the thread-group leader unless it has exited) is
+stopped with PTRACE_SEIZE + PTRACE_INTERRUPT and made to run, one
+single-stepped ``syscall`` instruction at a time::
+
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    seccomp(SECCOMP_SET_MODE_FILTER, TSYNC [| NEW_LISTENER | TSYNC_ESRCH], &prog)
+    close(listener)          # after sysgate took its own copy with pidfd_getfd
+
+TSYNC gives every thread of the process the filter (and no_new_privs) at once,
+threads blocked in system calls included; the kernel refuses atomically when a
+thread's filter chain has diverged, so nothing half-installed is left behind.
+The ``struct sock_fprog`` and the program are written on the thread's stack
+below the red zone; those bytes and every register are put back exactly
+before the thread is released. A thread that was inside an interruptible
+system call (``read``, ``nanosleep``…) is released at the same kind of stop it
+was interrupted at, so the kernel restarts that call just as it would have
+without sysgate. Signals that arrive during the injection are held back and
+delivered on release.
+
+The architecture-specific part (register layout, syscall numbers and
+instruction, red zone) lives in one class per architecture; only x86_64 is
+implemented (see :data:`ARCHES`).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+
+from . import ptrace
+from .errors import SysgateError, UnsupportedError
+from .kernel import abi
+from .kernel import sys as ksys
+
+PF_KTHREAD = 0x00200000
+STOP_TIMEOUT = 10.0
+_FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog on a 64-bit target
+_ERESTART = {-512: "ERESTARTSYS", -513: "ERESTARTNOINTR", -514: "ERESTARTNOHAND", -516: "ERESTART_RESTARTBLOCK"}
+
+
+class X86_64:
+    """x86_64 registers (``struct user_regs_struct``) and system-call conventions."""
+
+    name = "x86_64"
+    elf = (2, 62)  # ELFCLASS64, EM_X86_64
+    registers = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+                 "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+                 "gs_base", "ds", "es", "fs", "gs")
+    layout = struct.Struct("<27Q")
+    arguments = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    syscall_insn = b"\x0f\x05"
+    insn_align = 1
+    red_zone = 128
+    numbers = {"prctl": 157, "seccomp": 317, "close": 3}
+    #: NT_PRSTATUS sizes of other ABIs this kernel can run, for a clear refusal.
+    foreign_regsets = {68: "i386 (32-bit)"}
+
+    def decode(self, raw: bytes) -> dict[str, int]:
+        return dict(zip(self.registers, self.layout.unpack(raw)))
+
+    def encode(self, regs: dict[str, int]) -> bytes:
+        return self.layout.pack(*(regs[name] & 0xFFFFFFFFFFFFFFFF for name in self.registers))
+
+    def pc(self, regs: dict[str, int]) -> int:
+        return regs["rip"]
+
+    def sp(self, regs: dict[str, int]) -> int:
+        return regs["rsp"]
+
+    def syscall_in_progress(self, regs: dict[str, int]) -> bool:
+        """The thread stopped on its way out of a system call (which may be restarted)."""
+        return _signed(regs["orig_rax"]) >= 0
+
+    def call_regs(self, saved: dict[str, int], site: int, nr: int, args: tuple[int, ...]) -> dict[str, int]:
+        """Registers that make the thread execute ``syscall`` at ``site`` as system call ``nr``."""
+        regs = dict(saved, rip=site, rax=nr, orig_rax=-1)  # orig_rax -1: nothing to restart
+        for name, value in zip(self.arguments, args + (0,) * (6 - len(args))):
+            regs[name] = value
+        return regs
+
+    def result(self, regs: dict[str, int]) -> int:
+        return _signed(regs["rax"])
+
+
+#: Architectures ``attach`` can inject into, by sysgate's arch name.
+ARCHES = {"x86_64": X86_64()}
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+@dataclass
+class AttachedTarget:
+    """A process that now runs under the attached filter.
+
+    ``pidfd`` refers to the process; ``listener_fd`` is sysgate's copy of the
+    filter's notification fd (None without a listener). Both are owned by this
+    object: :meth:`close` (or ``with``) releases them.
+    """
+
+    pid: int
+    pidfd: int
+    listener_fd: int | None
+    warnings: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for name in ("listener_fd", "pidfd"):
+            fd = getattr(self, name)
+            if fd is not None and fd >= 0:
+                os.close(fd)
+                setattr(self, name, None if name == "listener_fd" else -1)
+
+    def __enter__(self) -> "AttachedTarget":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- looking at the target before touching it ---------------------------------
+def _proc_status(path: str) -> dict[str, str]:
+    with open(path) as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def _stat_fields(path: str) -> list[str]:
+    """Fields of /proc/…/stat from field 3 (state) on; the command name may contain spaces."""
+    with open(path) as f:
+        text = f.read()
+    return text[text.rindex(")") + 2:].split()
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _exe_abi(pid: int) -> tuple[int, int]:
+    """(ELF class, e_machine) of the target's executable."""
+    with open(f"/proc/{pid}/exe", "rb") as f:
+        header = f.read(20)
+    if header[:4] != b"\x7fELF" or len(header) < 20:
+        raise UnsupportedError(f"process {pid}: its executable is not an ELF file")
+    byteorder = "little" if header[5] == 1 else "big"
+    return header[4], int.from_bytes(header[18:20], byteorder)
+
+
+def _abi_name(elf_class: int, machine: int) -> str:
+    known = {(2, 62): "x86_64", (1, 62): "x32", (1, 3): "i386", (2, 183): "aarch64", (1, 40): "arm",
+             (2, 243): "riscv64"}
+    return known.get((elf_class, machine), f"ELF class {elf_class}, machine {machine}")
+
+
+def permission_hint(pid: int) -> str:
+    """Why ptrace is probably refused, and what to do about it."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read())
+    except (OSError, ValueError):
+        scope = 0
+    if scope >= 3:
+        return "Yama ptrace_scope is 3: no process may be traced until reboot"
+    if scope == 2:
+        return "Yama ptrace_scope is 2: only a process with CAP_SYS_PTRACE may attach (run as root)"
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        owner = -1
+    if os.geteuid() != 0 and owner not in (-1, os.geteuid()):
+        return f"the target runs as uid {owner} and you are uid {os.geteuid()}: run as root or as that user"
+    if scope == 1 and os.geteuid() != 0:
+        return ("Yama ptrace_scope is 1: only ancestors may attach; run as root or "
+                "set `sysctl kernel.yama.ptrace_scope=0`")
+    return ("sysgate lacks CAP_SYS_PTRACE over the target (a container without it, an LSM, or a "
+            "non-dumpable target such as a setuid program); run as root on the host")
+
+
+def _live_threads(pid: int) -> list[int]:
+    """Threads of ``pid`` that are not zombies, the thread-group leader first."""
+    try:
+        tids = sorted((int(t) for t in os.listdir(f"/proc/{pid}/task")), key=lambda t: (t != pid, t))
+    except FileNotFoundError:
+        raise SysgateError(f"no process with PID {pid}") from None
+    live = []
+    for tid in tids:
+        try:
+            if _stat_fields(f"/proc/{pid}/task/{tid}/stat")[0] not in "ZX":
+                live.append(tid)
+        except (OSError, IndexError):
+            continue
+    return live
+
+
+def check_target(pid: int) -> tuple[int, "X86_64"]:
+    """Refuse targets ptrace injection cannot handle; return (thread to inject into, its arch).
+
+    Raises SysgateError with the reason (and a hint) for: no such process,
+    sysgate itself, kernel threads, zombies, stopped or already traced
+    processes, seccomp strict mode, and unsupported architectures.
+    """
+    if pid <= 0:
+        raise SysgateError(f"invalid PID {pid}")
+    if pid == os.getpid():
+        raise SysgateError("sysgate cannot attach to itself")
+    name = f"process {pid} ({_process_name(pid)})"
+    try:
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        status = _proc_status(f"/proc/{pid}/status")
+    except FileNotFoundError:
+        raise SysgateError(f"no process with PID {pid}") from None
+    if int(fields[6]) & PF_KTHREAD:
+        raise SysgateError(f"{name} is a kernel thread; only user-space processes can be filtered")
+    if fields[0] in "ZX":
+        raise SysgateError(f"{name} is a zombie (it has exited and waits for its parent to reap it)")
+    if fields[0] in "Tt":
+        raise SysgateError(f"{name} is stopped; resume it first (kill -CONT {pid})")
+    if status.get("Seccomp", "0").strip() == str(abi.SECCOMP_MODE_STRICT):
+        raise SysgateError(f"{name} is in seccomp strict mode; it cannot install a filter")
+    threads = _live_threads(pid)
+    if not threads:
+        raise SysgateError(f"{name} has no live thread")
+    tid = threads[0]
+    tracer = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
+    if tracer:
+        raise SysgateError(f"{name} is already traced by process {tracer} ({_process_name(tracer)}); "
+                           "a thread can have only one tracer: detach the debugger/strace first")
+    try:
+        elf_class, machine = _exe_abi(pid)
+    except PermissionError:
+        raise SysgateError(f"not permitted to inspect {name}: {permission_hint(pid)}") from None
+    except FileNotFoundError:
+        raise SysgateError(f"{name} has no executable (exited, or a kernel thread)") from None
+    target_abi = _abi_name(elf_class, machine)
+    arch = ARCHES.get(target_abi)
+    if arch is None or target_abi != abi.native_arch():
+        supported = ", ".join(a for a in ARCHES if a == abi.native_arch()) or "none on this machine"
+        raise UnsupportedError(f"{name} runs {target_abi} code; sysgate attach supports: {supported}")
+    return tid, arch
+
+
+def validate_program(program: bytes) -> None:
+    if not program or len(program) % abi.SOCK_FILTER.size:
+        raise SysgateError(f"a BPF program must be a non-empty multiple of {abi.SOCK_FILTER.size} bytes, "
+                           f"not {len(program)}")
+    if len(program) // abi.SOCK_FILTER.size > 4096:
+        raise SysgateError(f"the program has {len(program) // abi.SOCK_FILTER.size} instructions; "
+                           "the kernel accepts at most 4096")
+
+
+# --- the injection -------------------------------------------------------------
+def _executable_mappings(pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, name) of executable mappings, the vDSO first."""
+    found = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) >= 2 and parts[1].startswith("r") and "x" in parts[1]:
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                found.append((start, end, parts[5].strip() if len(parts) > 5 else ""))
+    return sorted(found, key=lambda m: m[2] != "[vdso]")
+
+
+def _mapping_of(pid: int, address: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            start, end = (int(x, 16) for x in line.split(maxsplit=1)[0].split("-"))
+            if start <= address < end:
+                return start, end
+    raise SysgateError(f"process {pid}: address 0x{address:x} is not mapped")
+
+
+class Injection:
+    """One stopped thread of the target, made to run system calls for us.
+
+    Use as a context manager: entering stops the thread and saves its
+    registers, leaving restores every register and scratch byte and lets it go.
+    """
+
+    def __init__(self, pid: int, tid: int, arch: X86_64):
+        self.pid, self.tid, self.arch = pid, tid, arch
+        self.memory: ptrace.Memory | None = None
+        self.saved_raw = b""
+        self.saved: dict[str, int] = {}
+        self.site = 0
+        self._scratch: list[tuple[int, bytes]] = []
+        self._held_signals: list[int] = []
+        self._last_stop: ptrace.Stop | None = None
+        self._seized = False
+
+    # -- stopping and releasing
+    def __enter__(self) -> "Injection":
+        try:
+            self._stop_thread()
+            self.saved_raw = ptrace.get_regset(self.tid)
+            self._check_regset(self.saved_raw)
+            self.saved = self.arch.decode(self.saved_raw)
+            self.memory = ptrace.Memory(self.pid)
+            self.site = self._find_syscall_site()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+    def _stop_thread(self) -> None:
+        name = f"process {self.pid} ({_process_name(self.pid)})"
+        try:
+            ptrace.seize(self.tid)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise SysgateError(f"{name} exited") from None
+            if exc.errno == errno.EPERM:
+                tracer = int(_proc_status(f"/proc/{self.pid}/task/{self.tid}/status").get("TracerPid", "0"))
+                if tracer:
+                    raise SysgateError(f"{name} is already traced by process {tracer} "
+                                       f"({_process_name(tracer)})") from None
+                raise SysgateError(f"ptrace is not permitted on {name}: {permission_hint(self.pid)}") from None
+            raise SysgateError(f"cannot ptrace {name}: {exc.strerror}") from None
+        self._seized = True
+        ptrace.interrupt(self.tid)
+        while True:
+            stop = self._wait()
+            if stop.is_interrupt:
+                return
+            if stop.is_group_stop:
+                raise SysgateError(f"{name} was stopped by {signal.Signals(stop.signal).name} "
+                                   f"while sysgate attached; resume it and retry")
+            # a signal arrived before our stop: deliver it untouched, the stop is still pending
+            ptrace.cont(self.tid, stop.signal)
+
+    def _wait(self) -> ptrace.Stop:
+        deadline = time.monotonic() + STOP_TIMEOUT
+        delay = 0.0005
+        while True:
+            pid, status = os.waitpid(self.tid, ptrace.WALL | os.WNOHANG)
+            if pid:
+                stop = ptrace.Stop(status)
+                self._last_stop = stop
+                if stop.exited:
+                    self._seized = False
+                    raise SysgateError(f"process {self.pid}: thread {self.tid} {stop.describe()} during attach")
+                return stop
+            if time.monotonic() > deadline:
+                raise SysgateError(f"process {self.pid}: thread {self.tid} did not stop within "
+                                   f"{STOP_TIMEOUT:.0f} s (uninterruptible sleep?)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def _release(self) -> None:
+        try:
+            if self.memory is not None:
+                for address, original in reversed(self._scratch):
+                    self.memory.write(address, original)
+                self.memory.close()
+            if self._seized and self.saved_raw:
+                ptrace.set_regset(self.tid, self.saved_raw)
+        finally:
+            if self._seized:
+                self._detach()
+
+    def _detach(self) -> None:
+        """Let the thread go, delivering the signals held back during the injection."""
+        held = list(dict.fromkeys(self._held_signals))
+        first = held.pop(0) if held and self._last_stop and self._last_stop.is_signal_delivery else 0
+        try:
+            ptrace.detach(self.tid, first)
+        except OSError:
+            pass  # the thread died meanwhile
+        self._seized = False
+        for sig in held:
+            os.kill(self.pid, sig)
+
+    def _check_regset(self, raw: bytes) -> None:
+        if len(raw) != self.arch.layout.size:
+            kind = self.arch.foreign_regsets.get(len(raw), f"a {len(raw)}-byte register set")
+            raise UnsupportedError(f"process {self.pid}: thread {self.tid} runs {kind} code; "
+                                   f"sysgate attach supports {self.arch.name} threads only")
+
+    # -- where to run and what to write
+    def _find_syscall_site(self) -> int:
+        """Address of a system-call instruction: the one just executed, else one in the vDSO or any text."""
+        insn = self.arch.syscall_insn
+        if self.arch.syscall_in_progress(self.saved):
+            candidate = self.arch.pc(self.saved) - len(insn)
+            if self.memory.read(candidate, len(insn)) == insn:
+                return candidate
+        for start, end, _name in _executable_mappings(self.pid):
+            try:
+                text = self.memory.read(start, end - start)
+            except OSError:
+                continue
+            offset = text.find(insn)
+            while offset >= 0 and (start + offset) % self.arch.insn_align:
+                offset = text.find(insn, offset + 1)
+            if offset >= 0:
+                return start + offset
+        raise SysgateError(f"process {self.pid}: no system-call instruction found in its executable mappings")
+
+    def write_scratch(self, data: bytes) -> int:
+        """Put ``data`` on the stopped thread's stack below the red zone; returns its address."""
+        sp = self.arch.sp(self.saved)
+        address = (sp - self.arch.red_zone - len(data)) & ~15
+        start, _end = _mapping_of(self.pid, sp - 1)
+        if address < start:
+            raise SysgateError(f"process {self.pid}: not enough stack below the stack pointer of thread "
+                               f"{self.tid} for a {len(data)}-byte filter")
+        self._scratch.append((address, self.memory.read(address, len(data))))
+        self.memory.write(address, data)
+        return address
+
+    # -- running a system call
+    def call(self, name: str, *args: int) -> int:
+        """Run system call ``name`` in the stopped thread; returns its raw result (-errno on failure)."""
+        regs = self.arch.call_regs(self.saved, self.site, self.arch.numbers[name], args)
+        ptrace.set_regset(self.tid, self.arch.encode(regs))
+        done = self.site + len(self.arch.syscall_insn)
+        while True:
+            ptrace.singlestep(self.tid)
+            stop = self._wait()
+            if stop.is_signal_delivery and stop.signal == signal.SIGTRAP:
+                after = self.arch.decode(ptrace.get_regset(self.tid))
+                if self.arch.pc(after) == done:
+                    return self.arch.result(after)
+            if stop.is_signal_delivery:
+                self._held_signals.append(stop.signal)  # held back until the registers are restored
+            # group stops and stray traps: keep stepping (the kernel re-stops a stopped group on detach)
+
+
+def _seccomp_failure(result: int, pid: int, listener: bool) -> SysgateError:
+    name = f"process {pid}"
+    code = -result
+    if result > 0:
+        return SysgateError(f"{name}: thread {result} has a different seccomp filter from the other "
+                            "threads, so the filter cannot be synchronised (TSYNC); nothing was installed")
+    reasons = {
+        errno.ESRCH: "a thread has a different seccomp filter from the others, so TSYNC cannot "
+                     "synchronise them; nothing was installed",
+        errno.EBUSY: "its seccomp filter chain already has a notification listener (only one is "
+                     "allowed); use --no-listener or a policy without notify",
+        errno.EACCES: "it lacks no_new_privs and CAP_SYS_ADMIN",
+        errno.ENOMEM: "its filter chain would exceed the kernel's 32768-instruction limit",
+        errno.EINVAL: "the kernel rejected the program or the flags"
+                      + (" (a listener with TSYNC needs Linux 5.7+)" if listener else ""),
+    }
+    reason = reasons.get(code, os.strerror(code) if code > 0 else f"unexpected result {result}")
+    return SysgateError(f"{name}: seccomp() failed: {reason}")
+
+
+def attach(pid: int, program: bytes, *, listener: bool = True) -> AttachedTarget:
+    """Install packed BPF ``program`` on every thread of process ``pid``.
+
+    With ``listener`` (needed for notify rules) the filter gets a notification
+    fd, which is copied into this process with pidfd_getfd and closed in the
+    target. Raises SysgateError when the target cannot be attached to.
+    """
+    validate_program(program)
+    tid, arch = check_target(pid)
+    try:
+        pidfd = ksys.pidfd_open(pid)
+    except ProcessLookupError:
+        raise SysgateError(f"no process with PID {pid}") from None
+    target = AttachedTarget(pid, pidfd, None)
+    try:
+        with Injection(pid, tid, arch) as inj:
+            result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            if result != 0:
+                raise SysgateError(f"process {pid}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")
+            scratch = inj.write_scratch(bytes(_FPROG.size) + program)
+            inj.memory.write(scratch, _FPROG.pack(len(program) // abi.SOCK_FILTER.size, scratch + _FPROG.size))
+            flags = abi.SECCOMP_FILTER_FLAG_TSYNC
+            if listener:
+                flags |= abi.SECCOMP_FILTER_FLAG_NEW_LISTENER | abi.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+            result = inj.call("seccomp", abi.SECCOMP_SET_MODE_FILTER, flags, scratch)
+            if result < 0 or (result > 0 and not listener):
+                raise _seccomp_failure(result, pid, listener)
+            if listener:
+                target.listener_fd = ksys.pidfd_getfd(pidfd, result)
+                _close_in_target(inj, result, program, target)
+    except BaseException:
+        target.close()
+        raise
+    return target
+
+
+def _close_in_target(inj: Injection, fd: int, program: bytes, target: AttachedTarget) -> None:
+    """Close the target's own copy of the listener (else it could answer its own notifications)."""
+    result = inj.call("close", fd)
+    if result != 0:
+        target.warnings.append(f"the filter refused close({fd}) in the target ({os.strerror(-result)}); "
+                               f"the target keeps a copy of the listener as fd {fd}")
