@@ -343,7 +343,7 @@ def _fetch_listener(target: Target, status_r: int, number: int, flags: int) -> i
         try:
             fd = ksys.pidfd_getfd(target.pidfd, number)
         except OSError as exc:
-            if exc.errno not in (errno.EBADF,):
+            if exc.errno not in (errno.EBADF, errno.ESRCH):  # not yet, or exited (the pipe says why)
                 raise LaunchError(f"cannot fetch the listener of {target.argv[0]!r}: {exc.strerror}", 126,
                                   exc.errno) from None
         else:

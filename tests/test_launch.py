@@ -1,0 +1,257 @@
+"""spawn(): real commands launched under real filters; listener hand-over; stored filters."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import stat
+import sys
+
+import pytest
+
+from sysgate import launch
+from sysgate.bpf.insn import ret
+from sysgate.errors import SysgateError
+from sysgate.filter import Filter
+from sysgate.install import InstallError
+from sysgate.kernel import abi, notify
+from test_install import need_compiler, only, run_in_child
+
+PY = sys.executable
+ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]
+NOTIFY_ALL = [ret(abi.SECCOMP_RET_USER_NOTIF)]
+X86_64 = {"mkdir": 83, "mkdirat": 258, "execve": 59, "read": 0}
+
+
+def nr(name: str) -> int:
+    try:
+        from sysgate.syscalls import number
+        return number(abi.native_arch(), name)
+    except (ImportError, AttributeError):
+        if abi.native_arch() != "x86_64":
+            pytest.skip("syscall table not available on this arch yet")
+        return X86_64[name]
+
+
+def deny_mkdir(action: int) -> list:
+    """ALLOW everything but mkdir/mkdirat, which get ``action``."""
+    from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs
+    return [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr("mkdir"), 1, 0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, nr("mkdirat"), 0, 1), ret(action), ret(abi.SECCOMP_RET_ALLOW)]
+
+
+def serve_continue(target) -> list[notify.RawNotification]:
+    """A minimal supervisor: CONTINUE everything until the target exits; returns what it saw."""
+    seen = list(target.pending)
+    for n in target.pending:
+        notify.send_continue(target.listener, n.id)
+    poller = select.poll()
+    poller.register(target.listener, select.POLLIN)
+    poller.register(target.pidfd, select.POLLIN)
+    while True:
+        ready = dict(poller.poll())
+        if ready.get(target.listener, 0) & select.POLLIN:
+            try:
+                n = notify.recv(target.listener)
+                notify.send_continue(target.listener, n.id)
+                seen.append(n)
+            except OSError:
+                pass
+        elif target.pidfd in ready:
+            return seen
+
+
+def run_capture(argv, program, serve=False, **kw):
+    """spawn with stdout on a pipe; returns (returncode, stdout text)."""
+    r, w = os.pipe()
+    try:
+        target = launch.spawn(argv, program, stdout=w, **kw)
+    finally:
+        os.close(w)
+    with target:
+        if serve:
+            serve_continue(target)
+        out = b""
+        while chunk := os.read(r, 65536):
+            out += chunk
+        os.close(r)
+        return target.wait(), out.decode()
+
+
+MKDIR_SCRIPT = ("import os, sys\n"
+                "try:\n    os.mkdir(sys.argv[1]); print('created')\n"
+                "except OSError as e:\n    print(e.errno)\n"
+                "open(sys.argv[1] + '.file', 'w').close(); print('file ok')\n")
+
+
+def test_policy_errno_reaches_the_target(tmp_path):
+    rc, out = run_capture([PY, "-c", MKDIR_SCRIPT, str(tmp_path / "d")], deny_mkdir(abi.SECCOMP_RET_ERRNO | 13))
+    assert rc == 0 and out.split() == ["13", "file", "ok"]
+    assert not (tmp_path / "d").exists() and (tmp_path / "d.file").exists()
+
+
+def test_kill_action_kills_the_target(tmp_path):
+    rc, out = run_capture([PY, "-c", MKDIR_SCRIPT, str(tmp_path / "d")], deny_mkdir(abi.SECCOMP_RET_KILL_PROCESS))
+    assert rc == -signal.SIGSYS and out == "" and not (tmp_path / "d").exists()
+
+
+def test_only_the_target_is_filtered(tmp_path):
+    before = open("/proc/self/status").read().split("Seccomp:")[1].split()[0]
+    rc, _ = run_capture(["true"], deny_mkdir(abi.SECCOMP_RET_ERRNO | 13))
+    os.mkdir(tmp_path / "parent-can")
+    assert rc == 0 and open("/proc/self/status").read().split("Seccomp:")[1].split()[0] == before
+
+
+@pytest.mark.parametrize("argv, expected", [(["/bin/true"], ""), ([PY, "-c", "print(1)"], "1\n")])
+def test_notify_all_launch_completes(argv, expected):
+    r, w = os.pipe()
+    target = launch.spawn(argv, NOTIFY_ALL, stdout=w)
+    os.close(w)
+    with target:
+        assert target.listener is not None
+        seen = serve_continue(target)
+        assert target.wait() == 0
+    assert os.read(r, 100).decode() == expected
+    os.close(r)
+    # The launcher's own read/execve were answered during the launch, not handed over:
+    assert seen and seen[0].data.nr not in (nr("read"), nr("execve"))
+    assert {n.pid for n in seen} == {target.pid}
+
+
+def test_no_listener_without_notify_action():
+    with launch.spawn(["true"], ALLOW) as target:
+        assert target.listener is None and target.wait() == 0
+
+
+@pytest.mark.parametrize("argv, code", [(["sh", "-c", "exit 7"], 7), (["sh", "-c", "kill -TERM $$"], -15),
+                                        (["false"], 1)])
+def test_exit_status_passes_through(argv, code):
+    with launch.spawn(argv, NOTIFY_ALL) as target:
+        serve_continue(target)
+        assert target.wait() == code
+    assert launch.exit_status(code) == (code if code >= 0 else 128 + 15)
+
+
+def test_exec_failure_not_found_is_127():
+    with pytest.raises(launch.LaunchError) as err:
+        launch.spawn(["sysgate-no-such-command"], NOTIFY_ALL)
+    assert err.value.exit_code == 127
+    assert str(err.value) == "cannot run 'sysgate-no-such-command': No such file or directory"
+
+
+@pytest.mark.parametrize("program", [ALLOW, NOTIFY_ALL])
+def test_exec_failure_in_child_is_reported(tmp_path, program):
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    with pytest.raises(launch.LaunchError) as err:
+        launch.spawn([str(script)], program)
+    if os.geteuid() == 0:  # root may read it, but the kernel still wants an x bit
+        assert "Permission denied" in str(err.value) and err.value.exit_code == 126
+    with pytest.raises(launch.LaunchError, match="No such file or directory") as err:
+        launch.spawn([str(tmp_path / "missing")], program)
+    assert err.value.exit_code == 127
+
+
+def test_filter_denying_execve_is_a_clear_error():
+    with pytest.raises(launch.LaunchError, match="cannot run 'true': Operation not permitted"):
+        launch.spawn(["true"], only(nr("execve"), abi.SECCOMP_RET_ERRNO | 1))
+
+
+def test_setup_failure_names_the_stage():
+    with pytest.raises(launch.LaunchError, match="cwd setup failed: No such file or directory"):
+        launch.spawn(["true"], ALLOW, cwd="/nonexistent-sysgate-dir")
+
+
+def test_stdio_env_cwd(tmp_path):
+    r_in, w_in = os.pipe()
+    os.write(w_in, b"hello\n")
+    os.close(w_in)
+    rc, out = run_capture(["sh", "-c", 'read x; echo "$x $FOO $(pwd)"'], NOTIFY_ALL, serve=True,
+                          stdin=r_in, env={"FOO": "bar", "PATH": os.environ["PATH"]}, cwd=tmp_path)
+    os.close(r_in)
+    assert rc == 0 and out == f"hello bar {tmp_path}\n"
+
+
+def test_pass_fds_reach_the_target():
+    r, w = os.pipe()
+    rc, out = run_capture([PY, "-c", f"import os; os.write({w}, b'via-fd\\n'); print('done')"], ALLOW,
+                          pass_fds=(w,))
+    os.close(w)
+    assert rc == 0 and out == "done\n" and os.read(r, 100) == b"via-fd\n"
+    os.close(r)
+
+
+def test_no_fd_leaks():
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+    launch.spawn(["true"], ALLOW).__exit__(None, None, None)  # warm caches (feature probe)
+    before = fds()
+    for program in (ALLOW, NOTIFY_ALL):
+        with launch.spawn(["true"], program) as target:
+            if target.listener is not None:
+                serve_continue(target)
+            target.wait()
+        with pytest.raises(launch.LaunchError):
+            launch.spawn(["/nonexistent"], program)
+        with pytest.raises(launch.LaunchError):
+            launch.spawn(["true"], program, cwd="/nonexistent")
+    assert fds() == before
+
+
+def test_nested_listener_is_refused_clearly():
+    def child():
+        from sysgate.install import install
+        install(only(1000, abi.SECCOMP_RET_USER_NOTIF), new_listener=True)
+        try:
+            launch.spawn(["true"], NOTIFY_ALL)
+        except InstallError as exc:
+            return str(exc)
+    rc, out = run_in_child(child)
+    assert rc == 0 and "already has a listener" in out, out
+
+
+# --- stored filters ------------------------------------------------------------
+def test_stored_filter_round_trip_and_group(tmp_path):
+    f = Filter.from_program(deny_mkdir(abi.SECCOMP_RET_ERRNO | 13), name="box")
+    path = tmp_path / "box.json"
+    f.save(path)
+    g = Filter.load(path)
+    assert (g.program, g.group, g.arches, g.name) == (f.program, f.group, f.arches, "box")
+    targets = [g.spawn([PY, "-c", MKDIR_SCRIPT, str(tmp_path / f"d{i}")]) for i in range(2)]
+    for t in targets:
+        with t:
+            assert t.group == f.group and t.filter is g and t.wait() == 0
+    assert not (tmp_path / "d0").exists() and (tmp_path / "d1.file").exists()
+
+
+def test_stored_filter_flags_and_listener(tmp_path):
+    f = Filter.from_program(NOTIFY_ALL, log=True)
+    assert f.notifies and f.kernel_flags() & abi.SECCOMP_FILTER_FLAG_LOG
+    with launch.spawn(["true"], f) as t:
+        assert t.listener is not None and t.group == f.group
+        serve_continue(t)
+        assert t.wait() == 0
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"format": "other"}, "not a stored sysgate filter"),
+    ({"format": "sysgate-filter", "version": 99}, "version 99 is not supported"),
+    ({"format": "sysgate-filter", "version": 1, "program": "!!"}, "malformed stored filter"),
+    ({"format": "sysgate-filter", "version": 1, "program": "AAAA"}, "multiple of 8"),
+    ({"format": "sysgate-filter", "version": 1, "program": "BgAAAAAA/38=", "flags": {"x": 1}}, "unknown filter flag"),
+])
+def test_stored_filter_bad_input(doc, message):
+    with pytest.raises(SysgateError, match=message):
+        Filter.from_json(doc)
+
+
+def test_stored_filter_from_policy():
+    need_compiler()
+    from sysgate.policy.model import Action, Policy, Rule
+
+    policy = Policy(default=Action("allow"), rules=[Rule("mkdir", Action("errno", 13)),
+                                                    Rule("mkdirat", Action("errno", 13))])
+    f = Filter.from_policy(policy)
+    rc, out = run_capture([PY, "-c", MKDIR_SCRIPT, "/tmp/sysgate-never-created"], f)
+    assert rc == 0 and out.split()[0] == "13"
