@@ -33,7 +33,9 @@ import time
 from dataclasses import dataclass, field
 
 from . import ptrace
+from .bpf import insn as bpf
 from .errors import SysgateError, UnsupportedError
+from .install import TsyncError, filter_flags, install_error, program_bytes
 from .kernel import abi
 from .kernel import sys as ksys
 
@@ -247,15 +249,6 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
     return tid, arch
 
 
-def validate_program(program: bytes) -> None:
-    if not program or len(program) % abi.SOCK_FILTER.size:
-        raise SysgateError(f"a BPF program must be a non-empty multiple of {abi.SOCK_FILTER.size} bytes, "
-                           f"not {len(program)}")
-    if len(program) // abi.SOCK_FILTER.size > 4096:
-        raise SysgateError(f"the program has {len(program) // abi.SOCK_FILTER.size} instructions; "
-                           "the kernel accepts at most 4096")
-
-
 # --- the injection -------------------------------------------------------------
 def _executable_mappings(pid: int) -> list[tuple[int, int, str]]:
     """(start, end, name) of executable mappings, the vDSO first."""
@@ -437,34 +430,36 @@ class Injection:
             # group stops and stray traps: keep stepping (the kernel re-stops a stopped group on detach)
 
 
-def _seccomp_failure(result: int, pid: int, listener: bool) -> SysgateError:
-    name = f"process {pid}"
-    code = -result
+def _seccomp_failure(result: int, pid: int, flags: int) -> SysgateError:
+    """The user-facing error for a failed injected seccomp() that returned ``result``."""
     if result > 0:
-        return SysgateError(f"{name}: thread {result} has a different seccomp filter from the other "
-                            "threads, so the filter cannot be synchronised (TSYNC); nothing was installed")
-    reasons = {
-        errno.ESRCH: "a thread has a different seccomp filter from the others, so TSYNC cannot "
-                     "synchronise them; nothing was installed",
-        errno.EBUSY: "its seccomp filter chain already has a notification listener (only one is "
-                     "allowed); use --no-listener or a policy without notify",
-        errno.EACCES: "it lacks no_new_privs and CAP_SYS_ADMIN",
-        errno.ENOMEM: "its filter chain would exceed the kernel's 32768-instruction limit",
-        errno.EINVAL: "the kernel rejected the program or the flags"
-                      + (" (a listener with TSYNC needs Linux 5.7+)" if listener else ""),
-    }
-    reason = reasons.get(code, os.strerror(code) if code > 0 else f"unexpected result {result}")
-    return SysgateError(f"{name}: seccomp() failed: {reason}")
+        return TsyncError(result, f"it has a seccomp filter of its own, which the other threads of "
+                                  f"process {pid} lack; nothing was installed")
+    err = install_error(OSError(-result, os.strerror(-result)), flags)
+    hint = " (use --no-listener or a policy without notify rules)" if -result == errno.EBUSY else ""
+    return SysgateError(f"process {pid}: {err}{hint}")
 
 
-def attach(pid: int, program: bytes, *, listener: bool = True) -> AttachedTarget:
-    """Install packed BPF ``program`` on every thread of process ``pid``.
+def program_notifies(program: bytes) -> bool:
+    """True if the program may return SECCOMP_RET_USER_NOTIF (and so needs a listener)."""
+    for ins in bpf.unpack(program):
+        if ins.is_ret and (bpf.bpf_rval(ins.code) != bpf.BPF_K
+                           or ins.k & abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_USER_NOTIF):
+            return True
+    return False
 
-    With ``listener`` (needed for notify rules) the filter gets a notification
-    fd, which is copied into this process with pidfd_getfd and closed in the
-    target. Raises SysgateError when the target cannot be attached to.
+
+def attach(pid: int, program, *, listener: bool = True) -> AttachedTarget:
+    """Install ``program`` on every thread of process ``pid``.
+
+    ``program`` is anything :func:`sysgate.install.program_bytes` takes (packed
+    BPF, ``list[Insn]``, a compiled program, a Policy). With ``listener`` (needed
+    for notify rules) the filter gets a notification fd, which is copied into
+    this process with pidfd_getfd and closed in the target. Raises SysgateError
+    when the target cannot be attached to; the target is left as it was then.
     """
-    validate_program(program)
+    raw = program_bytes(program)
+    flags = filter_flags(tsync=True, new_listener=listener)
     tid, arch = check_target(pid)
     try:
         pidfd = ksys.pidfd_open(pid)
@@ -476,17 +471,14 @@ def attach(pid: int, program: bytes, *, listener: bool = True) -> AttachedTarget
             result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             if result != 0:
                 raise SysgateError(f"process {pid}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")
-            scratch = inj.write_scratch(bytes(_FPROG.size) + program)
-            inj.memory.write(scratch, _FPROG.pack(len(program) // abi.SOCK_FILTER.size, scratch + _FPROG.size))
-            flags = abi.SECCOMP_FILTER_FLAG_TSYNC
-            if listener:
-                flags |= abi.SECCOMP_FILTER_FLAG_NEW_LISTENER | abi.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+            scratch = inj.write_scratch(bytes(_FPROG.size) + raw)
+            inj.memory.write(scratch, _FPROG.pack(len(raw) // abi.SOCK_FILTER.size, scratch + _FPROG.size))
             result = inj.call("seccomp", abi.SECCOMP_SET_MODE_FILTER, flags, scratch)
             if result < 0 or (result > 0 and not listener):
-                raise _seccomp_failure(result, pid, listener)
+                raise _seccomp_failure(result, pid, flags)
             if listener:
                 target.listener_fd = ksys.pidfd_getfd(pidfd, result)
-                _close_in_target(inj, result, program, target)
+                _close_in_target(inj, result, raw, target)
     except BaseException:
         target.close()
         raise

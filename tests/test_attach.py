@@ -1,0 +1,363 @@
+"""sysgate attach: ptrace-inject a filter into live multi-threaded processes and check they carry on.
+
+The target (tests/attach_target.c, compiled at test time) has a thread-group
+leader that is blocked in read(), in nanosleep() or spinning in register-checking
+code when sysgate injects into it, three workers looping on system calls and a
+reader thread blocked in read(). After the attach every thread must find mkdir
+denied with EPERM and getppid answered (4242) through the listener, and the
+whole process must exit 0: its loops, its restarted system calls, its
+registers and the stack below its stack pointer all survived the injection.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sysgate import attach as attach_mod
+from sysgate.attach import attach, program_notifies
+from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
+from sysgate.errors import SysgateError
+from sysgate.kernel import abi, notify
+
+pytestmark = pytest.mark.skipif(abi.native_arch() != "x86_64" or os.geteuid() != 0,
+                                reason="attach is implemented for x86_64; the tests ptrace as root")
+
+NR_MKDIR, NR_GETPPID = 83, 110
+TOKEN = "t0k3n"
+
+
+def policy(notify_getppid: bool = True) -> bytes:
+    """mkdir -> ERRNO(EPERM); getppid -> USER_NOTIF (or allowed); anything else allowed."""
+    return pack([
+        ld_abs(abi.OFFSET_ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH["x86_64"], 1, 0),
+        ret(abi.SECCOMP_RET_KILL_PROCESS),
+        ld_abs(abi.OFFSET_NR),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, NR_MKDIR, 0, 1),
+        ret(abi.SECCOMP_RET_ERRNO | 1),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, NR_GETPPID, 0, 1),
+        ret(abi.SECCOMP_RET_USER_NOTIF if notify_getppid else abi.SECCOMP_RET_ALLOW),
+        ret(abi.SECCOMP_RET_ALLOW),
+    ])
+
+
+@pytest.fixture(scope="module")
+def target_binary(tmp_path_factory) -> str:
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the target program")
+    out = tmp_path_factory.mktemp("attach") / "target"
+    source = Path(__file__).with_name("attach_target.c")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(out), str(source)], check=True)
+    return str(out)
+
+
+def proc_status(pid: int, tid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def threads(pid: int) -> list[int]:
+    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def syscall_of(pid: int, tid: int) -> str:
+    with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+        return f.read().strip()
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the target"
+        time.sleep(0.005)
+
+
+class Target:
+    """The C target in one of its modes, started and waiting for sysgate."""
+
+    def __init__(self, binary: str, mode: str, workdir: Path):
+        self.mode, self.dir = mode, workdir
+        self.proc = subprocess.Popen([binary, mode, str(workdir), TOKEN], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.pid = self.proc.pid
+        assert self.proc.stdout.readline() == b"ready\n"
+        blocked = {"read": "0 ", "sleep": "230 "}.get(mode)  # read, clock_nanosleep
+        if blocked:
+            wait_until(lambda: syscall_of(self.pid, self.pid).startswith(blocked))
+        if mode != "read":  # the reader thread is blocked in read(0) too
+            wait_until(lambda: any(syscall_of(self.pid, t).startswith("0 ") for t in threads(self.pid)[1:]))
+        else:
+            time.sleep(0.05)
+
+    @property
+    def thread_count(self) -> int:
+        return 4 if self.mode == "read" else 5
+
+    def go(self) -> None:
+        self.proc.stdin.write(f"go {TOKEN}\n".encode())
+        self.proc.stdin.flush()
+
+    def finish(self) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=10)
+        return self.proc.returncode, out.decode()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start(target_binary, tmp_path):
+    started = []
+
+    def _start(mode: str) -> Target:
+        t = Target(target_binary, mode, tmp_path)
+        started.append(t)
+        return t
+
+    yield _start
+    for t in started:
+        t.kill()
+
+
+def answer_getppid(listener: int, pid: int, count: int) -> None:
+    """Act as the supervisor: answer ``count`` getppid notifications with 4242."""
+    for _ in range(count):
+        ready, _, _ = select.select([listener], [], [], 5)
+        assert ready, "no notification arrived"
+        n = notify.recv(listener)
+        assert n.data.nr == NR_GETPPID and n.pid in threads(pid)
+        notify.send(listener, n.id, val=4242)
+
+
+def assert_all_filtered(pid: int) -> None:
+    for tid in threads(pid):
+        status = proc_status(pid, tid)
+        assert status["Seccomp"] == "2", f"thread {tid} is not filtered"
+        assert status["NoNewPrivs"] == "1"
+
+
+def check_run(t: Target, listener: int) -> str:
+    time.sleep(0.2)  # the workers keep looping under the filter meanwhile
+    t.go()
+    answer_getppid(listener, t.pid, t.thread_count)
+    code, out = t.finish()
+    assert code == 0, out
+    assert out.count("checked ") == t.thread_count, out
+    assert not any(t.dir.iterdir()), "mkdir was not denied"
+    return out
+
+
+@pytest.mark.parametrize("mode", ["read", "sleep", "spin"])
+def test_attach_filters_every_thread_and_target_carries_on(start, mode):
+    t = start(mode)
+    if mode == "read":
+        before = syscall_of(t.pid, t.pid)
+        sp = int(before.split()[-2], 16)
+        with open(f"/proc/{t.pid}/mem", "rb") as mem:
+            mem.seek(sp - 65536)
+            stack_before = mem.read(65536)
+    with attach(t.pid, policy()) as target:
+        assert target.pid == t.pid and target.listener_fd is not None and not target.warnings
+        assert_all_filtered(t.pid)
+        if mode == "read":  # the leader is back in the same read(), with the same registers and stack
+            assert syscall_of(t.pid, t.pid) == before
+            with open(f"/proc/{t.pid}/mem", "rb") as mem:
+                mem.seek(sp - 65536)
+                assert mem.read(65536) == stack_before
+        out = check_run(t, target.listener_fd)
+    assert "usr1 0" in out
+
+
+def test_signal_arriving_during_injection_is_delivered_once(start, monkeypatch):
+    t = start("read")
+    tgkill = ctypes.CDLL(None, use_errno=True).tgkill
+    original_call = attach_mod.Injection.call
+    sent = []
+
+    def call_after_a_signal(self, name, *args):
+        if not sent:  # a real signal reaches the stopped thread before its first injected call
+            assert tgkill(self.pid, self.tid, signal.SIGUSR1) == 0
+            sent.append(name)
+        return original_call(self, name, *args)
+
+    monkeypatch.setattr(attach_mod.Injection, "call", call_after_a_signal)
+    with attach(t.pid, policy()) as target:
+        assert sent == ["prctl"]
+        assert_all_filtered(t.pid)
+        out = check_run(t, target.listener_fd)
+    assert "usr1 1" in out  # held during the injection, delivered on release, read() restarted
+
+
+def test_attach_without_listener_to_a_python_process(tmp_path):
+    code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+            "    try:\n        os.mkdir(line.strip()); print('made', flush=True)\n"
+            "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        with attach(proc.pid, policy(notify_getppid=False), listener=False) as target:
+            assert target.listener_fd is None
+            assert_all_filtered(proc.pid)
+        proc.stdin.write(f"{tmp_path / 'new'}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "errno 1\n"
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+        assert not (tmp_path / "new").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_program_notifies():
+    assert program_notifies(policy(notify_getppid=True))
+    assert not program_notifies(policy(notify_getppid=False))
+
+
+# --- refusals -------------------------------------------------------------------
+def free_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_refuses_missing_process():
+    with pytest.raises(SysgateError, match=r"no process with PID \d+"):
+        attach(free_pid(), policy())
+
+
+def test_refuses_itself():
+    with pytest.raises(SysgateError, match="itself"):
+        attach(os.getpid(), policy())
+
+
+def test_refuses_already_traced_process(target_binary, tmp_path):
+    if not shutil.which("strace"):
+        pytest.skip("strace is needed to trace the target")
+    proc = subprocess.Popen(["strace", "-o", "/dev/null", "sleep", "30"])
+    try:
+        tracee = None
+
+        def traced():
+            nonlocal tracee
+            kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
+            tracee = kids[0] if kids else None
+            return tracee and proc_status(tracee, tracee).get("TracerPid") == str(proc.pid)
+
+        wait_until(traced)
+        with pytest.raises(SysgateError, match=rf"already traced by process {proc.pid} \(strace\)"):
+            attach(tracee, policy())
+        assert proc_status(tracee, tracee)["Seccomp"] == "0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return -1
+
+
+def test_refuses_zombie_and_stopped_processes():
+    zombie = subprocess.Popen(["true"])
+    wait_until(lambda: open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z")
+    with pytest.raises(SysgateError, match="zombie"):
+        attach(zombie.pid, policy())
+    zombie.wait()
+    stopped = subprocess.Popen(["sleep", "30"])
+    try:
+        os.kill(stopped.pid, signal.SIGSTOP)
+        wait_until(lambda: proc_status(stopped.pid, stopped.pid)["State"].startswith("T"))
+        with pytest.raises(SysgateError, match=r"stopped; resume it first \(kill -CONT"):
+            attach(stopped.pid, policy())
+    finally:
+        stopped.kill()
+        stopped.wait()
+
+
+def test_refuses_kernel_thread():
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    flags = int(f.read().rsplit(")", 1)[1].split()[6])
+            except OSError:
+                continue
+            if flags & attach_mod.PF_KTHREAD:
+                with pytest.raises(SysgateError, match="kernel thread"):
+                    attach(int(entry), policy())
+                return
+    pytest.skip("no kernel thread visible in this PID namespace")
+
+
+def test_refuses_without_permission_as_an_unprivileged_user():
+    readable = tempfile.TemporaryDirectory()  # pytest's tmp_path is private to root
+    os.chmod(readable.name, 0o755)
+    prog = Path(readable.name) / "prog.bpf"
+    prog.write_bytes(policy(notify_getppid=False))
+    prog.chmod(0o644)
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        script = ("import sys\nfrom sysgate.cli import main\n"
+                  f"sys.exit(main(['attach', '{victim.pid}', '--bpf', '{prog}']))")
+        src = str(Path(attach_mod.__file__).parents[1])  # the venv's interpreter may be under /root
+        child = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True,
+                               user=65534, group=65534, extra_groups=[], env={"PYTHONPATH": src}, timeout=30)
+        if b"No module named" in child.stderr:
+            pytest.skip("the sysgate sources are not readable by an unprivileged user")
+        assert child.returncode == 2
+        message = child.stderr.decode()
+        assert "Traceback" not in message and message.count("\n") == 1
+        assert f"not permitted to inspect process {victim.pid}" in message
+        assert "uid 0" in message and "run as root" in message
+    finally:
+        victim.kill()
+        victim.wait()
+        readable.cleanup()
+
+
+def test_cli_attach_reports_errors_on_one_line(tmp_path):
+    prog = tmp_path / "prog.bpf"
+    prog.write_bytes(policy())
+    pid = free_pid()
+    child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(pid), "--bpf", str(prog)],
+                           capture_output=True, text=True, timeout=30)
+    assert child.returncode == 2
+    assert child.stderr == f"sysgate: error: the policy has notify rules: add --supervise to answer them, " \
+                           f"or --no-listener to let them fail with ENOSYS\n"
+    child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(pid), "--bpf", str(prog),
+                            "--no-listener"], capture_output=True, text=True, timeout=30)
+    assert child.returncode == 2 and child.stderr == f"sysgate: error: no process with PID {pid}\n"
+
+
+def test_cli_attach_without_listener(tmp_path):
+    prog = tmp_path / "prog.bpf"
+    prog.write_bytes(policy(notify_getppid=False))
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until(lambda: syscall_of(victim.pid, victim.pid).startswith("230 "))
+        child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(victim.pid), "--bpf", str(prog)],
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode == 0, child.stderr
+        assert f"attached to process {victim.pid}: 9 instructions on 1 thread(s)" in child.stderr
+        assert proc_status(victim.pid, victim.pid)["Seccomp"] == "2"
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
