@@ -255,3 +255,85 @@ def test_stored_filter_from_policy():
     f = Filter.from_policy(policy)
     rc, out = run_capture([PY, "-c", MKDIR_SCRIPT, "/tmp/sysgate-never-created"], f)
     assert rc == 0 and out.split()[0] == "13"
+
+
+# --- sysgate run ------------------------------------------------------------------
+def sysgate_run(*args, timeout=30, **kw):
+    import subprocess
+    return subprocess.run([PY, "-m", "sysgate", "run", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def test_cli_run_passes_exit_codes_and_signals():
+    assert sysgate_run("--", "sh", "-c", "exit 7").returncode == 7
+    assert sysgate_run("--log", "--", "sh", "-c", "kill -KILL $$").returncode == 128 + 9
+
+
+def test_cli_run_default_audit_summary():
+    res = sysgate_run("--", "sh", "-c", "echo hi")
+    assert res.returncode == 0 and res.stdout == "hi\n"
+    head, columns, *rows = res.stderr.splitlines()
+    total = int(head.split(": ")[2].split()[0])
+    assert head.startswith("sysgate: audit of 'sh':") and columns.split() == ["calls", "syscall"]
+    assert total > 10 and sum(int(r.split()[0]) for r in rows) == total
+
+
+def test_cli_run_notify_all_prints_each_syscall():
+    res = sysgate_run("--notify-all", "--", "/bin/true")
+    lines = res.stderr.splitlines()
+    assert res.returncode == 0 and len(lines) > 5
+    assert all(line.startswith("[pid ") and line.endswith(")") and line.count("0x") == 6 for line in lines)
+
+
+def test_cli_run_exec_failure_message():
+    res = sysgate_run("--", "sysgate-no-such-command", "x")
+    assert res.returncode == 127
+    assert res.stderr == "sysgate: cannot run 'sysgate-no-such-command': No such file or directory\n"
+    res = sysgate_run("--profile", "/nonexistent/profile.json", "--", "true")
+    assert res.returncode == 125 and "profile '/nonexistent/profile.json' not found" in res.stderr
+
+
+def test_cli_run_forwards_sigterm():
+    import subprocess
+    import time
+    script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(5))\nprint('ready', flush=True)\ntime.sleep(20)\n"
+    proc = subprocess.Popen([PY, "-m", "sysgate", "run", "--log", "--", PY, "-c", script],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 5 and time.monotonic() - t0 < 5
+
+
+def test_cli_run_terminal_sigint_reaches_target_once():
+    """^C on a terminal signals the whole foreground group: sysgate must not send a second SIGINT."""
+    import pty
+    import time
+    script = ("import signal, time\nn = []\nsignal.signal(signal.SIGINT, lambda *a: n.append(1))\n"
+              "print('ready', flush=True)\nt = time.time() + 1.5\n"
+              "while time.time() < t: time.sleep(0.05)\nprint('sigints', len(n), flush=True)\n")
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(PY, [PY, "-m", "sysgate", "run", "--log", "--", PY, "-c", script])
+    out = b""
+    while b"ready" not in out:
+        out += os.read(master, 1024)
+    time.sleep(0.2)
+    os.write(master, b"\x03")
+    while b"sigints" not in out or not out.endswith(b"\n"):
+        try:
+            out += os.read(master, 1024)
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0 and b"sigints 1" in out, out
+
+
+def test_cli_run_podman_profile():
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    if not os.path.exists("/usr/share/containers/seccomp.json"):
+        pytest.skip("podman profile not installed")
+    res = sysgate_run("--profile", "podman", "--", "sh", "-c", "echo ok; unshare -U true; echo $?")
+    assert res.returncode == 0 and res.stdout.split()[0] == "ok"

@@ -1,0 +1,246 @@
+"""``sysgate run``: launch a command under a policy and supervise it.
+
+Exit status, stdio and signals pass through like env(1)/timeout(1): sysgate exits
+with the command's code (128+N if signal N killed it; 127 if it cannot be found, 126 if
+it cannot be run, 125 for sysgate's own errors) and forwards SIGINT/SIGTERM/SIGHUP/
+SIGQUIT sent to it by another process. Signals the terminal generates already reach the
+command (it stays in sysgate's process group), so those are not sent twice.
+
+Without a policy the command runs in audit mode: every syscall is notified, allowed
+(CONTINUE) and counted, and a per-syscall summary is printed to stderr at exit.
+``--log`` instead allows everything with SECCOMP_RET_LOG (the kernel's audit log gets
+the record, nothing is notified). ``--notify-all`` prints each syscall strace-style.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import struct
+import sys
+from collections import Counter
+
+from ..errors import SysgateError
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+PODMAN_PROFILE = "/usr/share/containers/seccomp.json"
+DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
+                   "/usr/share/docker.io/seccomp.json")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a command under a seccomp policy (audit-only without one)",
+                       description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
+    src.add_argument("--profile", metavar="NAME", help="podman, docker, or the path of an OCI/Docker JSON profile")
+    src.add_argument("--notify-all", action="store_true", help="notify every syscall and print it decoded")
+    p.add_argument("--log", action="store_true",
+                   help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
+                        "without: allow every syscall with RET_LOG instead of the notified audit")
+    p.add_argument("command", nargs="+", metavar="-- CMD", help="the command and its arguments")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..launch import LaunchError
+
+    try:
+        filt, reporter = build(args)
+        with SignalForwarder() as forwarder:
+            try:
+                target = filt.spawn(args.command, sigmask=forwarder.original_mask)
+            except LaunchError as exc:
+                print(f"sysgate: {exc}", file=sys.stderr)
+                return exc.exit_code
+            with target:
+                code = supervise(target, reporter, forwarder)
+            if reporter:
+                reporter.finish(target)
+            return code
+    except LaunchError:
+        raise
+    except SysgateError as exc:
+        exc.exit_code = 125
+        raise
+
+
+def build(args):
+    """The stored filter to launch with and the reporter that answers its notifications."""
+    from ..bpf.insn import ret
+    from ..filter import Filter
+    from ..kernel import abi
+
+    path = args.policy or (profile_path(args.profile) if args.profile else None)
+    if path:
+        from ..policy.loader import load_policy
+
+        filt = Filter.from_policy(load_policy(path), log=args.log)
+        return filt, (PolicyReporter() if filt.notifies else None)
+    if args.notify_all:
+        return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="notify-all"), TraceReporter()
+    if args.log:
+        return Filter.from_program([ret(abi.SECCOMP_RET_LOG)], name="log-all"), None
+    return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter()
+
+
+def profile_path(name: str) -> str:
+    """The JSON file for ``--profile``: podman's, a Docker default profile, or a path."""
+    if name == "podman":
+        candidates = (PODMAN_PROFILE,)
+    elif name == "docker":
+        from importlib import resources
+
+        shipped = [str(p) for p in resources.files("sysgate.data").iterdir()
+                   if p.name.startswith("docker") and p.name.endswith(".json")]
+        candidates = (*shipped, *DOCKER_PROFILES)
+    else:
+        candidates = (name,)
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    where = ", ".join(candidates)
+    raise SysgateError(f"profile {name!r} not found (looked for {where})")
+
+
+# --- answering notifications ---------------------------------------------------------
+def syscall_name(arch: int, nr: int) -> str:
+    """Name of syscall ``nr`` of the AUDIT_ARCH ``arch`` (``syscall_N`` if unknown)."""
+    from ..kernel import abi
+
+    try:
+        from ..syscalls import name
+
+        return name(abi.arch_from_audit(arch, nr), nr)
+    except Exception:  # table not available, or an unknown number
+        return f"syscall_{nr}"
+
+
+class AuditReporter:
+    """Allow everything, count syscalls, print a summary at exit."""
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, notif) -> None:
+        self.counts[syscall_name(notif.data.arch, notif.data.nr)] += 1
+
+    def finish(self, target) -> None:
+        total = sum(self.counts.values())
+        lines = [f"sysgate: audit of {target.argv[0]!r}: {total} syscalls, {len(self.counts)} distinct",
+                 "   calls  syscall"]
+        lines += [f"{n:8d}  {name}" for name, n in self.counts.most_common()]
+        print("\n".join(lines), file=sys.stderr)
+
+
+class TraceReporter:
+    """Print every notified syscall strace-style: ``[pid N] name(0x.., ...)``."""
+
+    def __call__(self, notif) -> None:
+        args = ", ".join(f"0x{a:x}" for a in notif.data.args)
+        print(f"[pid {notif.pid}] {syscall_name(notif.data.arch, notif.data.nr)}({args})", file=sys.stderr)
+
+    def finish(self, target) -> None:
+        pass
+
+
+class PolicyReporter(TraceReporter):
+    """A policy's notify actions without a supervisor handler: report and allow."""
+
+    def __call__(self, notif) -> None:
+        print("sysgate: no handler for this notification, allowing: ", end="", file=sys.stderr)
+        super().__call__(notif)
+
+
+def supervise(target, reporter, forwarder) -> int:
+    """Answer ``target``'s notifications (report, then CONTINUE) until it exits; its shell status."""
+    from ..kernel import notify
+    from ..launch import exit_status
+
+    poller = select.poll()
+    poller.register(target.pidfd, select.POLLIN)
+    poller.register(forwarder.fileno(), select.POLLIN)
+    if target.listener is not None:
+        poller.register(target.listener, select.POLLIN)
+    for notif in target.pending:
+        _answer(reporter, target.listener, notif)
+    while True:
+        try:
+            ready = dict(poller.poll())
+        except InterruptedError:
+            continue
+        if forwarder.fileno() in ready:
+            forwarder.forward(target)
+        if target.listener is not None and ready.get(target.listener, 0) & select.POLLIN:
+            try:
+                notif = notify.recv(target.listener)
+            except OSError:  # ENOENT: interrupted or gone
+                continue
+            _answer(reporter, target.listener, notif)
+        elif target.pidfd in ready:
+            return exit_status(target.wait())
+
+
+def _answer(reporter, listener: int, notif) -> None:
+    from ..kernel import notify
+
+    try:
+        reporter(notif)
+    finally:
+        try:
+            notify.send_continue(listener, notif.id)
+        except OSError:
+            pass
+
+
+# --- signals ----------------------------------------------------------------------------
+_SIGNALFD_SIGINFO_SIZE = 128
+_SI_KERNEL = 0x80
+_SIGINFO_HEAD = struct.Struct("=Iii")  # ssi_signo, ssi_errno, ssi_code
+
+
+class SignalForwarder:
+    """Blocks the forwarded signals and receives them on a signalfd.
+
+    ``forward`` sends each one on to the target unless the kernel generated it for the
+    terminal's foreground process group (si_code SI_KERNEL): the target got that one too.
+    """
+
+    def __init__(self):
+        self.original_mask = None
+        self.fd = -1
+
+    def __enter__(self) -> "SignalForwarder":
+        self.original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        words = (ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))()
+        bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+        for sig in FORWARDED:
+            words[(sig - 1) // bits] |= 1 << ((sig - 1) % bits)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.signalfd(-1, ctypes.byref(words), os.O_CLOEXEC | os.O_NONBLOCK)
+        if self.fd < 0:
+            err = ctypes.get_errno()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.original_mask)
+            raise SysgateError(f"signalfd: {os.strerror(err)}")
+        return self
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def forward(self, target) -> None:
+        while True:
+            try:
+                info = os.read(self.fd, _SIGNALFD_SIGINFO_SIZE)
+            except BlockingIOError:
+                return
+            signo, _, code = _SIGINFO_HEAD.unpack_from(info)
+            if code != _SI_KERNEL:
+                target.kill(signo)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.original_mask)
