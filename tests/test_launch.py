@@ -173,6 +173,21 @@ def test_stdio_env_cwd(tmp_path):
     assert rc == 0 and out == f"hello bar {tmp_path}\n"
 
 
+def test_target_gets_default_signal_dispositions_and_mask():
+    """Python ignores SIGPIPE/SIGXFSZ; exec would keep that, so the launcher resets them."""
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+    try:
+        rc, out = run_capture(["cat", "/proc/self/status"], ALLOW, sigmask=[])
+        rc2, out2 = run_capture(["cat", "/proc/self/status"], ALLOW)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    fields = dict(line.split(":\t") for line in out.splitlines() if ":\t" in line)
+    assert rc == 0 and int(fields["SigIgn"], 16) == 0 and int(fields["SigBlk"], 16) == 0
+    inherited = dict(line.split(":\t") for line in out2.splitlines() if ":\t" in line)
+    assert int(inherited["SigBlk"], 16) == 1 << (signal.SIGUSR1 - 1)
+
+
 def test_pass_fds_reach_the_target():
     r, w = os.pipe()
     rc, out = run_capture([PY, "-c", f"import os; os.write({w}, b'via-fd\\n'); print('done')"], ALLOW,

@@ -54,10 +54,10 @@ class Filter:
     @classmethod
     def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", **flags) -> "Filter":
         """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter."""
-        from .compiler import compile_policy
+        from .install import compile_for
 
         arches = list(arches or policy.arches)
-        program = compile_policy(policy, arches=arches).pack()
+        program = compile_for(policy, arches)
         return cls(program, arches, flags, getattr(policy, "name", "policy"), group, policy=policy)
 
     @classmethod

@@ -64,17 +64,21 @@ def program_bytes(program_or_policy, arch: str | None = None) -> bytes:
     from .policy.model import Policy
 
     if isinstance(obj, Policy):
-        from .compiler import compile_policy
-
         arch = arch or abi.native_arch()
-        arches = obj.arches if arch in obj.arches else [arch]
-        return compile_policy(obj, arches=arches).pack()
+        return compile_for(obj, obj.arches if arch in obj.arches else [arch])
     if isinstance(obj, Iterable):
         insns = list(obj)
         if not insns or not all(isinstance(i, bpf.Insn) for i in insns):
             raise InstallError("a BPF program must be a non-empty list of Insn")
         return bpf.pack(insns)
     raise InstallError(f"cannot install a {type(obj).__name__}: expected a policy, a program or BPF bytes")
+
+
+def compile_for(policy, arches: list[str]) -> bytes:
+    """Packed BPF of ``policy`` compiled for ``arches`` (the compiler is imported on first use)."""
+    from .compiler import compile_policy
+
+    return compile_policy(policy, arches=list(arches)).pack()
 
 
 def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = False,
