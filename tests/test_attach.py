@@ -361,3 +361,45 @@ def test_cli_attach_without_listener(tmp_path):
     finally:
         victim.kill()
         victim.wait()
+
+
+# --- targets whose threads do not share one filter chain ------------------------
+DIVERGE = """
+import sys, threading
+from sysgate.kernel import sys as ksys
+from sysgate.bpf.insn import pack, ret
+from sysgate.kernel import abi
+def own_filter(errno_value):  # an allow-all filter that differs per thread (unused ERRNO data)
+    ksys.set_no_new_privs()
+    ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW), ret(abi.SECCOMP_RET_ERRNO | errno_value)]))
+done = threading.Event()
+worker = threading.Thread(target=lambda: (own_filter(7), done.set(), threading.Event().wait()), daemon=True)
+worker.start()
+done.wait()
+if sys.argv[1] == "both":
+    own_filter(8)
+print("ready", flush=True)
+print("echo", sys.stdin.readline().strip(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("who", ["worker", "both"])
+def test_refuses_threads_with_diverged_filters_and_leaves_target_running(who):
+    proc = subprocess.Popen([sys.executable, "-c", DIVERGE, who], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        before = [proc_status(proc.pid, t)["Seccomp_filters"] for t in threads(proc.pid)]
+        # one filter only on a worker: refused before touching the process; one each: the kernel refuses TSYNC
+        expected = "have different seccomp filters" if who == "worker" else "TSYNC failed"
+        with pytest.raises(SysgateError, match=expected):
+            attach(proc.pid, policy())
+        assert [proc_status(proc.pid, t)["Seccomp_filters"] for t in threads(proc.pid)] == before
+        proc.stdin.write("still alive\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "echo still alive\n"
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -112,11 +112,12 @@ class AttachedTarget:
     warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
-        for name in ("listener_fd", "pidfd"):
-            fd = getattr(self, name)
-            if fd is not None and fd >= 0:
-                os.close(fd)
-                setattr(self, name, None if name == "listener_fd" else -1)
+        if self.listener_fd is not None:
+            os.close(self.listener_fd)
+            self.listener_fd = None
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
     def __enter__(self) -> "AttachedTarget":
         return self
@@ -202,6 +203,20 @@ def _live_threads(pid: int) -> list[int]:
     return live
 
 
+def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
+    """TSYNC needs every thread on the same filter chain; refuse early when the counts already differ."""
+    counts = {}
+    for tid in threads:
+        try:
+            counts[tid] = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("Seccomp_filters", "0"))
+        except (OSError, ValueError):
+            continue
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"thread {tid}: {n}" for tid, n in sorted(counts.items()))
+        raise SysgateError(f"the threads of {name} have different seccomp filters ({detail}); one filter "
+                           "can only be synchronised onto threads that share their filter chain")
+
+
 def check_target(pid: int) -> tuple[int, "X86_64"]:
     """Refuse targets ptrace injection cannot handle; return (thread to inject into, its arch).
 
@@ -230,6 +245,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
     threads = _live_threads(pid)
     if not threads:
         raise SysgateError(f"{name} has no live thread")
+    _check_one_filter_chain(name, pid, threads)
     tid = threads[0]
     tracer = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
     if tracer:
@@ -468,9 +484,11 @@ def attach(pid: int, program, *, listener: bool = True) -> AttachedTarget:
     target = AttachedTarget(pid, pidfd, None)
     try:
         with Injection(pid, tid, arch) as inj:
-            result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            if result != 0:
-                raise SysgateError(f"process {pid}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")
+            if _proc_status(f"/proc/{pid}/task/{tid}/status").get("NoNewPrivs", "0").strip() != "1":
+                result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+                if result != 0:
+                    raise SysgateError(f"process {pid}: prctl(PR_SET_NO_NEW_PRIVS) failed: "
+                                       f"{os.strerror(-result)}")
             scratch = inj.write_scratch(bytes(_FPROG.size) + raw)
             inj.memory.write(scratch, _FPROG.pack(len(raw) // abi.SOCK_FILTER.size, scratch + _FPROG.size))
             result = inj.call("seccomp", abi.SECCOMP_SET_MODE_FILTER, flags, scratch)

@@ -24,6 +24,7 @@ PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_SECCOMP_GET_FILTER = 0x420C
 
 PTRACE_EVENT_STOP = 128
 NT_PRSTATUS = 1
@@ -83,6 +84,21 @@ def set_regset(tid: int, data: bytes, note: int = NT_PRSTATUS) -> None:
     buf = ctypes.create_string_buffer(data, len(data))
     iov = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
     ptrace(PTRACE_SETREGSET, tid, note, ctypes.addressof(iov))
+
+
+def seccomp_filters(tid: int) -> list[bytes]:
+    """The thread's seccomp filters as packed BPF, newest first (needs CAP_SYS_ADMIN; the thread stopped)."""
+    filters = []
+    while True:
+        try:
+            count = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(filters), 0)
+        except OSError as exc:
+            if exc.errno == 2:  # ENOENT: no filter at that index
+                return filters
+            raise
+        buf = ctypes.create_string_buffer(count * 8)
+        ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(filters), ctypes.addressof(buf))
+        filters.append(buf.raw)
 
 
 def siginfo_code(tid: int) -> tuple[int, int]:
