@@ -118,6 +118,14 @@ def test_notify_all_launch_completes(argv, expected):
     assert {n.pid for n in seen} == {target.pid}
 
 
+def test_wait_killable_recv_launch():
+    with launch.spawn(["/bin/true"], NOTIFY_ALL, wait_killable_recv=True) as target:
+        serve_continue(target)
+        assert target.wait() == 0
+    with pytest.raises(SysgateError, match="WAIT_KILLABLE_RECV applies to a listener"):
+        launch.spawn(["true"], ALLOW, wait_killable_recv=True)
+
+
 def test_no_listener_without_notify_action():
     with launch.spawn(["true"], ALLOW) as target:
         assert target.listener is None and target.wait() == 0
@@ -154,7 +162,7 @@ def test_exec_failure_in_child_is_reported(tmp_path, program):
 
 
 def test_filter_denying_execve_is_a_clear_error():
-    with pytest.raises(launch.LaunchError, match="cannot run 'true': Operation not permitted"):
+    with pytest.raises(launch.LaunchError, match=r"cannot run 'true': Operation not permitted \(the filter"):
         launch.spawn(["true"], only(nr("execve"), abi.SECCOMP_RET_ERRNO | 1))
 
 

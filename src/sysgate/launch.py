@@ -317,7 +317,8 @@ def _bring_up(target: Target, plan: _ChildPlan, status_r: int, go_w: int) -> Non
     if kind == _MSG_SETUP_FAILED:
         raise _setup_failure(target, msg, plan.flags)
     _finish_failed_exec(target, status_r)
-    raise LaunchError(f"cannot run {target.argv[0]!r}: {os.strerror(err)}",
+    hint = " (the filter denies execve?)" if err == errno.EPERM else ""
+    raise LaunchError(f"cannot run {target.argv[0]!r}: {os.strerror(err)}{hint}",
                       127 if err == errno.ENOENT else 126, err)
 
 

@@ -59,6 +59,9 @@ def run(args) -> int:
                 code = supervise(target, reporter, forwarder)
             if reporter:
                 reporter.finish(target)
+            if target.returncode == -signal.SIGSYS:
+                print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
+                      f"(kill or an unhandled trap) stopped it", file=sys.stderr)
             return code
     except LaunchError:
         raise
