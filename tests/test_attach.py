@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from sysgate import attach as attach_mod
-from sysgate.attach import attach, program_notifies
+from sysgate.attach import attach
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.errors import SysgateError
 from sysgate.kernel import abi, notify
@@ -220,11 +220,6 @@ def test_attach_without_listener_to_a_python_process(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-
-
-def test_program_notifies():
-    assert program_notifies(policy(notify_getppid=True))
-    assert not program_notifies(policy(notify_getppid=False))
 
 
 # --- refusals -------------------------------------------------------------------

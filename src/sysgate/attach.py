@@ -102,13 +102,15 @@ class AttachedTarget:
     """A process that now runs under the attached filter.
 
     ``pidfd`` refers to the process; ``listener_fd`` is sysgate's copy of the
-    filter's notification fd (None without a listener). Both are owned by this
-    object: :meth:`close` (or ``with``) releases them.
+    filter's notification fd (None without a listener); ``group`` is the stored
+    filter's group (for the supervisor), ``warnings`` what went less than perfectly.
+    Both fds are owned by this object: :meth:`close` (or ``with``) releases them.
     """
 
     pid: int
     pidfd: int
     listener_fd: int | None
+    group: str = ""
     warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
@@ -448,40 +450,43 @@ class Injection:
 
 def _seccomp_failure(result: int, pid: int, flags: int) -> SysgateError:
     """The user-facing error for a failed injected seccomp() that returned ``result``."""
-    if result > 0:
-        return TsyncError(result, f"it has a seccomp filter of its own, which the other threads of "
-                                  f"process {pid} lack; nothing was installed")
+    if result > 0 or -result == errno.ESRCH:  # ESRCH: TSYNC_ESRCH hid the thread
+        return TsyncError(result if result > 0 else None,
+                          f"it has a seccomp filter that the thread sysgate injected into (in process {pid}) "
+                          "lacks; nothing was installed")
     err = install_error(OSError(-result, os.strerror(-result)), flags)
     hint = " (use --no-listener or a policy without notify rules)" if -result == errno.EBUSY else ""
     return SysgateError(f"process {pid}: {err}{hint}")
 
 
-def program_notifies(program: bytes) -> bool:
-    """True if the program may return SECCOMP_RET_USER_NOTIF (and so needs a listener)."""
-    for ins in bpf.unpack(program):
-        if ins.is_ret and (bpf.bpf_rval(ins.code) != bpf.BPF_K
-                           or ins.k & abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_USER_NOTIF):
-            return True
-    return False
-
-
-def attach(pid: int, program, *, listener: bool = True) -> AttachedTarget:
+def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTarget:
     """Install ``program`` on every thread of process ``pid``.
 
-    ``program`` is anything :func:`sysgate.install.program_bytes` takes (packed
-    BPF, ``list[Insn]``, a compiled program, a Policy). With ``listener`` (needed
-    for notify rules) the filter gets a notification fd, which is copied into
-    this process with pidfd_getfd and closed in the target. Raises SysgateError
-    when the target cannot be attached to; the target is left as it was then.
+    ``program`` is a stored :class:`~sysgate.filter.Filter` (its flags and group are
+    used) or anything :func:`sysgate.install.program_bytes` takes (packed BPF,
+    ``list[Insn]``, a compiled program, a Policy). ``options`` are further filter
+    flags (``log``, ``spec_allow``, ``wait_killable_recv``). With ``listener``
+    (needed for notify rules) the filter gets a notification fd, which is copied
+    into this process with pidfd_getfd and closed in the target. Raises
+    SysgateError when the target cannot be attached to; it then runs on as before
+    (except that no_new_privs may already be set on one thread).
     """
+    from .filter import Filter
+
+    group = ""
+    if isinstance(program, Filter):
+        options = {**program.flags, **options}
+        group, program = program.group, program.program
+    if not listener:
+        options.pop("wait_killable_recv", None)
     raw = program_bytes(program)
-    flags = filter_flags(tsync=True, new_listener=listener)
+    flags = filter_flags(tsync=True, new_listener=listener, **options)
     tid, arch = check_target(pid)
     try:
         pidfd = ksys.pidfd_open(pid)
     except ProcessLookupError:
         raise SysgateError(f"no process with PID {pid}") from None
-    target = AttachedTarget(pid, pidfd, None)
+    target = AttachedTarget(pid, pidfd, None, group)
     try:
         with Injection(pid, tid, arch) as inj:
             if _proc_status(f"/proc/{pid}/task/{tid}/status").get("NoNewPrivs", "0").strip() != "1":

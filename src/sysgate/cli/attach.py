@@ -14,7 +14,8 @@ def register(sub) -> None:
                                    "registers and memory are restored exactly.")
     p.add_argument("pid", type=int, help="the process to filter")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--policy", metavar="FILE", help="policy file (text or OCI JSON)")
+    source.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
+    source.add_argument("--filter", metavar="FILE", help="a stored filter (sysgate-filter JSON)")
     source.add_argument("--bpf", metavar="FILE", help="a compiled BPF program (8 bytes per instruction)")
     p.add_argument("--no-listener", action="store_true",
                    help="no notification listener: notify rules then fail with ENOSYS")
@@ -23,47 +24,42 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _load_program(args) -> bytes:
-    from ..install import program_bytes
+def load_filter(args):
+    """The stored filter named by --policy, --filter or --bpf."""
+    from ..filter import Filter
 
+    if args.filter:
+        return Filter.load(args.filter)
     if args.bpf:
         try:
             with open(args.bpf, "rb") as f:
-                return program_bytes(f.read())
+                return Filter.from_program(f.read(), name=os.path.basename(args.bpf))
         except OSError as exc:
-            raise SysgateError(f"{args.bpf}: {exc.strerror}") from None
-    try:
-        from ..policy.loader import load_policy
-    except ImportError:
-        raise SysgateError("policy files are not supported by this build; use --bpf") from None
-    return program_bytes(load_policy(args.policy))
+            raise SysgateError(f"cannot read {args.bpf}: {exc.strerror}") from None
+    from ..policy.loader import load_policy
+
+    return Filter.from_policy(load_policy(args.policy))
 
 
 def run(args) -> int:
-    from ..attach import attach, program_notifies
+    from ..attach import attach
 
-    program = _load_program(args)
-    notifies = program_notifies(program)
-    if notifies and not (args.supervise or args.no_listener):
+    filt = load_filter(args)
+    if filt.notifies and not (args.supervise or args.no_listener):
         raise SysgateError("the policy has notify rules: add --supervise to answer them, or "
                            "--no-listener to let them fail with ENOSYS")
-    listener = notifies and not args.no_listener
-    target = attach(args.pid, program, listener=listener)
-    with target:
+    listener = filt.notifies and not args.no_listener
+    with attach(args.pid, filt, listener=listener) as target:
         threads = len(os.listdir(f"/proc/{args.pid}/task"))
         for warning in target.warnings:
             print(f"sysgate: warning: {warning}", file=sys.stderr)
-        print(f"attached to process {args.pid}: {len(program) // 8} instructions on {threads} thread(s)"
-              + (", listener taken" if listener else ""), file=sys.stderr)
-        if args.supervise and listener:
-            return _supervise(target, args)
+        print(f"attached to process {args.pid}: {len(filt.program) // 8} instructions on {threads} thread(s)"
+              + (", supervising its notifications" if listener else ""), file=sys.stderr)
+        if listener:
+            return _supervise(target, filt)
     return 0
 
 
-def _supervise(target, args) -> int:
+def _supervise(target, filt) -> int:
     """Answer the target's notifications until it exits."""
-    try:
-        from ..supervisor import supervise_attached
-    except ImportError:
-        raise SysgateError("the supervisor is not available in this build") from None
-    return supervise_attached(target, policy_file=args.policy)
+    raise SysgateError("the supervisor is not available in this build")
