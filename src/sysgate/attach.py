@@ -321,8 +321,11 @@ class Injection:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        problems = self._release()
+        if problems:
+            message = f"process {self.pid}: thread {self.tid} could not be restored exactly ({'; '.join(problems)})"
+            raise SysgateError(f"{exc}; {message}" if exc is not None else message)
 
     def _stop_thread(self) -> None:
         name = f"process {self.pid} ({_process_name(self.pid)})"
@@ -368,17 +371,25 @@ class Injection:
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
 
-    def _release(self) -> None:
-        try:
-            if self.memory is not None:
-                for address, original in reversed(self._scratch):
+    def _release(self) -> list[str]:
+        """Put back the scratch bytes and the registers, detach; returns what could not be restored."""
+        problems = []
+        if self.memory is not None:
+            for address, original in reversed(self._scratch):
+                try:
                     self.memory.write(address, original)
-                self.memory.close()
-            if self._seized and self.saved_raw:
+                except OSError as exc:
+                    problems.append(f"stack bytes at 0x{address:x}: {exc.strerror}")
+            self.memory.close()
+            self.memory = None
+        if self._seized and self.saved_raw:
+            try:
                 ptrace.set_regset(self.tid, self.saved_raw)
-        finally:
-            if self._seized:
-                self._detach()
+            except OSError as exc:
+                problems.append(f"registers: {exc.strerror}")
+        if self._seized:
+            self._detach()
+        return problems
 
     def _detach(self) -> None:
         """Let the thread go, delivering the signals held back during the injection."""
