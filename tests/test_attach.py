@@ -172,6 +172,7 @@ def test_attach_filters_every_thread_and_target_carries_on(start, mode):
         assert target.pid == t.pid and target.listener_fd is not None and not target.warnings
         assert_all_filtered(t.pid)
         if mode == "read":  # the leader is back in the same read(), with the same registers and stack
+            wait_until(lambda: syscall_of(t.pid, t.pid) != "running")
             assert syscall_of(t.pid, t.pid) == before
             with open(f"/proc/{t.pid}/mem", "rb") as mem:
                 mem.seek(sp - 65536)
@@ -246,11 +247,18 @@ def test_refuses_already_traced_process(target_binary, tmp_path):
     try:
         tracee = None
 
-        def traced():
+        def traced():  # strace's child has become `sleep`, is traced and asleep
             nonlocal tracee
-            kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
-            tracee = kids[0] if kids else None
-            return tracee and proc_status(tracee, tracee).get("TracerPid") == str(proc.pid)
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid):
+                try:
+                    status = proc_status(pid, pid)
+                    asleep = syscall_of(pid, pid).startswith("230 ")
+                except OSError:
+                    continue
+                if status["Name"] == "sleep" and status["TracerPid"] == str(proc.pid) and asleep:
+                    tracee = pid
+                    return True
+            return False
 
         wait_until(traced)
         with pytest.raises(SysgateError, match=rf"already traced by process {proc.pid} \(strace\)"):

@@ -219,6 +219,13 @@ def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
                            "can only be synchronised onto threads that share their filter chain")
 
 
+def _check_not_traced(name: str, pid: int, tid: int) -> None:
+    tracer = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
+    if tracer:
+        raise SysgateError(f"{name} is already traced by process {tracer} ({_process_name(tracer)}); "
+                           "a thread can have only one tracer: detach the debugger or strace first")
+
+
 def check_target(pid: int) -> tuple[int, "X86_64"]:
     """Refuse targets ptrace injection cannot handle; return (thread to inject into, its arch).
 
@@ -240,6 +247,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
         raise SysgateError(f"{name} is a kernel thread; only user-space processes can be filtered")
     if fields[0] in "ZX":
         raise SysgateError(f"{name} is a zombie (it has exited and waits for its parent to reap it)")
+    _check_not_traced(name, pid, pid)
     if fields[0] in "Tt":
         raise SysgateError(f"{name} is stopped; resume it first (kill -CONT {pid})")
     if status.get("Seccomp", "0").strip() == str(abi.SECCOMP_MODE_STRICT):
@@ -249,10 +257,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
         raise SysgateError(f"{name} has no live thread")
     _check_one_filter_chain(name, pid, threads)
     tid = threads[0]
-    tracer = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
-    if tracer:
-        raise SysgateError(f"{name} is already traced by process {tracer} ({_process_name(tracer)}); "
-                           "a thread can have only one tracer: detach the debugger/strace first")
+    _check_not_traced(name, pid, tid)
     try:
         elf_class, machine = _exe_abi(pid)
     except PermissionError:
@@ -335,10 +340,7 @@ class Injection:
             if exc.errno == errno.ESRCH:
                 raise SysgateError(f"{name} exited") from None
             if exc.errno == errno.EPERM:
-                tracer = int(_proc_status(f"/proc/{self.pid}/task/{self.tid}/status").get("TracerPid", "0"))
-                if tracer:
-                    raise SysgateError(f"{name} is already traced by process {tracer} "
-                                       f"({_process_name(tracer)})") from None
+                _check_not_traced(name, self.pid, self.tid)
                 raise SysgateError(f"ptrace is not permitted on {name}: {permission_hint(self.pid)}") from None
             raise SysgateError(f"cannot ptrace {name}: {exc.strerror}") from None
         self._seized = True
