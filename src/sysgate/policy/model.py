@@ -140,6 +140,13 @@ class Policy:
     #: allow x32 syscall numbers on x86_64 (normally rejected; implied if "x32" in arches)
     allow_x32: bool = False
     name: str = "policy"
+    #: filter flags to install with, short names of ``abi.FILTER_FLAGS`` (e.g. "LOG", "SPEC_ALLOW")
+    flags: list[str] = field(default_factory=list)
+    #: OCI ``listenerPath`` / ``listenerMetadata``: where a runtime sends the notify fd
+    listener_path: str | None = None
+    listener_metadata: str | None = None
+    #: non-fatal diagnostics from the parser/importer ("file:line:col: message")
+    warnings: list[str] = field(default_factory=list, compare=False)
 
     def decide(self, syscall: str, args: tuple[int, ...] = (0,) * 6) -> tuple[Action, Rule | None]:
         """The reference semantics: the action for ``syscall(args)`` and the rule that chose it."""
