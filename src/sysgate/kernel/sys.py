@@ -15,27 +15,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-#: Numbers of the syscalls called directly, per native arch.
-_NATIVE_NR = {
-    "x86_64": {"seccomp": 317, "pidfd_getfd": 438, "process_vm_readv": 310, "gettid": 186,
-               "pidfd_open": 434, "pidfd_send_signal": 424},
-    "aarch64": {"seccomp": 277, "pidfd_getfd": 438, "process_vm_readv": 270, "gettid": 178,
-                "pidfd_open": 434, "pidfd_send_signal": 424},
-    "riscv64": {"seccomp": 277, "pidfd_getfd": 438, "process_vm_readv": 270, "gettid": 178,
-                "pidfd_open": 434, "pidfd_send_signal": 424},
-    "s390x": {"seccomp": 348, "pidfd_getfd": 438, "process_vm_readv": 340, "gettid": 236,
-              "pidfd_open": 434, "pidfd_send_signal": 424},
-    "ppc64le": {"seccomp": 358, "pidfd_getfd": 438, "process_vm_readv": 351, "gettid": 207,
-                "pidfd_open": 434, "pidfd_send_signal": 424},
-}
-
-
 def _nr(name: str) -> int:
-    arch = abi.native_arch()
-    try:
-        return _NATIVE_NR[arch][name]
-    except KeyError:
-        raise OSError(38, f"sysgate does not know the {name} syscall number on {arch}") from None
+    """Number of syscall ``name`` on the running arch (from sysgate's tables, loaded once)."""
+    from .. import syscalls
+
+    nr = syscalls.number(None, name)
+    if nr is None:
+        raise OSError(38, f"sysgate does not know the {name} syscall number on {abi.native_arch()}")
+    return nr
 
 
 def _check(ret: int) -> int:

@@ -1,0 +1,229 @@
+"""Syscall numbers per architecture and syscall argument signatures.
+
+The data comes from ``data/syscalls/<arch>.json`` (tools/gen_syscall_tables.py,
+from the kernel headers) and ``data/signatures.json`` (tools/gen_signatures.py,
+from the man pages).  Nothing is read until first use; every file is read once.
+Numbers are what the kernel puts in ``seccomp_data.nr`` (x32 numbers include
+``__X32_SYSCALL_BIT``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from .errors import SysgateError
+from .kernel import abi
+
+_DATA = os.path.join(os.path.dirname(__file__), "data")
+#: Preferred listing order; other generated tables follow alphabetically.
+_ORDER = ("x86_64", "i386", "x32", "aarch64", "arm", "riscv64", "s390x", "ppc64le")
+_MAX_NR = 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One syscall argument: C name and type, decoding ``kind`` and value ``width`` (32/64)."""
+
+    name: str
+    type: str
+    kind: str
+    width: int
+
+    def __str__(self) -> str:
+        sep = "" if self.type.endswith("*") else " "
+        return f"{self.type}{sep}{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """Argument list of a syscall, in the kernel's order."""
+
+    name: str
+    params: tuple[Param, ...]
+    source: str = ""
+    note: str = ""
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(map(str, self.params))})"
+
+
+# --------------------------------------------------------------------------- loading
+def _read_json(*parts: str) -> dict:
+    import json
+
+    with open(os.path.join(_DATA, *parts), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@cache
+def _available() -> tuple[str, ...]:
+    found = {f[:-5] for f in os.listdir(os.path.join(_DATA, "syscalls")) if f.endswith(".json")}
+    return tuple(a for a in _ORDER if a in found) + tuple(sorted(found - set(_ORDER)))
+
+
+@cache
+def _arch_data(arch: str) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
+    """(canonical name -> nr, name incl. aliases -> nr, nr -> canonical name) for ``arch``."""
+    raw = _read_json("syscalls", f"{arch}.json")
+    canonical = dict(raw["syscalls"])
+    lookup = dict(canonical)
+    lookup.update({alias: canonical[target] for alias, target in raw.get("aliases", {}).items()})
+    reverse: dict[int, str] = {}
+    for nm, nr in canonical.items():
+        reverse.setdefault(nr, nm)
+    return canonical, lookup, reverse
+
+
+@cache
+def _signatures() -> dict:
+    return _read_json("signatures.json")
+
+
+def _arch(arch: str | None) -> str:
+    """Canonical name of ``arch`` (None: the running kernel's) that has a table."""
+    try:
+        key = abi.native_arch() if arch is None else abi.canonical_arch(str(arch))
+    except ValueError as exc:
+        raise SysgateError(str(exc)) from None
+    if key not in _available():
+        raise SysgateError(f"no syscall table for {key}; tables exist for {', '.join(_available())}")
+    return key
+
+
+# --------------------------------------------------------------------------- numbers
+def arches() -> list[str]:
+    """Architectures with a syscall table (canonical names)."""
+    return list(_available())
+
+
+def table(arch: str | None = None) -> dict[str, int]:
+    """``{name: nr}`` of ``arch`` (a fresh copy; aliases not included)."""
+    return dict(_arch_data(_arch(arch))[0])
+
+
+def number(arch: str | None, name: str) -> int | None:
+    """Number of syscall ``name`` on ``arch``, or None if it has none there."""
+    return _arch_data(_arch(arch))[1].get(name)
+
+
+def name(arch: str | None, nr: int) -> str | None:
+    """Name of syscall number ``nr`` on ``arch``, or None."""
+    return _arch_data(_arch(arch))[2].get(nr)
+
+
+def all_names() -> set[str]:
+    """Every syscall name known on any architecture."""
+    return _all_names().copy()
+
+
+@cache
+def _all_names() -> frozenset[str]:
+    return frozenset(n for a in _available() for n in _arch_data(a)[1])
+
+
+def _parse_number(text: str) -> int | None:
+    """``text`` as a decimal/0x/0o/0b integer, or None."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def resolve(arch: str | None, name_or_number: str | int) -> int:
+    """Syscall number for a name (``"openat"``, ``"SYS_openat"``) or number (``257``, ``"0x101"``).
+
+    Raises SysgateError for unknown names, with suggestions.  Numbers are accepted even
+    if no name is known for them (new kernels add syscalls); they must fit ``seccomp_data.nr``.
+    """
+    key = _arch(arch)
+    if isinstance(name_or_number, bool) or not isinstance(name_or_number, (int, str)):
+        raise SysgateError(f"syscall must be a name or a number, not {name_or_number!r}")
+    if isinstance(name_or_number, str):
+        text = name_or_number.strip()
+        if not text[:1].isdigit():
+            return _resolve_name(key, text)
+        nr = _parse_number(text)
+        if nr is None:
+            raise SysgateError(f"invalid syscall number {text!r}")
+    else:
+        nr = name_or_number
+    if not 0 <= nr <= _MAX_NR:
+        raise SysgateError(f"syscall number {nr} out of range 0..{_MAX_NR}")
+    return nr
+
+
+def _resolve_name(arch: str, text: str) -> int:
+    bare = text
+    for prefix in ("SYS_", "__NR_"):
+        if bare.startswith(prefix):
+            bare = bare[len(prefix):]
+    nr = _arch_data(arch)[1].get(bare)
+    if nr is not None:
+        return nr
+    if not text:
+        raise SysgateError("empty syscall name")
+    elsewhere = [a for a in _available() if bare in _arch_data(a)[1]]
+    if elsewhere:
+        raise SysgateError(f"{bare!r} is not a syscall on {arch} (it exists on {', '.join(elsewhere)})")
+    raise SysgateError(f"unknown syscall {text!r} on {arch}{_suggest(bare, _arch_data(arch)[1])}")
+
+
+def _suggest(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word.lower(), list(choices), n=3, cutoff=0.7)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+# --------------------------------------------------------------------------- signatures
+@cache
+def _signature(syscall: str, arch: str | None) -> Signature | None:
+    data = _signatures()
+    params = None
+    if arch is not None:
+        params = data["arch_signatures"].get(arch, {}).get(syscall)
+    if params is None:
+        params = data["signatures"].get(syscall)
+    if params is None:
+        return None
+    return Signature(syscall, tuple(Param(p["name"], p["type"], p["kind"], p["width"]) for p in params),
+                     data["sources"].get(syscall, ""), data["notes"].get(syscall, ""))
+
+
+def signature(syscall: str, arch: str | None = None) -> Signature | None:
+    """Argument names/types of ``syscall`` (on ``arch`` when its order differs there), or None."""
+    return _signature(syscall, None if arch is None else _arch(arch))
+
+
+def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
+    """Position of argument ``arg_name`` (or ``arg0``..``arg5``) of ``syscall``."""
+    if arg_name.startswith("arg") and arg_name[3:].isdigit():
+        index = int(arg_name[3:])
+        if index < 6:
+            return index
+        raise SysgateError(f"syscalls have arguments arg0..arg5, not {arg_name}")
+    sig = signature(syscall, arch)
+    if sig is None:
+        raise SysgateError(f"no argument names known for {syscall!r}; use arg0..arg5")
+    try:
+        return sig.arg_names.index(arg_name)
+    except ValueError:
+        valid = ", ".join(sig.arg_names) or "none"
+        raise SysgateError(f"{syscall} has no argument {arg_name!r}; its arguments are: {valid} "
+                           f"(or arg0..arg5){_suggest(arg_name, sig.arg_names)}") from None
+
+
+def arg_width(syscall: str, index: int, arch: str | None = None) -> int:
+    """Bits of argument ``index`` the kernel uses: 32 for 32-bit C types (and on 32-bit
+    arches), 64 when wider or unknown."""
+    if arch is not None and not abi.is_64bit(_arch(arch)):
+        return 32
+    sig = signature(syscall, arch)
+    if sig is None or not 0 <= index < len(sig.params):
+        return 64
+    return sig.params[index].width
