@@ -141,6 +141,18 @@ def answer_getppid(listener: int, pid: int, count: int) -> None:
         notify.send(listener, n.id, val=4242)
 
 
+def listeners_in(pid: int) -> list[str]:
+    """The target's fds that are seccomp listeners."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if "seccomp" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
 def assert_all_filtered(pid: int) -> None:
     for tid in threads(pid):
         status = proc_status(pid, tid)
@@ -177,6 +189,7 @@ def test_attach_filters_every_thread_and_target_carries_on(start, mode):
             with open(f"/proc/{t.pid}/mem", "rb") as mem:
                 mem.seek(sp - 65536)
                 assert mem.read(65536) == stack_before
+        assert not listeners_in(t.pid)  # sysgate closed the target's copy
         out = check_run(t, target.listener_fd)
     assert "usr1 0" in out
 
@@ -187,11 +200,11 @@ def test_signal_arriving_during_injection_is_delivered_once(start, monkeypatch):
     original_call = attach_mod.Injection.call
     sent = []
 
-    def call_after_a_signal(self, name, *args):
+    def call_after_a_signal(self, name, *args, **options):
         if not sent:  # a real signal reaches the stopped thread before its first injected call
             assert tgkill(self.pid, self.tid, signal.SIGUSR1) == 0
             sent.append(name)
-        return original_call(self, name, *args)
+        return original_call(self, name, *args, **options)
 
     monkeypatch.setattr(attach_mod.Injection, "call", call_after_a_signal)
     with attach(t.pid, policy()) as target:
@@ -403,6 +416,64 @@ def test_refuses_threads_with_diverged_filters_and_leaves_target_running(who):
         proc.stdin.flush()
         assert proc.stdout.readline() == "echo still alive\n"
         assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cli_attach_supervise_answers_until_the_target_exits(tmp_path):
+    prog = tmp_path / "prog.bpf"
+    prog.write_bytes(policy())
+    code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+            "    print(os.getppid(), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        sysgate = subprocess.Popen([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--bpf", str(prog),
+                                    "--supervise"], stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: proc_status(proc.pid, proc.pid)["Seccomp"] == "2", timeout=10)
+        proc.stdin.write("ppid?\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == f"{os.getpid()}\n"  # notified, reported, allowed
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+        _, err = sysgate.communicate(timeout=10)
+        assert sysgate.returncode == 0, err
+        assert f"attached to process {proc.pid}: 9 instructions on 1 thread(s), supervising" in err
+        assert "getppid" in err and "no handler, allowing" in err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_notified_close_of_the_listener_is_let_through():
+    """A notify-everything policy notifies sysgate's own close() too: attach lets it through
+    and keeps other threads' notifications for the supervisor."""
+    code = ("import os, sys\nprint('ready', flush=True)\nline = sys.stdin.readline()\n"
+            "print(len(line), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        with attach(proc.pid, pack([ret(abi.SECCOMP_RET_USER_NOTIF)])) as target:
+            assert not target.warnings and not listeners_in(proc.pid)
+            assert_all_filtered(proc.pid)
+            for n in target.pending:  # a single-threaded target has nothing else to notify
+                pytest.fail(f"unexpected notification {n}")
+            proc.stdin.write("12345\n")
+            proc.stdin.flush()
+            answered = 0
+            while proc.poll() is None:  # answer everything it does until it has exited
+                ready, _, _ = select.select([target.listener_fd], [], [], 0.05)
+                if ready:
+                    try:
+                        notify.send_continue(target.listener_fd, notify.recv(target.listener_fd).id)
+                        answered += 1
+                    except OSError:
+                        pass
+            assert answered > 0
+        assert proc.stdout.read() == "6\n" and proc.returncode == 0
     finally:
         proc.kill()
         proc.wait()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import struct
 import time
@@ -36,10 +37,11 @@ from . import ptrace
 from .bpf import insn as bpf
 from .errors import SysgateError, UnsupportedError
 from .install import TsyncError, filter_flags, install_error, program_bytes
-from .kernel import abi
+from .kernel import abi, notify
 from .kernel import sys as ksys
 
 PF_KTHREAD = 0x00200000
+SYS_SECCOMP = 1  # si_code of a SIGSYS raised by SECCOMP_RET_TRAP
 STOP_TIMEOUT = 10.0
 _FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog on a 64-bit target
 _ERESTART = {-512: "ERESTARTSYS", -513: "ERESTARTNOINTR", -514: "ERESTARTNOHAND", -516: "ERESTART_RESTARTBLOCK"}
@@ -103,7 +105,9 @@ class AttachedTarget:
 
     ``pidfd`` refers to the process; ``listener_fd`` is sysgate's copy of the
     filter's notification fd (None without a listener); ``group`` is the stored
-    filter's group (for the supervisor), ``warnings`` what went less than perfectly.
+    filter's group (for the supervisor), ``warnings`` what went less than perfectly,
+    ``pending`` notifications already received from the listener during the attach
+    (the supervisor must answer them first, e.g. ``add_listener(fd, pending=...)``).
     Both fds are owned by this object: :meth:`close` (or ``with``) releases them.
     """
 
@@ -112,6 +116,7 @@ class AttachedTarget:
     listener_fd: int | None
     group: str = ""
     warnings: list[str] = field(default_factory=list)
+    pending: list[notify.RawNotification] = field(default_factory=list)
 
     def close(self) -> None:
         if self.listener_fd is not None:
@@ -309,6 +314,7 @@ class Injection:
         self.site = 0
         self._scratch: list[tuple[int, bytes]] = []
         self._held_signals: list[int] = []
+        self.pending: list[notify.RawNotification] = []  #: other threads' notifications received meanwhile
         self._last_stop: ptrace.Stop | None = None
         self._seized = False
 
@@ -355,9 +361,13 @@ class Injection:
             # a signal arrived before our stop: deliver it untouched, the stop is still pending
             ptrace.cont(self.tid, stop.signal)
 
-    def _wait(self) -> ptrace.Stop:
+    def _wait(self, listener: int | None = None) -> ptrace.Stop:
+        """The thread's next stop. Meanwhile notifications on ``listener`` are dealt with (see call)."""
         deadline = time.monotonic() + STOP_TIMEOUT
         delay = 0.0005
+        poller = select.poll()
+        if listener is not None:
+            poller.register(listener, select.POLLIN)
         while True:
             pid, status = os.waitpid(self.tid, ptrace.WALL | os.WNOHANG)
             if pid:
@@ -370,8 +380,20 @@ class Injection:
             if time.monotonic() > deadline:
                 raise SysgateError(f"process {self.pid}: thread {self.tid} did not stop within "
                                    f"{STOP_TIMEOUT:.0f} s (uninterruptible sleep?)")
-            time.sleep(delay)
+            if poller.poll(delay * 1000):
+                self._take_notification(listener)
             delay = min(delay * 2, 0.01)
+
+    def _take_notification(self, listener: int) -> None:
+        """Our own injected syscall was notified: let it run. Others are kept for the supervisor."""
+        try:
+            n = notify.recv(listener)
+        except OSError:  # ENOENT: the caller is gone or was interrupted
+            return
+        if n.pid == self.tid:
+            notify.send_continue(listener, n.id)
+        else:
+            self.pending.append(n)
 
     def _release(self) -> list[str]:
         """Put back the scratch bytes and the registers, detach; returns what could not be restored."""
@@ -444,18 +466,27 @@ class Injection:
         return address
 
     # -- running a system call
-    def call(self, name: str, *args: int) -> int:
-        """Run system call ``name`` in the stopped thread; returns its raw result (-errno on failure)."""
+    def call(self, name: str, *args: int, listener: int | None = None) -> int:
+        """Run system call ``name`` in the stopped thread; returns its raw result (-errno on failure).
+
+        Once the new filter is in force it applies to these calls too: pass its ``listener`` so
+        a notified call is let through (CONTINUE) instead of waiting for a reply that never comes.
+        Notifications of other threads received meanwhile go to :attr:`pending`; a SIGSYS the
+        filter raises for our own call is dropped, other signals are held until release.
+        """
         regs = self.arch.call_regs(self.saved, self.site, self.arch.numbers[name], args)
         ptrace.set_regset(self.tid, self.arch.encode(regs))
         done = self.site + len(self.arch.syscall_insn)
         while True:
             ptrace.singlestep(self.tid)
-            stop = self._wait()
+            stop = self._wait(listener)
             if stop.is_signal_delivery and stop.signal == signal.SIGTRAP:
                 after = self.arch.decode(ptrace.get_regset(self.tid))
                 if self.arch.pc(after) == done:
                     return self.arch.result(after)
+            if stop.is_signal_delivery and stop.signal == signal.SIGSYS \
+                    and ptrace.siginfo_code(self.tid) == (signal.SIGSYS, SYS_SECCOMP):
+                return -errno.ENOSYS  # SECCOMP_RET_TRAP for our call: it did not run
             if stop.is_signal_delivery:
                 self._held_signals.append(stop.signal)  # held back until the registers are restored
             # group stops and stray traps: keep stepping (the kernel re-stops a stopped group on detach)
@@ -514,16 +545,22 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
                 raise _seccomp_failure(result, pid, flags)
             if listener:
                 target.listener_fd = ksys.pidfd_getfd(pidfd, result)
-                _close_in_target(inj, result, raw, target)
+                _close_in_target(inj, result, target)
+                target.pending = inj.pending
     except BaseException:
         target.close()
         raise
     return target
 
 
-def _close_in_target(inj: Injection, fd: int, program: bytes, target: AttachedTarget) -> None:
-    """Close the target's own copy of the listener (else it could answer its own notifications)."""
-    result = inj.call("close", fd)
+def _close_in_target(inj: Injection, fd: int, target: AttachedTarget) -> None:
+    """Close the target's own copy of the listener (else it could answer its own notifications).
+
+    The new filter already applies to this close(): a notified close is let through, one
+    the filter refuses leaves the copy in place (with a warning), and a filter that kills
+    on close() kills the target now rather than at its own next close().
+    """
+    result = inj.call("close", fd, listener=target.listener_fd)
     if result != 0:
         target.warnings.append(f"the filter refused close({fd}) in the target ({os.strerror(-result)}); "
                                f"the target keeps a copy of the listener as fd {fd}")
