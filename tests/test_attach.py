@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from sysgate import attach as attach_mod
+from sysgate import syscalls
 from sysgate.attach import attach
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.errors import SysgateError
@@ -32,7 +33,7 @@ from sysgate.kernel import abi, notify
 pytestmark = pytest.mark.skipif(abi.native_arch() != "x86_64" or os.geteuid() != 0,
                                 reason="attach is implemented for x86_64; the tests ptrace as root")
 
-NR_MKDIR, NR_GETPPID = 83, 110
+NR_MKDIR, NR_GETPPID = syscalls.number("x86_64", "mkdir"), syscalls.number("x86_64", "getppid")
 TOKEN = "t0k3n"
 
 

@@ -33,7 +33,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import ptrace
+from . import ptrace, syscalls
 from .bpf import insn as bpf
 from .errors import SysgateError, UnsupportedError
 from .install import TsyncError, filter_flags, install_error, program_bytes
@@ -60,7 +60,6 @@ class X86_64:
     syscall_insn = b"\x0f\x05"
     insn_align = 1
     red_zone = 128
-    numbers = {"prctl": 157, "seccomp": 317, "close": 3}
     #: NT_PRSTATUS sizes of other ABIs this kernel can run, for a clear refusal.
     foreign_regsets = {68: "i386 (32-bit)"}
 
@@ -474,7 +473,7 @@ class Injection:
         Notifications of other threads received meanwhile go to :attr:`pending`; a SIGSYS the
         filter raises for our own call is dropped, other signals are held until release.
         """
-        regs = self.arch.call_regs(self.saved, self.site, self.arch.numbers[name], args)
+        regs = self.arch.call_regs(self.saved, self.site, syscalls.number(self.arch.name, name), args)
         ptrace.set_regset(self.tid, self.arch.encode(regs))
         done = self.site + len(self.arch.syscall_insn)
         while True:
