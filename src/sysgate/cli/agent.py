@@ -1,0 +1,50 @@
+"""``sysgate agent``: the OCI seccomp agent for runc and crun.
+
+Point a container's ``linux.seccomp.listenerPath`` at the socket; the runtime sends
+the container's seccomp listener there and the agent answers the notified syscalls
+with the handlers chosen by ``listenerMetadata`` (KEY=VALUE lines, e.g.
+``handlers=mkdir-emulate,mknod-emulate,mount-deny:EACCES``) or the config file.
+Stops on SIGTERM/SIGINT; the containers' waiting syscalls then fail with ENOSYS.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def register(sub) -> None:
+    p = sub.add_parser("agent", help="OCI seccomp agent: answer notifications of runc/crun containers",
+                       description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socket", required=True, metavar="PATH", help="AF_UNIX socket to listen on (listenerPath)")
+    p.add_argument("--config", metavar="FILE", help="JSON file choosing handlers per container id/annotations")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="time a runtime gets to send its whole state (default 5)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..agent.config import AgentConfig
+    from ..agent.server import Agent
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="sysgate agent: %(levelname)s: %(message)s")
+    config = AgentConfig.load(args.config) if args.config else AgentConfig()
+    agent = Agent(args.socket, config, connection_timeout=args.timeout)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: agent.stop())
+    try:
+        agent.listen()
+        print(f"sysgate agent: ready on {args.socket}", file=sys.stderr, flush=True)
+        agent.run()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        agent.close()
+    return 0
