@@ -26,7 +26,7 @@ Each parameter gets a ``kind`` and a ``width``:
   ``size_t``, ``off_t`` and anything unknown).
 
 Needs: manpages-dev and the tables from gen_syscall_tables.py.
-Run:   python3 tools/gen_signatures.py
+Run:   python3 tools/gen_signatures.py   (--check: compare only)
 """
 from __future__ import annotations
 
@@ -452,11 +452,18 @@ def manpages_version() -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Write signatures.json; with ``--check``, only report (exit 1) if the committed one differs."""
     data = build()
-    (DATA / "signatures.json").write_text(json.dumps(data, indent=1) + "\n")
+    path = DATA / "signatures.json"
+    if "--check" in argv:
+        same = path.exists() and json.loads(path.read_text())["signatures"] == data["signatures"]
+        if not same:
+            print("signatures.json differs from what the man pages give", file=sys.stderr)
+        return 0 if same else 1
+    path.write_text(json.dumps(data, indent=1) + "\n")
     missing = sorted(syscall_names() - set(data["signatures"]))
     print(f"{len(data['signatures'])} signatures, "
-          f"{sum(1 for s in data['sources'].values() if s == 'override')} from overrides; "
+          f"{sum(1 for s in data['sources'].values() if s.startswith('override'))} from overrides; "
           f"{len(missing)} syscalls without one: {' '.join(missing)}")
     return 0
 

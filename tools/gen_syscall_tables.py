@@ -16,7 +16,7 @@ they did not come from the headers.
 
 Needs: gcc, linux-libc-dev, and linux-libc-dev-{arm64,armhf,riscv64,s390x,
 ppc64el}-cross (mips/loongarch tables are made too if their cross headers
-are installed).  Run:  python3 tools/gen_syscall_tables.py
+are installed).  Run:  python3 tools/gen_syscall_tables.py   (--check: compare only)
 """
 from __future__ import annotations
 
@@ -213,17 +213,27 @@ def build(arch: str, spec: ArchSpec) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """Write the tables; with ``--check``, only report (exit 1) if the committed ones differ."""
+    check = "--check" in argv
     OUT.mkdir(parents=True, exist_ok=True)
+    stale = []
     for arch, spec in ARCHES.items():
         if not all(Path(d).is_dir() for d in spec.include):
             if spec.optional:
                 continue
             raise SystemExit(f"{arch}: headers missing, install {spec.package}")
         data = build(arch, spec)
-        (OUT / f"{arch}.json").write_text(json.dumps(data, indent=1) + "\n")
+        path, text = OUT / f"{arch}.json", json.dumps(data, indent=1) + "\n"
+        if check:
+            if not path.exists() or json.loads(path.read_text())["syscalls"] != data["syscalls"]:
+                stale.append(arch)
+            continue
+        path.write_text(text)
         print(f"{arch}: {len(data['syscalls'])} syscalls ({len(data['newer'])} newer than the headers), "
               f"{len(data['aliases'])} aliases, headers {data['linux_headers_version']}")
-    return 0
+    if stale:
+        print(f"tables differ from the headers for: {' '.join(stale)}", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def _signatures() -> dict:
     return _read_json("signatures.json")
 
 
-def _arch(arch: str | None) -> str:
-    """Canonical name of ``arch`` (None: the running kernel's) that has a table."""
+def arch_name(arch: str | None = None) -> str:
+    """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it has no table."""
     try:
         key = abi.native_arch() if arch is None else abi.canonical_arch(str(arch))
     except ValueError as exc:
@@ -103,17 +103,17 @@ def arches() -> list[str]:
 
 def table(arch: str | None = None) -> dict[str, int]:
     """``{name: nr}`` of ``arch`` (a fresh copy; aliases not included)."""
-    return dict(_arch_data(_arch(arch))[0])
+    return dict(_arch_data(arch_name(arch))[0])
 
 
 def number(arch: str | None, name: str) -> int | None:
     """Number of syscall ``name`` on ``arch``, or None if it has none there."""
-    return _arch_data(_arch(arch))[1].get(name)
+    return _arch_data(arch_name(arch))[1].get(name)
 
 
 def name(arch: str | None, nr: int) -> str | None:
     """Name of syscall number ``nr`` on ``arch``, or None."""
-    return _arch_data(_arch(arch))[2].get(nr)
+    return _arch_data(arch_name(arch))[2].get(nr)
 
 
 def all_names() -> set[str]:
@@ -140,7 +140,7 @@ def resolve(arch: str | None, name_or_number: str | int) -> int:
     Raises SysgateError for unknown names, with suggestions.  Numbers are accepted even
     if no name is known for them (new kernels add syscalls); they must fit ``seccomp_data.nr``.
     """
-    key = _arch(arch)
+    key = arch_name(arch)
     if isinstance(name_or_number, bool) or not isinstance(name_or_number, (int, str)):
         raise SysgateError(f"syscall must be a name or a number, not {name_or_number!r}")
     if isinstance(name_or_number, str):
@@ -197,7 +197,7 @@ def _signature(syscall: str, arch: str | None) -> Signature | None:
 
 def signature(syscall: str, arch: str | None = None) -> Signature | None:
     """Argument names/types of ``syscall`` (on ``arch`` when its order differs there), or None."""
-    return _signature(syscall, None if arch is None else _arch(arch))
+    return _signature(syscall, None if arch is None else arch_name(arch))
 
 
 def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
@@ -221,7 +221,7 @@ def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
 def arg_width(syscall: str, index: int, arch: str | None = None) -> int:
     """Bits of argument ``index`` the kernel uses: 32 for 32-bit C types (and on 32-bit
     arches), 64 when wider or unknown."""
-    if arch is not None and not abi.is_64bit(_arch(arch)):
+    if arch is not None and not abi.is_64bit(arch_name(arch)):
         return 32
     sig = signature(syscall, arch)
     if sig is None or not 0 <= index < len(sig.params):
