@@ -1,0 +1,596 @@
+"""The supervisor: one epoll loop over the listener fds of many targets.
+
+Per listener the loop waits for readiness, RECVs into a fresh zeroed buffer (RECV
+after EPOLLIN never blocks), finds the handler for (arch, nr) through a per-group
+cache and answers. Handlers marked ``blocking`` or given a ``deadline`` run in a
+bounded :class:`~sysgate.supervisor.workers.WorkerPool`; when the deadline passes
+first, the loop answers ``on_error_errno`` (fail closed). Exceptions in handlers
+answer ``on_error_errno`` too. EPOLLHUP means no task uses the filter any more
+(also when daemons spawned by the target outlived it and then exited): the
+listener is unregistered, closed and ``on_release`` is called. ENOENT from the
+kernel (target killed, syscall interrupted) is normal and only counted.
+
+Closing the supervisor closes every listener; syscalls still waiting for an
+answer then fail with ENOSYS in the targets.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import functools
+import heapq
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import SysgateError
+from ..kernel import abi, notify
+from .notification import (ASYNC, HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply,
+                           ReplyError, SharedNotification, TargetGone, errno_value)
+from .workers import WorkerPool
+
+log = logging.getLogger("sysgate.supervisor")
+
+_RECV = abi.SECCOMP_IOCTL_NOTIF_RECV
+_NOTIF_SIZE = abi.SECCOMP_NOTIF.size
+_HUP = select.EPOLLHUP | select.EPOLLERR
+_IN = select.EPOLLIN
+_unpack_header = HEADER.unpack_from
+_pack_resp = abi.SECCOMP_NOTIF_RESP.pack_into
+_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
+_ioctl = fcntl.ioctl
+
+
+@dataclass
+class Stats:
+    """Counters of one supervisor (all monotonic)."""
+
+    received: int = 0     #: notifications RECVed
+    gone: int = 0         #: ENOENT from RECV/SEND/ADDFD: target died or its syscall was interrupted
+    errors: int = 0       #: handler exceptions answered with on_error_errno
+    timeouts: int = 0     #: deadlines that passed before the handler answered
+    rejected: int = 0     #: blocking handlers refused because the worker pool was full
+    released: int = 0     #: listeners released (hang-up, removal or shutdown)
+
+
+@dataclass(eq=False)
+class Group:
+    """Targets sharing handlers and a ``state`` dict (e.g. all targets of one stored filter)."""
+
+    name: str
+    state: dict = field(default_factory=dict)
+    handlers: dict = field(default_factory=dict)     # syscall name or native nr -> _Handler
+    fallback: "_Handler | None" = None
+    listeners: set = field(default_factory=set)
+    cache: dict = field(default_factory=dict)        # dispatch key -> callable(notification)
+
+
+@dataclass(eq=False)
+class Listener:
+    """One listener fd owned by the supervisor."""
+
+    fd: int
+    group: Group
+    stats: Stats
+    pidfd: int | None = None
+    target: object = None                #: the launch.Target, when added with add_target
+    on_release: object = None
+    reason: str | None = None            #: why it was released: "hangup", "removed", "shutdown", "error"
+    busy: int = 0                        # handlers running in workers (the fd stays open meanwhile)
+
+    @property
+    def released(self) -> bool:
+        return self.reason is not None
+
+
+@dataclass(frozen=True)
+class _Handler:
+    fn: object
+    blocking: bool = False
+    deadline: float | None = None
+
+
+class Supervisor:
+    """Answer seccomp notifications of many targets from one event loop.
+
+    ``default`` answers syscalls without a handler and handlers that return None;
+    ``on_error_errno`` answers handler exceptions, refused and timed-out work;
+    ``handler_timeout`` is the deadline (seconds) of blocking handlers without their own;
+    ``workers`` bounds the threads for blocking handlers and ``max_pending`` the
+    blocking work queued or running; ``sync_wakeup`` enables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+    on every listener when the kernel has it.
+    """
+
+    def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = _errno.EPERM,
+                 handler_timeout: float = 5.0, workers: int = 4, max_pending: int = 1024,
+                 sync_wakeup: bool = True):
+        self.default = default if default is not None else Reply.errno(_errno.EPERM)
+        if not isinstance(self.default, Reply):
+            raise TypeError("default must be a Reply, e.g. Reply.errno('EPERM')")
+        self.on_error_errno = errno_value(on_error_errno)
+        self.handler_timeout = handler_timeout
+        self.sync_wakeup = sync_wakeup
+        self.stats = Stats()
+        self._pool = WorkerPool(workers, max_pending)
+        self._epoll = select.epoll()
+        self._epoll.register(self._pool.wakeup_fd, _IN)
+        self._listeners: dict[int, Listener] = {}
+        self._groups: dict[str, Group] = {}
+        self._global = Group("*")
+        self._backlog: list[tuple[Listener, bytearray]] = []
+        self._deadlines: list[Deadline] = []
+        self._draining: set[Listener] = set()   # released, closed once their blocking work ends
+        self._stopping = False
+        self._closed = False
+        self._resp = bytearray(abi.SECCOMP_NOTIF_RESP.size)   # reply buffer of the loop thread
+
+    # --- handler registration -------------------------------------------------------
+    def group(self, name: str) -> Group:
+        """The group called ``name`` (created on first use)."""
+        if name == "*":
+            return self._global
+        grp = self._groups.get(name)
+        if grp is None:
+            grp = self._groups[name] = Group(name)
+        return grp
+
+    def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None,
+           group: str | None = None):
+        """Handle ``syscall`` (a name, or a number of the native arch) with ``fn(notification)``.
+
+        Usable as a decorator (``@sup.on("openat")``). ``blocking`` (or a ``deadline`` in seconds)
+        runs the handler in the worker pool; both default to the handler's own ``blocking`` /
+        ``deadline`` attributes. ``group`` limits it to targets of that group.
+        """
+        if fn is None:
+            return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline, group=group) or f
+        _check_syscall(syscall)
+        grp = self.group(group or "*")
+        grp.handlers[syscall] = self._wrap(fn, blocking, deadline)
+        self._invalidate()
+        return None
+
+    handler = on
+
+    def table(self, handlers: dict, *, group: str | None = None) -> None:
+        """Register several handlers at once: ``{syscall: fn}``."""
+        for syscall, fn in handlers.items():
+            self.on(syscall, fn, group=group)
+
+    def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None,
+                 group: str | None = None) -> None:
+        """Handle every syscall that has no handler of its own (instead of the default verdict)."""
+        self.group(group or "*").fallback = self._wrap(fn, blocking, deadline)
+        self._invalidate()
+
+    def use_policy(self, policy, handlers: dict, *, group: str | None = None) -> None:
+        """Route the policy's ``notify(name)`` rules to ``handlers[name]``.
+
+        The filter cannot tell the supervisor which rule matched, so each notified syscall is
+        routed by its name; when rules of one syscall name different handlers, the policy's
+        own reference semantics (``Policy.decide`` on the argument registers) picks one.
+        """
+        routes: dict[str, set[str]] = {}
+        for rule in policy.rules:
+            if rule.action.kind == "notify" and rule.action.handler:
+                routes.setdefault(rule.syscall, set()).add(rule.action.handler)
+        missing = sorted({h for names in routes.values() for h in names} - set(handlers))
+        if missing:
+            raise SysgateError(f"policy {policy.name!r} notifies handler(s) {', '.join(missing)} "
+                               f"but none was given (have: {', '.join(sorted(handlers)) or 'none'})")
+        for syscall, names in routes.items():
+            if len(names) == 1:
+                self.on(syscall, handlers[next(iter(names))], group=group)
+            else:
+                self.on(syscall, _PolicyChooser(policy, handlers), group=group)
+
+    @staticmethod
+    def _wrap(fn, blocking, deadline) -> _Handler:
+        if not callable(fn):
+            raise TypeError(f"a handler must be callable, not {fn!r}")
+        if blocking is None:
+            blocking = bool(getattr(fn, "blocking", False))
+        if deadline is None:
+            deadline = getattr(fn, "deadline", None)
+        if deadline is not None and deadline <= 0:
+            raise ValueError("a handler deadline must be positive (seconds)")
+        return _Handler(fn, blocking or deadline is not None, deadline)
+
+    def _invalidate(self) -> None:
+        self._global.cache.clear()
+        for grp in self._groups.values():
+            grp.cache.clear()
+
+    # --- listeners ------------------------------------------------------------------
+    def add_listener(self, fd: int, group: str = "default", *, pidfd: int | None = None, on_release=None,
+                     pending=(), target=None) -> Listener:
+        """Supervise listener ``fd`` (the supervisor now owns and will close it).
+
+        ``pending`` are notifications already RECVed from it (e.g. ``Target.pending``); they are
+        answered before anything else. ``on_release(listener)`` is called once the listener is
+        released (``listener.reason`` says why). ``pidfd`` (not owned) is kept for handlers.
+        """
+        if self._closed:
+            raise SysgateError("the supervisor is closed")
+        if fd in self._listeners:
+            raise SysgateError(f"fd {fd} is already supervised")
+        grp = self.group(group)
+        lst = Listener(fd, grp, self.stats, pidfd, target, on_release)
+        if self.sync_wakeup:
+            notify.enable_sync_wakeup(fd)
+        for raw in pending:
+            self._backlog.append((lst, bytearray(abi.SECCOMP_NOTIF.pack(raw.id, raw.pid, raw.flags,
+                                                                       raw.data.pack()))))
+        self._listeners[fd] = lst
+        grp.listeners.add(lst)
+        self._epoll.register(fd, _IN)
+        if self._backlog:
+            self._pool.wake()
+        return lst
+
+    def add_target(self, target, group: str | None = None, *, on_release=None) -> Listener:
+        """Supervise a :class:`sysgate.launch.Target`: takes over its listener (``target.listener``
+        becomes None) and its pending notifications; the group defaults to the target's."""
+        if target.listener is None:
+            raise SysgateError(f"target {target.pid} has no listener (its filter never notifies)")
+        fd, target.listener = target.listener, None
+        pending, target.pending = list(target.pending), []
+        return self.add_listener(fd, group or target.group or "default", pidfd=target.pidfd,
+                                 on_release=on_release, pending=pending, target=target)
+
+    def remove(self, listener: Listener) -> None:
+        """Stop supervising ``listener`` and close it (its waiting syscalls fail with ENOSYS)."""
+        self._release(listener, "removed")
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners.values())
+
+    def _release(self, lst: Listener, reason: str) -> None:
+        if lst.released:
+            return
+        lst.reason = reason
+        self._listeners.pop(lst.fd, None)
+        lst.group.listeners.discard(lst)
+        try:
+            self._epoll.unregister(lst.fd)
+        except (OSError, ValueError):
+            pass
+        if lst.busy == 0:
+            self._close_listener(lst)
+        else:
+            self._draining.add(lst)
+
+    def _close_listener(self, lst: Listener) -> None:
+        fd, lst.fd = lst.fd, -1
+        self._draining.discard(lst)
+        if fd >= 0:
+            os.close(fd)
+        self.stats.released += 1
+        if lst.on_release is not None:
+            try:
+                lst.on_release(lst)
+            except Exception:
+                log.exception("on_release callback failed for group %s", lst.group.name)
+
+    # --- dispatch -------------------------------------------------------------------
+    def _resolve(self, lst: Listener, n: Notification, key: int):
+        """The callable for ``n``'s (arch, nr) in ``lst``'s group, cached per group."""
+        grp, glob = lst.group, self._global
+        name = n.syscall
+        native = n.arch == abi.native_arch()
+        handler = None
+        for table in (grp.handlers, glob.handlers):
+            handler = table.get(name) or (table.get(n.nr) if native else None)
+            if handler is not None:
+                break
+        else:
+            handler = grp.fallback or glob.fallback
+        if handler is None:
+            entry = _no_handler
+        elif handler.blocking:
+            entry = functools.partial(self._submit, handler)
+        else:
+            entry = handler.fn
+        grp.cache[key] = entry
+        return entry
+
+    def _handle(self, lst: Listener, raw: bytearray) -> None:
+        """Answer one RECVed notification: the hot path, kept free of avoidable work."""
+        nid, pid, _, key = _unpack_header(raw)
+        n = Notification(lst, raw, nid, pid)
+        entry = lst.group.cache.get(key) or self._resolve(lst, n, key)
+        try:
+            result = entry(n)
+            if n._state == OPEN:
+                if result is None:
+                    result = self.default
+                elif result.__class__ is not Reply:
+                    raise TypeError(f"a handler returns a Reply or None, not {result!r}")
+                n._state = REPLIED
+                _pack_resp(self._resp, 0, nid, result.val, -result.error, result.flags)
+                try:
+                    _ioctl(lst.fd, _SEND, self._resp, True)
+                except OSError as exc:
+                    if exc.errno != _errno.ENOENT:
+                        raise
+                    self.stats.gone += 1
+            elif result is not None and result.__class__ is Reply and n._state == REPLIED:
+                raise ReplyError(f"handler answered notification {nid} and also returned {result!r}")
+        except TargetGone:
+            pass
+        except Exception as exc:
+            self._failed(n, exc)
+
+    def _failed(self, n: Notification, exc: Exception) -> None:
+        """Fail closed after a handler exception (or an invalid return value)."""
+        self.stats.errors += 1
+        log.error("handler for %s (group %s) failed: %r; answering errno %d", _describe(n), n.listener.group.name,
+                  exc, self.on_error_errno, exc_info=not isinstance(exc, ReplyError))
+        if n.try_claim():
+            try:
+                n._send(0, self.on_error_errno, 0)
+            except OSError as err:
+                log.error("cannot answer notification %d: %s", n.id, err)
+
+    # --- blocking handlers -----------------------------------------------------------
+    def _submit(self, handler: _Handler, n: Notification) -> None:
+        """Hand ``n`` to the worker pool with a deadline (runs in the loop thread)."""
+        n.__class__ = SharedNotification
+        n._state = ASYNC
+        timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
+        deadline = n.deadline = Deadline(time.monotonic() + timeout, n, handler)
+        n.listener.busy += 1
+        if not self._pool.submit(functools.partial(self._run_blocking, handler, n)):
+            n.listener.busy -= 1
+            self.stats.rejected += 1
+            log.warning("worker pool full (%d pending): answering %s with errno %d",
+                        self._pool.pending, _describe(n), self.on_error_errno)
+            if n.try_claim():
+                n._send(0, self.on_error_errno, 0)
+            return
+        heapq.heappush(self._deadlines, deadline)
+
+    def _run_blocking(self, handler: _Handler, n: Notification) -> Notification:
+        """Run a blocking handler (in a worker thread); the loop gets ``n`` back."""
+        if n._state == REPLIED:
+            return n  # the deadline passed while it was queued
+        try:
+            result = handler.fn(n)
+            if n._state != REPLIED:
+                n.reply(self.default if result is None else result)
+            elif result is not None and result.__class__ is Reply:
+                raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+        except (TargetGone, DeadlineExceeded):
+            pass
+        except Exception as exc:
+            self._failed(n, exc)
+        return n
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0].when <= now:
+            deadline = heapq.heappop(self._deadlines)
+            n = deadline.notification
+            if n._state == REPLIED:
+                continue
+            deadline.expired = True
+            if n.try_claim():
+                self.stats.timeouts += 1
+                log.error("handler for %s (group %s) missed its deadline; answering errno %d",
+                          _describe(n), n.listener.group.name, self.on_error_errno)
+                try:
+                    n._send(0, self.on_error_errno, 0)
+                except OSError as err:
+                    log.error("cannot answer notification %d: %s", n.id, err)
+
+    def _collect(self) -> None:
+        """Book finished blocking work; close listeners released while work was running."""
+        self._pool.drain_wakeup()
+        done = self._pool.completed
+        while done:
+            n = done.popleft()
+            if n is None:
+                continue
+            lst = n.listener
+            lst.busy -= 1
+            if lst.busy == 0 and lst.released and lst.fd >= 0:
+                self._close_listener(lst)
+
+    # --- the loop -------------------------------------------------------------------
+    def fileno(self) -> int:
+        """The epoll fd: readable when :meth:`run_once` has work (for foreign event loops)."""
+        return self._epoll.fileno()
+
+    def next_timeout(self) -> float | None:
+        """Seconds until the next handler deadline, or None."""
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0].when - time.monotonic())
+
+    def run_once(self, timeout: float | None = 0) -> None:
+        """Wait up to ``timeout`` seconds (None = until something happens) and handle what arrived."""
+        self._serve(None if timeout is None else time.monotonic() + timeout, once=True)
+
+    def run(self, timeout: float | None = None, until=None) -> bool:
+        """Serve until :meth:`stop`, ``until()`` is true (checked after each batch of events, and at
+        least every 0.1 s), or ``timeout`` seconds pass. Returns False when the timeout expired."""
+        end = None if timeout is None else time.monotonic() + timeout
+        return self._serve(end, until=until)
+
+    def run_until_idle(self, timeout: float | None = None) -> bool:
+        """Serve until no listener is left (every target and its descendants are gone and their
+        blocking work has finished). False when ``timeout`` seconds expired first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        return self._serve(end, until_idle=True)
+
+    def _serve(self, end: float | None, until=None, until_idle: bool = False, once: bool = False) -> bool:
+        poll = self._epoll.poll
+        listeners = self._listeners
+        handle = self._handle
+        stats = self.stats
+        ioctl = fcntl.ioctl
+        pool = self._pool
+        cap = None if until is None else 0.1
+        while not self._stopping:
+            if self._backlog:
+                self._drain_backlog()
+            if until_idle and not listeners and self.idle:
+                return True
+            if until is not None and until():
+                return True
+            if end is None and cap is None and not self._deadlines:
+                timeout = -1
+            else:
+                now = time.monotonic()
+                if end is None:
+                    timeout = 3600.0
+                else:
+                    timeout = end - now
+                    if timeout <= 0 and not once:
+                        return False
+                if cap is not None and cap < timeout:
+                    timeout = cap
+                if self._deadlines and self._deadlines[0].when - now < timeout:
+                    timeout = self._deadlines[0].when - now
+                if timeout < 0:
+                    timeout = 0
+            for fd, ev in poll(timeout):
+                lst = listeners.get(fd)
+                if lst is None:
+                    if fd == pool.wakeup_fd:
+                        self._collect()
+                elif ev & _IN:
+                    raw = bytearray(_NOTIF_SIZE)  # RECV wants it zeroed; fresh is zeroed
+                    try:
+                        ioctl(fd, _RECV, raw, True)
+                    except OSError as exc:
+                        self._recv_failed(lst, exc)
+                        continue
+                    stats.received += 1
+                    handle(lst, raw)
+                elif ev & _HUP:
+                    self._release(lst, "hangup")
+            if self._deadlines:
+                self._expire(time.monotonic())
+            if once:
+                return True
+        if not once:
+            self.consume_stop()
+        return True
+
+    def _drain_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for lst, raw in backlog:
+            if not lst.released:
+                self.stats.received += 1
+                self._handle(lst, raw)
+
+    def _recv_failed(self, lst: Listener, exc: OSError) -> None:
+        if exc.errno == _errno.ENOENT:      # killed or interrupted between POLLIN and RECV
+            self.stats.gone += 1
+        elif exc.errno != _errno.EINTR:
+            log.error("RECV on listener %d (group %s) failed: %s; releasing it", lst.fd, lst.group.name, exc)
+            self._release(lst, "error")
+
+    def serve_forever(self, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+        """Serve until :meth:`stop` or one of ``signals``, then :meth:`close` everything.
+
+        Signal handlers are installed only when called from the main thread, and restored after.
+        """
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        try:
+            self.run()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.close()
+
+    async def serve(self, *, until_idle: bool = False) -> None:
+        """Serve on the running asyncio loop (see :mod:`sysgate.supervisor.asyncio`)."""
+        from .asyncio import serve
+
+        await serve(self, until_idle=until_idle)
+
+    @property
+    def idle(self) -> bool:
+        """No listener, backlog or blocking work left."""
+        return not self._listeners and not self._backlog and not self._pool.pending
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def consume_stop(self) -> None:
+        """Forget a :meth:`stop` request (the next run serves again)."""
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Make :meth:`run` return soon (safe from signal handlers and other threads)."""
+        self._stopping = True
+        self._pool.wake()
+
+    def close(self, grace: float = 5.0) -> None:
+        """Release every listener (waiting syscalls fail with ENOSYS) and stop the workers.
+
+        Blocking handlers still running get ``grace`` seconds to finish first.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for lst in list(self._listeners.values()):
+            self._release(lst, "shutdown")
+        self._pool.shutdown(grace)
+        self._collect()
+        for lst in list(self._draining):
+            log.warning("closing listener of group %s while a handler still runs", lst.group.name)
+            self._close_listener(lst)
+        self._epoll.close()
+        self._pool.close()
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_syscall(syscall) -> None:
+    """Reject handler keys that can never match (typos get a suggestion)."""
+    from .. import syscalls
+
+    if isinstance(syscall, bool) or not isinstance(syscall, (str, int)):
+        raise TypeError(f"a syscall is a name or a number, not {syscall!r}")
+    if isinstance(syscall, str) and syscall not in syscalls.all_names():
+        syscalls.resolve(None, syscall)   # raises SysgateError, with suggestions
+        raise SysgateError(f"{syscall!r} is not a syscall name")
+
+
+def _no_handler(n: Notification) -> None:
+    return None
+
+
+def _describe(n: Notification) -> str:
+    try:
+        return f"{n.syscall} of pid {n.pid} (id {n.id})"
+    except Exception:
+        return f"notification {n.id}"
+
+
+class _PolicyChooser:
+    """Pick the handler of the policy rule that matches the notification's registers."""
+
+    def __init__(self, policy, handlers: dict):
+        self.policy, self.handlers = policy, handlers
+        self.blocking = any(getattr(h, "blocking", False) for h in handlers.values())
+
+    def __call__(self, n: Notification):
+        action, _ = self.policy.decide(n.syscall, n.args)
+        handler = self.handlers.get(action.handler) if action.kind == "notify" else None
+        return None if handler is None else handler(n)

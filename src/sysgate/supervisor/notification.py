@@ -1,0 +1,344 @@
+"""One received notification: lazy decoding, target-memory reads, and the single reply.
+
+A :class:`Notification` is built by the supervisor loop for each
+``SECCOMP_IOCTL_NOTIF_RECV``. Only ``id`` and ``pid`` are decoded up front; the
+architecture, syscall name, arguments and named arguments are decoded on first use.
+A handler answers exactly once with :meth:`~Notification.return_value`,
+:meth:`~Notification.errno`, :meth:`~Notification.continue_` or
+:meth:`~Notification.inject_fd` (``send=True``), or returns a :class:`Reply` or None
+(None = the supervisor's default verdict). A second reply raises :class:`ReplyError`.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import struct
+import threading
+
+from ..errors import SysgateError
+from ..kernel import abi, notify
+from . import memory
+
+#: id, pid, flags, then nr and arch read as one native u64 (the dispatch key).
+HEADER = struct.Struct("=QIIQ")
+_ARGS = abi.SECCOMP_DATA
+_RESP = abi.SECCOMP_NOTIF_RESP
+_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
+_ioctl = fcntl.ioctl
+_ENOENT = _errno.ENOENT
+
+# reply states
+OPEN, REPLIED, ASYNC = 0, 1, 2
+
+
+class TargetGone(Exception):
+    """The notification is no longer valid: the target died or its syscall was interrupted.
+
+    Normal during supervision; raised by memory reads (never return stale data). A handler
+    may let it propagate: the supervisor counts it and moves on.
+    """
+
+
+class ReplyError(SysgateError):
+    """A notification was answered twice (a programming error in a handler)."""
+
+
+class DeadlineExceeded(ReplyError):
+    """The handler replied after its deadline: the supervisor already answered (fail closed)."""
+
+
+def dispatch_key(nr: int, arch: int) -> int:
+    """The u64 the loop reads at offset 16 of ``struct seccomp_notif`` for ``nr`` and ``arch``."""
+    return HEADER.unpack(abi.SECCOMP_NOTIF.pack(0, 0, 0, abi.SECCOMP_DATA.pack(nr, arch, 0, *(0,) * 6)))[3]
+
+
+def errno_value(e: int | str) -> int:
+    """An errno given as a number or a name (``"EPERM"``) -> its positive number."""
+    if isinstance(e, str):
+        value = getattr(_errno, e.upper(), None)
+        if not isinstance(value, int):
+            raise ValueError(f"unknown errno name {e!r}")
+        return value
+    if not isinstance(e, int) or not 0 <= e < 4096:
+        raise ValueError(f"errno must be a name or a number 0..4095, not {e!r}")
+    return e
+
+
+class Reply:
+    """A verdict a handler can return (or configure as the supervisor's default)."""
+
+    __slots__ = ("val", "error", "flags")
+
+    def __init__(self, val: int = 0, error: int = 0, flags: int = 0):
+        self.val, self.error, self.flags = val, error, flags
+
+    @classmethod
+    def value(cls, val: int) -> "Reply":
+        """The syscall returns ``val``."""
+        return cls(val)
+
+    @classmethod
+    def errno(cls, e: int | str) -> "Reply":
+        """The syscall fails with errno ``e`` (number or name)."""
+        return cls(0, errno_value(e))
+
+    @classmethod
+    def continue_(cls) -> "Reply":
+        """Let the kernel run the syscall. NOT a security decision: see :meth:`Notification.continue_`."""
+        return cls(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def __repr__(self) -> str:
+        if self.flags:
+            return "Reply.continue_()"
+        return f"Reply.errno({self.error})" if self.error else f"Reply.value({self.val})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Reply) and (self.val, self.error, self.flags) == (other.val, other.error, other.flags)
+
+
+def _syscall_name(arch: str, nr: int) -> str:
+    from .. import syscalls
+
+    try:
+        name = syscalls.name(arch, nr)
+    except SysgateError:  # an architecture without a table
+        name = None
+    return name or f"syscall_{nr}"
+
+
+def _param_names(name: str, arch: str) -> tuple[str, ...]:
+    from .. import syscalls
+
+    try:
+        sig = syscalls.signature(name, arch)
+    except SysgateError:
+        sig = None
+    return sig.arg_names if sig is not None else ()
+
+
+class Notification:
+    """One notified syscall of a target thread, waiting for exactly one reply."""
+
+    __slots__ = ("listener", "raw", "id", "pid", "_state", "_data", "_syscall", "deadline")
+
+    def __init__(self, listener, raw: bytearray, nid: int, pid: int):
+        self.listener = listener    #: the :class:`~sysgate.supervisor.loop.Listener` it came from
+        self.raw = raw              #: the 80 bytes RECV filled in
+        self.id = nid
+        self.pid = pid              #: TID of the calling thread (0 if not in our pid namespace)
+        self._state = OPEN          # _data, _syscall and deadline are set on first use
+
+    # --- decoding (lazy) ---------------------------------------------------------
+    def _decode(self):
+        try:
+            return self._data
+        except AttributeError:
+            self._data = _ARGS.unpack_from(self.raw, 16)
+            return self._data
+
+    @property
+    def nr(self) -> int:
+        return self._decode()[0]
+
+    @property
+    def audit_arch(self) -> int:
+        return self._decode()[1]
+
+    @property
+    def arch(self) -> str:
+        """Architecture name (``x86_64``, ``i386``, ``x32``…)."""
+        nr, audit = self._decode()[:2]
+        return abi.arch_from_audit(audit, nr)
+
+    @property
+    def instruction_pointer(self) -> int:
+        return self._decode()[2]
+
+    @property
+    def args(self) -> tuple[int, ...]:
+        """The six raw argument registers (unsigned 64-bit)."""
+        return self._decode()[3:]
+
+    @property
+    def syscall(self) -> str:
+        """Syscall name (``syscall_<nr>`` when the table does not know it)."""
+        try:
+            return self._syscall
+        except AttributeError:
+            self._syscall = _syscall_name(self.arch, self.nr)
+            return self._syscall
+
+    @property
+    def arguments(self) -> dict[str, int]:
+        """Raw arguments by parameter name, from the syscall's signature (empty when unknown)."""
+        return dict(zip(_param_names(self.syscall, self.arch), self.args))
+
+    @property
+    def group(self) -> str:
+        return self.listener.group.name
+
+    @property
+    def state(self) -> dict:
+        """The per-group state dict shared by all targets of this notification's group."""
+        return self.listener.group.state
+
+    @property
+    def replied(self) -> bool:
+        return self._state == REPLIED
+
+    def __repr__(self) -> str:
+        return f"<Notification id={self.id} pid={self.pid} {self.arch}:{self.syscall}{self.args}>"
+
+    # --- validity and target memory -----------------------------------------------
+    def valid(self) -> bool:
+        """True while the target still waits for this reply (ID_VALID)."""
+        fd = self.listener.fd
+        if fd < 0:
+            return False
+        try:
+            return notify.id_valid(fd, self.id)
+        except OSError:
+            return False
+
+    def _check_valid(self) -> None:
+        if not self.valid():
+            raise TargetGone(f"notification {self.id} is no longer valid")
+
+    def read_memory(self, address: int, length: int) -> bytes:
+        """Up to ``length`` bytes of target memory; ID_VALID is checked after the read.
+
+        Raises :class:`TargetGone` when the notification became invalid, OSError(EFAULT) for an
+        unmapped address.
+        """
+        try:
+            data = memory.read(self.pid, address, length)
+        except OSError:
+            self._check_valid()
+            raise
+        self._check_valid()
+        return data
+
+    def read_string(self, address: int, max: int = memory.PATH_MAX) -> bytes:
+        """The NUL-terminated string at ``address`` (bytes, without the NUL), checked like
+        :meth:`read_memory`. Raises OSError(ENAMETOOLONG) when no NUL occurs within ``max`` bytes."""
+        try:
+            data = memory.read_cstring(self.pid, address, max)
+        except OSError:
+            self._check_valid()
+            raise
+        self._check_valid()
+        if data is None:
+            raise OSError(_errno.ENAMETOOLONG, "string argument longer than the limit")
+        return data
+
+    # --- replies -------------------------------------------------------------------
+    def _claim(self) -> None:
+        if self._state == REPLIED:
+            raise ReplyError(f"notification {self.id} was already answered")
+        self._state = REPLIED
+
+    def _unclaim(self) -> None:
+        self._state = OPEN
+
+    def try_claim(self) -> bool:
+        """Claim the reply unless someone already did (used by the loop for deadlines)."""
+        try:
+            self._claim()
+            return True
+        except ReplyError:
+            return False
+
+    def _send(self, val: int, error: int, flags: int) -> bool:
+        lst = self.listener
+        try:
+            _ioctl(lst.fd, _SEND, bytearray(_RESP.pack(self.id, val, -error, flags)), True)
+        except OSError as exc:
+            if exc.errno == _ENOENT:
+                lst.stats.gone += 1
+                return False
+            raise
+        return True
+
+    def return_value(self, value: int) -> bool:
+        """Answer: the syscall returns ``value``. False when the target was already gone."""
+        self._claim()
+        return self._send(value, 0, 0)
+
+    def errno(self, e: int | str) -> bool:
+        """Answer: the syscall fails with ``e`` (number or name such as ``"EACCES"``)."""
+        error = errno_value(e)
+        self._claim()
+        return self._send(0, error, 0)
+
+    def continue_(self) -> bool:
+        """Let the kernel execute the syscall as if it had been allowed.
+
+        This is NOT a security decision: pointer arguments can be rewritten by another
+        thread between our check and the kernel's use (TOCTOU). Only continue calls that
+        would be acceptable whatever their memory arguments say.
+        """
+        self._claim()
+        return self._send(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def reply(self, reply: Reply) -> bool:
+        """Answer with a :class:`Reply`."""
+        if reply.__class__ is not Reply:
+            raise TypeError(f"a handler returns a Reply or None, not {reply!r}")
+        self._claim()
+        return self._send(reply.val, reply.error, reply.flags)
+
+    def inject_fd(self, fd: int, target_fd: int | None = None, send: bool = True, cloexec: bool = False) -> int:
+        """Install our ``fd`` in the target (SECCOMP_IOCTL_NOTIF_ADDFD); returns its number there.
+
+        ``target_fd`` picks the number (ADDFD_FLAG_SETFD, replacing what is open there);
+        ``send`` also answers the syscall with that number atomically (ADDFD_FLAG_SEND), which
+        counts as this notification's reply. Raises :class:`TargetGone` when the target went
+        away, and OSError (EMFILE, EBADF…) when the target cannot take the fd; a failed
+        send leaves the notification unanswered.
+        """
+        if send:
+            self._claim()
+        try:
+            return notify.addfd(self.listener.fd, self.id, fd, target_fd, cloexec=cloexec, send=send)
+        except OSError as exc:
+            if send:
+                self._unclaim()
+            if exc.errno in (_ENOENT, _errno.ESRCH):
+                self.listener.stats.gone += 1
+                raise TargetGone(f"notification {self.id}: target gone during ADDFD") from None
+            raise
+
+
+class SharedNotification(Notification):
+    """A notification handed to a worker thread: the worker and the loop (deadline) race to
+    answer it, so claiming the reply takes a lock. The loop switches ``__class__`` to this."""
+
+    __slots__ = ()
+
+    def _claim(self) -> None:
+        with _CLAIM_LOCK:
+            if self._state == REPLIED:
+                deadline = getattr(self, "deadline", None)
+                if deadline is not None and deadline.expired:
+                    raise DeadlineExceeded(f"notification {self.id}: deadline passed, already answered")
+                raise ReplyError(f"notification {self.id} was already answered")
+            self._state = REPLIED
+
+    def _unclaim(self) -> None:
+        self._state = ASYNC
+
+
+_CLAIM_LOCK = threading.Lock()
+
+
+class Deadline:
+    """When a worker-run handler must have answered; ``expired`` is set by the loop."""
+
+    __slots__ = ("when", "expired", "notification", "handler")
+
+    def __init__(self, when: float, notification: Notification, handler):
+        self.when, self.notification, self.handler, self.expired = when, notification, handler, False
+
+    def __lt__(self, other: "Deadline") -> bool:
+        return self.when < other.when
+
