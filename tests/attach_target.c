@@ -15,7 +15,8 @@
 /* argv: MODE DIR TOKEN. The thread-group leader (where sysgate injects) is, at attach time,
  *   read  - blocked in read(0)                      (restarted after -ERESTARTSYS)
  *   sleep - in a 1.5 s nanosleep                    (restarted through restart_syscall)
- *   spin  - running code that checks every general register and a stack pattern.
+ *   spin  - running code that checks every general register and a stack pattern,
+ *   exit  - gone (pthread_exit): sysgate must pick another thread.
  * Three workers loop on write/getpid; a reader thread sits in read(0) unless the leader reads.
  * After "go TOKEN\n" every thread checks that mkdir fails with EPERM and getppid returns 4242.
  * SIGUSR1 (SA_RESTART) is counted and the count printed at the end. */
@@ -210,6 +211,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < NWORKERS; i++) pthread_create(&threads[n++], NULL, worker, (void *)i);
     if (strcmp(mode, "read") != 0) pthread_create(&threads[n++], NULL, reader, NULL);
     printf("ready\n");
+    if (strcmp(mode, "exit") == 0) pthread_exit(NULL);  /* the process lives on in its threads */
     if (strcmp(mode, "read") == 0) {
         read_go("leader");
     } else if (strcmp(mode, "sleep") == 0) {

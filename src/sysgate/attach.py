@@ -42,6 +42,7 @@ from .kernel import sys as ksys
 
 PF_KTHREAD = 0x00200000
 SYS_SECCOMP = 1  # si_code of a SIGSYS raised by SECCOMP_RET_TRAP
+PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag: a pidfd for one thread
 STOP_TIMEOUT = 10.0
 _FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog on a 64-bit target
 _ERESTART = {-512: "ERESTARTSYS", -513: "ERESTARTNOINTR", -514: "ERESTARTNOHAND", -516: "ERESTART_RESTARTBLOCK"}
@@ -153,9 +154,9 @@ def _process_name(pid: int) -> str:
         return "?"
 
 
-def _exe_abi(pid: int) -> tuple[int, int]:
-    """(ELF class, e_machine) of the target's executable."""
-    with open(f"/proc/{pid}/exe", "rb") as f:
+def _exe_abi(task: str, pid: int) -> tuple[int, int]:
+    """(ELF class, e_machine) of the executable of /proc ``task`` (a thread of ``pid``)."""
+    with open(f"{task}/exe", "rb") as f:
         header = f.read(20)
     if header[:4] != b"\x7fELF" or len(header) < 20:
         raise UnsupportedError(f"process {pid}: its executable is not an ELF file")
@@ -249,21 +250,18 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
         raise SysgateError(f"no process with PID {pid}") from None
     if int(fields[6]) & PF_KTHREAD:
         raise SysgateError(f"{name} is a kernel thread; only user-space processes can be filtered")
-    if fields[0] in "ZX":
+    threads = _live_threads(pid)  # the leader may have exited while other threads run on
+    if not threads:
         raise SysgateError(f"{name} is a zombie (it has exited and waits for its parent to reap it)")
-    _check_not_traced(name, pid, pid)
-    if fields[0] in "Tt":
+    tid = threads[0]
+    _check_not_traced(name, pid, tid)
+    if _stat_fields(f"/proc/{pid}/task/{tid}/stat")[0] in "Tt":
         raise SysgateError(f"{name} is stopped; resume it first (kill -CONT {pid})")
     if status.get("Seccomp", "0").strip() == str(abi.SECCOMP_MODE_STRICT):
         raise SysgateError(f"{name} is in seccomp strict mode; it cannot install a filter")
-    threads = _live_threads(pid)
-    if not threads:
-        raise SysgateError(f"{name} has no live thread")
     _check_one_filter_chain(name, pid, threads)
-    tid = threads[0]
-    _check_not_traced(name, pid, tid)
     try:
-        elf_class, machine = _exe_abi(pid)
+        elf_class, machine = _exe_abi(f"/proc/{pid}/task/{tid}", pid)
     except PermissionError:
         raise SysgateError(f"not permitted to inspect {name}: {permission_hint(pid)}") from None
     except FileNotFoundError:
@@ -277,10 +275,10 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
 
 
 # --- the injection -------------------------------------------------------------
-def _executable_mappings(pid: int) -> list[tuple[int, int, str]]:
-    """(start, end, name) of executable mappings, the vDSO first."""
+def _executable_mappings(task: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of executable mappings of /proc ``task``, the vDSO first."""
     found = []
-    with open(f"/proc/{pid}/maps") as f:
+    with open(f"{task}/maps") as f:
         for line in f:
             parts = line.split(maxsplit=5)
             if len(parts) >= 2 and parts[1].startswith("r") and "x" in parts[1]:
@@ -289,13 +287,13 @@ def _executable_mappings(pid: int) -> list[tuple[int, int, str]]:
     return sorted(found, key=lambda m: m[2] != "[vdso]")
 
 
-def _mapping_of(pid: int, address: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/maps") as f:
+def _mapping_of(task: str, address: int) -> tuple[int, int]:
+    with open(f"{task}/maps") as f:
         for line in f:
             start, end = (int(x, 16) for x in line.split(maxsplit=1)[0].split("-"))
             if start <= address < end:
                 return start, end
-    raise SysgateError(f"process {pid}: address 0x{address:x} is not mapped")
+    raise SysgateError(f"{task}: address 0x{address:x} is not mapped")
 
 
 class Injection:
@@ -307,6 +305,7 @@ class Injection:
 
     def __init__(self, pid: int, tid: int, arch: X86_64):
         self.pid, self.tid, self.arch = pid, tid, arch
+        self.task = f"/proc/{pid}/task/{tid}"  # per-thread views work even when the leader has exited
         self.memory: ptrace.Memory | None = None
         self.saved_raw = b""
         self.saved: dict[str, int] = {}
@@ -324,7 +323,7 @@ class Injection:
             self.saved_raw = ptrace.get_regset(self.tid)
             self._check_regset(self.saved_raw)
             self.saved = self.arch.decode(self.saved_raw)
-            self.memory = ptrace.Memory(self.pid)
+            self.memory = ptrace.Memory(f"{self.task}/mem")
             self.site = self._find_syscall_site()
         except BaseException:
             self._release()
@@ -440,7 +439,7 @@ class Injection:
             candidate = self.arch.pc(self.saved) - len(insn)
             if self.memory.read(candidate, len(insn)) == insn:
                 return candidate
-        for start, end, _name in _executable_mappings(self.pid):
+        for start, end, _name in _executable_mappings(self.task):
             try:
                 text = self.memory.read(start, end - start)
             except OSError:
@@ -456,7 +455,7 @@ class Injection:
         """Put ``data`` on the stopped thread's stack below the red zone; returns its address."""
         sp = self.arch.sp(self.saved)
         address = (sp - self.arch.red_zone - len(data)) & ~15
-        start, _end = _mapping_of(self.pid, sp - 1)
+        start, _end = _mapping_of(self.task, sp - 1)
         if address < start:
             raise SysgateError(f"process {self.pid}: not enough stack below the stack pointer of thread "
                                f"{self.tid} for a {len(data)}-byte filter")
@@ -530,7 +529,10 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     except ProcessLookupError:
         raise SysgateError(f"no process with PID {pid}") from None
     target = AttachedTarget(pid, pidfd, None, group)
+    fd_source = pidfd
     try:
+        if listener and tid != pid:
+            fd_source = _thread_pidfd(pid, tid)
         with Injection(pid, tid, arch) as inj:
             if _proc_status(f"/proc/{pid}/task/{tid}/status").get("NoNewPrivs", "0").strip() != "1":
                 result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -543,13 +545,25 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
             if result < 0 or (result > 0 and not listener):
                 raise _seccomp_failure(result, pid, flags)
             if listener:
-                target.listener_fd = ksys.pidfd_getfd(pidfd, result)
+                target.listener_fd = ksys.pidfd_getfd(fd_source, result)
                 _close_in_target(inj, result, target)
                 target.pending = inj.pending
     except BaseException:
         target.close()
         raise
+    finally:
+        if fd_source != pidfd:
+            os.close(fd_source)
     return target
+
+
+def _thread_pidfd(pid: int, tid: int) -> int:
+    """A pidfd to take fds from thread ``tid`` when the thread-group leader (and its fd table) is gone."""
+    try:
+        return ksys.pidfd_open(tid, PIDFD_THREAD)
+    except OSError as exc:
+        raise UnsupportedError(f"process {pid}: its thread-group leader has exited; taking the listener "
+                               f"from thread {tid} needs PIDFD_THREAD (Linux 6.9+): {exc.strerror}") from None
 
 
 def _close_in_target(inj: Injection, fd: int, target: AttachedTarget) -> None:

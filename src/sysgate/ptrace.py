@@ -158,10 +158,10 @@ def wait(tid: int) -> Stop:
 
 
 class Memory:
-    """Read and write another process's memory through /proc/PID/mem (tracer rights needed to write)."""
+    """Read and write another process's memory through its /proc/…/mem file (tracer rights needed)."""
 
-    def __init__(self, pid: int):
-        self._fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+    def __init__(self, path: str):
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
     def read(self, address: int, length: int) -> bytes:
         data = os.pread(self._fd, length, address)
