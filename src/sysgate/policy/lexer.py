@@ -1,0 +1,92 @@
+"""Tokenizer of the policy language (see :mod:`sysgate.policy.parser` for the language).
+
+Newlines end statements except inside ``( )`` and ``{ }`` or after a
+backslash, so long conditions can span several lines.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import SourceError
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str      # NAME GROUP NUMBER STRING OP NEWLINE EOF
+    text: str
+    line: int
+    column: int
+    value: int | None = None   # for NUMBER
+
+
+_TOKEN = re.compile(r"""
+    (?P<space>[ \t\r\f]+|\\\r?\n|\#[^\n]*)
+  | (?P<newline>\n)
+  | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)(?P<bad>[A-Za-z_][A-Za-z0-9_]*)?
+  | (?P<group>@[A-Za-z0-9][A-Za-z0-9_-]*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<string>"[^"\n]*")
+  | (?P<op>->|==|!=|<=|>=|&&|\|\||[<>!&|~(){},:-])
+""", re.VERBOSE)
+
+_CLOSE = {"(": ")", "{": "}"}
+
+
+def tokenize(text: str, filename: str) -> list[Token]:
+    """Split ``text`` into tokens; raises SourceError on characters outside the language
+    and on unbalanced brackets."""
+    tokens: list[Token] = []
+    stack: list[Token] = []          # open brackets
+    line, line_start, pos = 1, 0, 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        column = pos - line_start + 1
+        if not m:
+            ch = text[pos]
+            hint = " (strings use double quotes)" if ch == "'" else ""
+            raise SourceError(f"unexpected character {ch!r}{hint}", filename, line, column)
+        kind = m.lastgroup if m.lastgroup != "bad" else "number"
+        chunk = m.group(0)
+        if m.group("bad"):
+            raise SourceError(f"malformed number {chunk!r}", filename, line, column)
+        if kind == "newline":
+            if not stack:
+                tokens.append(Token("NEWLINE", "\n", line, column))
+        elif kind == "number":
+            tokens.append(Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column)))
+        elif kind != "space":
+            tok = Token(kind.upper() if kind != "op" else "OP", chunk, line, column)
+            if chunk in _CLOSE:
+                stack.append(tok)
+            elif chunk in (")", "}"):
+                if not stack:
+                    raise SourceError(f"unmatched {chunk!r}", filename, line, column)
+                opener = stack.pop()
+                if _CLOSE[opener.text] != chunk:
+                    raise SourceError(f"{chunk!r} does not match {opener.text!r} opened at "
+                                      f"{opener.line}:{opener.column}", filename, line, column)
+            tokens.append(tok)
+        # advance the line counter over everything consumed
+        newlines = chunk.count("\n")
+        if newlines:
+            line += newlines
+            line_start = pos + chunk.rfind("\n") + 1
+        pos = m.end()
+    if stack:
+        opener = stack[-1]
+        raise SourceError(f"{opener.text!r} is never closed", filename, opener.line, opener.column)
+    tokens.append(Token("NEWLINE", "\n", line, pos - line_start + 1))
+    tokens.append(Token("EOF", "", line, pos - line_start + 1))
+    return tokens
+
+
+def _number(text: str, filename: str, line: int, column: int) -> int:
+    """Decimal, 0x hex, 0o or C-style leading-zero octal, 0b binary; ``_`` separators allowed."""
+    digits = text.replace("_", "")
+    try:
+        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            return int(digits, 8)
+        return int(digits, 0)
+    except ValueError:
+        raise SourceError(f"malformed number {text!r}", filename, line, column) from None
