@@ -265,6 +265,9 @@ def test_troff_synopsis_parsing():
     ("newfstatat", ["dirfd", "pathname", "statbuf", "flags"]),
     ("exit_group", ["status"]),
     ("getpid", []),
+    ("getpgrp", []),                       # not the BSD getpgrp(pid) the man page also shows
+    ("getdents64", ["fd", "dirp", "count"]),
+    ("ptrace", ["request", "pid", "addr", "data"]),
 ])
 def test_signature_names(name, args):
     sig = syscalls.signature(name)

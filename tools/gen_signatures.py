@@ -51,6 +51,7 @@ INT32_TYPES = {
     "socklen_t": "uint32", "uint32_t": "uint32", "__u32": "uint32", "u32": "uint32",
     "unsigned short": "uint32", "unsigned char": "uint32", "old_uid_t": "uint32", "old_gid_t": "uint32",
     "dev_t": "uint32",          # the kernel takes "unsigned dev" (mknod, ustat)
+    "nfds_t": "uint32",         # poll: the kernel takes "unsigned int nfds"
 }
 #: Signed 64-bit (on 64-bit arches) integer types; every other integer type is ``ulong``.
 #: Typedefs that are pointers.
@@ -59,6 +60,8 @@ LONG_TYPES = {"long", "long int", "ssize_t", "off_t", "loff_t", "off64_t", "time
               "int64_t", "__s64", "s64", "clock_t", "__kernel_old_time_t"}
 FLAG_NAMES = re.compile(r"^(\w*flags|flag|oflag|options|prot)$")
 FD_NAMES = re.compile(r"^(fd|dfd|\w*_fd|\w*fd|fd_\w+)$")
+#: ``const char *`` parameters that are byte buffers rather than NUL-terminated strings.
+NOT_STRINGS = re.compile(r"buf|msg|value|data|argv")
 QUALIFIERS = re.compile(r"\b(_Nullable|_Nonnull|restrict|__restrict|__user|volatile)\b")
 
 
@@ -66,7 +69,7 @@ def classify(ctype: str, name: str) -> tuple[str, int]:
     """(kind, width) of a parameter with C type ``ctype`` called ``name``."""
     if "*" in ctype or "[" in ctype or "(" in ctype:
         base = ctype.replace(" ", "")
-        if base in ("constchar*",) and not name.endswith("argv"):
+        if base == "constchar*" and not NOT_STRINGS.search(name):
             return "string", 64
         return "ptr", 64
     base = re.sub(r"\b(const|enum|struct|union)\s+", "", ctype).strip()
@@ -198,6 +201,12 @@ OVERRIDES_SRC = {
     "usr32": "",
     "set_tls": "unsigned long tls",
     "get_tls": "",
+    # the man page shows a different interface than the kernel's
+    "getdents64": "unsigned int fd, struct linux_dirent64 *dirp, unsigned int count",
+    "getpgrp": "",                                            # the BSD getpgrp(pid) is not Linux's
+    "setgroups": "int size, const gid_t *list",               # kernel: int gidsetsize
+    "ptrace": "long request, pid_t pid, void *addr, void *data",  # kernel reads request as a long
+    "personality": "unsigned int persona",                    # kernel: unsigned int
     "cacheflush": "unsigned long start, unsigned long end, int flags",   # arm; the man page is MIPS's
 }
 
@@ -416,17 +425,17 @@ def build() -> dict:
     man = man_prototypes()
     signatures, sources = {}, {}
     for syscall in sorted(syscall_names()):
-        names = described_by(syscall)
-        override = next((n for n in names if n in OVERRIDES_SRC), None)
-        if override:
-            signatures[syscall] = entries(P(OVERRIDES_SRC[override]))
-            sources[syscall] = "override" + ("" if override == syscall else f" ({override})")
+        described = next((n for n in described_by(syscall) if n in OVERRIDES_SRC or n in man), None)
+        if described is None:
             continue
-        page_name = next((n for n in names if n in man), None)
-        if page_name:
-            params, raw, page = man[page_name]
-            signatures[syscall] = entries(params)
-            sources[syscall] = f"man2/{page}.2" + ("" if raw or page_name == syscall else f" ({page_name})")
+        via = "" if described == syscall else f" ({described})"
+        if described in OVERRIDES_SRC:
+            params, origin = P(OVERRIDES_SRC[described]), "override"
+        else:
+            params, _, page = man[described]
+            origin = f"man2/{page}.2"
+        signatures[syscall] = entries(params)
+        sources[syscall] = origin + via
     arch_specific = {}
     for syscall, per_arch in ARCH_OVERRIDES_SRC.items():
         for arch, decl in per_arch.items():
