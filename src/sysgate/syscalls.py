@@ -84,12 +84,16 @@ def _signatures() -> dict:
     return _read_json("signatures.json")
 
 
-def arch_name(arch: str | None = None) -> str:
-    """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it has no table."""
+def _canonical(arch: str | None) -> str:
     try:
-        key = abi.native_arch() if arch is None else abi.canonical_arch(str(arch))
+        return abi.native_arch() if arch is None else abi.canonical_arch(str(arch))
     except ValueError as exc:
         raise SysgateError(str(exc)) from None
+
+
+def arch_name(arch: str | None = None) -> str:
+    """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it has no table."""
+    key = _canonical(arch)
     if key not in _available():
         raise SysgateError(f"no syscall table for {key}; tables exist for {', '.join(_available())}")
     return key
@@ -197,7 +201,7 @@ def _signature(syscall: str, arch: str | None) -> Signature | None:
 
 def signature(syscall: str, arch: str | None = None) -> Signature | None:
     """Argument names/types of ``syscall`` (on ``arch`` when its order differs there), or None."""
-    return _signature(syscall, None if arch is None else arch_name(arch))
+    return _signature(syscall, None if arch is None else _canonical(arch))
 
 
 def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
@@ -221,7 +225,7 @@ def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
 def arg_width(syscall: str, index: int, arch: str | None = None) -> int:
     """Bits of argument ``index`` the kernel uses: 32 for 32-bit C types (and on 32-bit
     arches), 64 when wider or unknown."""
-    if arch is not None and not abi.is_64bit(arch_name(arch)):
+    if arch is not None and not abi.is_64bit(_canonical(arch)):
         return 32
     sig = signature(syscall, arch)
     if sig is None or not 0 <= index < len(sig.params):
