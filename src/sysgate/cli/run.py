@@ -14,6 +14,7 @@ the record, nothing is notified). ``--notify-all`` prints each syscall strace-st
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import signal
@@ -109,26 +110,15 @@ def profile_path(name: str) -> str:
 
 
 # --- answering notifications ---------------------------------------------------------
-def syscall_name(arch: int, nr: int) -> str:
-    """Name of syscall ``nr`` of the AUDIT_ARCH ``arch`` (``syscall_N`` if unknown)."""
-    from ..kernel import abi
-
-    try:
-        from ..syscalls import name
-
-        return name(abi.arch_from_audit(arch, nr), nr)
-    except Exception:  # table not available, or an unknown number
-        return f"syscall_{nr}"
-
-
 class AuditReporter:
     """Allow everything, count syscalls, print a summary at exit."""
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
 
-    def __call__(self, notif) -> None:
-        self.counts[syscall_name(notif.data.arch, notif.data.nr)] += 1
+    def __call__(self, n):
+        self.counts[n.syscall] += 1
+        return CONTINUE()
 
     def finish(self, target) -> None:
         total = sum(self.counts.values())
@@ -139,63 +129,85 @@ class AuditReporter:
 
 
 class TraceReporter:
-    """Print every notified syscall strace-style: ``[pid N] name(0x.., ...)``."""
+    """Print every notified syscall strace-style (``[pid N] openat(AT_FDCWD, "/etc/x", 0x80000)``)
+    and let it run."""
 
-    def __call__(self, notif) -> None:
-        args = ", ".join(f"0x{a:x}" for a in notif.data.args)
-        print(f"[pid {notif.pid}] {syscall_name(notif.data.arch, notif.data.nr)}({args})", file=sys.stderr)
+    prefix = ""
+
+    def __call__(self, n):
+        print(f"{self.prefix}[pid {n.pid}] {format_call(n)}", file=sys.stderr)
+        return CONTINUE()
 
     def finish(self, target) -> None:
         pass
 
 
 class PolicyReporter(TraceReporter):
-    """A policy's notify actions without a supervisor handler: report and allow."""
+    """A policy's ``notify`` rules without a named handler: report and allow."""
 
-    def __call__(self, notif) -> None:
-        print("sysgate: no handler for this notification, allowing: ", end="", file=sys.stderr)
-        super().__call__(notif)
+    prefix = "sysgate: notify: "
+
+
+def CONTINUE():
+    from ..supervisor import Reply
+
+    return Reply.continue_()
+
+
+def format_call(n, max_string: int = 96) -> str:
+    """``name(arg, ...)``: strings read from the target, fds and ints in decimal, the rest in hex."""
+    from .. import syscalls
+
+    try:
+        sig = syscalls.signature(n.syscall, n.arch)
+    except SysgateError:
+        sig = None
+    if sig is None:
+        return f"{n.syscall}({', '.join(f'0x{a:x}' for a in n.args)})"
+    return f"{n.syscall}({', '.join(_format_arg(n, p, a, max_string) for p, a in zip(sig.params, n.args))})"
+
+
+def _format_arg(n, param, value: int, max_string: int) -> str:
+    if param.width == 32:
+        value &= 0xFFFFFFFF
+    if param.kind in ("fd", "int", "long"):
+        bits = param.width
+        signed = value - (1 << bits) if value >> (bits - 1) & 1 else value
+        return "AT_FDCWD" if param.kind == "fd" and signed == -100 else str(signed)
+    if param.kind == "string" and value:
+        try:
+            text = n.read_string(value, max_string + 1)
+        except Exception:  # unreadable, gone or too long: show the pointer
+            return f"0x{value:x}"
+        return json.dumps(text.decode("utf-8", "backslashreplace"), ensure_ascii=False)
+    return "NULL" if param.kind in ("ptr", "string") and value == 0 else f"0x{value:x}"
 
 
 def supervise(target, reporter, forwarder) -> int:
-    """Answer ``target``'s notifications (report, then CONTINUE) until it exits; its shell status."""
-    from ..kernel import notify
+    """Serve ``target``'s notifications with the supervisor until it exits; its shell status.
+
+    ``reporter`` answers every notification without a handler of its own (None: the
+    supervisor's fail-closed default). Signals arrive on ``forwarder``'s signalfd.
+    """
     from ..launch import exit_status
+    from ..supervisor import Supervisor
 
-    poller = select.poll()
-    poller.register(target.pidfd, select.POLLIN)
-    poller.register(forwarder.fileno(), select.POLLIN)
-    if target.listener is not None:
-        poller.register(target.listener, select.POLLIN)
-    for notif in target.pending:
-        _answer(reporter, target.listener, notif)
-    while True:
-        try:
-            ready = dict(poller.poll())
-        except InterruptedError:
-            continue
-        if forwarder.fileno() in ready:
-            forwarder.forward(target)
-        if target.listener is not None and ready.get(target.listener, 0) & select.POLLIN:
-            try:
-                notif = notify.recv(target.listener)
-            except OSError:  # ENOENT: interrupted or gone
-                continue
-            _answer(reporter, target.listener, notif)
-        elif target.pidfd in ready:
-            return exit_status(target.wait())
-
-
-def _answer(reporter, listener: int, notif) -> None:
-    from ..kernel import notify
-
-    try:
-        reporter(notif)
-    finally:
-        try:
-            notify.send_continue(listener, notif.id)
-        except OSError:
-            pass
+    with Supervisor() as sup:
+        if reporter is not None:
+            sup.fallback(reporter)
+        if target.listener is not None:
+            sup.add_target(target)
+        poller = select.poll()
+        for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
+            poller.register(fd, select.POLLIN)
+        while True:
+            timeout = sup.next_timeout()
+            ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
+            sup.run_once(0)
+            if forwarder.fileno() in ready:
+                forwarder.forward(target)
+            if target.pidfd in ready:
+                return exit_status(target.wait())
 
 
 # --- signals ----------------------------------------------------------------------------
