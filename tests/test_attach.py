@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from sysgate import attach as attach_mod
+from sysgate import inject
 from sysgate import syscalls
 from sysgate.attach import attach
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
@@ -203,7 +204,7 @@ def test_attach_filters_every_thread_and_target_carries_on(start, mode):
 def test_signal_arriving_during_injection_is_delivered_once(start, monkeypatch):
     t = start("read")
     tgkill = ctypes.CDLL(None, use_errno=True).tgkill
-    original_call = attach_mod.Injection.call
+    original_call = inject.Injection.call
     sent = []
 
     def call_after_a_signal(self, name, *args, **options):
@@ -212,7 +213,7 @@ def test_signal_arriving_during_injection_is_delivered_once(start, monkeypatch):
             sent.append(name)
         return original_call(self, name, *args, **options)
 
-    monkeypatch.setattr(attach_mod.Injection, "call", call_after_a_signal)
+    monkeypatch.setattr(inject.Injection, "call", call_after_a_signal)
     with attach(t.pid, policy()) as target:
         assert sent == ["prctl"]
         assert_all_filtered(t.pid)

@@ -1,102 +1,34 @@
-"""Install a seccomp filter into an already running process by ptrace injection.
+"""``attach``: install a seccomp filter into an already running process.
 
-One thread of the target (the thread-group leader unless it has exited) is
-stopped with PTRACE_SEIZE + PTRACE_INTERRUPT and made to run, one
-single-stepped ``syscall`` instruction at a time::
+The target is checked first (it exists, is a user-space process, not a zombie,
+not stopped, not traced, not in strict mode, runs x86_64 code, and all its
+threads share one filter chain), then one of its threads (the thread-group
+leader unless it has exited) is made to run, through :class:`~sysgate.inject.Injection`::
 
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)                 # unless already set
     seccomp(SECCOMP_SET_MODE_FILTER, TSYNC [| NEW_LISTENER | TSYNC_ESRCH], &prog)
-    close(listener)          # after sysgate took its own copy with pidfd_getfd
+    close(listener)                               # after sysgate took its own copy (pidfd_getfd)
 
 TSYNC gives every thread of the process the filter (and no_new_privs) at once,
 threads blocked in system calls included; the kernel refuses atomically when a
 thread's filter chain has diverged, so nothing half-installed is left behind.
-The ``struct sock_fprog`` and the program are written on the thread's stack
-below the red zone; those bytes and every register are put back exactly
-before the thread is released. A thread that was inside an interruptible
-system call (``read``, ``nanosleep``…) is released at the same kind of stop it
-was interrupted at, so the kernel restarts that call just as it would have
-without sysgate. Signals that arrive during the injection are held back and
-delivered on release.
-
-The architecture-specific part (register layout, syscall numbers and
-instruction, red zone) lives in one class per architecture; only x86_64 is
-implemented (see :data:`ARCHES`).
 """
 from __future__ import annotations
 
 import errno
 import os
-import select
-import signal
 import struct
-import time
 from dataclasses import dataclass, field
 
-from . import ptrace, syscalls
-from .bpf import insn as bpf
 from .errors import SysgateError, UnsupportedError
+from .inject import ARCHES, Injection, SeizeError, X86_64
 from .install import TsyncError, filter_flags, install_error, program_bytes
 from .kernel import abi, notify
 from .kernel import sys as ksys
 
 PF_KTHREAD = 0x00200000
-SYS_SECCOMP = 1  # si_code of a SIGSYS raised by SECCOMP_RET_TRAP
 PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag: a pidfd for one thread
-STOP_TIMEOUT = 10.0
 _FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog on a 64-bit target
-_ERESTART = {-512: "ERESTARTSYS", -513: "ERESTARTNOINTR", -514: "ERESTARTNOHAND", -516: "ERESTART_RESTARTBLOCK"}
-
-
-class X86_64:
-    """x86_64 registers (``struct user_regs_struct``) and system-call conventions."""
-
-    name = "x86_64"
-    elf = (2, 62)  # ELFCLASS64, EM_X86_64
-    registers = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
-                 "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
-                 "gs_base", "ds", "es", "fs", "gs")
-    layout = struct.Struct("<27Q")
-    arguments = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
-    syscall_insn = b"\x0f\x05"
-    insn_align = 1
-    red_zone = 128
-    #: NT_PRSTATUS sizes of other ABIs this kernel can run, for a clear refusal.
-    foreign_regsets = {68: "i386 (32-bit)"}
-
-    def decode(self, raw: bytes) -> dict[str, int]:
-        return dict(zip(self.registers, self.layout.unpack(raw)))
-
-    def encode(self, regs: dict[str, int]) -> bytes:
-        return self.layout.pack(*(regs[name] & 0xFFFFFFFFFFFFFFFF for name in self.registers))
-
-    def pc(self, regs: dict[str, int]) -> int:
-        return regs["rip"]
-
-    def sp(self, regs: dict[str, int]) -> int:
-        return regs["rsp"]
-
-    def syscall_in_progress(self, regs: dict[str, int]) -> bool:
-        """The thread stopped on its way out of a system call (which may be restarted)."""
-        return _signed(regs["orig_rax"]) >= 0
-
-    def call_regs(self, saved: dict[str, int], site: int, nr: int, args: tuple[int, ...]) -> dict[str, int]:
-        """Registers that make the thread execute ``syscall`` at ``site`` as system call ``nr``."""
-        regs = dict(saved, rip=site, rax=nr, orig_rax=-1)  # orig_rax -1: nothing to restart
-        for name, value in zip(self.arguments, args + (0,) * (6 - len(args))):
-            regs[name] = value
-        return regs
-
-    def result(self, regs: dict[str, int]) -> int:
-        return _signed(regs["rax"])
-
-
-#: Architectures ``attach`` can inject into, by sysgate's arch name.
-ARCHES = {"x86_64": X86_64()}
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value & (1 << 63) else value
 
 
 @dataclass
@@ -275,221 +207,6 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
 
 
 # --- the injection -------------------------------------------------------------
-def _executable_mappings(task: str) -> list[tuple[int, int, str]]:
-    """(start, end, name) of executable mappings of /proc ``task``, the vDSO first."""
-    found = []
-    with open(f"{task}/maps") as f:
-        for line in f:
-            parts = line.split(maxsplit=5)
-            if len(parts) >= 2 and parts[1].startswith("r") and "x" in parts[1]:
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                found.append((start, end, parts[5].strip() if len(parts) > 5 else ""))
-    return sorted(found, key=lambda m: m[2] != "[vdso]")
-
-
-def _mapping_of(task: str, address: int) -> tuple[int, int]:
-    with open(f"{task}/maps") as f:
-        for line in f:
-            start, end = (int(x, 16) for x in line.split(maxsplit=1)[0].split("-"))
-            if start <= address < end:
-                return start, end
-    raise SysgateError(f"{task}: address 0x{address:x} is not mapped")
-
-
-class Injection:
-    """One stopped thread of the target, made to run system calls for us.
-
-    Use as a context manager: entering stops the thread and saves its
-    registers, leaving restores every register and scratch byte and lets it go.
-    """
-
-    def __init__(self, pid: int, tid: int, arch: X86_64):
-        self.pid, self.tid, self.arch = pid, tid, arch
-        self.task = f"/proc/{pid}/task/{tid}"  # per-thread views work even when the leader has exited
-        self.memory: ptrace.Memory | None = None
-        self.saved_raw = b""
-        self.saved: dict[str, int] = {}
-        self.site = 0
-        self._scratch: list[tuple[int, bytes]] = []
-        self._held_signals: list[int] = []
-        self.pending: list[notify.RawNotification] = []  #: other threads' notifications received meanwhile
-        self._last_stop: ptrace.Stop | None = None
-        self._seized = False
-
-    # -- stopping and releasing
-    def __enter__(self) -> "Injection":
-        try:
-            self._stop_thread()
-            self.saved_raw = ptrace.get_regset(self.tid)
-            self._check_regset(self.saved_raw)
-            self.saved = self.arch.decode(self.saved_raw)
-            self.memory = ptrace.Memory(f"{self.task}/mem")
-            self.site = self._find_syscall_site()
-        except BaseException:
-            self._release()
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        problems = self._release()
-        if problems:
-            message = f"process {self.pid}: thread {self.tid} could not be restored exactly ({'; '.join(problems)})"
-            raise SysgateError(f"{exc}; {message}" if exc is not None else message)
-
-    def _stop_thread(self) -> None:
-        name = f"process {self.pid} ({_process_name(self.pid)})"
-        try:
-            ptrace.seize(self.tid)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH:
-                raise SysgateError(f"{name} exited") from None
-            if exc.errno == errno.EPERM:
-                _check_not_traced(name, self.pid, self.tid)
-                raise SysgateError(f"ptrace is not permitted on {name}: {permission_hint(self.pid)}") from None
-            raise SysgateError(f"cannot ptrace {name}: {exc.strerror}") from None
-        self._seized = True
-        ptrace.interrupt(self.tid)
-        while True:
-            stop = self._wait()
-            if stop.is_interrupt:
-                return
-            if stop.is_group_stop:
-                raise SysgateError(f"{name} was stopped by {signal.Signals(stop.signal).name} "
-                                   f"while sysgate attached; resume it and retry")
-            # a signal arrived before our stop: deliver it untouched, the stop is still pending
-            ptrace.cont(self.tid, stop.signal)
-
-    def _wait(self, listener: int | None = None) -> ptrace.Stop:
-        """The thread's next stop. Meanwhile notifications on ``listener`` are dealt with (see call)."""
-        deadline = time.monotonic() + STOP_TIMEOUT
-        delay = 0.0005
-        poller = select.poll()
-        if listener is not None:
-            poller.register(listener, select.POLLIN)
-        while True:
-            pid, status = os.waitpid(self.tid, ptrace.WALL | os.WNOHANG)
-            if pid:
-                stop = ptrace.Stop(status)
-                self._last_stop = stop
-                if stop.exited:
-                    self._seized = False
-                    raise SysgateError(f"process {self.pid}: thread {self.tid} {stop.describe()} during attach")
-                return stop
-            if time.monotonic() > deadline:
-                raise SysgateError(f"process {self.pid}: thread {self.tid} did not stop within "
-                                   f"{STOP_TIMEOUT:.0f} s (uninterruptible sleep?)")
-            if poller.poll(delay * 1000):
-                self._take_notification(listener)
-            delay = min(delay * 2, 0.01)
-
-    def _take_notification(self, listener: int) -> None:
-        """Our own injected syscall was notified: let it run. Others are kept for the supervisor."""
-        try:
-            n = notify.recv(listener)
-        except OSError:  # ENOENT: the caller is gone or was interrupted
-            return
-        if n.pid == self.tid:
-            notify.send_continue(listener, n.id)
-        else:
-            self.pending.append(n)
-
-    def _release(self) -> list[str]:
-        """Put back the scratch bytes and the registers, detach; returns what could not be restored."""
-        problems = []
-        if self.memory is not None:
-            for address, original in reversed(self._scratch):
-                try:
-                    self.memory.write(address, original)
-                except OSError as exc:
-                    problems.append(f"stack bytes at 0x{address:x}: {exc.strerror}")
-            self.memory.close()
-            self.memory = None
-        if self._seized and self.saved_raw:
-            try:
-                ptrace.set_regset(self.tid, self.saved_raw)
-            except OSError as exc:
-                problems.append(f"registers: {exc.strerror}")
-        if self._seized:
-            self._detach()
-        return problems
-
-    def _detach(self) -> None:
-        """Let the thread go, delivering the signals held back during the injection."""
-        held = list(dict.fromkeys(self._held_signals))
-        first = held.pop(0) if held and self._last_stop and self._last_stop.is_signal_delivery else 0
-        try:
-            ptrace.detach(self.tid, first)
-        except OSError:
-            pass  # the thread died meanwhile
-        self._seized = False
-        for sig in held:
-            os.kill(self.pid, sig)
-
-    def _check_regset(self, raw: bytes) -> None:
-        if len(raw) != self.arch.layout.size:
-            kind = self.arch.foreign_regsets.get(len(raw), f"a {len(raw)}-byte register set")
-            raise UnsupportedError(f"process {self.pid}: thread {self.tid} runs {kind} code; "
-                                   f"sysgate attach supports {self.arch.name} threads only")
-
-    # -- where to run and what to write
-    def _find_syscall_site(self) -> int:
-        """Address of a system-call instruction: the one just executed, else one in the vDSO or any text."""
-        insn = self.arch.syscall_insn
-        if self.arch.syscall_in_progress(self.saved):
-            candidate = self.arch.pc(self.saved) - len(insn)
-            if self.memory.read(candidate, len(insn)) == insn:
-                return candidate
-        for start, end, _name in _executable_mappings(self.task):
-            try:
-                text = self.memory.read(start, end - start)
-            except OSError:
-                continue
-            offset = text.find(insn)
-            while offset >= 0 and (start + offset) % self.arch.insn_align:
-                offset = text.find(insn, offset + 1)
-            if offset >= 0:
-                return start + offset
-        raise SysgateError(f"process {self.pid}: no system-call instruction found in its executable mappings")
-
-    def write_scratch(self, data: bytes) -> int:
-        """Put ``data`` on the stopped thread's stack below the red zone; returns its address."""
-        sp = self.arch.sp(self.saved)
-        address = (sp - self.arch.red_zone - len(data)) & ~15
-        start, _end = _mapping_of(self.task, sp - 1)
-        if address < start:
-            raise SysgateError(f"process {self.pid}: not enough stack below the stack pointer of thread "
-                               f"{self.tid} for a {len(data)}-byte filter")
-        self._scratch.append((address, self.memory.read(address, len(data))))
-        self.memory.write(address, data)
-        return address
-
-    # -- running a system call
-    def call(self, name: str, *args: int, listener: int | None = None) -> int:
-        """Run system call ``name`` in the stopped thread; returns its raw result (-errno on failure).
-
-        Once the new filter is in force it applies to these calls too: pass its ``listener`` so
-        a notified call is let through (CONTINUE) instead of waiting for a reply that never comes.
-        Notifications of other threads received meanwhile go to :attr:`pending`; a SIGSYS the
-        filter raises for our own call is dropped, other signals are held until release.
-        """
-        regs = self.arch.call_regs(self.saved, self.site, syscalls.number(self.arch.name, name), args)
-        ptrace.set_regset(self.tid, self.arch.encode(regs))
-        done = self.site + len(self.arch.syscall_insn)
-        while True:
-            ptrace.singlestep(self.tid)
-            stop = self._wait(listener)
-            if stop.is_signal_delivery and stop.signal == signal.SIGTRAP:
-                after = self.arch.decode(ptrace.get_regset(self.tid))
-                if self.arch.pc(after) == done:
-                    return self.arch.result(after)
-            if stop.is_signal_delivery and stop.signal == signal.SIGSYS \
-                    and ptrace.siginfo_code(self.tid) == (signal.SIGSYS, SYS_SECCOMP):
-                return -errno.ENOSYS  # SECCOMP_RET_TRAP for our call: it did not run
-            if stop.is_signal_delivery:
-                self._held_signals.append(stop.signal)  # held back until the registers are restored
-            # group stops and stray traps: keep stepping (the kernel re-stops a stopped group on detach)
-
-
 def _seccomp_failure(result: int, pid: int, flags: int) -> SysgateError:
     """The user-facing error for a failed injected seccomp() that returned ``result``."""
     if result > 0 or -result == errno.ESRCH:  # ESRCH: TSYNC_ESRCH hid the thread
@@ -524,6 +241,7 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     raw = program_bytes(program)
     flags = filter_flags(tsync=True, new_listener=listener, **options)
     tid, arch = check_target(pid)
+    name = f"process {pid} ({_process_name(pid)})"
     try:
         pidfd = ksys.pidfd_open(pid)
     except ProcessLookupError:
@@ -533,21 +251,14 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     try:
         if listener and tid != pid:
             fd_source = _thread_pidfd(pid, tid)
-        with Injection(pid, tid, arch) as inj:
-            if _proc_status(f"/proc/{pid}/task/{tid}/status").get("NoNewPrivs", "0").strip() != "1":
-                result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-                if result != 0:
-                    raise SysgateError(f"process {pid}: prctl(PR_SET_NO_NEW_PRIVS) failed: "
-                                       f"{os.strerror(-result)}")
-            scratch = inj.write_scratch(bytes(_FPROG.size) + raw)
-            inj.memory.write(scratch, _FPROG.pack(len(raw) // abi.SOCK_FILTER.size, scratch + _FPROG.size))
-            result = inj.call("seccomp", abi.SECCOMP_SET_MODE_FILTER, flags, scratch)
-            if result < 0 or (result > 0 and not listener):
-                raise _seccomp_failure(result, pid, flags)
-            if listener:
-                target.listener_fd = ksys.pidfd_getfd(fd_source, result)
-                _close_in_target(inj, result, target)
-                target.pending = inj.pending
+        with Injection(pid, tid, arch, name) as inj:
+            _install(inj, raw, flags, target, fd_source)
+    except SeizeError as exc:
+        target.close()
+        if exc.errno == errno.EPERM:
+            _check_not_traced(name, pid, tid)
+            raise SysgateError(f"ptrace is not permitted on {name}: {permission_hint(pid)}") from None
+        raise
     except BaseException:
         target.close()
         raise
@@ -555,6 +266,25 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
         if fd_source != pidfd:
             os.close(fd_source)
     return target
+
+
+def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_source: int) -> None:
+    """The injected calls: no_new_privs, seccomp(), then take and close the listener."""
+    status = f"/proc/{inj.pid}/task/{inj.tid}/status"
+    if _proc_status(status).get("NoNewPrivs", "0").strip() != "1":
+        result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        if result != 0:
+            raise SysgateError(f"{inj.name}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")
+    fprog = inj.write_scratch(bytes(_FPROG.size) + raw)
+    inj.memory.write(fprog, _FPROG.pack(len(raw) // abi.SOCK_FILTER.size, fprog + _FPROG.size))
+    result = inj.call("seccomp", abi.SECCOMP_SET_MODE_FILTER, flags, fprog)
+    listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    if result < 0 or (result > 0 and not listener):
+        raise _seccomp_failure(result, inj.pid, flags)
+    if listener:
+        target.listener_fd = ksys.pidfd_getfd(fd_source, result)
+        _close_in_target(inj, result, target)
+        target.pending = inj.pending
 
 
 def _thread_pidfd(pid: int, tid: int) -> int:
