@@ -93,6 +93,8 @@ def _canonical(arch: str | None) -> str:
 
 def arch_name(arch: str | None = None) -> str:
     """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it has no table."""
+    if arch in _available():          # fast path: already canonical
+        return arch
     key = _canonical(arch)
     if key not in _available():
         raise SysgateError(f"no syscall table for {key}; tables exist for {', '.join(_available())}")
