@@ -53,9 +53,9 @@ INT32_TYPES = {
     "dev_t": "uint32",          # the kernel takes "unsigned dev" (mknod, ustat)
     "nfds_t": "uint32",         # poll: the kernel takes "unsigned int nfds"
 }
-#: Signed 64-bit (on 64-bit arches) integer types; every other integer type is ``ulong``.
 #: Typedefs that are pointers.
 POINTER_TYPEDEFS = {"cap_user_header_t", "cap_user_data_t", "caddr_t", "sighandler_t"}
+#: Signed 64-bit (on 64-bit arches) integer types; every other integer type is ``ulong``.
 LONG_TYPES = {"long", "long int", "ssize_t", "off_t", "loff_t", "off64_t", "time_t", "long long",
               "int64_t", "__s64", "s64", "clock_t", "__kernel_old_time_t"}
 FLAG_NAMES = re.compile(r"^(\w*flags|flag|oflag|options|prot)$")
@@ -72,9 +72,7 @@ def classify(ctype: str, name: str) -> tuple[str, int]:
         if base == "constchar*" and not NOT_STRINGS.search(name):
             return "string", 64
         return "ptr", 64
-    base = re.sub(r"\b(const|enum|struct|union)\s+", "", ctype).strip()
-    if ctype.startswith("enum "):
-        base = "int"
+    base = "int" if ctype.startswith("enum ") else re.sub(r"\bconst\s+", "", ctype).strip()
     if base in POINTER_TYPEDEFS:
         return "ptr", 64
     if base in INT32_TYPES:
@@ -91,11 +89,6 @@ def classify(ctype: str, name: str) -> tuple[str, int]:
 
 
 # --------------------------------------------------------------------------- hand-maintained data
-def P(decl: str) -> list[tuple[str, str]]:
-    """Parse a hand-written ``type name, type name`` list (same grammar as the man pages)."""
-    return parse_params(decl) if decl else []
-
-
 #: Raw kernel argument lists where the man page shows only the glibc wrapper, shows it
 #: with different arguments, or has no page (syscalls newer than man-pages 6.03).
 OVERRIDES_SRC = {
@@ -430,7 +423,7 @@ def build() -> dict:
             continue
         via = "" if described == syscall else f" ({described})"
         if described in OVERRIDES_SRC:
-            params, origin = P(OVERRIDES_SRC[described]), "override"
+            params, origin = parse_params(OVERRIDES_SRC[described]), "override"
         else:
             params, _, page = man[described]
             origin = f"man2/{page}.2"
@@ -439,7 +432,7 @@ def build() -> dict:
     arch_specific = {}
     for syscall, per_arch in ARCH_OVERRIDES_SRC.items():
         for arch, decl in per_arch.items():
-            arch_specific.setdefault(arch, {})[syscall] = entries(P(decl))
+            arch_specific.setdefault(arch, {})[syscall] = entries(parse_params(decl))
     return {
         "generator": "tools/gen_signatures.py",
         "source": "man-pages SYNOPSIS (" + manpages_version() + ") + overrides in the generator",
