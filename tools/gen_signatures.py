@@ -33,6 +33,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -444,8 +445,6 @@ def build() -> dict:
 
 
 def manpages_version() -> str:
-    import subprocess
-
     try:
         return "manpages-dev " + subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "manpages-dev"],
                                                 capture_output=True, text=True, check=True).stdout
