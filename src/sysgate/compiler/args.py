@@ -1,0 +1,108 @@
+"""Argument conditions -> decision DAG.
+
+``condition(expr, t, f)`` returns a node that goes to ``t`` when ``expr`` holds
+and to ``f`` otherwise, as short-circuit jump code: ``Not`` swaps the targets
+(De Morgan pushed down to the comparisons for free), ``And``/``Or`` chain their
+items. Comparisons of 64-bit arguments work on two 32-bit words: equality tests
+the low word first (it usually decides), ordering tests the high word first and
+the low word only when the high words are equal. ``Cmp.width == 32`` compares the
+low word only. On 32-bit architectures every argument is a 32-bit register, so
+every comparison uses the low 32 bits of its constant and mask, as libseccomp does.
+"""
+from __future__ import annotations
+
+from ..kernel import abi
+from ..policy.model import And, Cmp, Expr, Not, Or
+from .graph import MAX32, Graph, Node
+
+
+class ArgLayout:
+    """Where the halves of each argument live for one architecture."""
+
+    def __init__(self, arch: str):
+        self.big_endian = abi.is_big_endian(arch)
+        self.narrow = not abi.is_64bit(arch) and arch != "x32"
+
+    def lo(self, index: int) -> int:
+        return abi.offset_arg(index) + (4 if self.big_endian else 0)
+
+    def hi(self, index: int) -> int:
+        return abi.offset_arg(index) + (0 if self.big_endian else 4)
+
+
+class ConditionCompiler:
+    """Builds condition nodes for one architecture in one :class:`Graph`."""
+
+    def __init__(self, graph: Graph, layout: ArgLayout):
+        self.g, self.layout = graph, layout
+
+    def condition(self, expr: Expr, t: Node, f: Node) -> Node:
+        if isinstance(expr, Not):
+            return self.condition(expr.item, f, t)
+        if isinstance(expr, And):
+            node = t
+            for item in reversed(expr.items):
+                node = self.condition(item, node, f)
+            return node
+        if isinstance(expr, Or):
+            node = f
+            for item in reversed(expr.items):
+                node = self.condition(item, t, node)
+            return node
+        if isinstance(expr, Cmp):
+            return self.compare(expr, t, f)
+        raise TypeError(f"not a condition: {expr!r}")
+
+    # --- comparisons ---------------------------------------------------------
+    def compare(self, cmp: Cmp, t: Node, f: Node) -> Node:
+        wide = cmp.width == 64 and not self.layout.narrow
+        value = cmp.value if wide else cmp.value & MAX32
+        mask = None if cmp.mask is None else (cmp.mask if wide else cmp.mask & MAX32)
+        lo, hi = self.layout.lo(cmp.arg), (self.layout.hi(cmp.arg) if wide else None)
+        op = cmp.op
+        if op == "!=":
+            return self._equal(lo, hi, value, None, f, t)
+        if op == "==":
+            return self._equal(lo, hi, value, None, t, f)
+        if op == "&==":
+            return self._equal(lo, hi, value, mask, t, f)
+        if op == ">":
+            return self._greater(lo, hi, value, False, t, f)
+        if op == ">=":
+            return self._greater(lo, hi, value, True, t, f)
+        if op == "<":
+            return self._greater(lo, hi, value, True, f, t)
+        if op == "<=":
+            return self._greater(lo, hi, value, False, f, t)
+        raise ValueError(f"unknown comparison {op!r}")
+
+    def _equal(self, lo: int, hi: int | None, value: int, mask: int | None, t: Node, f: Node) -> Node:
+        """``(arg & mask) == value``; the low word first."""
+        full = (1 << 64) - 1 if hi is not None else MAX32
+        mask = full if mask is None else mask
+        if value & ~mask:
+            return f
+        node = t
+        if hi is not None:
+            node = self._word_equal(hi, value >> 32, mask >> 32, node, f)
+        return self._word_equal(lo, value & MAX32, mask & MAX32, node, f)
+
+    def _word_equal(self, word: int, value: int, mask: int, t: Node, f: Node) -> Node:
+        if mask == 0:
+            return t
+        if mask == MAX32:
+            return self.g.test(word, "jeq", value, t, f)
+        if value == 0:  # no bit of the mask set
+            return self.g.test(word, "jset", mask, f, t)
+        if value == mask and mask & (mask - 1) == 0:  # the single bit set
+            return self.g.test(word, "jset", mask, t, f)
+        return self.g.test(word, "jeq", value, t, f, mask=mask)
+
+    def _greater(self, lo: int, hi: int | None, value: int, or_equal: bool, t: Node, f: Node) -> Node:
+        """``arg > value`` (``>=`` when ``or_equal``): high words decide unless equal."""
+        op = "jge" if or_equal else "jgt"
+        low = self.g.test(lo, op, value & MAX32, t, f)
+        if hi is None:
+            return low
+        vh = value >> 32
+        return self.g.test(hi, "jgt", vh, t, self.g.test(hi, "jeq", vh, low, f))

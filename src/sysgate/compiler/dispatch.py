@@ -1,0 +1,194 @@
+"""Syscall-number dispatch: a weighted binary search tree over ranges of numbers.
+
+The 32-bit number space is cut into :class:`Range` s of equal outcome (consecutive
+numbers that share a decision node, including the runs of numbers without a rule,
+collapse into one). The tree tests ``nr >= start`` at each inner node, so it costs
+one instruction per level. Its shape minimises the expected number of levels, with
+each range weighted by how often its syscalls are expected: Knuth's O(n²) dynamic
+programme for optimal alphabetic trees, or, for very many ranges, a split at the
+weighted median (at most a couple of levels worse).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from itertools import accumulate
+
+from .graph import MAX32, Graph, Node
+
+#: Above this many ranges the O(n²) optimum is replaced by weighted-median splits.
+OPTIMAL_LIMIT = 600
+
+
+@dataclass
+class Range:
+    """Numbers ``start..end`` (inclusive) all decided by ``node``; ``weight`` = expected frequency."""
+
+    start: int
+    end: int
+    node: Node
+    weight: float = 0.0
+
+
+def ranges_from(outcomes: dict[int, Node], fallback: Node, weights: dict[int, float],
+                low: int = 0, high: int = MAX32, min_weight: float = 1e-6) -> list[Range]:
+    """Cover ``low..high`` with ranges: numbers in ``outcomes`` get their node, the rest ``fallback``;
+    neighbours with the same node merge."""
+    out: list[Range] = []
+
+    def add(start: int, end: int, node: Node, weight: float) -> None:
+        if out and out[-1].node is node and out[-1].end + 1 == start:
+            out[-1].end = end
+            out[-1].weight += weight
+        else:
+            out.append(Range(start, end, node, weight))
+
+    numbers = sorted(n for n in outcomes if low <= n <= high)
+    weighted = sorted(n for n in weights if low <= n <= high)
+    cursor = low
+    for nr in numbers:
+        if nr > cursor:
+            add(cursor, nr - 1, fallback, _weight_between(weighted, weights, cursor, nr - 1))
+        add(nr, nr, outcomes[nr], weights.get(nr, 0.0))
+        cursor = nr + 1
+    if cursor <= high:
+        add(cursor, high, fallback, _weight_between(weighted, weights, cursor, high))
+    for r in out:
+        r.weight = max(r.weight, min_weight)
+    return out
+
+
+def _weight_between(sorted_numbers: list[int], weights: dict[int, float], start: int, end: int) -> float:
+    i = bisect_left(sorted_numbers, start)
+    total = 0.0
+    while i < len(sorted_numbers) and sorted_numbers[i] <= end:
+        total += weights[sorted_numbers[i]]
+        i += 1
+    return total
+
+
+def merge(parts: list[list[Range]]) -> list[Range]:
+    """Concatenate range lists over adjacent spans, merging equal neighbours at the seams."""
+    out: list[Range] = []
+    for part in parts:
+        for r in part:
+            if out and out[-1].node is r.node and out[-1].end + 1 == r.start:
+                out[-1] = Range(out[-1].start, r.end, r.node, out[-1].weight + r.weight)
+            else:
+                out.append(Range(r.start, r.end, r.node, r.weight))
+    return out
+
+
+#: A leaf may test this many single numbers with ``jeq`` before its background outcome.
+MAX_EXCEPTIONS = 3
+#: Up to this many ranges every split is tried; above, Knuth's window (a heuristic once
+#: leaves with exceptions exist) keeps the search quadratic.
+EXHAUSTIVE_LIMIT = 120
+
+
+@dataclass
+class Leaf:
+    """Ranges ``i..j-1`` handled without splitting: ``jeq`` for each exception, then ``background``."""
+
+    background: Node
+    exceptions: list[Range]
+    cost: float
+
+
+Plan = dict  # (i, j) -> int (split index) | Leaf
+
+
+def _leaf(ranges: list[Range], i: int, j: int) -> Leaf | None:
+    """The cheapest exception chain for ranges ``i..j-1``, if one is allowed."""
+    span = ranges[i:j]
+    wide = {id(r.node): r.node for r in span if r.start != r.end}
+    if len(wide) > 1 or j - i > 2 * MAX_EXCEPTIONS + 1:
+        return None
+    best = None
+    for background in (wide or {id(r.node): r.node for r in span}).values():
+        exceptions = sorted((r for r in span if r.node is not background), key=lambda r: -r.weight)
+        if len(exceptions) > MAX_EXCEPTIONS:
+            continue
+        rest = sum(r.weight for r in span if r.node is background)
+        cost = sum(r.weight * (n + 1) for n, r in enumerate(exceptions)) + rest * len(exceptions)
+        if best is None or cost < best.cost:
+            best = Leaf(background, exceptions, cost)
+    return best
+
+
+def plan_tree(ranges: list[Range]) -> Plan:
+    """How to test each sub-list ``(i, j)`` of ``ranges`` in the tree."""
+    n = len(ranges)
+    prefix = [0.0, *accumulate(r.weight for r in ranges)]
+    if n > OPTIMAL_LIMIT:
+        return _median_plan(ranges, prefix)
+    cost = [[0.0] * (n + 1) for _ in range(n + 1)]
+    root = [[0] * (n + 1) for _ in range(n + 1)]
+    leaves: dict[tuple[int, int], Leaf] = {}
+    for i in range(n):
+        root[i][i + 1] = i
+    for length in range(2, n + 1):
+        for i in range(n - length + 1):
+            j = i + length
+            if n <= EXHAUSTIVE_LIMIT or length == 2:
+                lo_k, hi_k = i + 1, j - 1
+            else:
+                lo_k, hi_k = max(i + 1, root[i][j - 1]), min(j - 1, root[i + 1][j])
+            best_k, best, ci = lo_k, float("inf"), cost[i]
+            for k in range(lo_k, hi_k + 1):
+                c = ci[k] + cost[k][j]
+                if c < best:
+                    best, best_k = c, k
+            best += prefix[j] - prefix[i]
+            root[i][j] = best_k
+            leaf = _leaf(ranges, i, j) if length <= 2 * MAX_EXCEPTIONS + 1 else None
+            if leaf is not None and leaf.cost < best:
+                best = leaf.cost
+                leaves[(i, j)] = leaf
+            cost[i][j] = best
+    plan: Plan = {}
+    stack = [(0, n)]
+    while stack:
+        i, j = stack.pop()
+        if (i, j) in leaves:
+            plan[(i, j)] = leaves[(i, j)]
+        elif j - i >= 2:
+            k = plan[(i, j)] = root[i][j]
+            stack += [(i, k), (k, j)]
+    return plan
+
+
+def _median_plan(ranges: list[Range], prefix: list[float]) -> Plan:
+    plan: Plan = {}
+    stack = [(0, len(ranges))]
+    while stack:
+        i, j = stack.pop()
+        if j - i < 2:
+            continue
+        half = (prefix[i] + prefix[j]) / 2
+        k = bisect_left(prefix, half, i + 1, j)
+        # choose the better of the two cut points around the median
+        if k > i + 1 and abs(prefix[k - 1] - half) <= abs(prefix[k] - half):
+            k -= 1
+        k = min(max(k, i + 1), j - 1)
+        plan[(i, j)] = k
+        stack += [(i, k), (k, j)]
+    return plan
+
+
+def build_tree(graph: Graph, ranges: list[Range], word: int) -> Node:
+    """The search tree over ``ranges`` (which must cover a contiguous span) on ``word``."""
+    plan = plan_tree(ranges)
+
+    def node(i: int, j: int) -> Node:
+        if j - i == 1:
+            return ranges[i].node
+        step = plan[(i, j)]
+        if isinstance(step, Leaf):
+            out = step.background
+            for r in reversed(step.exceptions):
+                out = graph.test(word, "jeq", r.start, r.node, out)
+            return out
+        return graph.test(word, "jge", ranges[step].start, node(step, j), node(i, step))
+
+    return node(0, len(ranges))

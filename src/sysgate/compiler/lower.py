@@ -1,0 +1,161 @@
+"""Policy -> decision DAG: the architecture check, then per architecture a
+number dispatch whose leaves are the syscalls' rule chains.
+
+Architectures that share an AUDIT_ARCH value share one dispatch: x86_64 and x32
+both report ``AUDIT_ARCH_X86_64`` and x32 numbers carry ``__X32_SYSCALL_BIT``
+(0x40000000). Unless the policy targets x32 ("x32" among the architectures, or
+``allow_x32`` with x86_64), every number with that bit gets the ``bad_arch``
+action, like any other foreign ABI.
+
+``nr == -1`` (0xffffffff) is allowed on every architecture. The kernel shows the
+filter -1 when a ptrace tracer cancels a syscall at syscall-entry (seccomp runs
+after the tracer) and when a program calls ``syscall(-1)``; no syscall runs then,
+so allowing it only keeps the tracer's result (or ``ENOSYS``) instead of killing
+the tracee. libseccomp likewise exempts -1 from its x32 check; it then applies the
+filter's default action to it, which we do not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..kernel import abi
+from ..policy.model import ALLOW, Policy, Rule
+from .args import ArgLayout, ConditionCompiler
+from .dispatch import Range, build_tree, merge, ranges_from
+from .program import CompileError
+from .graph import MAX32, Graph, Node
+
+NR_SKIP = MAX32  # nr == -1
+X32_BIT = abi.X32_SYSCALL_BIT
+#: Weight of an x32 syscall relative to an x86_64 one in their shared dispatch (x32 is rare).
+X32_SHARE = 0.01
+
+
+@dataclass
+class ArchView:
+    """One AUDIT_ARCH value and the architectures dispatched under it."""
+
+    audit: int
+    arches: list[str]
+    ranges: list[Range] = field(default_factory=list)
+    root: Node | None = None
+
+
+def _syscalls():
+    from .. import syscalls
+
+    return syscalls
+
+
+def resolve(arch: str, name: str) -> int | None:
+    """The number of syscall ``name`` on ``arch`` as seccomp sees it (x32 with its bit set)."""
+    nr = _syscalls().number(arch, name)
+    if nr is None and name[:1].isdigit():
+        nr = _syscalls().resolve(arch, name)
+    if nr is not None and arch == "x32":
+        nr |= X32_BIT
+    return nr
+
+
+def table_numbers(arch: str) -> set[int]:
+    """Every syscall number of ``arch`` (x32 with its bit set)."""
+    bit = X32_BIT if arch == "x32" else 0
+    return {nr | bit for nr in _syscalls().table(arch).values()}
+
+
+def canonical_arches(arches: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in arches:
+        try:
+            arch = abi.canonical_arch(name)
+        except ValueError as exc:
+            raise CompileError(str(exc)) from None
+        if arch not in out:
+            out.append(arch)
+    if not out:
+        raise CompileError("no architecture to compile for")
+    return out
+
+
+class Lowering:
+    """Builds the whole decision DAG for ``policy`` on ``arches``."""
+
+    def __init__(self, policy: Policy, arches: list[str], frequencies: dict[str, float] | None = None):
+        self.policy = policy
+        self.arches = canonical_arches(arches)
+        self.frequencies = frequencies
+        self.graph = Graph()
+        self.targets_x32 = "x32" in self.arches or (policy.allow_x32 and "x86_64" in self.arches)
+        if self.targets_x32 and "x32" not in self.arches:
+            self.arches.append("x32")
+        self.views = self._views()
+
+    def _views(self) -> list[ArchView]:
+        views: dict[int, ArchView] = {}
+        for arch in self.arches:
+            audit = abi.AUDIT_ARCH[arch]
+            views.setdefault(audit, ArchView(audit, [])).arches.append(arch)
+        return list(views.values())
+
+    # --- per-syscall chains ------------------------------------------------------
+    def _outcomes(self, arch: str) -> dict[int, Node]:
+        """Number -> decision node for every syscall of ``arch`` with rules."""
+        g = self.graph
+        conditions = ConditionCompiler(g, ArgLayout(arch))
+        by_nr: dict[int, list[Rule]] = {}
+        for rule in self.policy.rules:
+            nr = resolve(arch, rule.syscall)
+            if nr is not None:
+                by_nr.setdefault(nr, []).append(rule)
+        outcomes = {}
+        for nr, rules in by_nr.items():
+            node = g.ret(self.policy.default.ret())
+            for rule in reversed(rules):
+                action = g.ret(rule.action.ret())
+                node = action if rule.condition is None else conditions.condition(rule.condition, action, node)
+            outcomes[nr] = node
+        return outcomes
+
+    def _weights(self, arch: str) -> dict[int, float]:
+        """Expected frequency per number: ``frequencies`` by name, or every syscall of the
+        table alike; x32 next to x86_64 counts for :data:`X32_SHARE` of that."""
+        share = X32_SHARE if arch == "x32" and "x86_64" in self.arches else 1.0
+        if self.frequencies is None:
+            return {nr: share for nr in table_numbers(arch)}
+        weights: dict[int, float] = {}
+        for name, weight in self.frequencies.items():
+            nr = resolve(arch, name)
+            if nr is not None and weight > 0:
+                weights[nr] = weights.get(nr, 0.0) + float(weight) * share
+        return weights
+
+    # --- dispatch ---------------------------------------------------------------
+    def _span(self, arch: str | None, low: int, high: int, bad: Node) -> list[Range]:
+        """Ranges for ``low..high``: ``arch``'s rules, or ``bad`` throughout when None."""
+        if arch is None:
+            return [Range(low, high, bad, 1e-6)]
+        default = self.graph.ret(self.policy.default.ret())
+        return ranges_from(self._outcomes(arch), default, self._weights(arch), low, high)
+
+    def _view_ranges(self, view: ArchView, bad: Node) -> list[Range]:
+        allow = self.graph.ret(ALLOW.ret())
+        skip = [Range(NR_SKIP, NR_SKIP, allow, 1e-6)]
+        if view.audit != abi.AUDIT_ARCH["x86_64"]:
+            (arch,) = view.arches
+            return merge([self._span(arch, 0, NR_SKIP - 1, bad), skip])
+        native = "x86_64" if "x86_64" in view.arches else None
+        x32 = "x32" if "x32" in view.arches else None
+        return merge([self._span(native, 0, X32_BIT - 1, bad),
+                      self._span(x32, X32_BIT, NR_SKIP - 1, bad), skip])
+
+    def build(self) -> Node:
+        g = self.graph
+        bad = g.ret(self.policy.bad_arch.ret())
+        for view in self.views:
+            view.ranges = self._view_ranges(view, bad)
+            view.root = build_tree(g, view.ranges, abi.OFFSET_NR)
+        node: Node = bad
+        for view in reversed(self.views):
+            node = g.test(abi.OFFSET_ARCH, "jeq", view.audit, view.root, node)
+        return node
+
