@@ -362,3 +362,53 @@ def test_cli_run_podman_profile():
         pytest.skip("podman profile not installed")
     res = sysgate_run("--profile", "podman", "--", "sh", "-c", "echo ok; unshare -U true; echo $?")
     assert res.returncode == 0 and res.stdout.split()[0] == "ok"
+
+
+# --- through policies and the supervisor ---------------------------------------------
+def policy(text: str):
+    need_compiler()
+    from sysgate.policy.parser import parse_policy
+    return parse_policy(text, "test.policy")
+
+
+@pytest.mark.parametrize("rule, expected", [("errno(EACCES)", (0, "13")), ("kill_process", (-signal.SIGSYS, None)),
+                                            ("allow", (0, "created"))])
+def test_policy_actions_on_launched_target(tmp_path, rule, expected):
+    pol = policy(f"default: allow\nmkdir, mkdirat: {rule}\n")
+    rc, out = run_capture([PY, "-c", MKDIR_SCRIPT, str(tmp_path / "d")], pol)
+    assert (rc, out.split()[0] if out else None) == expected
+    assert (tmp_path / "d").exists() == (rule == "allow")
+
+
+def test_policy_flags_reach_the_filter():
+    f = Filter.from_policy(policy("flags: log\ndefault: allow\n"))
+    assert f.flags == {"log": True} and f.kernel_flags() == abi.SECCOMP_FILTER_FLAG_LOG
+
+
+def test_group_of_targets_shares_supervisor_state(tmp_path):
+    from sysgate.supervisor import Reply, Supervisor
+
+    f = Filter.from_policy(policy("default: allow\nmkdir, mkdirat: notify\n"))
+
+    def deny_and_count(n):
+        n.state["mkdirs"] = n.state.get("mkdirs", 0) + 1
+        return Reply.errno(77)
+
+    outs = []
+    with Supervisor() as sup:
+        sup.on("mkdir", deny_and_count, group=f.group)
+        sup.on("mkdirat", deny_and_count, group=f.group)
+        targets = []
+        for i in range(3):
+            r, w = os.pipe()
+            targets.append((f.spawn([PY, "-c", MKDIR_SCRIPT, str(tmp_path / f"d{i}")], stdout=w), r))
+            os.close(w)
+            sup.add_target(targets[-1][0])
+        assert sup.run_until_idle(timeout=20)
+        for t, r in targets:
+            with t:
+                assert t.wait() == 0
+            outs.append(os.read(r, 1000).decode().split()[0])
+            os.close(r)
+        assert sup.group(f.group).state["mkdirs"] == 3
+    assert outs == ["77"] * 3

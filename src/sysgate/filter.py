@@ -54,10 +54,13 @@ class Filter:
     @classmethod
     def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", **flags) -> "Filter":
         """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter."""
-        from .install import compile_for
+        from .install import compile_for, policy_flag_options
 
         arches = list(arches or policy.arches)
         program = compile_for(policy, arches)
+        for name in policy_flag_options(policy):
+            if name in cls.FLAG_NAMES:   # tsync/new_listener are decided per launch
+                flags.setdefault(name, True)
         return cls(program, arches, flags, getattr(policy, "name", "policy"), group, policy=policy)
 
     @classmethod

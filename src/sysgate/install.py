@@ -151,9 +151,23 @@ def install(program_or_policy, *, tsync: bool = False, log: bool = False, spec_a
     :class:`InstallError` when the kernel rejects the program.
     """
     raw = program_bytes(program_or_policy)
-    flags = filter_flags(tsync=tsync, log=log, spec_allow=spec_allow, new_listener=new_listener,
-                         tsync_esrch=tsync_esrch, wait_killable_recv=wait_killable_recv)
-    return install_raw(raw, flags, no_new_privs=no_new_privs)
+    options = dict(tsync=tsync, log=log, spec_allow=spec_allow, new_listener=new_listener,
+                   tsync_esrch=tsync_esrch, wait_killable_recv=wait_killable_recv)
+    for name in policy_flag_options(program_or_policy):
+        options[name] = True
+    return install_raw(raw, filter_flags(**options), no_new_privs=no_new_privs)
+
+
+def policy_flag_options(obj) -> list[str]:
+    """The keyword options (``log``, ``spec_allow``…) a policy's ``flags:`` setting asks for."""
+    from .policy.model import Policy
+
+    names = [str(f).lower() for f in obj.flags] if isinstance(obj, Policy) else []
+    known = {name.lower() for name in abi.FILTER_FLAGS}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise SysgateError(f"unknown filter flag(s) in the policy: {', '.join(unknown)}")
+    return names
 
 
 def install_raw(raw: bytes, flags: int, *, no_new_privs: bool = True) -> int | None:
