@@ -412,3 +412,21 @@ def test_group_of_targets_shares_supervisor_state(tmp_path):
             os.close(r)
         assert sup.group(f.group).state["mkdirs"] == 3
     assert outs == ["77"] * 3
+
+
+def test_concurrent_launches_from_threads():
+    import threading
+    results = []
+    devnull = os.open(os.devnull, os.O_WRONLY)
+
+    def one():
+        with launch.spawn([PY, "-c", "print(1)"], NOTIFY_ALL, stdout=devnull) as t:
+            serve_continue(t)
+            results.append(t.wait())
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    os.close(devnull)
+    assert results == [0] * 6
