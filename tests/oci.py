@@ -54,7 +54,7 @@ def make_bundle(directory, args, listener_path: str | None, metadata: str = "",
     """A runnable bundle in ``directory`` running ``args`` as root in a busybox rootfs."""
     bundle = Path(directory)
     rootfs = bundle / "rootfs"
-    for sub in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+    for sub in ("bin", "tmp", "proc", "sys", "dev", "etc", "mnt"):
         (rootfs / sub).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
     for applet in APPLETS:

@@ -88,7 +88,7 @@ class StateReader:
             chunk, ancdata, flags, _ = self.sock.recvmsg(
                 min(65536, self.max_bytes + 1 - len(self.data)),
                 socket.CMSG_SPACE(self.max_fds * _INT), socket.MSG_CMSG_CLOEXEC)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):
             raise
         except OSError as exc:
             self.close()
