@@ -430,3 +430,22 @@ def test_concurrent_launches_from_threads():
         t.join(30)
     os.close(devnull)
     assert results == [0] * 6
+
+
+def test_cli_run_stored_filter(tmp_path):
+    Filter.from_program(deny_mkdir(abi.SECCOMP_RET_ERRNO | 13)).save(tmp_path / "f.json")
+    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--", PY, "-c", MKDIR_SCRIPT, str(tmp_path / "d"))
+    assert res.returncode == 0 and res.stdout.split()[0] == "13"
+    (tmp_path / "bad.json").write_text("{")
+    res = sysgate_run("--filter", str(tmp_path / "bad.json"), "--", "true")
+    assert res.returncode == 125 and res.stderr.startswith("sysgate: error: ") and "invalid JSON" in res.stderr
+
+
+def test_cli_run_policy_file(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    (tmp_path / "p.policy").write_text("default: allow\nmkdir, mkdirat: errno(EACCES)\nrmdir: notify\n")
+    script = MKDIR_SCRIPT + "import os, sys\ntry:\n    os.rmdir(sys.argv[1] + '.x')\nexcept OSError as e:\n    print(e.errno)\n"
+    res = sysgate_run("--policy", str(tmp_path / "p.policy"), "--", PY, "-c", script, str(tmp_path / "d"))
+    assert res.returncode == 0 and res.stdout.split() == ["13", "file", "ok", "2"]  # rmdir continued: ENOENT
+    assert "sysgate: notify: [pid" in res.stderr and "rmdir(" in res.stderr

@@ -37,6 +37,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
     src.add_argument("--profile", metavar="NAME", help="podman, docker, or the path of an OCI/Docker JSON profile")
+    src.add_argument("--filter", metavar="FILE", help="a stored filter (JSON written by sysgate.filter.Filter.save)")
     src.add_argument("--notify-all", action="store_true", help="notify every syscall and print it decoded")
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
@@ -77,6 +78,11 @@ def build(args):
     from ..filter import Filter
     from ..kernel import abi
 
+    if args.filter:
+        filt = Filter.load(args.filter)
+        if args.log:
+            filt.flags["log"] = True
+        return filt, (PolicyReporter() if filt.notifies else None)
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path:
         from ..policy.loader import load_policy
