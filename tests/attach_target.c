@@ -11,11 +11,13 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <ucontext.h>
 
 /* argv: MODE DIR TOKEN. The thread-group leader (where sysgate injects) is, at attach time,
  *   read  - blocked in read(0)                      (restarted after -ERESTARTSYS)
  *   sleep - in a 1.5 s nanosleep                    (restarted through restart_syscall)
  *   spin  - running code that checks every general register and a stack pattern,
+ *   heap  - blocked in read(0) on a stack malloc'ed from the heap (no private stack below sp),
  *   exit  - gone (pthread_exit): sysgate must pick another thread.
  * Three workers loop on write/getpid; a reader thread sits in read(0) unless the leader reads.
  * After "go TOKEN\n" every thread checks that mkdir fails with EPERM and getppid returns 4242.
@@ -192,6 +194,9 @@ __asm__(
     "pop %rbx\n"
     "ret\n");
 
+static ucontext_t main_context, heap_context;
+static void read_go_leader(void) { read_go("leader"); }
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -209,11 +214,20 @@ int main(int argc, char **argv) {
     pthread_t threads[NWORKERS + 1];
     int n = 0;
     for (long i = 0; i < NWORKERS; i++) pthread_create(&threads[n++], NULL, worker, (void *)i);
-    if (strcmp(mode, "read") != 0) pthread_create(&threads[n++], NULL, reader, NULL);
+    int leader_reads = strcmp(mode, "read") == 0 || strcmp(mode, "heap") == 0;
+    if (!leader_reads) pthread_create(&threads[n++], NULL, reader, NULL);
     printf("ready\n");
     if (strcmp(mode, "exit") == 0) pthread_exit(NULL);  /* the process lives on in its threads */
     if (strcmp(mode, "read") == 0) {
         read_go("leader");
+    } else if (strcmp(mode, "heap") == 0) {
+        size_t size = 65536;
+        getcontext(&heap_context);
+        heap_context.uc_stack.ss_sp = malloc(size);
+        heap_context.uc_stack.ss_size = size;
+        heap_context.uc_link = &main_context;
+        makecontext(&heap_context, read_go_leader, 0);
+        swapcontext(&main_context, &heap_context);
     } else if (strcmp(mode, "sleep") == 0) {
         struct timespec ts = {1, 500000000};
         double t0 = now();

@@ -93,19 +93,19 @@ class Target:
                                      stdout=subprocess.PIPE)
         self.pid = self.proc.pid
         assert self.proc.stdout.readline() == b"ready\n"
-        blocked = {"read": "0 ", "sleep": "230 "}.get(mode)  # read, clock_nanosleep
+        blocked = {"read": "0 ", "heap": "0 ", "sleep": "230 "}.get(mode)  # read, clock_nanosleep
         if blocked:
             wait_until(lambda: syscall_of(self.pid, self.pid).startswith(blocked))
         if mode == "exit":
             wait_until(lambda: proc_status(self.pid, self.pid)["State"].startswith("Z"))
-        if mode != "read":  # the reader thread is blocked in read(0) too
+        if mode not in ("read", "heap"):  # the reader thread is blocked in read(0) too
             wait_until(lambda: any(syscall_of(self.pid, t).startswith("0 ") for t in threads(self.pid)[1:]))
         else:
             time.sleep(0.05)
 
     @property
     def thread_count(self) -> int:
-        return 4 if self.mode in ("read", "exit") else 5
+        return 4 if self.mode in ("read", "heap", "exit") else 5
 
     def go(self) -> None:
         self.proc.stdin.write(f"go {TOKEN}\n".encode())
@@ -177,24 +177,34 @@ def check_run(t: Target, listener: int) -> str:
     return out
 
 
-@pytest.mark.parametrize("mode", ["read", "sleep", "spin", "exit"])
+def maps_of(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read().splitlines()
+
+
+@pytest.mark.parametrize("mode", ["read", "heap", "sleep", "spin", "exit"])
 def test_attach_filters_every_thread_and_target_carries_on(start, mode):
     t = start(mode)
-    if mode == "read":
+    blocked = mode in ("read", "heap")
+    if blocked:  # registers and the stack below sp (4 KiB of it: on the heap, that much is the thread's own)
         before = syscall_of(t.pid, t.pid)
         sp = int(before.split()[-2], 16)
+        private = inject.private_stack_below(f"/proc/{t.pid}/task/{t.pid}", sp) < sp
+        assert private == (mode == "read")  # "heap" makes sysgate use an injected mmap() instead
         with open(f"/proc/{t.pid}/mem", "rb") as mem:
-            mem.seek(sp - 65536)
-            stack_before = mem.read(65536)
+            mem.seek(sp - 4096)
+            stack_before = mem.read(4096)
+        mappings = maps_of(t.pid)
     with attach(t.pid, policy()) as target:
         assert target.pid == t.pid and target.listener_fd is not None and not target.warnings
         assert_all_filtered(t.pid)
-        if mode == "read":  # the leader is back in the same read(), with the same registers and stack
+        if blocked:  # the leader is back in the same read(), with the same registers, stack and mappings
             wait_until(lambda: syscall_of(t.pid, t.pid) != "running")
             assert syscall_of(t.pid, t.pid) == before
             with open(f"/proc/{t.pid}/mem", "rb") as mem:
-                mem.seek(sp - 65536)
-                assert mem.read(65536) == stack_before
+                mem.seek(sp - 4096)
+                assert mem.read(4096) == stack_before
+            assert maps_of(t.pid) == mappings
         assert not listeners_in(t.pid)  # sysgate closed the target's copy
         out = check_run(t, target.listener_fd)
     if mode != "exit":  # a process whose leader exited reports from its threads only

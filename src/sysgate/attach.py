@@ -284,7 +284,8 @@ def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_
     if listener:
         target.listener_fd = ksys.pidfd_getfd(fd_source, result)
         _close_in_target(inj, result, target)
-        target.pending = inj.pending
+    target.warnings += inj.free_scratch(target.listener_fd)
+    target.pending = inj.pending
 
 
 def _thread_pidfd(pid: int, tid: int) -> int:

@@ -16,6 +16,7 @@ only x86_64 is implemented.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import select
 import signal
@@ -89,24 +90,35 @@ def _signed(value: int) -> int:
 
 
 def _executable_mappings(task: str) -> list[tuple[int, int, str]]:
-    """(start, end, name) of executable mappings of /proc ``task``, the vDSO first."""
+    """(start, end, name) of the readable executable mappings of /proc ``task``, the vDSO first."""
+    found = [(start, end, name) for start, end, perms, name in _maps(task) if perms.startswith("r") and "x" in perms]
+    return sorted(found, key=lambda m: m[2] != "[vdso]")
+
+
+def _maps(task: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, perms, name) of every mapping of /proc ``task``."""
     found = []
     with open(f"{task}/maps") as f:
         for line in f:
             parts = line.split(maxsplit=5)
-            if len(parts) >= 2 and parts[1].startswith("r") and "x" in parts[1]:
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                found.append((start, end, parts[5].strip() if len(parts) > 5 else ""))
-    return sorted(found, key=lambda m: m[2] != "[vdso]")
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            found.append((start, end, parts[1], parts[5].strip() if len(parts) > 5 else ""))
+    return found
 
 
-def _mapping_of(task: str, address: int) -> tuple[int, int]:
-    with open(f"{task}/maps") as f:
-        for line in f:
-            start, end = (int(x, 16) for x in line.split(maxsplit=1)[0].split("-"))
-            if start <= address < end:
-                return start, end
-    raise SysgateError(f"{task}: address 0x{address:x} is not mapped")
+def private_stack_below(task: str, sp: int) -> int:
+    """Lowest address below ``sp`` that only this thread uses, or ``sp`` when that is unknown.
+
+    True of the main thread's ``[stack]`` and of a thread stack with a guard mapping
+    (``---p``) right below it, as glibc allocates them. Other stacks (green threads,
+    goroutines, stacks on the heap) may share their mapping with live data.
+    """
+    maps = _maps(task)
+    for start, end, _perms, name in maps:
+        if start < sp <= end:
+            guarded = any(e == start and p.startswith("---") for _s, e, p, _n in maps)
+            return start if name == "[stack]" or guarded else sp
+    return sp
 
 
 class Injection:
@@ -124,7 +136,8 @@ class Injection:
         self.saved_raw = b""
         self.saved: dict[str, int] = {}
         self.site = 0
-        self._scratch: list[tuple[int, bytes]] = []
+        self._scratch: list[tuple[int, bytes]] = []   # (address, original bytes) on the stack
+        self._mappings: list[tuple[int, int]] = []    # (address, size) made by mmap()
         self._held_signals: list[int] = []
         self.pending: list[notify.RawNotification] = []  #: other threads' notifications received meanwhile
         self._last_stop: ptrace.Stop | None = None
@@ -206,6 +219,11 @@ class Injection:
     def _release(self) -> list[str]:
         """Put back the scratch bytes and the registers, detach; returns what could not be restored."""
         problems = []
+        if self._mappings and self._seized:  # failed before the caller freed them
+            try:
+                problems += self.free_scratch()
+            except SysgateError as exc:
+                problems.append(str(exc))
         if self.memory is not None:
             for address, original in reversed(self._scratch):
                 try:
@@ -262,16 +280,36 @@ class Injection:
         raise SysgateError(f"process {self.pid}: no system-call instruction found in its executable mappings")
 
     def write_scratch(self, data: bytes) -> int:
-        """Put ``data`` on the stopped thread's stack below the red zone; returns its address."""
+        """Put ``data`` where the target can read it; returns its address.
+
+        On the thread's own stack below the red zone when that memory is private to the
+        thread (the original bytes are put back on release), else in a fresh anonymous
+        mapping made with an injected mmap() (to be removed with :meth:`free_scratch`).
+        """
         sp = self.arch.sp(self.saved)
         address = (sp - self.arch.red_zone - len(data)) & ~15
-        start, _end = _mapping_of(self.task, sp - 1)
-        if address < start:
-            raise SysgateError(f"process {self.pid}: not enough stack below the stack pointer of thread "
-                               f"{self.tid} for a {len(data)}-byte filter")
-        self._scratch.append((address, self.memory.read(address, len(data))))
+        if address >= private_stack_below(self.task, sp):
+            self._scratch.append((address, self.memory.read(address, len(data))))
+        else:
+            size = (len(data) + 4095) & ~4095
+            address = self.call("mmap", 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                                mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+            if address < 0:
+                raise SysgateError(f"{self.name}: mmap() of {size} scratch bytes failed: {os.strerror(-address)}")
+            self._mappings.append((address, size))
         self.memory.write(address, data)
         return address
+
+    def free_scratch(self, listener: int | None = None) -> list[str]:
+        """munmap() the scratch mappings (under the new filter: see :meth:`call`); returns failures."""
+        failed = []
+        while self._mappings:
+            address, size = self._mappings.pop()
+            result = self.call("munmap", address, size, listener=listener)
+            if result != 0:
+                failed.append(f"munmap() of the {size}-byte scratch mapping at 0x{address:x} failed "
+                              f"({os.strerror(-result)}); it stays in the target")
+        return failed
 
     # -- running a system call
     def call(self, name: str, *args: int, listener: int | None = None) -> int:
