@@ -13,6 +13,7 @@ the record, nothing is notified). ``--notify-all`` prints each syscall strace-st
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
@@ -33,7 +34,7 @@ DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a command under a seccomp policy (audit-only without one)",
                        description=__doc__.split("\n\n", 1)[1],
-                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
     src.add_argument("--profile", metavar="NAME", help="podman, docker, or the path of an OCI/Docker JSON profile")
@@ -42,13 +43,17 @@ def register(sub) -> None:
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
                         "without: allow every syscall with RET_LOG instead of the notified audit")
-    p.add_argument("command", nargs="+", metavar="-- CMD", help="the command and its arguments")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..launch import LaunchError
 
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        raise SysgateError("no command given: sysgate run [options] -- CMD [ARG...]")
     try:
         filt, reporter = build(args)
         with SignalForwarder() as forwarder:
@@ -65,8 +70,6 @@ def run(args) -> int:
                 print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
                       f"(kill or an unhandled trap) stopped it", file=sys.stderr)
             return code
-    except LaunchError:
-        raise
     except SysgateError as exc:
         exc.exit_code = 125
         raise
