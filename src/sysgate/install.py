@@ -112,7 +112,7 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
 
 
 def _seccomp_summary(tid: int) -> str:
-    """What /proc says about a thread's seccomp state, e.g. 'Seccomp 2 with 3 filters'."""
+    """What /proc says about a thread's seccomp state, e.g. 'filter mode, 3 filters'."""
     fields = {}
     try:
         with open(f"/proc/self/task/{tid}/status") as f:
