@@ -144,7 +144,10 @@ class TraceReporter:
     prefix = ""
 
     def __call__(self, n):
-        print(f"{self.prefix}[pid {n.pid}] {format_call(n)}", file=sys.stderr)
+        try:
+            print(f"{self.prefix}[pid {n.pid}] {format_call(n)}", file=sys.stderr)
+        except OSError:  # stderr closed (e.g. a pipe to `head`): keep the command running
+            pass
         return CONTINUE()
 
     def finish(self, target) -> None:
