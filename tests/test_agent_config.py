@@ -120,3 +120,13 @@ def test_build_rejects_unknown_handlers_and_errnos():
         handlers.build(apply_metadata(Selection(), "MOUNT_PROC=true", CTX), STATE)
     with pytest.raises(ConfigError, match="unknown errno"):
         handlers.build(apply_metadata(Selection(), "handlers=mount-deny:ENOPE", CTX), STATE)
+
+
+def test_shipped_example_config_builds(tmp_path):
+    import pathlib
+    examples = pathlib.Path(__file__).resolve().parent.parent / "examples" / "oci"
+    config = AgentConfig.load(str(examples / "agent.json"))
+    profile = json.loads((examples / "seccomp-notify.json").read_text())
+    for cid, annotations in (("build-1", {}), ("x", {"sysgate.io/profile": "locked"}), ("other", {})):
+        sel = config.select(cid, annotations, profile["listenerMetadata"], CTX)
+        assert handlers.build(sel, STATE).handlers

@@ -121,6 +121,15 @@ def test_metadata_template_and_config_file(runtime, agent, tmp_path):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_default_action_kill_container(runtime, agent, tmp_path):
+    """seccompagent's DEFAULT_ACTION=kill-container: a notified syscall without handler kills init."""
+    out = run_container(runtime, tmp_path, f"kill-{runtime}", "echo before; mount -t tmpfs none /mnt; echo after",
+                        agent.socket, "DEFAULT_ACTION=kill-container\nhandlers=mkdir-deny")
+    assert out.stdout.split() == ["before"], out.stdout + out.stderr
+    assert out.returncode != 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_exec_joins_the_containers_group(runtime, agent, tmp_path):
     cid = f"exec-{runtime}"
     bundle = oci.make_bundle(tmp_path / cid, ["sleep", "30"], agent.socket, "MKDIR_TMPL=-{{.Pid}}")
@@ -209,3 +218,10 @@ def test_sigterm_stops_the_agent_and_removes_the_socket(tmp_path):
     assert os.path.exists(proc.socket)
     assert proc.stop() == 0
     assert not os.path.exists(proc.socket)
+
+
+def test_second_agent_on_a_live_socket_is_refused(agent):
+    out = subprocess.run([sys.executable, "-m", "sysgate", "agent", "--socket", agent.socket],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and f"another process is listening on {agent.socket}" in out.stderr
+    assert agent.proc.poll() is None and os.path.exists(agent.socket)

@@ -78,9 +78,12 @@ class Agent:
 
     # --- lifecycle -------------------------------------------------------------------
     def listen(self) -> None:
-        """Bind the socket (mode 0600; a stale socket file is replaced, anything else is not)."""
+        """Bind the socket (mode 0600). A stale socket file is replaced; a live one (another
+        agent answers) or any other file is an error."""
         try:
             if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+                if _answers(self.socket_path):
+                    raise SysgateError(f"another process is listening on {self.socket_path}")
                 os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
@@ -288,6 +291,15 @@ class Agent:
             os.read(fd, 64)
         except BlockingIOError:
             pass
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 def _peer(sock: socket.socket) -> str:
