@@ -121,6 +121,16 @@ def test_metadata_template_and_config_file(runtime, agent, tmp_path):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bad_metadata_fails_closed(runtime, agent, tmp_path):
+    """An unknown handler refuses the container's listener: notified syscalls fail (ENOSYS)."""
+    cid = f"badmeta-{runtime}"
+    out = run_container(runtime, tmp_path, cid, "mkdir /tmp/q; echo mkdir=$?; echo alive", agent.socket,
+                        "handlers=no-such-handler")
+    assert out.stdout.split() == ["mkdir=1", "alive"] and "Function not implemented" in out.stderr, out.stderr
+    agent.wait_log(rf"container {cid}: refusing its listener [^\n]*unknown handler 'no-such-handler'")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_default_action_kill_container(runtime, agent, tmp_path):
     """seccompagent's DEFAULT_ACTION=kill-container: a notified syscall without handler kills init."""
     out = run_container(runtime, tmp_path, f"kill-{runtime}", "echo before; mount -t tmpfs none /mnt; echo after",

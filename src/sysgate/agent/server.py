@@ -232,9 +232,9 @@ class Agent:
         try:
             if container is None:
                 container = self._new_container(state)
-        except (ConfigError, OSError) as exc:
+        except Exception as exc:     # ConfigError, OSError (pidfd of a dead pid), a handler factory bug
             log.error("container %s: refusing its listener (its notified syscalls will fail with ENOSYS): %s",
-                      state.id, exc)
+                      state.id, exc, exc_info=not isinstance(exc, (ConfigError, OSError)))
             state.close()
             self.rejected += 1
             return
