@@ -12,12 +12,15 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <ucontext.h>
+#include <sys/epoll.h>
 
 /* argv: MODE DIR TOKEN. The thread-group leader (where sysgate injects) is, at attach time,
  *   read  - blocked in read(0)                      (restarted after -ERESTARTSYS)
  *   sleep - in a 1.5 s nanosleep                    (restarted through restart_syscall)
  *   spin  - running code that checks every general register and a stack pattern,
  *   heap  - blocked in read(0) on a stack malloc'ed from the heap (no private stack below sp),
+ *   epoll - in epoll_wait(stdin), which a ptrace stop would end with EINTR: sysgate must pick
+ *           another thread, and epoll_wait must report stdin readable,
  *   exit  - gone (pthread_exit): sysgate must pick another thread.
  * Three workers loop on write/getpid; a reader thread sits in read(0) unless the leader reads.
  * After "go TOKEN\n" every thread checks that mkdir fails with EPERM and getppid returns 4242.
@@ -214,11 +217,18 @@ int main(int argc, char **argv) {
     pthread_t threads[NWORKERS + 1];
     int n = 0;
     for (long i = 0; i < NWORKERS; i++) pthread_create(&threads[n++], NULL, worker, (void *)i);
-    int leader_reads = strcmp(mode, "read") == 0 || strcmp(mode, "heap") == 0;
+    int leader_reads = strcmp(mode, "read") == 0 || strcmp(mode, "heap") == 0 || strcmp(mode, "epoll") == 0;
     if (!leader_reads) pthread_create(&threads[n++], NULL, reader, NULL);
     printf("ready\n");
     if (strcmp(mode, "exit") == 0) pthread_exit(NULL);  /* the process lives on in its threads */
     if (strcmp(mode, "read") == 0) {
+        read_go("leader");
+    } else if (strcmp(mode, "epoll") == 0) {
+        int ep = epoll_create1(0);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = 0};
+        epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+        int r = epoll_wait(ep, &ev, 1, -1);
+        if (r != 1) FAIL("leader", "epoll_wait did not report stdin", r);
         read_go("leader");
     } else if (strcmp(mode, "heap") == 0) {
         size_t size = 65536;

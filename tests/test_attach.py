@@ -93,19 +93,19 @@ class Target:
                                      stdout=subprocess.PIPE)
         self.pid = self.proc.pid
         assert self.proc.stdout.readline() == b"ready\n"
-        blocked = {"read": "0 ", "heap": "0 ", "sleep": "230 "}.get(mode)  # read, clock_nanosleep
+        blocked = {"read": "read", "heap": "read", "sleep": "clock_nanosleep", "epoll": "epoll_wait"}.get(mode)
         if blocked:
-            wait_until(lambda: syscall_of(self.pid, self.pid).startswith(blocked))
+            wait_until(lambda: syscall_of(self.pid, self.pid).startswith(f"{syscalls.number('x86_64', blocked)} "))
         if mode == "exit":
             wait_until(lambda: proc_status(self.pid, self.pid)["State"].startswith("Z"))
-        if mode not in ("read", "heap"):  # the reader thread is blocked in read(0) too
+        if mode not in ("read", "heap", "epoll"):  # the reader thread is blocked in read(0) too
             wait_until(lambda: any(syscall_of(self.pid, t).startswith("0 ") for t in threads(self.pid)[1:]))
         else:
             time.sleep(0.05)
 
     @property
     def thread_count(self) -> int:
-        return 4 if self.mode in ("read", "heap", "exit") else 5
+        return 4 if self.mode in ("read", "heap", "epoll", "exit") else 5
 
     def go(self) -> None:
         self.proc.stdin.write(f"go {TOKEN}\n".encode())
@@ -182,7 +182,7 @@ def maps_of(pid: int) -> list[str]:
         return f.read().splitlines()
 
 
-@pytest.mark.parametrize("mode", ["read", "heap", "sleep", "spin", "exit"])
+@pytest.mark.parametrize("mode", ["read", "heap", "sleep", "spin", "epoll", "exit"])
 def test_attach_filters_every_thread_and_target_carries_on(start, mode):
     t = start(mode)
     blocked = mode in ("read", "heap")

@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 
 from .errors import SysgateError, UnsupportedError
+from . import syscalls
 from .inject import ARCHES, Injection, SeizeError, X86_64
 from .install import TsyncError, filter_flags, install_error, program_bytes
 from .kernel import abi, notify
@@ -142,6 +143,26 @@ def _live_threads(pid: int) -> list[int]:
     return live
 
 
+#: Blocking calls the kernel does not restart after a ptrace stop: they fail with EINTR
+#: (as after SIGSTOP/SIGCONT, see signal(7)), so a thread sleeping in one is injected last.
+NOT_RESTARTED = ("epoll_wait", "epoll_pwait", "epoll_pwait2", "semop", "semtimedop", "rt_sigtimedwait",
+                 "io_getevents", "io_pgetevents")
+
+
+def _injection_thread(pid: int, threads: list[int], arch: str) -> int:
+    """The thread to inject into: the first (leader first) not sleeping in a NOT_RESTARTED call."""
+    avoid = {syscalls.number(arch, name) for name in NOT_RESTARTED} - {None}
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                current = f.read().split(maxsplit=1)[0]
+        except (OSError, IndexError):
+            continue
+        if not (current.isdigit() and int(current) in avoid):
+            return tid
+    return threads[0]
+
+
 def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
     """TSYNC needs every thread on the same filter chain; refuse early when the counts already differ."""
     counts = {}
@@ -185,7 +206,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
     threads = _live_threads(pid)  # the leader may have exited while other threads run on
     if not threads:
         raise SysgateError(f"{name} is a zombie (it has exited and waits for its parent to reap it)")
-    tid = threads[0]
+    tid = _injection_thread(pid, threads, abi.native_arch())
     _check_not_traced(name, pid, tid)
     if _stat_fields(f"/proc/{pid}/task/{tid}/stat")[0] in "Tt":
         raise SysgateError(f"{name} is stopped; resume it first (kill -CONT {pid})")
