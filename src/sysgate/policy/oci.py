@@ -294,7 +294,7 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
         out["listenerPath"] = policy.listener_path
     if policy.listener_metadata:
         out["listenerMetadata"] = policy.listener_metadata
-    if policy.bad_arch.kind != "kill_thread":
+    if policy.bad_arch.kind not in ("kill_thread", "kill_process"):
         say(f"bad_arch {policy.bad_arch} has no OCI equivalent; runc uses kill_thread")
     entries: list[dict] = []
     for name in policy.syscalls():

@@ -25,8 +25,10 @@ statement continues over newlines inside ``( )`` / ``{ }`` or after a ``\\``::
 Semantics: for a syscall, rules are tried in file order and the first whose
 condition holds decides; when none holds, ``default`` decides. A rule whose
 condition is false therefore *falls through* to later rules for the same
-syscall and finally to the default. A rule placed after an unconditional rule
-for the same syscall can never apply: that is reported as a warning.
+syscall and finally to the default. A rule naming a syscall that an earlier
+unconditional rule already decides can never apply: that is reported as a
+warning. Groups are exempt: ``ptrace: notify`` followed by ``@debug: errno(EPERM)``
+is the usual way to make an exception to a group.
 
 Conditions compare syscall arguments, named as in the syscall's signature
 (``fd``, ``flags``) or by position (``arg0``…``arg5``), with ``== != < <= > >=``
@@ -269,7 +271,7 @@ class _Parser:
 
     def rule(self) -> None:
         first = self.peek()
-        targets = self.targets()
+        targets, explicit = self.targets()
         self.expect(":", "':' after the syscall names")
         if self.at_action():
             action, condition = self.action(), None
@@ -282,7 +284,8 @@ class _Parser:
             rule = Rule(syscall, action, self.lower(condition, syscall) if condition else None,
                         (self.file, first.line))
             if syscall in self.state.decided:
-                shadowed.append(syscall)
+                if syscall in explicit:         # group members decided earlier are the usual override idiom
+                    shadowed.append(syscall)
             elif condition is None:
                 self.state.decided[syscall] = (self.file, first.line)
             self.state.rules.append(rule)
@@ -294,8 +297,10 @@ class _Parser:
                 f"{self.file}:{first.line}:{first.column}: this rule never applies to {names}: "
                 f"an unconditional rule at {where} already decides every call")
 
-    def targets(self) -> list[str]:
+    def targets(self) -> tuple[list[str], set[str]]:
+        """The syscalls a rule is for (groups expanded) and those named explicitly."""
         names: list[str] = []
+        explicit: set[str] = set()
         while True:
             tok = self.next()
             if tok.kind == "GROUP":
@@ -307,11 +312,12 @@ class _Parser:
                 if tok.text not in syscalls.all_names():
                     raise self.error(f"unknown syscall {tok.text!r}{_hint(tok.text, syscalls.all_names())}", tok)
                 names.append(tok.text)
+                explicit.add(tok.text)
                 self.state.named.append((tok.text, tok, self.file))
             else:
                 raise self.error(f"expected a syscall name or @group, found {_describe(tok)}", tok)
             if not self.accept(","):
-                return list(dict.fromkeys(names))
+                return list(dict.fromkeys(names)), explicit
 
     # --- actions ---------------------------------------------------------------------
     def at_action(self) -> bool:

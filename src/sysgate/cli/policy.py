@@ -1,0 +1,103 @@
+"""``sysgate policy check|convert|groups``: validate, translate and explore policies."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+
+def register(sub) -> None:
+    p = sub.add_parser("policy", help="check, convert and explore seccomp policies",
+                       description="Work with policy files: the sysgate language, OCI runtime-spec "
+                                   "seccomp JSON and Docker/podman profile templates.")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION")
+    psub.required = True
+
+    check = psub.add_parser("check", help="parse a policy and report errors and warnings")
+    check.add_argument("file", help="policy file (text or JSON; - for standard input)")
+    _selection_options(check)
+    check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
+    check.set_defaults(func=run_check)
+
+    convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
+    convert.add_argument("file", help="policy file (text or JSON; - for standard input)")
+    convert.add_argument("--to", choices=("text", "oci"), required=True, help="output format")
+    convert.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    _selection_options(convert)
+    convert.set_defaults(func=run_convert)
+
+    grp = psub.add_parser("groups", help="list the named syscall groups (@file-system, …)")
+    grp.add_argument("names", nargs="*", help="groups to show in full (default: all, one line each)")
+    grp.set_defaults(func=run_groups)
+
+
+def _selection_options(p) -> None:
+    p.add_argument("--arch", help="target architecture (default: native; for JSON: selects archMap/includes)")
+    p.add_argument("--caps", metavar="CAP,...",
+                   help="container capabilities for Docker/podman templates (default: Docker's default set)")
+    p.add_argument("--kernel", metavar="X.Y", help="kernel version for minKernel (default: the running kernel)")
+
+
+def _load(args, warnings: list[str]):
+    from ..policy.loader import load_policy
+
+    caps = None if args.caps is None else [c.strip() for c in args.caps.split(",") if c.strip()]
+    return load_policy(args.file, arch=args.arch, caps=caps, kernel=args.kernel, warn=warnings.append)
+
+
+def run_check(args) -> int:
+    from ..policy.printer import action_text
+
+    warnings: list[str] = []
+    policy = _load(args, warnings)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    conditional = sum(1 for r in policy.rules if r.condition is not None)
+    print(f"{args.file}: ok: {len(policy.rules)} rules ({conditional} conditional) for "
+          f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
+          + (f"; {len(warnings)} warning(s)" if warnings else ""))
+    return 1 if warnings and args.strict else 0
+
+
+def run_convert(args) -> int:
+    from ..policy.oci import export_oci
+    from ..policy.printer import format_policy
+
+    warnings: list[str] = []
+    policy = _load(args, warnings)
+    if args.to == "oci":
+        text = json.dumps(export_oci(policy, warn=warnings.append), indent=2) + "\n"
+    else:
+        text = format_policy(policy, header=f"converted from {args.file} by sysgate policy convert")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        from ..errors import SysgateError
+
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise SysgateError(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_groups(args) -> int:
+    from ..policy.groups import GROUPS, expand_group
+
+    if args.names:
+        for name in args.names:
+            members = expand_group(name)
+            key = name if name.startswith("@") else "@" + name
+            print(f"{key} ({len(members)} syscalls):")
+            print(textwrap.fill(" ".join(members), width=100, initial_indent="  ", subsequent_indent="  "))
+        return 0
+    width = max(len(n) for n in GROUPS)
+    for name in GROUPS:
+        members = expand_group(name)
+        shown = " ".join(GROUPS[name])
+        line = f"{name:<{width}}  {len(members):>3}  {shown}"
+        print(line if len(line) <= 110 else line[:107] + "...")
+    return 0

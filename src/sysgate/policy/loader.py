@@ -1,0 +1,57 @@
+"""Load a policy from a file in any supported format.
+
+``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
+``config.json``, or a Docker/podman profile template) by its leading ``{``; anything
+else is the sysgate policy language.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from ..errors import SourceError, SysgateError
+from .model import Policy
+from .oci import import_oci
+from .parser import parse_policy
+
+
+def detect_format(text: str) -> str:
+    """``"oci"`` for JSON profiles, else ``"text"``."""
+    return "oci" if text.lstrip().startswith("{") else "text"
+
+
+def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
+                warn: Callable[[str], None] | None = None) -> Policy:
+    """The policy in file ``path`` (``-`` reads standard input). ``arch``, ``caps`` and
+    ``kernel`` select the rules of a Docker/podman template (see :func:`import_oci`)."""
+    if path == "-":
+        import sys
+
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            raise SysgateError(f"{path}: no such policy file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SysgateError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+        name = path
+    return load_text(text, name, arch=arch, caps=caps, kernel=kernel, warn=warn)
+
+
+def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, kernel=None,
+              warn: Callable[[str], None] | None = None) -> Policy:
+    """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
+    if detect_format(text) == "oci":
+        return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    base = os.path.dirname(filename) if not filename.startswith("<") else None
+    policy = parse_policy(text, filename, base_dir=base, warn=warn)
+    if arch is not None:
+        from ..kernel import abi
+
+        try:
+            policy.arches = [abi.canonical_arch(arch)]
+        except ValueError as exc:
+            raise SourceError(str(exc), filename) from None
+    return policy
