@@ -51,6 +51,13 @@ class AttachedTarget:
     warnings: list[str] = field(default_factory=list)
     pending: list[notify.RawNotification] = field(default_factory=list)
 
+    def take_listener(self) -> int:
+        """Hand the listener over (e.g. to ``Supervisor.add_listener``): the caller now owns it."""
+        if self.listener_fd is None:
+            raise SysgateError(f"process {self.pid} was attached without a listener")
+        fd, self.listener_fd = self.listener_fd, None
+        return fd
+
     def close(self) -> None:
         if self.listener_fd is not None:
             os.close(self.listener_fd)

@@ -63,21 +63,17 @@ def run(args) -> int:
 def _supervise(target, filt) -> int:
     """Answer the target's notifications until every thread that uses the filter is gone.
 
-    Notified syscalls without a handler are reported on stderr and allowed (CONTINUE), as
-    ``sysgate run --policy`` does. Stopping sysgate (Ctrl-C, SIGTERM) leaves the filter in
-    place: the target's notified syscalls then fail with ENOSYS.
+    Notify rules are reported strace-style on stderr and allowed, as ``sysgate run`` does.
+    Stopping sysgate (Ctrl-C, SIGTERM) leaves the filter in place: the target's notified
+    syscalls then fail with ENOSYS.
     """
-    from ..supervisor import Reply, Supervisor
+    from ..supervisor import Supervisor
+    from .run import PolicyReporter
 
-    def report_and_allow(n):
-        print(f"sysgate: [pid {n.pid}] {n.syscall}{tuple(hex(a) for a in n.args)}: no handler, allowing",
-              file=sys.stderr)
-        return Reply.continue_()
-
-    fd, target.listener_fd = target.listener_fd, None  # the supervisor owns it now
     sup = Supervisor()
-    sup.fallback(report_and_allow, group=filt.group)
-    sup.add_listener(fd, filt.group, pidfd=target.pidfd, target=target, pending=target.pending)
+    sup.fallback(PolicyReporter(), group=filt.group)
+    sup.add_listener(target.take_listener(), filt.group, pidfd=target.pidfd, target=target,
+                     pending=target.pending)
     try:
         with sup:
             sup.run_until_idle()
