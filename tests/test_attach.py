@@ -494,3 +494,67 @@ def test_notified_close_of_the_listener_is_let_through():
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- calls sysgate makes under a filter that would kill the target ----------------
+def kill_on(name: str, then: int = abi.SECCOMP_RET_ALLOW) -> list:
+    """arch check, then KILL_PROCESS for ``name``, ``then`` for everything else."""
+    return [ld_abs(abi.OFFSET_ARCH), jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH["x86_64"], 1, 0),
+            ret(abi.SECCOMP_RET_KILL_PROCESS), ld_abs(abi.OFFSET_NR),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, syscalls.number("x86_64", name), 0, 1),
+            ret(abi.SECCOMP_RET_KILL_PROCESS), ret(then)]
+
+
+ECHO = """
+import sys
+from sysgate.bpf.insn import pack
+from sysgate.kernel import sys as ksys
+if len(sys.argv) > 1:  # run under a filter of our own first
+    ksys.set_no_new_privs()
+    ksys.seccomp_set_filter(bytes.fromhex(sys.argv[1]))
+print("ready", flush=True)
+for line in sys.stdin:
+    print("echo", line.strip(), flush=True)
+"""
+
+
+def echo_process(*args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", ECHO, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline() == "ready\n"
+    wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+    return proc
+
+
+def assert_echoes(proc: subprocess.Popen) -> None:
+    proc.stdin.write("still alive\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "echo still alive\n"
+
+
+def test_policy_that_kills_close_keeps_the_target_alive():
+    proc = echo_process()
+    try:
+        # getppid notifies (so there is a listener); close() would kill: sysgate must not call it
+        program = kill_on("close")[:-1] + [jump(BPF_JMP | BPF_JEQ | BPF_K, NR_GETPPID, 0, 1),
+                                           ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
+        with attach(proc.pid, pack(program)) as target:
+            assert len(target.warnings) == 1 and "answers close() with KILL_PROCESS" in target.warnings[0]
+            assert len(listeners_in(proc.pid)) == 1  # the copy sysgate could not close
+            assert_echoes(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_existing_filter_that_kills_seccomp_is_not_provoked():
+    proc = echo_process(pack(kill_on("seccomp")).hex())
+    try:
+        with pytest.raises(SysgateError, match=r"did not call seccomp\(\) in it: its seccomp filter answers "
+                                               r"seccomp\(\) with KILL_PROCESS"):
+            attach(proc.pid, policy())
+        assert proc_status(proc.pid, proc.pid)["Seccomp_filters"] == "1"
+        assert_echoes(proc)
+    finally:
+        proc.kill()
+        proc.wait()

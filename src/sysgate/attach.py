@@ -21,8 +21,8 @@ import struct
 from dataclasses import dataclass, field
 
 from .errors import SysgateError, UnsupportedError
-from . import syscalls
-from .inject import ARCHES, Injection, SeizeError, X86_64
+from . import ptrace, syscalls
+from .inject import ARCHES, Injection, Refused, SeizeError, X86_64
 from .install import TsyncError, filter_flags, install_error, program_bytes
 from .kernel import abi, notify
 from .kernel import sys as ksys
@@ -299,6 +299,9 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
 def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_source: int) -> None:
     """The injected calls: no_new_privs, seccomp(), then take and close the listener."""
     status = f"/proc/{inj.pid}/task/{inj.tid}/status"
+    chain = _filter_chain(inj, _proc_status(status))
+    if chain is not None:
+        inj.vet = lambda name, args, ip: _kills(chain, inj.arch.name, name, args, ip)
     if _proc_status(status).get("NoNewPrivs", "0").strip() != "1":
         result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if result != 0:
@@ -309,11 +312,44 @@ def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_
     listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
     if result < 0 or (result > 0 and not listener):
         raise _seccomp_failure(result, inj.pid, flags)
+    if chain is not None:
+        chain.insert(0, raw)  # from now on our calls pass the new filter too
     if listener:
         target.listener_fd = ksys.pidfd_getfd(fd_source, result)
         _close_in_target(inj, result, target)
     target.warnings += inj.free_scratch(target.listener_fd)
     target.pending = inj.pending
+
+
+def _filter_chain(inj: Injection, status: dict[str, str]) -> list[bytes] | None:
+    """The thread's current filters (newest first) to vet our calls with; None if unknown."""
+    try:
+        from .bpf import emulator  # noqa: F401
+    except ImportError:
+        return None
+    if status.get("Seccomp", "0").strip() != str(abi.SECCOMP_MODE_FILTER):
+        return []
+    try:
+        return ptrace.seccomp_filters(inj.tid)
+    except OSError:  # EACCES: no CAP_SYS_ADMIN, or sysgate is filtered itself
+        return None
+
+
+def _kills(chain: list[bytes], arch: str, name: str, args: tuple[int, ...], ip: int) -> str | None:
+    """Why system call ``name(args)`` made at ``ip`` would kill the target under ``chain``, else None."""
+    from .bpf.emulator import emulate
+
+    data = abi.SeccompData(syscalls.number(arch, name), abi.AUDIT_ARCH[arch], ip,
+                           tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args)))
+    for program in chain:
+        action, _ = emulate(program, data, arch)
+        if action & abi.SECCOMP_RET_ACTION_FULL not in _SURVIVABLE:
+            return f"its seccomp filter answers {name}() with {abi.action_name(action)}"
+    return None
+
+
+_SURVIVABLE = {abi.SECCOMP_RET_TRAP, abi.SECCOMP_RET_ERRNO, abi.SECCOMP_RET_USER_NOTIF, abi.SECCOMP_RET_TRACE,
+               abi.SECCOMP_RET_LOG, abi.SECCOMP_RET_ALLOW}
 
 
 def _thread_pidfd(pid: int, tid: int) -> int:
@@ -329,10 +365,14 @@ def _close_in_target(inj: Injection, fd: int, target: AttachedTarget) -> None:
     """Close the target's own copy of the listener (else it could answer its own notifications).
 
     The new filter already applies to this close(): a notified close is let through, one
-    the filter refuses leaves the copy in place (with a warning), and a filter that kills
-    on close() kills the target now rather than at its own next close().
+    the filter refuses leaves the copy in place (with a warning), and so does one that would
+    kill the target (checked beforehand with the BPF emulator).
     """
-    result = inj.call("close", fd, listener=target.listener_fd)
+    try:
+        result = inj.call("close", fd, listener=target.listener_fd)
+    except Refused as exc:
+        target.warnings.append(f"{exc}; the target keeps a copy of the listener as fd {fd}")
+        return
     if result != 0:
         target.warnings.append(f"the filter refused close({fd}) in the target ({os.strerror(-result)}); "
                                f"the target keeps a copy of the listener as fd {fd}")

@@ -31,6 +31,10 @@ SYS_SECCOMP = 1  # si_code of a SIGSYS raised by SECCOMP_RET_TRAP
 STOP_TIMEOUT = 10.0
 
 
+class Refused(SysgateError):
+    """A call was not made because :attr:`Injection.vet` found it would be fatal to the target."""
+
+
 class SeizeError(SysgateError):
     """PTRACE_SEIZE was refused; ``errno`` says why (EPERM: not permitted or already traced)."""
 
@@ -142,6 +146,8 @@ class Injection:
         self.pending: list[notify.RawNotification] = []  #: other threads' notifications received meanwhile
         self._last_stop: ptrace.Stop | None = None
         self._seized = False
+        #: ``vet(name, args, ip)`` -> why the call would be fatal (e.g. a seccomp kill), or None.
+        self.vet = None
 
     # -- stopping and releasing
     def __enter__(self) -> "Injection":
@@ -305,7 +311,11 @@ class Injection:
         failed = []
         while self._mappings:
             address, size = self._mappings.pop()
-            result = self.call("munmap", address, size, listener=listener)
+            try:
+                result = self.call("munmap", address, size, listener=listener)
+            except Refused as exc:
+                failed.append(f"{exc}; the {size}-byte scratch mapping at 0x{address:x} stays in the target")
+                continue
             if result != 0:
                 failed.append(f"munmap() of the {size}-byte scratch mapping at 0x{address:x} failed "
                               f"({os.strerror(-result)}); it stays in the target")
@@ -319,10 +329,14 @@ class Injection:
         a notified call is let through (CONTINUE) instead of waiting for a reply that never comes.
         Notifications of other threads received meanwhile go to :attr:`pending`; a SIGSYS the
         filter raises for our own call is dropped, other signals are held until release.
+        Raises :class:`Refused` when :attr:`vet` objects to the call.
         """
+        done = self.site + len(self.arch.syscall_insn)
+        fatal = self.vet(name, args, done) if self.vet else None
+        if fatal:
+            raise Refused(f"{self.name}: sysgate did not call {name}() in it: {fatal}")
         regs = self.arch.call_regs(self.saved, self.site, syscalls.number(self.arch.name, name), args)
         ptrace.set_regset(self.tid, self.arch.encode(regs))
-        done = self.site + len(self.arch.syscall_insn)
         while True:
             ptrace.singlestep(self.tid)
             stop = self._wait(listener)
