@@ -558,3 +558,26 @@ def test_existing_filter_that_kills_seccomp_is_not_provoked():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_cli_attach_with_a_policy_file(tmp_path):
+    policy_file = tmp_path / "no-mkdir.policy"
+    policy_file.write_text("default: allow\nmkdir, mkdirat: errno(EPERM)\n")
+    code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+            "    try:\n        os.mkdir(line.strip()); print('made', flush=True)\n"
+            "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--policy", str(policy_file)],
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode == 0, child.stderr
+        assert child.stderr.startswith(f"attached to process {proc.pid}: ")
+        proc.stdin.write(f"{tmp_path / 'new'}\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "errno 1\n"
+        assert not (tmp_path / "new").exists()
+    finally:
+        proc.kill()
+        proc.wait()
