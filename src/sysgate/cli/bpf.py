@@ -1,0 +1,145 @@
+"""``sysgate asm``, ``sysgate disasm`` and ``sysgate emulate``: the classic BPF toolkit."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import SysgateError
+
+U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def register(sub) -> None:
+    from ..bpf.formats import FORMATS
+
+    p = sub.add_parser("asm", help="assemble classic BPF text into a seccomp filter",
+                       description="Assemble BPF text (see `sysgate disasm` output for the syntax). "
+                                   "The result is checked like seccomp(2) would unless --no-check.")
+    p.add_argument("file", help="assembler source, or a program to convert: raw or C ('-' for stdin)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
+    p.add_argument("--format", choices=FORMATS, default="raw",
+                   help="raw: struct sock_filter bytes (default); c: a C array; text: canonical assembler")
+    p.add_argument("--arch", help="architecture of sources without .arch (default: this machine's)")
+    p.add_argument("--no-check", action="store_true", help="do not apply the kernel's seccomp checks")
+    p.set_defaults(func=run_asm)
+
+    p = sub.add_parser("disasm", help="print a BPF filter (raw, C array or text) as assembler text")
+    p.add_argument("file", help="program file ('-' for stdin)")
+    p.add_argument("--arch", help="architecture for field names and syscall names (default: this machine's)")
+    p.add_argument("--from", dest="input_format", choices=FORMATS, help="input format (default: detected)")
+    p.add_argument("-n", "--numbers", action="store_true", help="comment each instruction with its index")
+    p.add_argument("--no-annotate", action="store_true", help="no syscall/arch name comments")
+    p.add_argument("--check", action="store_true", help="also apply the kernel's checks (exit 2 if they fail)")
+    p.set_defaults(func=run_disasm)
+
+    p = sub.add_parser("emulate", help="run a BPF filter on one syscall and print the action")
+    p.add_argument("file", help="program file: raw, C array or text ('-' for stdin)")
+    p.add_argument("--arch", help="architecture of the syscall (default: this machine's)")
+    p.add_argument("--syscall", required=True, metavar="NAME|NR", help="syscall name or number")
+    p.add_argument("--args", default="", metavar="A0,A1,…", help="up to 6 comma-separated arguments")
+    p.add_argument("--ip", default="0", metavar="N", help="instruction pointer (default 0)")
+    p.add_argument("--from", dest="input_format", choices=FORMATS, help="input format (default: detected)")
+    p.add_argument("--trace", action="store_true", help="print each executed instruction with A and X")
+    p.set_defaults(func=run_emulate)
+
+
+def _read(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _arch(name: str | None) -> str | None:
+    from ..kernel import abi
+
+    try:
+        return abi.canonical_arch(name) if name else None
+    except ValueError as exc:
+        raise SysgateError(str(exc)) from None
+
+
+def _load(args, check: bool = False):
+    from ..bpf.checker import BPFCheckError
+    from ..bpf.formats import load
+
+    name = "<stdin>" if args.file == "-" else args.file
+    try:
+        return load(_read(args.file), name, _arch(args.arch), getattr(args, "input_format", None), check)
+    except BPFCheckError as exc:
+        raise SysgateError(f"{name}: {exc}") from None
+
+
+def run_asm(args) -> int:
+    from ..bpf.formats import dump
+
+    program = _load(args, check=not args.no_check)
+    data = dump(program, args.format, _arch(args.arch))
+    if args.output:
+        try:
+            with open(args.output, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise SysgateError(f"cannot write {args.output}: {exc.strerror}") from None
+        return 0
+    if args.format == "raw" and sys.stdout.isatty():
+        raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def run_disasm(args) -> int:
+    from ..bpf.disasm import disassemble
+
+    program = _load(args, check=args.check)
+    sys.stdout.write(disassemble(program, _arch(args.arch), annotate=not args.no_annotate, numbers=args.numbers))
+    return 0
+
+
+def run_emulate(args) -> int:
+    from ..bpf.emulator import Emulator, format_step
+    from ..bpf.syntax import format_action
+    from ..kernel import abi
+
+    arch = _arch(args.arch) or abi.native_arch()
+    data = abi.SeccompData(_syscall_number(arch, args.syscall), abi.AUDIT_ARCH[arch],
+                           _integer(args.ip, "--ip", U64), _arguments(args.args))
+    emulator = Emulator(_load(args, check=True), arch)
+    if args.trace:
+        trace = emulator.trace(data)
+        for step in trace.steps:
+            print(format_step(step, arch))
+        value, count = trace.ret, trace.count
+    else:
+        value, count = emulator.run(data)
+    print(f"{format_action(value) or 'UNKNOWN'} (0x{value:08x}) after {count} instructions")
+    return 0
+
+
+def _syscall_number(arch: str, text: str) -> int:
+    try:
+        from .. import syscalls
+    except ImportError:
+        return _integer(text, "--syscall", 0x7FFFFFFF)
+    return syscalls.resolve(arch, text)
+
+
+def _integer(text: str, what: str, high: int) -> int:
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        raise SysgateError(f"{what}: {text.strip()!r} is not a number") from None
+    if not -(high + 1) // 2 <= value <= high:
+        raise SysgateError(f"{what}: {value} is out of range")
+    return value & high
+
+
+def _arguments(text: str) -> tuple[int, ...]:
+    parts = [p for p in text.split(",")] if text.strip() else []
+    if len(parts) > 6:
+        raise SysgateError(f"--args: a syscall has at most 6 arguments, got {len(parts)}")
+    return tuple(_integer(p, f"--args[{i}]", U64) for i, p in enumerate(parts)) + (0,) * (6 - len(parts))
+
