@@ -20,6 +20,7 @@ RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(name in oci.missing_runt
             for name in ("runc", "crun")]
 AGENT_CONFIG = {"containers": [{"id": "cfg-*", "handlers": ["mkdir-deny:EROFS"], "metadata": False}]}
 CONNECTION_TIMEOUT = 3.0
+RUN = os.getpid()     # container ids (and so cgroup paths) unique to this test run
 
 
 class AgentProcess:
@@ -94,7 +95,7 @@ mount -t tmpfs none /mnt; echo mount=$?
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_container_sees_the_agents_verdicts(runtime, agent, tmp_path):
-    cid = f"verdicts-{runtime}"
+    cid = f"verdicts-{runtime}-{RUN}"
     out = run_container(runtime, tmp_path, cid, VERDICTS, agent.socket,
                         "handlers=mkdir-emulate,mknod-emulate,mount-deny:EACCES")
     assert out.returncode == 0, out.stderr
@@ -112,18 +113,18 @@ def test_container_sees_the_agents_verdicts(runtime, agent, tmp_path):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_metadata_template_and_config_file(runtime, agent, tmp_path):
     script = "mkdir /tmp/y; echo mkdir=$?; ls -d /tmp/y*"
-    out = run_container(runtime, tmp_path, f"tmpl-{runtime}", script, agent.socket,
+    out = run_container(runtime, tmp_path, f"tmpl-{runtime}-{RUN}", script, agent.socket,
                         "MKDIR_TMPL=-in-{{.Container}}")
-    assert out.stdout.split() == ["mkdir=0", f"/tmp/y-in-tmpl-{runtime}"], out.stdout + out.stderr
+    assert out.stdout.split() == ["mkdir=0", f"/tmp/y-in-tmpl-{runtime}-{RUN}"], out.stdout + out.stderr
     # the config file's entry for cfg-* ignores the container's metadata
-    out = run_container(runtime, tmp_path, f"cfg-{runtime}", script, agent.socket, "handlers=mkdir-emulate")
+    out = run_container(runtime, tmp_path, f"cfg-{runtime}-{RUN}", script, agent.socket, "handlers=mkdir-emulate")
     assert out.stdout.split()[0] == "mkdir=1" and "Read-only file system" in out.stderr, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_bad_metadata_fails_closed(runtime, agent, tmp_path):
     """An unknown handler refuses the container's listener: notified syscalls fail (ENOSYS)."""
-    cid = f"badmeta-{runtime}"
+    cid = f"badmeta-{runtime}-{RUN}"
     out = run_container(runtime, tmp_path, cid, "mkdir /tmp/q; echo mkdir=$?; echo alive", agent.socket,
                         "handlers=no-such-handler")
     assert out.stdout.split() == ["mkdir=1", "alive"] and "Function not implemented" in out.stderr, out.stderr
@@ -133,7 +134,8 @@ def test_bad_metadata_fails_closed(runtime, agent, tmp_path):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_default_action_kill_container(runtime, agent, tmp_path):
     """seccompagent's DEFAULT_ACTION=kill-container: a notified syscall without handler kills init."""
-    out = run_container(runtime, tmp_path, f"kill-{runtime}", "echo before; mount -t tmpfs none /mnt; echo after",
+    out = run_container(runtime, tmp_path, f"kill-{runtime}-{RUN}",
+                        "echo before; mount -t tmpfs none /mnt; echo after",
                         agent.socket, "DEFAULT_ACTION=kill-container\nhandlers=mkdir-deny")
     assert out.stdout.split() == ["before"], out.stdout + out.stderr
     assert out.returncode != 0
@@ -141,7 +143,7 @@ def test_default_action_kill_container(runtime, agent, tmp_path):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_exec_joins_the_containers_group(runtime, agent, tmp_path):
-    cid = f"exec-{runtime}"
+    cid = f"exec-{runtime}-{RUN}"
     bundle = oci.make_bundle(tmp_path / cid, ["sleep", "30"], agent.socket, "MKDIR_TMPL=-{{.Pid}}")
     rt = oci.Runtime(runtime, tmp_path / "state")
     proc = rt.start_detached(bundle, cid)
@@ -165,11 +167,12 @@ def test_start_fails_cleanly_without_agent(runtime, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("running OCI containers needs root")
     missing = str(tmp_path / "no-agent.sock")
-    out = run_container(runtime, tmp_path, f"down-{runtime}", "echo started", missing)
+    cid = f"down-{runtime}-{RUN}"
+    out = run_container(runtime, tmp_path, cid, "echo started", missing)
     assert out.returncode != 0
     assert "started" not in out.stdout
     assert missing in out.stderr and re.search(r"(?i)no such file or directory", out.stderr), out.stderr
-    assert oci.Runtime(runtime, tmp_path / "state").state(f"down-{runtime}") is None
+    assert oci.Runtime(runtime, tmp_path / "state").state(cid) is None
 
 
 def hostile_clients(socket_path: str, listener_like: int) -> list[socket.socket]:
@@ -209,7 +212,7 @@ def test_hostile_clients_do_not_affect_others(runtime, agent, tmp_path):
     os.close(devnull)
     try:
         start = time.monotonic()
-        out = run_container(runtime, tmp_path, f"after-hostile-{runtime}", "mkdir /tmp/z; echo mkdir=$?",
+        out = run_container(runtime, tmp_path, f"after-hostile-{runtime}-{RUN}", "mkdir /tmp/z; echo mkdir=$?",
                             agent.socket, "handlers=mkdir-deny:ENOTDIR")
         assert time.monotonic() - start < CONNECTION_TIMEOUT      # not stuck behind the silent clients
         assert out.stdout.split() == ["mkdir=1"] and "Not a directory" in out.stderr, out.stdout + out.stderr

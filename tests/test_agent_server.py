@@ -1,0 +1,107 @@
+"""The agent in-process, fed by a runtime-like client with real listeners of launched processes
+(runs without runc/crun; tests/test_agent_oci.py covers the real runtimes)."""
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from sysgate import launch
+from sysgate.agent.config import AgentConfig
+from sysgate.agent.server import Agent
+from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
+from sysgate.kernel import abi
+from sysgate.syscalls import number
+
+
+def notify_mkdir() -> list:
+    arch = abi.native_arch()
+    return [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, number(arch, "mkdir"), 1, 0),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, number(arch, "mkdirat"), 0, 1),
+            ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
+
+
+@pytest.fixture
+def agent(tmp_path):
+    config = AgentConfig.parse(json.dumps({"default": {"handlers": ["mkdir-deny:EROFS"]}}))
+    ag = Agent(str(tmp_path / "agent.sock"), config, connection_timeout=1.0)
+    ag.listen()
+    thread = threading.Thread(target=ag.run, daemon=True)
+    thread.start()
+    yield ag
+    ag.stop()
+    thread.join(10)
+    ag.close()
+
+
+def hand_over(socket_path: str, target, cid: str, status: str, metadata: str = "") -> None:
+    """What runc does: send the state JSON with the target's listener attached."""
+    state = {"ociVersion": "1.0.2-dev", "fds": ["seccompFd"], "pid": target.pid, "metadata": metadata,
+             "state": {"ociVersion": "1.0.2-dev", "id": cid, "status": status, "pid": target.pid,
+                       "bundle": "/nonexistent", "annotations": {}}}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(socket_path)
+        s.sendmsg([json.dumps(state).encode()],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [target.listener]).tobytes())])
+    os.close(target.listener)
+    target.listener = None
+
+
+def spawn_mkdir(tmp_path, name: str, delay: float = 0.3):
+    out = open(tmp_path / f"{name}.out", "w+")
+    script = f"sleep {delay}; mkdir {tmp_path / name}; echo rc=$?"
+    return launch.spawn(["sh", "-c", script], notify_mkdir(), stdout=out, stderr=out), out
+
+
+def wait_for(predicate, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_config_default_and_metadata_verdicts(agent, tmp_path):
+    first, out1 = spawn_mkdir(tmp_path, "a")
+    second, out2 = spawn_mkdir(tmp_path, "b")
+    with first, second:
+        hand_over(agent.socket_path, first, "c1", "creating")                 # config: EROFS
+        hand_over(agent.socket_path, second, "c2", "creating", "handlers=mkdir-emulate")
+        assert first.wait(10) == 0 and second.wait(10) == 0
+    out1.seek(0)
+    out2.seek(0)
+    assert "Read-only file system" in out1.read() and not (tmp_path / "a").exists()
+    assert out2.read().strip() == "rc=0" and (tmp_path / "b").is_dir()   # made by the agent
+    wait_for(lambda: not agent.containers)                                # released on POLLHUP
+
+
+def test_second_process_joins_the_group_and_release_waits_for_both(agent, tmp_path):
+    hold_r, hold_w = os.pipe()
+    out1 = open(tmp_path / "init.out", "w+")
+    init = launch.spawn(["sh", "-c", f"sleep 0.1; mkdir {tmp_path / 'i'}; echo rc=$?; read x || true"], notify_mkdir(),
+                        stdin=hold_r, stdout=out1, stderr=out1)
+    os.close(hold_r)
+    with init:
+        hand_over(agent.socket_path, init, "grp", "creating", "handlers=mkdir-deny:ENOTDIR")
+        wait_for(lambda: "grp" in agent.containers)
+        execd, out2 = spawn_mkdir(tmp_path, "e", delay=0.1)
+        with execd:
+            hand_over(agent.socket_path, execd, "grp", "running", "handlers=mkdir-emulate")
+            assert execd.wait(10) == 0
+        # the group's handlers (from the first process) serve the second one too
+        out2.seek(0)
+        assert "Not a directory" in out2.read() and not (tmp_path / "e").exists()
+        container = agent.containers["grp"]
+        assert container.connections == 2
+        wait_for(lambda: len(container.listeners) == 1)         # the exec'd process is gone
+        assert [s.status for s in container.listeners.values()] == ["creating"]
+        assert "grp" in agent.containers
+        os.close(hold_w)
+        assert init.wait(10) == 0
+    wait_for(lambda: "grp" not in agent.containers)
+    out1.seek(0)
+    assert "Not a directory" in out1.read()
