@@ -49,6 +49,8 @@ def run(args) -> int:
         raise SysgateError("the policy has notify rules: add --supervise to answer them, or "
                            "--no-listener to let them fail with ENOSYS")
     listener = filt.notifies and not args.no_listener
+    if args.supervise and not filt.notifies:
+        print("sysgate: the policy has no notify rules: nothing to supervise", file=sys.stderr)
     with attach(args.pid, filt, listener=listener) as target:
         threads = len(os.listdir(f"/proc/{args.pid}/task"))
         for warning in target.warnings:
