@@ -273,7 +273,7 @@ class _Parser:
         first = self.peek()
         targets, explicit = self.targets()
         self.expect(":", "':' after the syscall names")
-        if self.at_action():
+        if self.at_action(targets):
             action, condition = self.action(), None
         else:
             condition = self.condition()
@@ -320,12 +320,18 @@ class _Parser:
                 return list(dict.fromkeys(names)), explicit
 
     # --- actions ---------------------------------------------------------------------
-    def at_action(self) -> bool:
-        """A name alone on the rest of the line, or a name and '(' (other than u32(/u64(),
-        can only be an action; anything else starts a condition."""
+    def at_action(self, targets: list[str]) -> bool:
+        """Whether the rule body starts with an action rather than a condition: an action
+        word always does; another name does when it is alone on the rest of the line (or
+        followed by '(') and is not an argument of the rule's syscalls."""
         tok = self.peek()
-        return tok.kind == "NAME" and (self.peek(1).kind in ("NEWLINE", "EOF") or (
-            self.at("(", 1) and tok.text not in WIDTH_CASTS))
+        if tok.kind != "NAME":
+            return False
+        if tok.text in ACTION_WORDS:
+            return True
+        if not (self.peek(1).kind in ("NEWLINE", "EOF") or (self.at("(", 1) and tok.text not in WIDTH_CASTS)):
+            return False
+        return not any(_has_arg(s, tok.text) for s in targets[:50])
 
     def action(self) -> Action:
         tok = self.next()
@@ -404,7 +410,7 @@ class _Parser:
         left = self.primary()
         if not isinstance(left, ArgRef):
             return left
-        if self.at("&"):
+        while self.at("&"):
             amp = self.next()
             if left.mask is not None:
                 raise self.error("an argument can be masked only once", amp)
@@ -515,6 +521,14 @@ class _Parser:
         if not -(1 << (width - 1)) <= value < (1 << width):
             raise self.error(f"{value:#x} does not fit the {width}-bit argument {arg.tok.text!r} of {syscall}", tok)
         return value & ((1 << width) - 1)
+
+
+def _has_arg(syscall: str, name: str) -> bool:
+    try:
+        syscalls.arg_index(syscall, name)
+    except SysgateError:
+        return False
+    return True
 
 
 def _describe(tok: Token) -> str:
