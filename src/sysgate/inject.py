@@ -183,7 +183,7 @@ class Injection:
             if stop.is_interrupt:
                 return
             if stop.is_group_stop:
-                raise SysgateError(f"{self.name} was stopped by {signal.Signals(stop.signal).name} "
+                raise SysgateError(f"{self.name} was stopped by {ptrace.signal_name(stop.signal)} "
                                    f"while sysgate attached; resume it and retry")
             # a signal arrived before our stop: deliver it untouched, the stop is still pending
             ptrace.cont(self.tid, stop.signal)

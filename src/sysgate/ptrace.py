@@ -1,10 +1,11 @@
 """A small ctypes binding of ptrace(2) for stopping one thread and running code in it.
 
-Only what :mod:`sysgate.attach` needs: PTRACE_SEIZE / INTERRUPT / SINGLESTEP /
-CONT / DETACH, register sets through PTRACE_GETREGSET / SETREGSET (the one
-interface every architecture has), ``waitpid(__WALL)`` decoded into a
-:class:`Stop`, and target memory through ``/proc/PID/mem`` (which, for a
-tracer, can also write read-only pages and needs no word-at-a-time PEEK/POKE).
+Only what :mod:`sysgate.inject` needs: PTRACE_SEIZE / INTERRUPT / SINGLESTEP /
+CONT / DETACH / GETSIGINFO / SECCOMP_GET_FILTER, register sets through
+PTRACE_GETREGSET / SETREGSET (the one interface every architecture has),
+``waitpid(__WALL)`` decoded into a :class:`Stop`, and target memory through
+``/proc/…/mem`` (which, for a tracer, can also write read-only pages and needs
+no word-at-a-time PEEK/POKE).
 
 All requests must come from the thread that seized the tracee. Failures raise
 ``OSError`` with the kernel's errno; callers turn them into user-facing errors.
@@ -147,8 +148,16 @@ class Stop:
         if os.WIFEXITED(self.status):
             return f"exited with status {os.WEXITSTATUS(self.status)}"
         if os.WIFSIGNALED(self.status):
-            return f"was killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
-        return f"stopped by {signal.Signals(self.signal).name} (event {self.event})"
+            return f"was killed by {signal_name(os.WTERMSIG(self.status))}"
+        return f"stopped by {signal_name(self.signal)} (event {self.event})"
+
+
+def signal_name(sig: int) -> str:
+    """``SIGTERM``, or ``signal 35`` for numbers without a name (real-time signals)."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def wait(tid: int) -> Stop:
