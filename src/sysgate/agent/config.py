@@ -9,7 +9,8 @@ with ``=`` is skipped). Keys understood:
 * ``default=continue|deny[:ERRNO]|kill-container`` — verdict for notified syscalls
   without a handler (default ``continue``, as in seccompagent).
 * seccompagent keys: ``MKDIR_TMPL`` (mkdir emulated with a suffix; ``{{.Pid}}``,
-  ``{{.Pid1}}``, ``{{.Container}}``, ``{{.Pod}}``, ``{{.Namespace}}`` are expanded),
+  ``{{.Pid1}}``, ``{{.Container}}``, ``{{.Bundle}}``, ``{{.Pod}}``, ``{{.Namespace}}`` are expanded;
+  Pod and Namespace are empty: there is no Kubernetes lookup),
   ``DEFAULT_ACTION=kill-container``, ``MOUNT_PROC=true`` / ``MOUNT_SYSFS=true``
   (handler ``mount-emulate:proc,sysfs``). Other keys are ignored.
 
