@@ -295,6 +295,8 @@ def test_refuses_already_traced_process(target_binary, tmp_path):
             attach(tracee, policy())
         assert proc_status(tracee, tracee)["Seccomp"] == "0"
     finally:
+        if tracee:  # strace's child would outlive a killed strace
+            os.kill(tracee, signal.SIGKILL)
         proc.kill()
         proc.wait()
 
