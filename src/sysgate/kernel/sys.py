@@ -133,3 +133,29 @@ def process_vm_readv(pid: int, address: int, length: int) -> bytes:
     n = raw_syscall("process_vm_readv", ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
                     ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
     return buf.raw[:n]
+
+
+class OpenHow(ctypes.Structure):
+    """``struct open_how`` of openat2(2)."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: bytes | str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2): open ``path`` relative to ``dirfd`` with RESOLVE_* restrictions; returns the fd."""
+    how = OpenHow(flags, mode, resolve)
+    return raw_syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+
+
+def process_vm_writev(pid: int, address: int, data: bytes) -> int:
+    """Write ``data`` at ``address`` in process ``pid``; returns the bytes written.
+
+    Writing into another process is racy by nature (see seccomp_unotify(2)): callers
+    must have a reason why the target cannot be harmed (e.g. its own output buffer).
+    """
+    buf = ctypes.create_string_buffer(bytes(data), len(data))
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    remote = _IoVec(ctypes.c_void_p(address), len(data))
+    return raw_syscall("process_vm_writev", ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
+                       ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))

@@ -1,0 +1,145 @@
+"""What handlers need to know about, and do in the name of, the notifying thread.
+
+* :func:`credentials` reads the thread's ids, groups, umask and capabilities from
+  ``/proc/<tid>/status`` (checked with ID_VALID afterwards: the tid may be recycled).
+* :func:`acting_as` runs filesystem work with the thread's fsuid/fsgid/groups: the
+  calls are per-thread (raw syscalls, not glibc's process-wide wrappers), so only the
+  calling supervisor thread changes identity, and switching fsuid away from 0 drops the
+  root filesystem capabilities, which the switch back restores.
+* :func:`write_memory` writes a syscall's *output* buffer (see its docstring).
+* :func:`fetch_fd` duplicates one of the target's fds (pidfd_getfd) into the supervisor.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import threading
+from dataclasses import dataclass
+
+from ..kernel import sys as ksys
+from ..supervisor import TargetGone
+
+AT_FDCWD = -100
+_CAP_NET_BIND_SERVICE = 10
+_CAP_MKNOD = 27
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Identity of one target thread (from ``/proc/<tid>/status``)."""
+
+    tgid: int
+    uid: int
+    gid: int
+    fsuid: int
+    fsgid: int
+    groups: tuple[int, ...]
+    umask: int
+    cap_effective: int
+
+    def has_cap(self, cap: int) -> bool:
+        return bool(self.cap_effective >> cap & 1)
+
+
+def credentials(n) -> Credentials:
+    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting."""
+    fields: dict[str, list[str]] = {}
+    try:
+        with open(f"/proc/{n.pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                fields[key] = value.split()
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {n.pid} is gone") from None
+    if not n.valid():
+        raise TargetGone(f"notification {n.id} is no longer valid")
+    return Credentials(tgid=int(fields["Tgid"][0]), uid=int(fields["Uid"][0]), gid=int(fields["Gid"][0]),
+                       fsuid=int(fields["Uid"][3]), fsgid=int(fields["Gid"][3]),
+                       groups=tuple(int(g) for g in fields.get("Groups", [])),
+                       umask=int(fields.get("Umask", ["0022"])[0], 8),
+                       cap_effective=int(fields.get("CapEff", ["0"])[0], 16))
+
+
+_identity_lock = threading.local()
+
+
+@contextlib.contextmanager
+def acting_as(creds: Credentials | None):
+    """Run the body with ``creds``' fsuid/fsgid/groups in this thread (no-op for None or fsuid 0)."""
+    if creds is None or (creds.fsuid == 0 and creds.fsgid == 0) or getattr(_identity_lock, "active", False):
+        yield
+        return
+    saved_groups = os.getgroups()
+    _identity_lock.active = True
+    try:
+        _set_groups(creds.groups)
+        ksys.raw_syscall("setfsgid", ctypes.c_uint(creds.fsgid))
+        ksys.raw_syscall("setfsuid", ctypes.c_uint(creds.fsuid))
+        yield
+    finally:
+        ksys.raw_syscall("setfsuid", ctypes.c_uint(os.geteuid()))
+        ksys.raw_syscall("setfsgid", ctypes.c_uint(os.getegid()))
+        _set_groups(saved_groups)
+        _identity_lock.active = False
+
+
+def _set_groups(groups) -> None:
+    array = (ctypes.c_uint * max(1, len(groups)))(*groups)
+    ksys.raw_syscall("setgroups", ctypes.c_int(len(groups)), array)
+
+
+def write_memory(n, address: int, data: bytes) -> None:
+    """Write ``data`` into the target's output buffer at ``address`` for notification ``n``.
+
+    seccomp_unotify(2) warns that writing target memory is never safe in general: a target
+    that abandoned the syscall (signal) may have reused the memory. Handlers only use this
+    for the buffer the *emulated syscall itself* fills (uname, clock_gettime, getrandom,
+    stat…), exactly what the kernel would write there; ID_VALID is checked right before and
+    right after, so the window is the same one the kernel's own copy-out has against a
+    racing thread of the target. Raises TargetGone, or OSError(EFAULT) for a bad buffer.
+    """
+    if not data:
+        return
+    if not n.valid():
+        raise TargetGone(f"notification {n.id} is no longer valid")
+    try:
+        written = ksys.process_vm_writev(n.pid, address, data)
+    except OSError as exc:
+        if not n.valid():
+            raise TargetGone(f"notification {n.id} is no longer valid") from None
+        if exc.errno in (errno.ESRCH,):
+            raise TargetGone(f"thread {n.pid} is gone") from None
+        raise
+    if written != len(data):
+        raise OSError(errno.EFAULT, "short write into the target's buffer")
+    if not n.valid():
+        raise TargetGone(f"notification {n.id} is no longer valid")
+
+
+def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
+    """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread's process (pidfd_getfd).
+
+    OSError(EBADF) when it has no such fd. The pidfd is opened per call: children of a
+    launched target share its listener but not its fd table.
+    """
+    tgid = (creds or credentials(n)).tgid
+    try:
+        pidfd = os.pidfd_open(tgid)
+    except ProcessLookupError:
+        raise TargetGone(f"thread {n.pid} is gone") from None
+    try:
+        dup = ksys.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    if not n.valid():
+        os.close(dup)
+        raise TargetGone(f"notification {n.id} is no longer valid")
+    return dup
+
+
+def signed32(value: int) -> int:
+    """A register holding a C ``int`` as a Python int (AT_FDCWD = -100)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
