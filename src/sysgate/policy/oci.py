@@ -432,6 +432,8 @@ def _one_arg(lits: list[Cmp], syscall: str) -> list[Cmp | None]:
     if lo > hi:
         return []
     masked = Cmp(arg, "&==", want, mask=mask) if mask else None
+    if masked is not None:                      # values the mask already rules out need no exclusion
+        excluded = {v for v in excluded if v & mask == want}
     intervals = _split(lo, hi, sorted(v for v in excluded if lo <= v <= hi))
     if masked is not None:
         if intervals == [(0, U64)]:
