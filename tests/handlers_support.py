@@ -1,0 +1,56 @@
+"""Shared by the handler tests: the C target and running a command under handlers."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from sysgate import launch
+from sysgate.policy.model import ALLOW, Action, Policy, Rule
+from sysgate.supervisor import Supervisor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="session")
+def target_c(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("handlers") / "handlers_target")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, os.path.join(HERE, "handlers_target.c")], check=True)
+    return out
+
+
+def notify_policy(*handlers, extra_rules=()) -> Policy:
+    """Allow everything except the handlers' syscalls, which are notified to them by name."""
+    rules = list(extra_rules)
+    for h in handlers:
+        rules += [Rule(s, Action("notify", handler=h.name)) for s in h.syscalls]
+    return Policy(default=ALLOW, rules=rules)
+
+
+def run(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) -> tuple[int, str]:
+    """Run ``argv`` with ``handlers`` answering their syscalls; (exit code, stdout+stderr)."""
+    r, w = os.pipe()
+    try:
+        target = launch.spawn(argv, policy or notify_policy(*handlers), stdout=w, stderr=w, **spawn)
+    finally:
+        os.close(w)
+    own = sup is None
+    sup = sup or Supervisor()
+    try:
+        for h in handlers:
+            h.install(sup)
+        sup.add_target(target)
+        assert sup.run_until_idle(timeout), "target still running"
+    finally:
+        if own:
+            sup.close()
+        for h in handlers:
+            h.close()
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    code = target.wait(5)
+    target.close()
+    return code, out.decode(errors="replace")

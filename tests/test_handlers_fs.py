@@ -1,0 +1,147 @@
+"""fs handler with real targets: rules, symlink/.. escapes, creation, metadata calls, the path race."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+
+from sysgate.errors import SysgateError
+from sysgate.handlers.fs import FsHandler, PathRules, parse_rule
+from sysgate.supervisor import Reply
+from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
+
+SYSTEM = ["allow read /usr/**", "allow read /lib/**", "allow read /lib64/**", "allow read /etc/**",
+          "allow read /dev/null", "allow read /proc/**"]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    (ok / "allowed.txt").write_text("ALLOWED\n")
+    (tmp_path / "denied.txt").write_text("SECRET\n")
+    (ok / "link").symlink_to(tmp_path / "denied.txt")
+    (ok / "rel").symlink_to("../denied.txt")
+    (ok / "inner").symlink_to("allowed.txt")
+    return tmp_path
+
+
+def fs_for(tree, *extra):
+    return FsHandler([*SYSTEM, f"allow read {tree}", f"allow rw {tree}/ok/**", *extra])
+
+
+def sh(script, handler, **kw):
+    return run(["/bin/sh", "-c", script], handler, **kw)
+
+
+def test_rules_parse_and_match():
+    rules = PathRules(["allow read /usr/**", "deny /etc/shadow", "allow read /etc/*", {"allow": "rw", "path": "/tmp/**"}])
+    assert rules.allows("/usr", {"read"}) and rules.allows("/usr/lib/x.so", {"read"})
+    assert not rules.allows("/usr/lib/x.so", {"write"})
+    assert not rules.allows("/etc/shadow", {"read"}) and rules.allows("/etc/passwd", {"read"})
+    assert not rules.allows("/etc/ssl/certs", {"read"})        # * stays in one component
+    assert rules.allows("/tmp/a/b", {"read", "write"}) and not rules.allows("/var/x", {"read"})
+    assert str(parse_rule("deny /x")) == "deny rw /x"
+    for bad in ("allow", "allow read x", "permit /x", "allow exec /x", 7, {"path": "/x"}):
+        with pytest.raises(SysgateError):
+            parse_rule(bad)
+
+
+def test_allowed_denied_symlink_and_dotdot(tree):
+    d = tree
+    code, out = sh(f"cat {d}/ok/allowed.txt; cat {d}/ok/inner; cat {d}/denied.txt; cat {d}/ok/link; "
+                   f"cat {d}/ok/rel; cat {d}/ok/../denied.txt; cd {d}/ok && cat ../denied.txt; cat allowed.txt",
+                   fs_for(tree))
+    assert out.count("ALLOWED") == 3 and "SECRET" not in out
+    assert out.count("Permission denied") == 5, out
+
+
+def test_create_write_truncate_and_denied_create(tree):
+    d = tree
+    code, out = sh(f"echo one > {d}/ok/new; echo two >> {d}/ok/new; cat {d}/ok/new; echo x > {d}/nope; "
+                   f"echo y > {d}/ok/link; echo trunc > {d}/ok/allowed.txt; cat {d}/ok/allowed.txt", fs_for(tree))
+    assert "one\ntwo\n" in out and "trunc" in out
+    assert not (d / "nope").exists() and (d / "denied.txt").read_text() == "SECRET\n"
+    assert out.count("Permission denied") == 2, out
+    assert (d / "ok" / "new").stat().st_mode & 0o777 == 0o644
+
+
+def test_metadata_calls_are_emulated(tree):
+    d = tree
+    script = (f"stat -c '%s %F' {d}/ok/allowed.txt; stat -c %s {d}/denied.txt; readlink {d}/ok/inner; "
+              f"test -r {d}/ok/allowed.txt && echo readable; test -w {d}/denied.txt || echo not-writable; "
+              f"ls {d}/ok | sort | tr '\\n' ' '")
+    code, out = sh(script, fs_for(tree))
+    assert "8 regular file" in out and "allowed.txt" in out and "readable" in out and "not-writable" in out
+    assert "Permission denied" in out and "allowed.txt inner link rel" in out
+
+
+def test_python_target_o_cloexec_and_fd_numbers(tree):
+    code, out = run(["/usr/bin/python3", "-S", "-c",
+                     f"import os,fcntl;fd=os.open('{tree}/ok/allowed.txt', os.O_RDONLY);"
+                     f"print(fd, fcntl.fcntl(fd, fcntl.F_GETFD), os.read(fd, 20));"
+                     f"fd2=os.open('{tree}/ok/allowed.txt', os.O_RDONLY|os.O_NOINHERIT*0);"
+                     f"print(os.get_inheritable(fd2))"], fs_for(tree, "allow read /usr/**"))
+    first = out.splitlines()[0].split()
+    assert int(first[0]) >= 3 and first[1] == "1" and "ALLOWED" in out, out   # Python opens with O_CLOEXEC
+
+
+def test_non_root_target_uses_its_credentials():
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="sysgate-fs-")
+    try:
+        os.chmod(base, 0o755)
+        with open(f"{base}/rootonly", "w") as fh:
+            fh.write("ROOT\n")
+        os.chmod(f"{base}/rootonly", 0o600)
+        with open(f"{base}/public", "w") as fh:
+            fh.write("PUBLIC\n")
+        script = f"cat {base}/rootonly; cat {base}/public; echo x > {base}/mine; id -u"
+        code, out = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", script],
+                        FsHandler([*SYSTEM, f"allow rw {base}/**"]))
+        assert "ROOT" not in out and "PUBLIC" in out and "65534" in out, out
+        assert out.count("Permission denied") == 2, out      # 0600 root file; root's 0755 directory
+        assert not os.path.exists(f"{base}/mine")
+    finally:
+        shutil.rmtree(base)
+
+
+def test_path_buffer_race_never_opens_the_denied_file(tree, target_c):
+    allowed, denied = f"{tree}/ok/allowed.txt", f"{tree}/ok/denied.txt"
+    (tree / "ok" / "denied.txt").write_text("SECRET\n")
+    fs = FsHandler([*SYSTEM, f"allow read {allowed}", f"deny {denied}"])
+    code, out = run([target_c, "race", allowed, denied, "4000"], fs)
+    ok, secret, refused, other = map(int, out.split())
+    assert code == 0 and ok + secret + refused + other == 4000
+    assert secret == 0, "a denied file was opened"
+    assert ok > 0 and refused > 0
+
+
+def test_the_race_is_real_for_check_then_continue(tree, target_c):
+    """Control: a naive handler that reads, checks and CONTINUEs lets the denied file through."""
+    allowed, denied = f"{tree}/ok/allowed.txt", f"{tree}/ok/denied.txt"
+    (tree / "ok" / "denied.txt").write_text("SECRET\n")
+
+    class Naive(FsHandler):
+        def handle(self, n):
+            path = n.read_string(n.args[1]).decode()
+            return Reply.continue_() if path != denied else Reply.errno(errno.EACCES)
+
+    leaked = 0
+    end = time.monotonic() + 10
+    while not leaked and time.monotonic() < end:
+        code, out = run([target_c, "race", allowed, denied, "3000"], Naive([]),
+                        policy=notify_policy(_Only("openat")))
+        leaked = int(out.split()[1])
+    assert leaked > 0
+
+
+class _Only:
+    name = "fs"
+
+    def __init__(self, *syscalls):
+        self.syscalls = syscalls
