@@ -124,6 +124,7 @@ class Supervisor:
         self._backlog: list[tuple[Listener, bytearray]] = []
         self._deadlines: list[Deadline] = []
         self._draining: set[Listener] = set()   # released, closed once their blocking work ends
+        self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
         self._closed = False
         self._resp = bytearray(abi.SECCOMP_NOTIF_RESP.size)   # reply buffer of the loop thread
@@ -232,15 +233,23 @@ class Supervisor:
             self._pool.wake()
         return lst
 
-    def add_target(self, target, group: str | None = None, *, on_release=None) -> Listener:
+    def add_target(self, target, group: str | None = None, *, on_release=None, reap: bool = True) -> Listener:
         """Supervise a :class:`sysgate.launch.Target`: takes over its listener (``target.listener``
-        becomes None) and its pending notifications; the group defaults to the target's."""
+        becomes None) and its pending notifications; the group defaults to the target's.
+
+        With ``reap`` the loop also reaps the target when it exits (``target.returncode`` is
+        set): the kernel reports the filter unused (EPOLLHUP) only once its tasks are reaped.
+        """
         if target.listener is None:
             raise SysgateError(f"target {target.pid} has no listener (its filter never notifies)")
         fd, target.listener = target.listener, None
         pending, target.pending = list(target.pending), []
-        return self.add_listener(fd, group or target.group or "default", pidfd=target.pidfd,
-                                 on_release=on_release, pending=pending, target=target)
+        lst = self.add_listener(fd, group or target.group or "default", pidfd=target.pidfd,
+                                on_release=on_release, pending=pending, target=target)
+        if reap and target.pidfd is not None and target.pidfd >= 0:
+            self._reaping[target.pidfd] = target
+            self._epoll.register(target.pidfd, _IN)
+        return lst
 
     def remove(self, listener: Listener) -> None:
         """Stop supervising ``listener`` and close it (its waiting syscalls fail with ENOSYS)."""
@@ -463,6 +472,8 @@ class Supervisor:
                 if lst is None:
                     if fd == pool.wakeup_fd:
                         self._collect()
+                    else:
+                        self._reap(fd)
                 elif ev & _IN:
                     raw = bytearray(_NOTIF_SIZE)  # RECV wants it zeroed; fresh is zeroed
                     try:
@@ -481,6 +492,24 @@ class Supervisor:
         if not once:
             self.consume_stop()
         return True
+
+    def _reap(self, pidfd: int) -> None:
+        """A supervised target exited (its pidfd is readable): reap it.
+
+        Its filter may be reported unused (EPOLLHUP) before or after this, depending on
+        the kernel, and later still when descendants inherited it.
+        """
+        target = self._reaping.pop(pidfd, None)
+        if target is None:
+            return
+        try:
+            self._epoll.unregister(pidfd)
+        except (OSError, ValueError):
+            pass
+        try:
+            target.poll()
+        except ChildProcessError:  # not our child, or reaped elsewhere
+            pass
 
     def _drain_backlog(self) -> None:
         backlog, self._backlog = self._backlog, []
@@ -521,7 +550,7 @@ class Supervisor:
     @property
     def idle(self) -> bool:
         """No listener, backlog or blocking work left."""
-        return not self._listeners and not self._backlog and not self._pool.pending
+        return not self._listeners and not self._backlog and not self._pool.pending and not self._reaping
 
     @property
     def stopping(self) -> bool:

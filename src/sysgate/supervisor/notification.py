@@ -250,6 +250,8 @@ class Notification:
 
     def _send(self, val: int, error: int, flags: int) -> bool:
         lst = self.listener
+        if lst.fd < 0:  # released (shutdown): the kernel already failed the syscall with ENOSYS
+            return False
         try:
             _ioctl(lst.fd, _SEND, bytearray(_RESP.pack(self.id, val, -error, flags)), True)
         except OSError as exc:

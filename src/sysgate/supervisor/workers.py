@@ -28,6 +28,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._pending = 0
+        self._closing = False
         self._lock = threading.Lock()
         self.completed: collections.deque = collections.deque()   # results for the loop
         self.wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -61,6 +62,7 @@ class WorkerPool:
             with self._lock:
                 self._idle -= 1
             if job is None:
+                self._exit_thread()
                 return
             try:
                 result = job()
@@ -94,12 +96,26 @@ class WorkerPool:
         end = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
-        alive = any(t.is_alive() for t in self._threads)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        return not alive
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            return not self._threads
+
+    def _exit_thread(self) -> None:
+        with self._lock:
+            self._threads = [t for t in self._threads if t is not threading.current_thread()]
+            last = self._closing and not self._threads
+        if last:
+            self._close_fd()
 
     def close(self) -> None:
-        """Close the eventfd, unless a thread outlived :meth:`shutdown` (it might still write)."""
-        if self.wakeup_fd >= 0 and not self._threads:
-            os.close(self.wakeup_fd)
-            self.wakeup_fd = -1
+        """Close the eventfd now, or when the last thread that outlived :meth:`shutdown` ends."""
+        with self._lock:
+            self._closing = True
+            now = not self._threads
+        if now:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        fd, self.wakeup_fd = self.wakeup_fd, -1
+        if fd >= 0:
+            os.close(fd)

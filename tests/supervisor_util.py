@@ -1,0 +1,72 @@
+"""Helpers shared by the supervisor tests: the C target, a notify-getppid filter, fd counting."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from sysgate import launch, syscalls
+from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
+from sysgate.kernel import abi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GETPPID = syscalls.number(None, "getppid")
+
+
+def notify_getppid() -> list:
+    """Native arch only; getppid -> USER_NOTIF; everything else allowed."""
+    return [ld_abs(abi.OFFSET_ARCH), jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH[abi.native_arch()], 1, 0),
+            ret(abi.SECCOMP_RET_KILL_PROCESS),
+            ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, GETPPID, 0, 1),
+            ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
+
+
+@pytest.fixture(scope="session")
+def target_bin(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("supervisor") / "target")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, os.path.join(HERE, "supervisor_target.c")], check=True)
+    return out
+
+
+class Run:
+    """A launched C target whose stdout is a pipe."""
+
+    def __init__(self, binary: str, *args, stdin=None, **spawn_options):
+        r, w = os.pipe()
+        try:
+            self.target = launch.spawn([binary, *map(str, args)], notify_getppid(), stdout=w, stdin=stdin,
+                                       **spawn_options)
+        finally:
+            os.close(w)
+        self.out = r
+
+    def readline(self) -> str:
+        """One line of output (blocking; the tests bound everything else with timeouts)."""
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self.out, 1)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode()
+
+    def output(self) -> str:
+        data = b""
+        while chunk := os.read(self.out, 65536):
+            data += chunk
+        return data.decode()
+
+    def finish(self, timeout: float = 10) -> int | None:
+        """Close our end and release the target (killing it when still running)."""
+        os.close(self.out)
+        code = self.target.wait(timeout)
+        if code is None:
+            self.target.kill()
+            code = self.target.wait()
+        self.target.close()
+        return code
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
