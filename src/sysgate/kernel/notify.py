@@ -72,7 +72,7 @@ def addfd(listener: int, notif_id: int, srcfd: int, newfd: int | None = None,
         flags |= abi.SECCOMP_ADDFD_FLAG_SEND
     req = bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(notif_id, flags, srcfd, newfd or 0,
                                                   os.O_CLOEXEC if cloexec else 0))
-    return fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ADDFD, req, False)
+    return fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ADDFD, req, True)  # True: the ioctl's return value
 
 
 def set_flags(listener: int, flags: int) -> None:
