@@ -100,6 +100,23 @@ class _Importer:
     def error(self, where: str, message: str) -> SourceError:
         return SourceError(f"{where}: {message}" if where else message, self.file)
 
+    def field(self, obj: dict, key: str, kind, where: str):
+        """``obj[key]`` checked to be of ``kind`` (list/dict/str/int); missing or null gives an empty value."""
+        value = obj.get(key)
+        if value is None:
+            return kind()
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = {list: "a list", dict: "an object", str: "a string", int: "a number"}
+            raise self.error(f"{where}.{key}" if where else key, f"must be {names[kind]}, not {json.dumps(value)}")
+        return value
+
+    def strings(self, obj: dict, key: str, where: str) -> list[str]:
+        items = self.field(obj, key, list, where)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.error(f"{where}.{key}[{i}]" if where else f"{key}[{i}]", "must be a string")
+        return items
+
     def warn(self, message: str) -> None:
         text = f"{self.file}: {message}"
         self.warnings.append(text)
@@ -110,8 +127,8 @@ class _Importer:
         d = self.data
         default = self.action(d.get("defaultAction", "SCMP_ACT_KILL"), d.get("defaultErrnoRet"), "defaultAction")
         policy = Policy(default=default, arches=self.arches(), bad_arch=Action("kill_thread"),
-                        flags=self.flags(), listener_path=d.get("listenerPath") or None,
-                        listener_metadata=d.get("listenerMetadata") or None,
+                        flags=self.flags(), listener_path=self.field(d, "listenerPath", str, "") or None,
+                        listener_metadata=self.field(d, "listenerMetadata", str, "") or None,
                         name=os.path.splitext(os.path.basename(self.file))[0] if not self.file.startswith("<")
                         else "policy")
         policy.allow_x32 = "x32" in policy.arches
@@ -121,15 +138,15 @@ class _Importer:
 
     def arches(self) -> list[str]:
         names: list[str] = []
-        for i, entry in enumerate(self.data.get("archMap") or []):
+        for i, entry in enumerate(self.field(self.data, "archMap", list, "")):
             if not isinstance(entry, dict):
                 raise self.error(f"archMap[{i}]", "must be an object")
-            main = self.arch(entry.get("architecture", ""), f"archMap[{i}].architecture")
+            main = self.arch(self.field(entry, "architecture", str, f"archMap[{i}]"), f"archMap[{i}].architecture")
             if main == self.target:
                 names = [main] + [self.arch(s, f"archMap[{i}].subArchitectures")
-                                  for s in entry.get("subArchitectures") or []]
+                                  for s in self.strings(entry, "subArchitectures", f"archMap[{i}]")]
                 break
-        for i, name in enumerate(self.data.get("architectures") or []):
+        for i, name in enumerate(self.strings(self.data, "architectures", "")):
             names.append(self.arch(name, f"architectures[{i}]"))
         names = [n for n in dict.fromkeys([self.target, *names]) if n]
         return names
@@ -143,7 +160,7 @@ class _Importer:
 
     def flags(self) -> list[str]:
         out = []
-        for i, flag in enumerate(self.data.get("flags") or []):
+        for i, flag in enumerate(self.strings(self.data, "flags", "")):
             key = str(flag).removeprefix("SECCOMP_FILTER_FLAG_")
             if key not in abi.FILTER_FLAGS:
                 raise self.error(f"flags[{i}]", f"unknown filter flag {flag!r}")
@@ -151,54 +168,56 @@ class _Importer:
         return out
 
     def action(self, name, errno_ret, where: str) -> Action:
-        kind = ACTIONS.get(name)
+        kind = ACTIONS.get(name) if isinstance(name, str) else None
         if kind is None:
             raise self.error(where, f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
         if errno_ret is not None and kind not in ("errno", "trace"):
             raise self.error(where, f"errnoRet is only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {name}")
         if kind in ("errno", "trace"):
             value = errno_mod.EPERM if errno_ret is None else errno_ret
-            if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
                 raise self.error(where, f"errnoRet must be a number 0..65535, not {value!r}")
             return Action(kind, value)
         return Action(kind)
 
-    def applies(self, entry: dict) -> bool:
-        inc, exc = entry.get("includes") or {}, entry.get("excludes") or {}
-        arches = lambda names: {_canonical_or_none(a) for a in names or []}  # noqa: E731
-        if inc.get("arches") and self.target not in arches(inc["arches"]):
+    def applies(self, entry: dict, where: str) -> bool:
+        inc = self.field(entry, "includes", dict, where)
+        exc = self.field(entry, "excludes", dict, where)
+        w_inc, w_exc = f"{where}.includes", f"{where}.excludes"
+        inc_arches = {_canonical_or_none(a) for a in self.strings(inc, "arches", w_inc)}
+        exc_arches = {_canonical_or_none(a) for a in self.strings(exc, "arches", w_exc)}
+        inc_kernel, exc_kernel = self.field(inc, "minKernel", str, w_inc), self.field(exc, "minKernel", str, w_exc)
+        if inc_arches and self.target not in inc_arches:
             return False
-        if exc.get("arches") and self.target in arches(exc["arches"]):
+        if self.target in exc_arches:
             return False
-        if inc.get("caps") and not all(c in self.caps for c in inc["caps"]):
+        if not all(c in self.caps for c in self.strings(inc, "caps", w_inc)):
             return False
-        if exc.get("caps") and any(c in self.caps for c in exc["caps"]):
+        if any(c in self.caps for c in self.strings(exc, "caps", w_exc)):
             return False
-        if inc.get("minKernel") and self.kernel < _version(inc["minKernel"]):
+        if inc_kernel and self.kernel < _version(inc_kernel):
             return False
-        if exc.get("minKernel") and self.kernel >= _version(exc["minKernel"]):
+        if exc_kernel and self.kernel >= _version(exc_kernel):
             return False
         return True
 
     def rules(self, default: Action) -> list[Rule]:
-        entries = self.data.get("syscalls") or []
-        if not isinstance(entries, list):
-            raise self.error("syscalls", "must be a list")
+        entries = self.field(self.data, "syscalls", list, "")
         per_syscall: dict[str, list[tuple[Expr | None, Action, str]]] = {}
         unknown: list[str] = []
         for i, entry in enumerate(entries):
             where = f"syscalls[{i}]"
             if not isinstance(entry, dict):
                 raise self.error(where, "must be an object")
-            names = list(entry.get("names") or [])
-            if entry.get("name"):
+            names = self.strings(entry, "names", where)
+            if self.field(entry, "name", str, where):
                 if names:
                     raise self.error(where, "use either 'name' or 'names', not both")
                 names = [entry["name"]]
             action = self.action(entry.get("action"), entry.get("errnoRet"), where)
-            if not self.applies(entry) or action == default:
+            if not self.applies(entry, where) or action == default:
                 continue
-            conditions = self.conditions(entry.get("args") or [], where)
+            conditions = self.conditions(self.field(entry, "args", list, where), where)
             for name in names:
                 if name not in syscalls.all_names():
                     unknown.append(name)
@@ -219,14 +238,14 @@ class _Importer:
             at = f"{where}.args[{j}]"
             if not isinstance(arg, dict):
                 raise self.error(at, "must be an object")
-            index, op = arg.get("index"), OPS.get(arg.get("op"))
-            if not isinstance(index, int) or not 0 <= index <= 5:
+            index, op = arg.get("index"), OPS.get(arg.get("op")) if isinstance(arg.get("op"), str) else None
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
                 raise self.error(at, f"index must be 0..5, not {index!r}")
             if op is None:
                 raise self.error(at, f"unknown op {arg.get('op')!r}; known: {', '.join(OPS)}")
             value, value2 = arg.get("value", 0), arg.get("valueTwo", 0)
             for v in (value, value2):
-                if not isinstance(v, int) or not 0 <= v <= U64:
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= U64:
                     raise self.error(at, f"values must be unsigned 64-bit numbers, not {v!r}")
             cmps.append(Cmp(index, "&==", value2, mask=value) if op == "&==" else Cmp(index, op, value))
         if not cmps:
