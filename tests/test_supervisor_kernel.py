@@ -1,0 +1,229 @@
+"""Kernel behaviours seen through the supervisor (ideas from the kernel's seccomp selftests):
+target killed mid-call, signals and restarts, closed listener, pid namespaces, FIFO order,
+filter-empty hang-up (threads, daemons), ADDFD, WAIT_KILLABLE_RECV, target memory reads."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import time
+
+import pytest
+
+from sysgate.install import install
+from sysgate.kernel import abi
+from sysgate.supervisor import Reply, Supervisor, TargetGone
+from sysgate.supervisor import memory
+from supervisor_util import Run, fd_count, notify_getppid, target_bin  # noqa: F401 (fixture)
+
+SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
+
+
+def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll a kernel-side state that offers no fd to wait on (ID_VALID, /proc); bounded."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def signal_pending(pid: int, bit: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return bool((int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) & bit)
+
+
+def test_target_killed_mid_call_is_counted_and_loop_continues(target_bin):
+    results = []
+
+    def kill_then_reply(n):
+        target = n.listener.target
+        target.kill(signal.SIGKILL)
+        wait_for(lambda: not n.valid(), what="the id to become invalid")
+        results.append(n.return_value(1))       # ENOENT: counted, not an error
+
+    with Supervisor() as sup:
+        sup.on("getppid", kill_then_reply, blocking=True, group="victim")
+        sup.on("getppid", lambda n: Reply.value(42), group="other")
+        victim, other = Run(target_bin, "getppid", 1), Run(target_bin, "expect", 20, 42)
+        sup.add_target(victim.target, group="victim")
+        sup.add_target(other.target, group="other")
+        assert sup.run_until_idle(10)
+    assert results == [False] and sup.stats.gone == 1 and sup.stats.errors == 0
+    assert victim.finish() == -signal.SIGKILL and other.finish() == 0
+
+
+def test_signal_with_sa_restart_gives_a_new_id(target_bin):
+    ids, late = [], []
+
+    def handler(n):
+        ids.append(n.id)
+        if len(ids) > 1:
+            return Reply.value(42)
+        signal.pidfd_send_signal(n.listener.pidfd, signal.SIGUSR1)
+        wait_for(lambda: not n.valid(), what="the interrupted id to become invalid")
+        try:
+            n.read_memory(n.instruction_pointer, 1)
+            late.append("read stale memory")
+        except TargetGone:
+            late.append("gone")
+        late.append(n.return_value(1))           # the old id: ENOENT, counted
+        return None
+
+    with Supervisor(workers=2) as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "restart")
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        out = run.output()
+    assert out.split() == ["42", "0", "1"]            # restarted, answered; the signal handler ran once
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert late == ["gone", False] and sup.stats.gone == 1
+    assert run.finish() == 0
+
+
+def test_closed_listener_fails_waiting_syscall_with_enosys(target_bin):
+    run = Run(target_bin, "getppid", 1)
+    sup = Supervisor()
+    sup.add_target(run.target)
+    lst = sup.listeners[0]
+    assert select.select([lst.fd], [], [], 5)[0]       # notified and waiting, never RECVed
+    sup.close()
+    assert run.readline().split() == ["-1", str(errno.ENOSYS), "0"]
+    assert run.finish() == 0
+
+
+def test_fifo_order_of_pending_notifications(target_bin):
+    run = Run(target_bin, "fifo", 6)
+    assert run.readline() == "ready\n"                # all six threads wait, in creation order
+    order = []
+    with Supervisor() as sup:
+        sup.on("getppid", lambda n: order.append(n.args[0]) or Reply.value(0))
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+    assert order == list(range(6))
+    assert run.finish() == 0
+
+
+@pytest.mark.parametrize("threads", [0, 8])
+def test_filter_empty_hangup_releases_listener(target_bin, threads):
+    base = fd_count()
+    released = []
+    with Supervisor() as sup:
+        sup.on("getppid", lambda n: Reply.value(0))
+        run = Run(target_bin, "threads", threads)
+        lst = sup.add_target(run.target, on_release=released.append)
+        assert sup.run_until_idle(10)
+        assert released == [lst] and lst.reason == "hangup" and lst.fd == -1
+        assert sup.stats.received == threads
+        assert run.finish() == 0
+    assert fd_count() == base
+
+
+def _fork_child(fn) -> tuple[int, int]:
+    """Run ``fn()`` in a forked child that reports its JSON result on a pipe; (pid, read end)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            result = fn()
+        except BaseException as exc:  # report everything to the parent
+            result = {"error": repr(exc)}
+        os.write(w, json.dumps(result).encode())
+        os._exit(0)
+    os.close(w)
+    return pid, r
+
+
+def _child_result(pid: int, r: int) -> dict:
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data or b'{"error": "no result"}')
+
+
+def _in_child(fn) -> dict:
+    return _child_result(*_fork_child(fn))
+
+
+def test_daemon_outliving_target_keeps_listener_until_it_exits(target_bin):
+    """Seed 000: the target exits, a daemon it forked keeps the filter; the listener is released
+    only when the daemon exits too. Runs in a subreaper child so the orphan is reaped."""
+    def scenario():
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)                     # PR_SET_CHILD_SUBREAPER
+        stdin_r, stdin_w = os.pipe()
+        released = []
+        with Supervisor() as sup:
+            sup.on("getppid", lambda n: Reply.value(7))
+            run = Run(target_bin, "daemon", stdin=stdin_r)
+            os.close(stdin_r)
+            daemon = int(run.readline().split()[1])
+            lst = sup.add_target(run.target, on_release=released.append)
+            sup.run(10, until=lambda: run.target.returncode is not None)
+            still_held = lst.reason is None
+            os.write(stdin_w, b"x")
+            reaped = []
+
+            def reap_daemon():
+                if not reaped and os.waitpid(daemon, os.WNOHANG)[0]:
+                    reaped.append(daemon)
+                return bool(released)
+            sup.run(10, until=reap_daemon)
+            out = run.output()
+            run.finish()
+        return {"still_held": still_held, "released": [l.reason for l in released], "out": out,
+                "received": sup.stats.received}
+
+    result = _in_child(scenario)
+    assert result == {"still_held": True, "released": ["hangup"], "out": "7 0 0\n", "received": 1}
+
+
+def test_sibling_pid_namespace_reports_pid_0(needs_root):
+    """A supervisor in one new pid namespace, the target in a sibling one: pid 0, no memory access."""
+    CLONE_NEWPID = 0x20000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    sup_end, tgt_end = socket.socketpair()
+
+    def in_new_pidns(body):
+        def run():
+            if libc.unshare(CLONE_NEWPID):
+                return {"error": os.strerror(ctypes.get_errno())}
+            return _in_child(body)
+        return run
+
+    def supervisor():
+        fd = socket.recv_fds(sup_end, 1, 1)[1][0]
+        seen = {}
+
+        def handler(n):
+            seen["pid"] = n.pid
+            try:
+                n.read_memory(n.instruction_pointer, 1)
+            except OSError as exc:
+                seen["read"] = errno.errorcode[exc.errno]
+            return Reply.value(42)
+        with Supervisor() as sup:
+            sup.on("getppid", handler)
+            sup.add_listener(fd)
+            sup.run(10, until=lambda: "pid" in seen)
+        return seen
+
+    def target():
+        fd = install(notify_getppid(), new_listener=True)
+        socket.send_fds(tgt_end, [b"L"], [fd])
+        os.close(fd)
+        return {"getppid": os.getppid()}
+
+    children = [_fork_child(in_new_pidns(supervisor)), _fork_child(in_new_pidns(target))]
+    seen, answered = (_child_result(*child) for child in children)
+    assert answered == {"getppid": 42}
+    assert seen == {"pid": 0, "read": "ESRCH"}
