@@ -227,3 +227,142 @@ def test_sibling_pid_namespace_reports_pid_0(needs_root):
     seen, answered = (_child_result(*child) for child in children)
     assert answered == {"getppid": 42}
     assert seen == {"pid": 0, "read": "ESRCH"}
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("send", "{fd} hello"),
+    ("setfd", "100 hello"),
+    ("nosend", "{fd} hello"),
+    ("rlimit0", f"-1 {errno.EMFILE} 0"),
+])
+def test_inject_fd(target_bin, case, expected):
+    def handler(n):
+        r, w = os.pipe()
+        os.write(w, b"hello")
+        os.close(w)
+        try:
+            if case == "setfd":
+                n.inject_fd(r, target_fd=100)
+            elif case == "nosend":
+                n.return_value(n.inject_fd(r, send=False))
+            else:
+                n.inject_fd(r)
+        except OSError as exc:
+            n.errno(exc.errno)                  # EMFILE: the target's RLIMIT_NOFILE is 0
+        finally:
+            os.close(r)
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "addfd", "rlimit0" if case == "rlimit0" else "plain")
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        out = run.output().strip()
+    first_free = 3  # the target has stdin/stdout/stderr only
+    assert out == expected.format(fd=first_free)
+    assert run.finish() == 0
+
+
+@pytest.mark.parametrize("sig, fatal", [(signal.SIGUSR1, False), (signal.SIGTERM, True)])
+def test_wait_killable_recv(target_bin, sig, fatal):
+    """Once RECVed, a non-fatal signal stays pending (the syscall is not interrupted); a fatal one kills."""
+    observed = []
+
+    def handler(n):
+        signal.pidfd_send_signal(n.listener.pidfd, sig)
+        if fatal:
+            wait_for(lambda: not n.valid(), what="the killed target's id to become invalid")
+            observed.append(n.return_value(1))
+            return None
+        wait_for(lambda: signal_pending(n.pid, SIGUSR1_BIT), what="SIGUSR1 to be pending")
+        observed.append(n.valid())
+        return Reply.value(42)
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "signal", wait_killable_recv=True)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        out = run.output()
+    if fatal:
+        assert observed == [False] and out == "" and run.finish() == -signal.SIGTERM
+    else:
+        assert observed == [True] and out.split() == ["42", "0", "1"] and run.finish() == 0
+
+
+def test_without_wait_killable_recv_a_signal_interrupts(target_bin):
+    """Contrast: without the flag SIGUSR1 (no SA_RESTART) interrupts the waiting syscall."""
+    def handler(n):
+        signal.pidfd_send_signal(n.listener.pidfd, signal.SIGUSR1)
+        wait_for(lambda: not n.valid(), what="the id to become invalid")
+        return Reply.value(42)                  # too late: ENOENT
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "signal")
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        out = run.output()
+    assert out.split() == ["-1", str(errno.EINTR), "1"] and sup.stats.gone == 1
+    assert run.finish() == 0
+
+
+def test_read_string_arguments(target_bin):
+    def handler(n):
+        try:
+            data = n.read_string(n.args[0])
+        except OSError as exc:
+            return Reply.errno(exc.errno)
+        assert n.read_memory(n.args[0], len(data)) == data
+        return Reply.value(len(data) if set(data) <= {ord("x")} else -100)
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "edge")
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        out = run.output()
+    # "xxx" ending at a page end before a hole; 1999 bytes; no NUL before the hole -> EFAULT
+    assert [tuple(map(int, line.split())) for line in out.splitlines()] == \
+        [(3, 0, 0), (1999, 0, 0), (-1, errno.EFAULT, 0)]
+    assert run.finish() == 0
+
+
+def test_read_string_limit_and_content(target_bin):
+    got = []
+
+    def handler(n):
+        got.append(n.read_string(n.args[0]))
+        try:
+            n.read_string(n.args[0], max=4)
+        except OSError as exc:
+            got.append(errno.errorcode[exc.errno])
+        return Reply.value(n.args[1])
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "string", "héllo/wörld")
+        sup.add_target(run.target)
+        assert sup.run_until_idle(10)
+        run.output()
+    assert got == ["héllo/wörld".encode(), "ENAMETOOLONG"]
+    assert run.finish() == 0
+
+
+def test_proc_mem_fallback_matches_process_vm_readv():
+    buf = ctypes.create_string_buffer(b"sysgate memory\0tail")
+    address = ctypes.addressof(buf)
+    pid = os.fork()
+    if pid == 0:          # a stopped copy of us: same addresses
+        os.kill(os.getpid(), signal.SIGSTOP)
+        os._exit(0)
+    try:
+        os.waitpid(pid, os.WUNTRACED)
+        assert memory.read(pid, address, 19) == memory.read_proc_mem(pid, address, 19) == buf.raw[:19]
+        assert memory.read_cstring(pid, address) == b"sysgate memory"
+        with pytest.raises(OSError) as exc:
+            memory.read_proc_mem(pid, 8, 4)
+        assert exc.value.errno == errno.EFAULT
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
