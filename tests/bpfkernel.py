@@ -75,8 +75,8 @@ def expected_verdict(action: int, allowed: Verdict = ENOSYS) -> Verdict:
     if base in (abi.SECCOMP_RET_ALLOW, abi.SECCOMP_RET_LOG):
         return allowed
     if base == abi.SECCOMP_RET_KILL_THREAD:
-        return Verdict("killed_thread")
-    return Verdict("killed_process")
+        return Verdict("killed_thread", signal.SIGSYS)
+    return Verdict("killed_process", signal.SIGSYS)
 
 
 # --------------------------------------------------------------------------- the probe
@@ -169,7 +169,13 @@ def kernel_verdicts(program, datas: Iterable[abi.SeccompData], guard: bool = Tru
 
 def kernel_install_errno(program, guard: bool = True) -> int:
     """0 if seccomp(2) accepts ``program`` (behind the guard), else its errno."""
-    return _run([(program, [])], guard)[1][0]
+    return kernel_install_errnos([program], guard)[0]
+
+
+def kernel_install_errnos(programs: Iterable, guard: bool = True) -> list[int]:
+    """:func:`kernel_install_errno` for many programs, in one child. Without ``guard``
+    an accepted program must allow the child's own syscalls."""
+    return _run([(p, []) for p in programs], guard)[1]
 
 
 def kernel_batch(cases: Sequence[tuple[object, Sequence[abi.SeccompData]]], guard: bool = True,
