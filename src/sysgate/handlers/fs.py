@@ -74,7 +74,7 @@ class PathRule:
 
     @property
     def regex(self) -> re.Pattern:
-        return _glob_regex(self.pattern)
+        return glob_regex(self.pattern)
 
     def __str__(self) -> str:
         modes = "rw" if self.modes == {"read", "write"} else next(iter(self.modes))
@@ -111,13 +111,15 @@ def _rule(verdict: str, modes: str, pattern: str, source) -> PathRule:
     return PathRule(verdict, frozenset(_MODE_WORDS[modes]), pattern.rstrip("/") or "/")
 
 
-def _glob_regex(pattern: str) -> re.Pattern:
+def glob_regex(pattern: str) -> re.Pattern:
+    """A regex for a path glob: ``*``/``?`` within one component, ``**`` across them, and
+    a trailing ``/**`` that also matches the directory itself."""
     if pattern.endswith("/**"):
-        return re.compile(_glob_body(pattern[:-3]) + r"(?:/.*)?\Z", re.S)
-    return re.compile(_glob_body(pattern) + r"\Z", re.S)
+        return re.compile(glob_body(pattern[:-3]) + r"(?:/.*)?\Z", re.S)
+    return re.compile(glob_body(pattern) + r"\Z", re.S)
 
 
-def _glob_body(pattern: str) -> str:
+def glob_body(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**", i):
@@ -171,7 +173,7 @@ class PathRules:
 
 
 # --- resolution -------------------------------------------------------------------------
-class _Resolver:
+class Resolver:
     """Opens paths the way thread ``n.pid`` would see them, but from the supervisor."""
 
     def __init__(self, n, creds):
@@ -261,7 +263,7 @@ class FsHandler(Handler):
 
     def handle(self, n):
         creds = credentials(n)
-        resolver = _Resolver(n, creds)
+        resolver = Resolver(n, creds)
         try:
             with acting_as(creds if self.as_target else None):
                 return getattr(self, "_" + n.syscall)(n, creds, resolver)
@@ -271,7 +273,7 @@ class FsHandler(Handler):
             resolver.close()
 
     # --- checks
-    def check(self, resolver: _Resolver, fd: int, modes) -> bool:
+    def check(self, resolver: Resolver, fd: int, modes) -> bool:
         """Are ``modes`` allowed on the object behind our ``fd``?"""
         view = resolver.view(fd_path(fd))
         if view is None or not self.rules.allows(view, modes):

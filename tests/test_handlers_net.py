@@ -1,0 +1,117 @@
+"""net handler with real targets: TCP/UDP/unix allow-lists, emulated calls, privileged ports."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+
+import pytest
+
+from sysgate.errors import SysgateError
+from sysgate.handlers import sockaddr
+from sysgate.handlers.net import NetHandler, NetRules, parse_rule
+from handlers_support import run
+
+PY = ["/usr/bin/python3", "-S", "-c"]
+
+
+def tcp_server():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    got = []
+
+    def serve():
+        srv.settimeout(20)
+        try:
+            while True:
+                conn, _ = srv.accept()
+                got.append(conn.recv(100))
+                conn.close()
+        except OSError:
+            pass
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, got
+
+
+def test_rules():
+    rules = NetRules(["allow connect 127.0.0.0/8:80,8000-8100", "allow bind *:9000", "allow connect [::1]:443",
+                      "allow connect unix:/run/**", "allow send unix:@abs*", "deny any *"])
+    v4 = lambda ip, port: sockaddr.SockAddr(socket.AF_INET, ipaddress.ip_address(ip), port)
+    assert rules.allows("connect", v4("127.0.0.2", 8050)) and not rules.allows("connect", v4("127.0.0.2", 8200))
+    assert not rules.allows("bind", v4("127.0.0.1", 80)) and rules.allows("bind", v4("0.0.0.0", 9000))
+    mapped = sockaddr.SockAddr(socket.AF_INET6, ipaddress.ip_address("::ffff:127.0.0.1"), 80)
+    assert rules.allows("connect", mapped)            # IPv4-mapped IPv6 is checked as IPv4
+    assert rules.allows("connect", sockaddr.SockAddr(socket.AF_INET6, ipaddress.ip_address("::1"), 443))
+    assert rules.allows("connect", sockaddr.SockAddr(socket.AF_UNIX, b"/run/x.sock"))
+    assert rules.allows("send", sockaddr.SockAddr(socket.AF_UNIX, b"\0abstract"))
+    assert not rules.allows("connect", sockaddr.SockAddr(socket.AF_UNIX, b"\0abstract"))
+    assert not rules.allows("connect", sockaddr.SockAddr(socket.AF_NETLINK))
+    for bad in ("allow connect", "allow fly *", "allow connect 300.1.1.1:80", "allow connect 1.2.3.4:99999",
+                "allow connect [::1]x", {"allow": "connect", "cidr": "x"}):
+        with pytest.raises(SysgateError):
+            parse_rule(bad)
+
+
+def test_tcp_connect_allowed_port_and_denied_port():
+    srv, got = tcp_server()
+    port = srv.getsockname()[1]
+    script = (f"import socket\n"
+              f"s=socket.socket(); s.connect(('127.0.0.1', {port})); s.sendall(b'hello'); s.close()\n"
+              f"t=socket.socket(); print('denied', t.connect_ex(('127.0.0.1', {port + 1 if port < 65535 else port - 1})))\n"
+              f"u=socket.socket(socket.AF_INET6); print('v6', u.connect_ex(('::1', {port})))\n"
+              f"w=socket.socket(); w.setblocking(False); print('nb', w.connect_ex(('127.0.0.1', {port})))\n")
+    code, out = run(PY + [script], NetHandler([f"allow connect 127.0.0.1:{port}"]))
+    srv.close()
+    assert code == 0, out
+    assert b"hello" in got
+    assert "denied 13" in out and "v6 13" in out                 # EACCES
+    assert "nb 115" in out or "nb 0" in out                    # EINPROGRESS like the kernel
+
+
+def test_udp_sendto_checked_and_connected_send_continues():
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    script = (f"import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"print('ok', s.sendto(b'data1', ('127.0.0.1', {port})))\n"
+              f"try:\n s.sendto(b'nope', ('127.0.0.2', {port}))\nexcept OSError as e:\n print('denied', e.errno)\n"
+              f"s.connect(('127.0.0.1', {port})); print('sent', s.send(b'data2'))\n")
+    code, out = run(PY + [script], NetHandler([f"allow connect,send 127.0.0.1:{port}"]))
+    assert code == 0, out
+    assert "ok 5" in out and "denied 13" in out and "sent 5" in out
+    assert rx.recv(100) == b"data1" and rx.recv(100) == b"data2"
+    rx.close()
+
+
+def test_unix_connect_resolves_symlinks_before_checking(tmp_path):
+    good, bad = tmp_path / "good.sock", tmp_path / "bad.sock"
+    servers = []
+    for path in (good, bad):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.listen(4)
+        servers.append(s)
+    (tmp_path / "alias.sock").symlink_to(bad)
+    script = (f"import socket,os\nos.chdir('{tmp_path}')\n"
+              f"for p in ('{good}', 'good.sock', '{tmp_path}/alias.sock', '{bad}', '{tmp_path}/missing'):\n"
+              f"  s=socket.socket(socket.AF_UNIX); print(p.rsplit('/',1)[-1], s.connect_ex(p))\n")
+    code, out = run(PY + [script], NetHandler([f"allow connect unix:{good}"]))
+    for s in servers:
+        s.close()
+    lines = dict(line.split() for line in out.splitlines())
+    assert lines == {"good.sock": "0", "alias.sock": "13", "bad.sock": "13", "missing": "2"}, out
+
+
+def test_bind_privileged_port_needs_the_capability():
+    script = ("import socket\nfor port in (80, 0):\n s=socket.socket()\n"
+              " try:\n  s.bind(('127.0.0.1', port)); print(port, 'bound', s.getsockname()[1] > 0)\n"
+              " except OSError as e:\n  print(port, 'error', e.errno)\n")
+    handler = NetHandler(["allow bind 127.0.0.1"])
+    code, out = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                     "--bounding-set=-all", *PY, script], handler)
+    assert "80 error 13" in out and "0 bound True" in out, out
+    code, out = run(PY + [script.replace("(80, 0)", "(0,)")], NetHandler(["deny bind *"]))
+    assert "0 error 13" in out
