@@ -32,10 +32,10 @@ def register(sub) -> None:
 
 
 def _selection_options(p) -> None:
-    p.add_argument("--arch", help="target architecture (default: native; for JSON: selects archMap/includes)")
+    p.add_argument("--arch", help="JSON profiles: target architecture for archMap/includes (default: native)")
     p.add_argument("--caps", metavar="CAP,...",
-                   help="container capabilities for Docker/podman templates (default: Docker's default set)")
-    p.add_argument("--kernel", metavar="X.Y", help="kernel version for minKernel (default: the running kernel)")
+                   help="JSON profiles: container capabilities for includes/excludes (default: Docker's set)")
+    p.add_argument("--kernel", metavar="X.Y", help="JSON profiles: kernel version for minKernel (default: the running kernel)")
 
 
 def _load(args, warnings: list[str]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..errors import SourceError, SysgateError
+from ..errors import SysgateError
 from .model import Policy
 from .oci import import_oci
 from .parser import parse_policy
@@ -22,8 +22,9 @@ def detect_format(text: str) -> str:
 
 def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
                 warn: Callable[[str], None] | None = None) -> Policy:
-    """The policy in file ``path`` (``-`` reads standard input). ``arch``, ``caps`` and
-    ``kernel`` select the rules of a Docker/podman template (see :func:`import_oci`)."""
+    """The policy in file ``path`` (``-`` reads standard input). For JSON profiles, ``arch``,
+    ``caps`` and ``kernel`` select the target (see :func:`import_oci`); a text policy names
+    its architectures itself (``arch:``)."""
     if path == "-":
         import sys
 
@@ -46,12 +47,4 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     if detect_format(text) == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
-    policy = parse_policy(text, filename, base_dir=base, warn=warn)
-    if arch is not None:
-        from ..kernel import abi
-
-        try:
-            policy.arches = [abi.canonical_arch(arch)]
-        except ValueError as exc:
-            raise SourceError(str(exc), filename) from None
-    return policy
+    return parse_policy(text, filename, base_dir=base, warn=warn)

@@ -388,18 +388,18 @@ class _Parser:
         return Compare(node, op, [(0, node.mask_tok)])
 
     def or_(self) -> Node:
-        items = [self.and_()]
-        while self.accept("||"):
-            items[-1] = self.need_condition(items[-1])
-            items.append(self.need_condition(self.and_()))
-        return items[0] if len(items) == 1 else BoolOp("or", items)
+        return self.chain("||", "or", self.and_)
 
     def and_(self) -> Node:
-        items = [self.unary()]
-        while self.accept("&&"):
+        return self.chain("&&", "and", self.unary)
+
+    def chain(self, operator: str, kind: str, operand) -> Node:
+        """``operand {operator operand}``; a single operand is returned as it is."""
+        items = [operand()]
+        while self.accept(operator):
             items[-1] = self.need_condition(items[-1])
-            items.append(self.need_condition(self.unary()))
-        return items[0] if len(items) == 1 else BoolOp("and", items)
+            items.append(self.need_condition(operand()))
+        return items[0] if len(items) == 1 else BoolOp(kind, items)
 
     def unary(self) -> Node:
         if self.accept("!"):
