@@ -306,7 +306,7 @@ class _Parser:
             if tok.kind == "GROUP":
                 try:
                     names.extend(groups.expand_group(tok.text))
-                except Exception as exc:
+                except SysgateError as exc:
                     raise self.error(str(exc), tok) from None
             elif tok.kind == "NAME":
                 if tok.text not in syscalls.all_names():
