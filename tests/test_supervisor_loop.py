@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
+import signal
 import threading
 import time
 
@@ -262,3 +264,41 @@ def test_asyncio_adapter(target_bin):
     for run in runs:
         run.finish()
     assert all(lines(o) == [(3, 0, 0)] * 2 for o in outs)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_forever_shuts_down_cleanly_on_signal(target_bin, sig):
+    """In a child: serve_forever with a call in flight; the signal stops it, listeners close, the
+    target's waiting syscall fails with ENOSYS, fds return to the baseline."""
+    started_r, started_w = os.pipe()
+    result_r, result_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(started_r)
+            os.close(result_r)
+            base = fd_count()
+            gate = threading.Event()
+            sup = Supervisor()
+            sup.on("getppid", lambda n: os.write(started_w, b"s") and gate.wait(10) and None, blocking=True)
+            run = Run(target_bin, "getppid", 1)
+            lst = sup.add_target(run.target)
+            sup.serve_forever(grace=0.1)
+            out = run.readline().split()
+            gate.set()
+            run.finish()
+            sup._pool.shutdown(5)
+            os.close(started_w)
+            ok = out == ["-1", str(errno.ENOSYS), "0"] and lst.reason == "shutdown" and fd_count() == base - 1  # started_w
+            os.write(result_w, b"ok" if ok else repr((out, lst.reason, fd_count(), base)).encode())
+        finally:
+            os._exit(0)
+    os.close(started_w)
+    os.close(result_w)
+    assert select.select([started_r], [], [], 10)[0] and os.read(started_r, 1) == b"s"
+    os.kill(pid, sig)
+    assert select.select([result_r], [], [], 10)[0]
+    assert os.read(result_r, 4096) == b"ok"
+    os.waitpid(pid, 0)
+    os.close(started_r)
+    os.close(result_r)

@@ -525,8 +525,9 @@ class Supervisor:
             log.error("RECV on listener %d (group %s) failed: %s; releasing it", lst.fd, lst.group.name, exc)
             self._release(lst, "error")
 
-    def serve_forever(self, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
-        """Serve until :meth:`stop` or one of ``signals``, then :meth:`close` everything.
+    def serve_forever(self, signals=(signal.SIGTERM, signal.SIGINT), grace: float = 5.0) -> None:
+        """Serve until :meth:`stop` or one of ``signals``, then :meth:`close` everything
+        (``grace`` as there): syscalls still waiting for an answer fail with ENOSYS.
 
         Signal handlers are installed only when called from the main thread, and restored after.
         """
@@ -539,7 +540,7 @@ class Supervisor:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-            self.close()
+            self.close(grace)
 
     async def serve(self, *, until_idle: bool = False) -> None:
         """Serve on the running asyncio loop (see :mod:`sysgate.supervisor.asyncio`)."""
