@@ -172,12 +172,12 @@ class Assembler:
 
     def _statement(self, line: _Line) -> None:
         first = line.peek()
-        if first.text == ".":
-            return self._directive(line)
         if first.kind == "name" and line.tokens[1].text == ":":
             self._label(line)
             if line.peek().kind == "end":
                 return
+        if line.peek().text == ".":
+            return self._directive(line)
         mnemonic = line.name("an instruction")
         op = ALIASES.get(mnemonic.text.lower(), mnemonic.text.lower())
         code, jt, jf, k = self._instruction(op, mnemonic, line)
