@@ -1,0 +1,115 @@
+"""``sysgate learn``: run a command, watch every syscall, write the policy it needs.
+
+Every syscall of the command (its children and threads included, any architecture)
+is notified and allowed (CONTINUE): the command runs unchanged. The policy written
+allows the syscalls seen, pins the arguments that change what a call does (socket
+families and types, clone/unshare/setns namespace flags, prctl options, ioctl
+requests, personality…) to the values seen, and gives everything else the default
+action. Check it with ``sysgate run --policy FILE -- CMD``. A live count is shown on
+a terminal (or with --progress); a summary is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import SysgateError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("learn", help="run a command and write the policy it needs",
+                       description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the policy (- = stdout)")
+    p.add_argument("--format", choices=("text", "oci"),
+                   help="sysgate policy language or OCI seccomp JSON (default: oci for *.json, else text)")
+    p.add_argument("--default", default="errno(EPERM)", metavar="ACTION",
+                   help="action for everything not seen (default: errno(EPERM))")
+    p.add_argument("--arch", action="append", metavar="ARCH",
+                   help="architectures of the policy (repeatable; default: native + every one seen)")
+    p.add_argument("--no-pin", action="append", default=[], metavar="SYSCALL",
+                   help="allow SYSCALL with any arguments (repeatable; 'all' pins nothing)")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", action="store_true", default=None,
+                          help="show the live count even when stderr is not a terminal")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="syscalls listed in the summary (default 10)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..launch import LaunchError, exit_status
+    from ..learn import Observer, Progress, header_text, notify_all_filter, parse_action, summary_text
+    from .run import SignalForwarder, supervise
+
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        raise SysgateError("no command given: sysgate learn -o FILE [options] -- CMD [ARG...]")
+    default = parse_action(args.default)
+    fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
+    _check_unpinned(args.no_pin)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    observer = Observer(progress=Progress(sys.stderr) if show else None)
+    with SignalForwarder() as forwarder:
+        try:
+            target = notify_all_filter().spawn(args.command, sigmask=forwarder.original_mask)
+        except LaunchError as exc:
+            print(f"sysgate: {exc}", file=sys.stderr)
+            return exc.exit_code
+        with target:
+            try:
+                code = supervise(target, observer, forwarder)
+            finally:
+                if observer.progress is not None:
+                    observer.progress.close()
+    obs = observer.observations
+    header = header_text(args.command, obs, target.returncode, default)
+    text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header)
+    write_output(args.output, text)
+    print(summary_text(obs, code, args.top), file=sys.stderr)
+    where = "standard output" if args.output == "-" else args.output
+    print(f"sysgate learn: wrote {where} ({fmt})", file=sys.stderr)
+    if code:
+        print(f"sysgate learn: warning: the command failed (status {code}); the policy covers only what "
+              f"it did before failing", file=sys.stderr)
+    return exit_status(target.returncode) if target.returncode is not None else code
+
+
+def render(obs, fmt: str, **options) -> str:
+    """The learned policy as text, or as OCI JSON (converted from the text, so both agree)."""
+    from ..learn import policy_text
+    from ..policy.oci import export_oci
+    from ..policy.parser import parse_policy
+
+    text = policy_text(obs, **options)
+    if fmt == "text":
+        return text
+    warnings: list[str] = []
+    doc = export_oci(parse_policy(text, "<learned policy>"), warn=warnings.append)
+    for message in warnings:
+        print(f"sysgate learn: warning: {message}", file=sys.stderr)
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def write_output(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise SysgateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _check_unpinned(names: list[str]) -> None:
+    from .. import syscalls
+
+    known = syscalls.all_names() | {"all"}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SysgateError(f"--no-pin: unknown syscall(s) {', '.join(bad)}")

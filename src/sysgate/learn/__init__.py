@@ -1,0 +1,20 @@
+"""Learn a policy from what a command does.
+
+>>> obs, code = observe(["sh", "-c", "echo hi"])               # doctest: +SKIP
+>>> print(policy_text(obs, header=header_text(argv, obs, code)))  # doctest: +SKIP
+
+:func:`observe` runs the command with every syscall notified and CONTINUEd (children
+and threads included), :mod:`~sysgate.learn.pins` says which argument values are
+pinned, :func:`policy_text` writes the minimal policy (``sysgate learn`` on the
+command line).
+"""
+from __future__ import annotations
+
+from .observer import Observations, Observer, Progress, notify_all_filter, observe
+from .pins import PINS, Pin, pins_for
+from .writer import (LAUNCH_SYSCALLS, header_text, learned_policy, parse_action, policy_arches, policy_text,
+                     summary_text)
+
+__all__ = ["Observations", "Observer", "Progress", "observe", "notify_all_filter", "PINS", "Pin", "pins_for",
+           "LAUNCH_SYSCALLS", "policy_text", "learned_policy", "header_text", "summary_text", "parse_action",
+           "policy_arches"]
