@@ -139,6 +139,14 @@ class Supervisor:
             grp = self._groups[name] = Group(name)
         return grp
 
+    def discard_group(self, name: str) -> None:
+        """Forget a group without listeners (its handlers and state), e.g. after a container ended."""
+        grp = self._groups.get(name)
+        if grp is not None:
+            if grp.listeners:
+                raise SysgateError(f"group {name!r} still has {len(grp.listeners)} listener(s)")
+            del self._groups[name]
+
     def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None,
            group: str | None = None):
         """Handle ``syscall`` (a name, or a number of the native arch) with ``fn(notification)``.
@@ -164,8 +172,9 @@ class Supervisor:
 
     def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None,
                  group: str | None = None) -> None:
-        """Handle every syscall that has no handler of its own (instead of the default verdict)."""
-        self.group(group or "*").fallback = self._wrap(fn, blocking, deadline)
+        """Handle every syscall that has no handler of its own (instead of the default verdict);
+        None removes the fallback."""
+        self.group(group or "*").fallback = None if fn is None else self._wrap(fn, blocking, deadline)
         self._invalidate()
 
     def use_policy(self, policy, handlers: dict, *, group: str | None = None) -> None:
@@ -238,7 +247,8 @@ class Supervisor:
         becomes None) and its pending notifications; the group defaults to the target's.
 
         With ``reap`` the loop also reaps the target when it exits (``target.returncode`` is
-        set): the kernel reports the filter unused (EPOLLHUP) only once its tasks are reaped.
+        set, no zombie stays). The listener itself is released when no task uses the filter any
+        more, which can be later: descendants (daemons) inherit the filter.
         """
         if target.listener is None:
             raise SysgateError(f"target {target.pid} has no listener (its filter never notifies)")
@@ -289,23 +299,20 @@ class Supervisor:
     # --- dispatch -------------------------------------------------------------------
     def _resolve(self, lst: Listener, n: Notification, key: int):
         """The callable for ``n``'s (arch, nr) in ``lst``'s group, cached per group."""
-        grp, glob = lst.group, self._global
         name = n.syscall
         native = n.arch == abi.native_arch()
         handler = None
-        for table in (grp.handlers, glob.handlers):
-            handler = table.get(name) or (table.get(n.nr) if native else None)
+        for grp in (lst.group, self._global):   # the group's own handlers and fallback come first
+            handler = grp.handlers.get(name) or (grp.handlers.get(n.nr) if native else None) or grp.fallback
             if handler is not None:
                 break
-        else:
-            handler = grp.fallback or glob.fallback
         if handler is None:
             entry = _no_handler
         elif handler.blocking:
             entry = functools.partial(self._submit, handler)
         else:
             entry = handler.fn
-        grp.cache[key] = entry
+        lst.group.cache[key] = entry
         return entry
 
     def _handle(self, lst: Listener, raw: bytearray) -> None:

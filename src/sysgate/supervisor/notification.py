@@ -204,29 +204,28 @@ class Notification:
         if not self.valid():
             raise TargetGone(f"notification {self.id} is no longer valid")
 
-    def read_memory(self, address: int, length: int) -> bytes:
-        """Up to ``length`` bytes of target memory; ID_VALID is checked after the read.
-
-        Raises :class:`TargetGone` when the notification became invalid, OSError(EFAULT) for an
-        unmapped address.
-        """
+    def _checked(self, read, *args):
+        """``read(pid, *args)``, then ID_VALID: never hand out data read from a stale notification."""
         try:
-            data = memory.read(self.pid, address, length)
+            data = read(self.pid, *args)
         except OSError:
             self._check_valid()
             raise
         self._check_valid()
         return data
 
+    def read_memory(self, address: int, length: int) -> bytes:
+        """Up to ``length`` bytes of target memory; ID_VALID is checked after the read.
+
+        Raises :class:`TargetGone` when the notification became invalid, OSError(EFAULT) for an
+        unmapped address, OSError(ESRCH) when the target is in a pid namespace we cannot see.
+        """
+        return self._checked(memory.read, address, length)
+
     def read_string(self, address: int, max: int = memory.PATH_MAX) -> bytes:
         """The NUL-terminated string at ``address`` (bytes, without the NUL), checked like
         :meth:`read_memory`. Raises OSError(ENAMETOOLONG) when no NUL occurs within ``max`` bytes."""
-        try:
-            data = memory.read_cstring(self.pid, address, max)
-        except OSError:
-            self._check_valid()
-            raise
-        self._check_valid()
+        data = self._checked(memory.read_cstring, address, max)
         if data is None:
             raise OSError(_errno.ENAMETOOLONG, "string argument longer than the limit")
         return data
