@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import select
 import signal
 import struct
 import sys
-from collections import Counter
 
 from ..errors import SysgateError
 
@@ -120,35 +118,34 @@ def profile_path(name: str) -> str:
 
 # --- answering notifications ---------------------------------------------------------
 class AuditReporter:
-    """Allow everything, count syscalls, print a summary at exit."""
+    """Allow everything (CONTINUE) and print the per-syscall summary of
+    :class:`sysgate.handlers.audit.AuditLog` at exit."""
 
     def __init__(self):
-        self.counts: Counter[str] = Counter()
+        from ..handlers.audit import AuditHandler, AuditLog
+
+        self.log = AuditLog(None, strings=False)
+        self.handler = AuditHandler(self.log)
 
     def __call__(self, n):
-        self.counts[n.syscall] += 1
-        return CONTINUE()
+        return self.handler(n)
 
     def finish(self, target) -> None:
-        total = sum(self.counts.values())
-        lines = [f"sysgate: audit of {target.argv[0]!r}: {total} syscalls, {len(self.counts)} distinct",
-                 "   calls  syscall"]
-        lines += [f"{n:8d}  {name}" for name, n in self.counts.most_common()]
-        print("\n".join(lines), file=sys.stderr)
+        _print(f"sysgate: audit of {target.argv[0]!r}\n{self.log.summary()}")
 
 
 class TraceReporter:
-    """Print every notified syscall strace-style (``[pid N] openat(AT_FDCWD, "/etc/x", 0x80000)``)
+    """Print every notified syscall strace-style (``[pid N] openat(AT_FDCWD, "/etc/x", O_RDONLY)``)
     and let it run."""
 
     prefix = ""
 
     def __call__(self, n):
-        try:
-            print(f"{self.prefix}[pid {n.pid}] {format_call(n)}", file=sys.stderr)
-        except OSError:  # stderr closed (e.g. a pipe to `head`): keep the command running
-            pass
-        return CONTINUE()
+        from ..handlers.decode import format_call
+        from ..supervisor import Reply
+
+        _print(f"{self.prefix}[pid {n.pid}] {format_call(n)}")
+        return Reply.continue_()
 
     def finish(self, target) -> None:
         pass
@@ -160,39 +157,11 @@ class PolicyReporter(TraceReporter):
     prefix = "sysgate: notify: "
 
 
-def CONTINUE():
-    from ..supervisor import Reply
-
-    return Reply.continue_()
-
-
-def format_call(n, max_string: int = 96) -> str:
-    """``name(arg, ...)``: strings read from the target, fds and ints in decimal, the rest in hex."""
-    from .. import syscalls
-
+def _print(text: str) -> None:
     try:
-        sig = syscalls.signature(n.syscall, n.arch)
-    except SysgateError:
-        sig = None
-    if sig is None:
-        return f"{n.syscall}({', '.join(f'0x{a:x}' for a in n.args)})"
-    return f"{n.syscall}({', '.join(_format_arg(n, p, a, max_string) for p, a in zip(sig.params, n.args))})"
-
-
-def _format_arg(n, param, value: int, max_string: int) -> str:
-    if param.width == 32:
-        value &= 0xFFFFFFFF
-    if param.kind in ("fd", "int", "long"):
-        bits = param.width
-        signed = value - (1 << bits) if value >> (bits - 1) & 1 else value
-        return "AT_FDCWD" if param.kind == "fd" and signed == -100 else str(signed)
-    if param.kind == "string" and value:
-        try:
-            text = n.read_string(value, max_string + 1)
-        except Exception:  # unreadable, gone or too long: show the pointer
-            return f"0x{value:x}"
-        return json.dumps(text.decode("utf-8", "backslashreplace"), ensure_ascii=False)
-    return "NULL" if param.kind in ("ptr", "string") and value == 0 else f"0x{value:x}"
+        print(text, file=sys.stderr)
+    except OSError:  # stderr closed (e.g. a pipe to `head`): keep the command running
+        pass
 
 
 def supervise(target, reporter, forwarder) -> int:
