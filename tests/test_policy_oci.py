@@ -187,6 +187,17 @@ def test_rules_with_the_default_action_are_skipped():
     assert p.decide("dup3", (1000, 0, 0, 0, 0, 0))[0] == Action("errno", 209)
 
 
+def test_overlapping_rules_with_different_actions_are_warned():
+    rules = [{"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 210, "args": [eq(0, 1000)]},
+             {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211, "args": [eq(1, 2000)]},
+             {"names": ["dup2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 210, "args": [eq(0, 1000)]},
+             {"names": ["dup2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211,
+              "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_GT"}]}]
+    p = import_oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}, filename="o.json")
+    assert p.warnings == ["o.json: syscalls[0] and syscalls[1]: dup3 rules with different actions overlap; "
+                          "libseccomp may not apply them in profile order, sysgate does"]
+
+
 @needs_podman
 def test_podman_profile_without_caps_matches_libseccomp():
     """podman's socket rules (AF_NETLINK + NETLINK_AUDIT) and personality rules, on the kernel."""

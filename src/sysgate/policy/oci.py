@@ -268,7 +268,28 @@ class _Importer:
                 continue
             seen[cond] = action
             rules.append(Rule(name, action, cond, (f"{self.file}:{where}", 0)))
+        self.warn_overlaps(name, rules)
         return rules
+
+    def warn_overlaps(self, name: str, rules: list[Rule]) -> None:
+        """Conditional rules with different actions that can match the same call: libseccomp
+        orders those by its own criteria, not by the profile's order that sysgate keeps."""
+        for i, first in enumerate(rules):
+            for second in rules[i + 1:]:
+                if first.action != second.action and _may_overlap(first.condition, second.condition, name):
+                    self.warn(f"{first.source[0].rsplit(':', 1)[-1]} and {second.source[0].rsplit(':', 1)[-1]}: "
+                              f"{name} rules with different actions overlap; libseccomp may not apply them "
+                              f"in profile order, sysgate does")
+                    return
+
+
+def _may_overlap(a: Expr, b: Expr, syscall: str) -> bool:
+    """Whether some arguments satisfy both conjunctions ``a`` and ``b`` (of imported literals)."""
+    literals = [c for e in (a, b) for c in (e.items if isinstance(e, And) else (e,))]
+    try:
+        return bool(_simplify(literals, syscall))
+    except SysgateError:          # not expressible as single literals, but certainly satisfiable
+        return True
 
 
 def _canonical_or_none(name: str) -> str | None:
