@@ -46,31 +46,46 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..launch import LaunchError
-
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if not args.command:
-        raise SysgateError("no command given: sysgate run [options] -- CMD [ARG...]")
+    argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
     try:
         filt, reporter = build(args)
-        with SignalForwarder() as forwarder:
-            try:
-                target = filt.spawn(args.command, sigmask=forwarder.original_mask)
-            except LaunchError as exc:
-                print(f"sysgate: {exc}", file=sys.stderr)
-                return exc.exit_code
-            with target:
-                code = supervise(target, reporter, forwarder)
-            if reporter:
-                reporter.finish(target)
-            if target.returncode == -signal.SIGSYS:
-                print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
-                      f"(kill or an unhandled trap) stopped it", file=sys.stderr)
-            return code
+        code, target = run_command(filt, argv, reporter)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
+    if target is not None and reporter is not None:
+        reporter.finish(target)
+    return code
+
+
+def command_args(args, usage: str) -> list[str]:
+    """The command of a ``nargs=REMAINDER`` argument, without a leading ``--``."""
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not argv:
+        raise SysgateError(f"no command given: {usage}")
+    return argv
+
+
+def run_command(filt, argv: list[str], handler) -> tuple[int, object]:
+    """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``.
+
+    Returns (shell-style status, the exited Target), or (126/127, None) after printing
+    why the command could not be started. Signals are forwarded meanwhile.
+    """
+    from ..launch import LaunchError
+
+    with SignalForwarder() as forwarder:
+        try:
+            target = filt.spawn(argv, sigmask=forwarder.original_mask)
+        except LaunchError as exc:
+            _print(f"sysgate: {exc}")
+            return exc.exit_code, None
+        with target:
+            code = supervise(target, handler, forwarder)
+    if target.returncode == -signal.SIGSYS:
+        _print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
+               f"(kill or an unhandled trap) stopped it")
+    return code, target
 
 
 def build(args):
