@@ -82,6 +82,9 @@ class Listener:
     reason: str | None = None            #: why it was released: "hangup", "removed", "shutdown", "error"
     busy: int = 0                        # handlers running in workers (the fd stays open meanwhile)
 
+    def __post_init__(self):
+        self.cache = self.group.cache    # the group's dispatch cache, one attribute away
+
     @property
     def released(self) -> bool:
         return self.reason is not None
@@ -319,7 +322,7 @@ class Supervisor:
         """Answer one RECVed notification: the hot path, kept free of avoidable work."""
         nid, pid, _, key = _unpack_header(raw)
         n = Notification(lst, raw, nid, pid)
-        entry = lst.group.cache.get(key) or self._resolve(lst, n, key)
+        entry = lst.cache.get(key) or self._resolve(lst, n, key)
         try:
             result = entry(n)
             if n._state == OPEN:
@@ -474,6 +477,7 @@ class Supervisor:
                     timeout = self._deadlines[0].when - now
                 if timeout < 0:
                     timeout = 0
+            received = 0
             for fd, ev in poll(timeout):
                 lst = listeners.get(fd)
                 if lst is None:
@@ -488,10 +492,11 @@ class Supervisor:
                     except OSError as exc:
                         self._recv_failed(lst, exc)
                         continue
-                    stats.received += 1
+                    received += 1
                     handle(lst, raw)
                 elif ev & _HUP:
                     self._release(lst, "hangup")
+            stats.received += received
             if self._deadlines:
                 self._expire(time.monotonic())
             if once:

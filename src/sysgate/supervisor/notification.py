@@ -34,8 +34,9 @@ OPEN, REPLIED, ASYNC = 0, 1, 2
 class TargetGone(Exception):
     """The notification is no longer valid: the target died or its syscall was interrupted.
 
-    Normal during supervision; raised by memory reads (never return stale data). A handler
-    may let it propagate: the supervisor counts it and moves on.
+    Normal during supervision; raised by memory reads (never return stale data) and by
+    :meth:`Notification.inject_fd`. A handler may let it propagate: the supervisor moves on
+    (any reply would fail with ENOENT anyway, which is what ``Stats.gone`` counts).
     """
 
 
@@ -47,20 +48,15 @@ class DeadlineExceeded(ReplyError):
     """The handler replied after its deadline: the supervisor already answered (fail closed)."""
 
 
-def dispatch_key(nr: int, arch: int) -> int:
-    """The u64 the loop reads at offset 16 of ``struct seccomp_notif`` for ``nr`` and ``arch``."""
-    return HEADER.unpack(abi.SECCOMP_NOTIF.pack(0, 0, 0, abi.SECCOMP_DATA.pack(nr, arch, 0, *(0,) * 6)))[3]
-
-
 def errno_value(e: int | str) -> int:
     """An errno given as a number or a name (``"EPERM"``) -> its positive number."""
     if isinstance(e, str):
         value = getattr(_errno, e.upper(), None)
         if not isinstance(value, int):
-            raise ValueError(f"unknown errno name {e!r}")
+            raise SysgateError(f"unknown errno name {e!r}")
         return value
-    if not isinstance(e, int) or not 0 <= e < 4096:
-        raise ValueError(f"errno must be a name or a number 0..4095, not {e!r}")
+    if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < 4096:
+        raise SysgateError(f"errno must be a name or a number 0..4095, not {e!r}")
     return e
 
 
