@@ -450,3 +450,6 @@ def test_cli_run_policy_file(tmp_path):
     res = sysgate_run("--policy", str(tmp_path / "p.policy"), "--", PY, "-c", script, str(tmp_path / "d"))
     assert res.returncode == 0 and res.stdout.split() == ["13", "file", "ok", "2"]  # rmdir continued: ENOENT
     assert "sysgate: notify: [pid" in res.stderr and "rmdir(" in res.stderr
+    (tmp_path / "h.policy").write_text("default: allow\nopenat: notify(fs)\n")
+    res = sysgate_run("--policy", str(tmp_path / "h.policy"), "--", "true")
+    assert res.returncode == 125 and "routes syscalls to handler(s) fs" in res.stderr

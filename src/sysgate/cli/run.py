@@ -103,13 +103,25 @@ def build(args):
     if path:
         from ..policy.loader import load_policy
 
-        filt = Filter.from_policy(load_policy(path), log=args.log)
+        pol = load_policy(path)
+        _refuse_named_handlers(pol)
+        filt = Filter.from_policy(pol, log=args.log)
         return filt, (PolicyReporter() if filt.notifies else None)
     if args.notify_all:
         return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="notify-all"), TraceReporter()
     if args.log:
         return Filter.from_program([ret(abi.SECCOMP_RET_LOG)], name="log-all"), None
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter()
+
+
+def _refuse_named_handlers(policy) -> None:
+    """``notify(NAME)`` rules need configured handlers, which ``sysgate run`` cannot build yet:
+    refuse rather than let those syscalls through unchecked."""
+    names = sorted({r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler})
+    if names:
+        raise SysgateError(f"policy {policy.name!r} routes syscalls to handler(s) {', '.join(names)}, which "
+                           f"`sysgate run` does not configure; use plain `notify` (report and allow) or "
+                           f"supervise it from Python (Supervisor.use_policy)")
 
 
 def profile_path(name: str) -> str:
