@@ -361,8 +361,14 @@ def test_cli_run_podman_profile():
     need_compiler()
     if not os.path.exists("/usr/share/containers/seccomp.json"):
         pytest.skip("podman profile not installed")
-    res = sysgate_run("--profile", "podman", "--", "sh", "-c", "echo ok; unshare -U true; echo $?")
-    assert res.returncode == 0 and res.stdout.split()[0] == "ok"
+    from sysgate.syscalls import number
+    script = ("import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "r = libc.syscall(int(sys.argv[1]), 0)\nprint('ok' if r >= 0 else ctypes.get_errno())\n")
+    uffd = str(number(None, "userfaultfd"))
+    res = sysgate_run("--profile", "podman", "--", PY, "-c", script, uffd)
+    assert res.returncode == 0 and res.stdout == "1\n"   # podman: userfaultfd -> EPERM
+    res = sysgate_run("--log", "--", PY, "-c", script, uffd)
+    assert res.returncode == 0 and res.stdout == "ok\n"
 
 
 # --- through policies and the supervisor ---------------------------------------------
