@@ -12,7 +12,6 @@ from sysgate.bpf.insn import (BPF_ABS, BPF_ALU, BPF_DIV, BPF_IMM, BPF_IND, BPF_J
                               BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_MEM, BPF_MISC, BPF_NEG,
                               BPF_RET, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_A, BPF_H, BPF_B, BPF_MSH, Insn, pack)
 from sysgate.errors import SourceError
-from sysgate.kernel import abi
 
 EXAMPLE = """\
 # deny openat with EACCES, kill foreign arches

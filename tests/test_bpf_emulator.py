@@ -118,7 +118,7 @@ def test_trace_follows_the_path():
     assert format_step(trace.steps[1]).split()[1:4] == ["jeq", "#1000,", "L3"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_programs(), unassigned_nrs, syscall_args)
 def test_trace_and_fast_path_agree(program, nr, args):
     emulator = Emulator(program)

@@ -5,6 +5,13 @@ The kernel runs ``bpf_check_classic`` (net/core/filter.c) and then
 :func:`check` applies the same rules in the same order and raises
 :class:`BPFCheckError` for the first one broken, naming the instruction
 index and the rule (one of :data:`RULES`).
+
+What seccomp refuses although classic BPF has it (rule ``seccomp-opcode``):
+``mod`` (ALU MOD, both forms), ``ldh``/``ldb`` (LD H/B ABS), every indexed
+load ``ld/ldh/ldb [x + k]`` (IND), ``ldxb 4*([k]&0xf)`` (LDX B MSH) and ``ret x``
+does not exist at all. ``ld [k]`` must read a 32-bit aligned word of struct
+seccomp_data (rule ``seccomp-load``; this also rules out the SKF_AD_* ancillary
+loads); ``ld #len`` / ``ldx #len`` are allowed and load 64.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from ..kernel import abi
 from .insn import (BPF_A, BPF_ABS, BPF_ALU, BPF_DIV, BPF_IMM, BPF_JA, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
                    BPF_LEN, BPF_LSH, BPF_MAXINSNS, BPF_MEM, BPF_MEMWORDS, BPF_MISC, BPF_MOD, BPF_NEG, BPF_RET,
                    BPF_RSH, BPF_ST, BPF_STX, BPF_TAX, BPF_TXA, BPF_W, BPF_X, Insn, bpf_class, bpf_mode)
+from .disasm import as_program, insn_text
 from .syntax import ALU_OPS, CLASSIC_OPCODES
 
 #: Rule name -> what it requires (in the order the kernel checks them).
@@ -54,7 +62,6 @@ class BPFCheckError(SysgateError):
         self.rule, self.index, self.insn = rule, index, insn
         where = "" if index is None else f"instruction {index}"
         if insn is not None:
-            from .disasm import insn_text
             where += f" ({insn_text(insn)})"
         #: The message without the instruction index, for errors reported at a source line.
         self.detail = f"{message} [{rule}]"
@@ -63,8 +70,6 @@ class BPFCheckError(SysgateError):
 
 def check(program: Iterable[Insn] | bytes) -> None:
     """Raise :class:`BPFCheckError` unless seccomp(2) would accept ``program``."""
-    from .disasm import as_program
-
     prog = as_program(program)
     if not 0 < len(prog) <= BPF_MAXINSNS:
         raise BPFCheckError("length", None, f"the program has {len(prog)} instructions; "
