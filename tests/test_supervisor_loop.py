@@ -280,7 +280,11 @@ def test_serve_forever_shuts_down_cleanly_on_signal(target_bin, sig):
             base = fd_count()
             gate = threading.Event()
             sup = Supervisor()
-            sup.on("getppid", lambda n: os.write(started_w, b"s") and gate.wait(10) and None, blocking=True)
+
+            def stuck(n):
+                os.write(started_w, b"s")
+                gate.wait(10)
+            sup.on("getppid", stuck, blocking=True)
             run = Run(target_bin, "getppid", 1)
             lst = sup.add_target(run.target)
             sup.serve_forever(grace=0.1)

@@ -11,10 +11,12 @@ import collections
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 
 log = logging.getLogger("sysgate.supervisor")
+_SYNCHRONOUS_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
 
 
 class WorkerPool:
@@ -55,6 +57,9 @@ class WorkerPool:
         return True
 
     def _work(self) -> None:
+        # Process-directed signals (SIGTERM, SIGINT...) must reach the loop thread, whose
+        # epoll_wait they interrupt so that Python runs the handler (e.g. serve_forever's stop).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _SYNCHRONOUS_SIGNALS)
         while True:
             with self._lock:
                 self._idle += 1
