@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .bpf import insn as bpf
 from .errors import SysgateError
-from .install import filter_flags, install_error, program_bytes
+from .install import filter_flags, install_error, policy_flag_options, program_bytes
 from .kernel import abi, notify
 from .kernel import sys as ksys
 
@@ -141,8 +141,9 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
           wait_killable_recv: bool = False, group: str | None = None) -> Target:
     """Run ``argv`` with ``filter`` installed in the child only; returns a :class:`Target`.
 
-    ``filter`` is a policy, a compiled program, a ``list[Insn]``, BPF bytes or a stored
-    :class:`sysgate.filter.Filter` (whose flags and group then apply). ``argv[0]`` is
+    ``filter`` is a policy (its ``flags:`` log/spec_allow/wait_killable_recv apply too), a
+    compiled program, a ``list[Insn]``, BPF bytes or a stored :class:`sysgate.filter.Filter`
+    (whose flags and group then apply). ``argv[0]`` is
     searched in ``PATH`` (of ``env`` when given). ``stdin``/``stdout``/``stderr`` are fds or
     objects with ``fileno()``; None inherits ours. ``pass_fds`` stay open in the target.
     ``sigmask`` is the target's signal mask (default: ours). ``listener`` forces (or
@@ -157,8 +158,10 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
     raw = program_bytes(filter)
     if listener is None:
         listener = notifies(raw)
-    flags = filter_flags(log=log, spec_allow=spec_allow, new_listener=listener,
-                         wait_killable_recv=wait_killable_recv)
+    wanted = set(policy_flag_options(filter))
+    flags = filter_flags(log=log or "log" in wanted, spec_allow=spec_allow or "spec_allow" in wanted,
+                         new_listener=listener,
+                         wait_killable_recv=wait_killable_recv or "wait_killable_recv" in wanted)
     return launch(argv, raw, flags, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
                   pass_fds=pass_fds, sigmask=sigmask, group=group)
 
