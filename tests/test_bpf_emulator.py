@@ -1,12 +1,13 @@
 """The emulator against the running kernel: actions, ALU corner cases, random valid programs."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpfkernel import expected_verdict, kernel_batch, probe_data
+from bpfkernel import Verdict, expected_verdict, kernel_batch, probe_data
 from bpfprograms import REVEAL_SHIFTS, syscall_args, unassigned_nrs, valid_programs
 from sysgate.bpf.asm import assemble
 from sysgate.bpf.checker import BPFCheckError
@@ -60,6 +61,17 @@ def test_every_action_matches_the_kernel():
         value, count = emulate(program, data)
         assert count == 1
         assert got == expected_verdict(value), action
+
+
+def test_allowed_probe_really_runs():
+    """ALLOW lets a real syscall through: getppid() in the child returns this process's pid."""
+    from sysgate import syscalls
+
+    getppid = syscalls.number(None, "getppid")
+    program = assemble(f"ld nr\n jeq #{getppid}, 0, 1\n ret #ALLOW\n ret #ERRNO(9)")
+    verdicts = kernel_batch([(program, [probe_data(getppid), probe_data(NR)])])[0]
+    assert verdicts == [expected_verdict(abi.SECCOMP_RET_ALLOW, Verdict("returned", os.getpid())),
+                        Verdict("errno", 9)]
 
 
 @pytest.mark.parametrize("name", sorted(CORNERS))

@@ -139,17 +139,18 @@ class _Pending:
     """An instruction whose jump targets may still be labels."""
 
     code: int
-    jt: object
-    jf: object
-    k: object
+    jt: "int | Target"
+    jf: "int | Target"
+    k: "int | Target"
     line: int
     column: int
 
 
 @dataclass(frozen=True)
 class Target:
-    label: str | None
-    offset: int
+    """A jump to a label, resolved once every label is known."""
+
+    label: str
     token: Token
 
 
@@ -350,7 +351,7 @@ class Assembler:
         tok = line.peek()
         if tok.kind == "name":
             line.next()
-            return Target(tok.text, 0, tok)
+            return Target(tok.text, tok)
         if tok.kind == "num":
             return line.number("jump offset", 0, high)
         raise line.error(f"expected a label or a jump offset, found {_shown(tok)}", tok)
