@@ -1,0 +1,122 @@
+"""``sysgate replay``: feed recorded notifications into handlers, without a kernel.
+
+A recording (JSON lines written by ``sysgate.testing.Recorder``) holds each notification
+with the target memory its handler read and the reply the kernel got. Replay rebuilds
+each one as a fake notification, answers it with the given handlers the way the
+supervisor would, and reports every reply that differs (exit status 1). Needs neither
+root nor a seccomp-capable kernel.
+
+--handlers takes MODULE[:NAME] or FILE.py[:NAME] (NAME defaults to ``handlers``): a dict
+{syscall: handler}, a handler object with a ``syscalls`` attribute, a callable (used for
+every syscall), or a list of those.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import re
+import sys
+
+from ..errors import SysgateError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("replay", help="replay recorded notifications into handlers (no kernel, no root)",
+                       description=__doc__.split("\n\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="a recording (JSON lines)")
+    p.add_argument("--handlers", action="append", default=[], metavar="MODULE[:NAME]",
+                   help="where the handlers are (repeatable)")
+    p.add_argument("--default", metavar="REPLY",
+                   help="reply for calls without a handler: continue, errno(NAME), value(N) "
+                        "(default: the one recorded)")
+    p.add_argument("--show", action="store_true", help="print the recorded calls and replies instead")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..testing import Dispatcher, load, replay
+
+    header, records = load(args.file)
+    if args.show:
+        show(records)
+        return 0
+    if not args.handlers:
+        raise SysgateError("nothing to replay into: give --handlers MODULE[:NAME] (or --show)")
+    dispatcher = Dispatcher.for_recording(header)
+    if args.default:
+        dispatcher.default = parse_reply(args.default)
+    for spec in args.handlers:
+        install(dispatcher, load_object(spec), spec)
+    report = replay(records, dispatcher)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def show(records) -> None:
+    from ..testing.replay import _call_text, _reply_text, notification_from_record
+
+    for doc in records:
+        n = notification_from_record(doc)
+        print(f"[pid {doc.get('pid', 0)}] {_call_text(doc, n)} -> {_reply_text(doc['reply'])}")
+
+
+def parse_reply(text: str):
+    """``continue``, ``errno(NAME|N)`` (or a bare errno name) or ``value(N)``."""
+    from ..supervisor import Reply
+
+    text = text.strip()
+    if text == "continue":
+        return Reply.continue_()
+    m = re.fullmatch(r"(errno|value)\((-?\w+)\)|(E[A-Z0-9]+)", text)
+    try:
+        if m and m.group(3):
+            return Reply.errno(m.group(3))
+        if m and m.group(1) == "errno":
+            arg = m.group(2)
+            return Reply.errno(int(arg) if arg.isdigit() else arg)
+        if m and m.group(1) == "value":
+            return Reply.value(int(m.group(2), 0))
+    except ValueError as exc:
+        raise SysgateError(f"--default: {exc}") from None
+    raise SysgateError(f"--default: expected continue, errno(NAME) or value(N), not {text!r}")
+
+
+def load_object(spec: str):
+    """The object named by ``MODULE[:NAME]`` or ``FILE.py[:NAME]``."""
+    where, _, name = spec.partition(":") if not re.match(r"^[A-Za-z]:\\", spec) else (spec, "", "")
+    name = name or "handlers"
+    try:
+        if where.endswith(".py") or os.sep in where:
+            module_spec = importlib.util.spec_from_file_location(f"_sysgate_handlers_{abs(hash(where))}", where)
+            if module_spec is None or not os.path.exists(where):
+                raise SysgateError(f"--handlers: no such file {where!r}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except SysgateError:
+        raise
+    except Exception as exc:   # the user's module failed to import: say how, in one line
+        raise SysgateError(f"--handlers {spec}: cannot load {where!r}: {type(exc).__name__}: {exc}") from None
+    if not hasattr(module, name):
+        raise SysgateError(f"--handlers {spec}: {where!r} has no {name!r}")
+    return getattr(module, name)
+
+
+def install(dispatcher, obj, spec: str) -> None:
+    """Register ``obj`` (dict, handler with ``syscalls``, callable, or a list of them)."""
+    if isinstance(obj, dict):
+        dispatcher.table(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            install(dispatcher, item, spec)
+    elif callable(obj) and getattr(obj, "syscalls", None):
+        for name in obj.syscalls:
+            dispatcher.on(name, obj)
+    elif callable(obj):
+        dispatcher.fallback(obj)
+    else:
+        raise SysgateError(f"--handlers {spec}: expected a dict, a handler or a callable, not {type(obj).__name__}")

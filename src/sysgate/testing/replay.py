@@ -1,0 +1,189 @@
+"""Replay recorded notifications into handlers, without a kernel, and compare the replies.
+
+:class:`Dispatcher` answers :class:`~sysgate.testing.fake.FakeNotification` objects the
+way the supervisor answers real ones (handler by syscall name, or native number, then
+the fallback, then the default; None -> default; exceptions -> ``on_error_errno``;
+TargetGone -> no reply). :func:`replay` rebuilds each recorded notification with the
+memory its handler read back then, dispatches it and reports every reply that differs::
+
+    header, records = record.load("calls.jsonl")
+    d = Dispatcher.for_recording(header)
+    d.on("openat", my_handler)
+    report = replay(records, d)
+    assert report.ok, report.format()
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..kernel import abi
+from ..supervisor import Reply, ReplyError, TargetGone
+from ..supervisor.notification import REPLIED, errno_value
+from .fake import FakeMemory, FakeNotification
+from .record import decode_bytes, reply_dict, reply_from_dict
+
+log = logging.getLogger("sysgate.testing")
+
+
+class Dispatcher:
+    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`'s handler table."""
+
+    def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = "EPERM"):
+        self.default = default if default is not None else Reply.errno("EPERM")
+        self.on_error_errno = errno_value(on_error_errno)
+        self.handlers: dict = {}
+        self._fallback = None
+
+    @classmethod
+    def for_recording(cls, header: dict) -> "Dispatcher":
+        """A dispatcher with the default verdict and error errno the recording was made with."""
+        default = reply_from_dict(header["default"]) if "default" in header else None
+        return cls(default, on_error_errno=header.get("on_error_errno", "EPERM"))
+
+    def on(self, syscall: str | int, fn=None):
+        """Handle ``syscall`` (name, or number of the native arch) with ``fn``; a decorator too."""
+        if fn is None:
+            return lambda f: self.on(syscall, f) or f
+        if not callable(fn):
+            raise TypeError(f"a handler must be callable, not {fn!r}")
+        self.handlers[syscall] = fn
+        return None
+
+    def table(self, handlers: dict) -> None:
+        for syscall, fn in handlers.items():
+            self.on(syscall, fn)
+
+    def fallback(self, fn) -> None:
+        """Handle every syscall without a handler of its own."""
+        self._fallback = fn
+
+    def handler_for(self, n):
+        fn = self.handlers.get(n.syscall)
+        if fn is None and n.arch == abi.native_arch():
+            fn = self.handlers.get(n.nr)
+        return fn if fn is not None else self._fallback
+
+    def dispatch(self, n) -> dict:
+        """Answer ``n`` like the supervisor would; returns the outcome (see :func:`outcome`)."""
+        fn = self.handler_for(n)
+        try:
+            result = None if fn is None else fn(n)
+            if n._state != REPLIED:
+                if result is None:
+                    result = self.default
+                n.reply(result)
+            elif isinstance(result, Reply):
+                raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+        except TargetGone:
+            return {"kind": "gone"}
+        except Exception as exc:
+            log.debug("handler for %s failed: %r", n.syscall, exc)
+            if n.try_claim():
+                n._send(0, self.on_error_errno, 0)
+            return {**outcome(n), "exception": repr(exc)}
+        return outcome(n)
+
+
+def outcome(n: FakeNotification) -> dict:
+    """The reply ``n`` got, as recorded (``{"kind": "errno", "errno": 13}``…); kind "none"
+    when it got none."""
+    if n.verdict is None:
+        return {"kind": "none"}
+    return reply_dict(n.verdict, injected_fd=n.reply_kind == "inject_fd")
+
+
+def notification_from_record(doc: dict) -> FakeNotification:
+    """A fake notification carrying a record's registers and the memory read from it."""
+    segments, faults, numbers = {}, {}, []
+    for event in doc.get("io", ()):
+        kind = event.get("kind")
+        if kind == "addfd":
+            numbers.append(event["result"])
+        elif "errno" in event:
+            faults[event["address"]] = event["errno"]
+        elif kind in ("memory", "string") and ("text" in event or "base64" in event):
+            data = decode_bytes(event)
+            segments[event["address"]] = data + b"\0" if kind == "string" else data
+    if doc["reply"].get("kind") == "inject_fd" and not numbers:
+        numbers.append(doc["reply"]["value"])
+    gone = doc["reply"].get("kind") == "gone"
+    return FakeNotification(doc["nr"], tuple(doc["args"]), arch=doc["arch"], pid=doc.get("pid", 0),
+                            id=doc.get("id"), instruction_pointer=doc.get("ip", 0),
+                            group=doc.get("group", "default"), memory=FakeMemory(segments, faults),
+                            alive=not gone, fd_numbers=numbers or None)
+
+
+@dataclass
+class Difference:
+    """One notification whose replayed reply differs from the recorded one."""
+
+    index: int                   #: position in the recording (0 = first notification)
+    line: int | None
+    call: str                    #: ``openat(...)`` as recorded
+    recorded: dict
+    replayed: dict
+    unrecorded_reads: list = field(default_factory=list)   #: (address, length) the replay could not serve
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else f"#{self.index}"
+        text = f"{where}: {self.call}: recorded {_reply_text(self.recorded)}, replayed {_reply_text(self.replayed)}"
+        if self.unrecorded_reads:
+            reads = ", ".join(f"{n} bytes at 0x{a:x}" for a, n in self.unrecorded_reads)
+            text += f" (read memory that was not recorded: {reads})"
+        return text
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    differences: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def format(self) -> str:
+        lines = [f"{self.replayed} notifications replayed, {len(self.differences)} differ"]
+        lines += [f"  {d}" for d in self.differences]
+        return "\n".join(lines)
+
+
+def replay(records: list[dict], dispatcher: Dispatcher) -> ReplayReport:
+    """Dispatch every record's notification and compare the replies with the recorded ones."""
+    report = ReplayReport()
+    for index, doc in enumerate(records):
+        n = notification_from_record(doc)
+        got = dispatcher.dispatch(n)
+        report.replayed += 1
+        expected = doc["reply"]
+        if _comparable(got) != _comparable(expected):
+            misses = list(n.memory.misses)
+            report.differences.append(Difference(index, doc.get("line"), _call_text(doc, n), expected, got, misses))
+    return report
+
+
+def _comparable(reply: dict) -> dict:
+    return {k: v for k, v in reply.items() if k != "exception"}
+
+
+def _reply_text(reply: dict) -> str:
+    kind = reply.get("kind")
+    if kind == "errno":
+        import errno
+
+        text = f"errno {errno.errorcode.get(reply['errno'], reply['errno'])}"
+    elif kind in ("value", "inject_fd"):
+        text = f"{kind} {reply['value']}"
+    else:
+        text = str(kind)
+    return text + (f" [{reply['exception']}]" if "exception" in reply else "")
+
+
+def _call_text(doc: dict, n: FakeNotification) -> str:
+    from ..cli.run import format_call
+
+    try:
+        return format_call(n)
+    except Exception:
+        return f"{doc.get('syscall', doc['nr'])}({', '.join(hex(a) for a in doc['args'])})"
