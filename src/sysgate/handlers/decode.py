@@ -204,6 +204,10 @@ def decode_args(n, *, max_string: int = 96, read: bool = True) -> list[str]:
     if sig is None:
         return [f"0x{a:x}" for a in n.args]
     out = [decode_arg(n, p, a, max_string=max_string, read=read) for p, a in zip(sig.params, n.args)]
+    if n.syscall in ("open", "openat") and len(out) == len(sig.params) and sig.params[-1].name == "mode":
+        flags = n.args[len(sig.params) - 2] & 0xFFFFFFFF
+        if not flags & (os.O_CREAT | os.O_TMPFILE):
+            out.pop()                                  # like strace: the mode only matters when creating
     where = _SOCKADDR_CALLS.get(n.syscall)
     if read and where and len(out) > where[1]:
         text = _sockaddr(n, n.args[where[0]], n.args[where[1]] & 0xFFFFFFFF)
