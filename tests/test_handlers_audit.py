@@ -14,7 +14,7 @@ from sysgate.handlers.audit import percentile
 from sysgate.policy import constants
 from sysgate.policy.parser import parse_policy
 from sysgate import launch
-from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
+from handlers_support import notify_policy, run
 
 C = constants.table()
 

@@ -12,8 +12,7 @@ import pytest
 
 from sysgate.errors import SysgateError
 from sysgate.handlers.container import ContainerHandler, MountRule
-from sysgate.policy.model import Action, Cmp, Rule
-from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
+from handlers_support import run, target_c  # noqa: F401 (fixture)
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
 

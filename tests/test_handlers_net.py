@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 

@@ -32,8 +32,12 @@ class Handler:
             return ENOSYS
         return self.handle(n)
 
-    def handle(self, n):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def handle(self, n):
+        """Call the method ``_<syscall>(n)``; an OSError becomes the errno reply."""
+        try:
+            return getattr(self, "_" + n.syscall)(n)
+        except OSError as exc:
+            return oserror_reply(exc)
 
     def install(self, sup, *, group: str | None = None, only=None) -> None:
         """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that the
@@ -54,3 +58,11 @@ class Handler:
 def oserror_reply(exc: OSError) -> Reply:
     """The reply for an emulated call that failed with ``exc`` (EIO when it has no errno)."""
     return Reply.errno(exc.errno if exc.errno and 0 < exc.errno < 4096 else errno.EIO)
+
+
+def check_default(kind: str, default: str) -> None:
+    """Rule lists fall back to ``allow`` or ``deny``; anything else is a config error."""
+    if default not in ("allow", "deny"):
+        from ..errors import SysgateError
+
+        raise SysgateError(f"{kind} default must be allow or deny, not {default!r}")

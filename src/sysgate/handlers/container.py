@@ -28,6 +28,7 @@ more than an unprivileged container's own user namespace would allow.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -35,11 +36,12 @@ import stat as _stat
 import struct
 
 from ..errors import SysgateError
+from ..kernel import sys as ksys
 from ..policy import constants
 from ..supervisor import Reply
-from .base import Handler, oserror_reply
+from .base import Handler
 from .fs import Resolver, fd_path, glob_regex
-from .target import AT_FDCWD, acting_as, credentials, signed32, write_memory
+from .target import AT_FDCWD, acting_as, credentials, run_in_child, signed32, write_memory
 
 EPERM = Reply.errno(errno.EPERM)
 #: (major, minor) -> name of the character devices created by default.
@@ -101,67 +103,54 @@ class ContainerHandler(Handler):
             raise SysgateError(f"container memory must be a byte count or 'cgroup', not {memory!r}")
         self.memory = memory
 
-    def handle(self, n):
-        try:
-            return getattr(self, "_" + n.syscall)(n)
-        except OSError as exc:
-            return oserror_reply(exc)
-
     # --- helpers
-    def _parent(self, n, creds, resolver, dirfd, path: bytes):
-        """(our O_PATH fd of the parent directory, last component, the path as the target sees it)."""
+    @contextlib.contextmanager
+    def _parent(self, n, at: bool):
+        """Yield (creds, our O_PATH fd of the parent directory, last component, the path as the
+        target sees it, the remaining arguments) of a mknod/mkdir-style call."""
+        a = n.args
+        dirfd, path, rest = (signed32(a[0]), n.read_string(a[1]), a[2:]) if at else (AT_FDCWD, n.read_string(a[0]), a[1:])
         parent, _, name = path.rstrip(b"/").rpartition(b"/")
         if not name or name in (b".", b".."):
             raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
         if not parent:
             parent = b"/" if path.startswith(b"/") else b"."
-        with acting_as(creds):      # walk with the caller's search permissions
-            dfd = resolver.open(dirfd, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        view = resolver.view(fd_path(dfd))
-        if view is None:
-            os.close(dfd)
-            raise OSError(errno.EACCES, "outside the target's root")
-        return dfd, name, os.path.join(view, os.fsdecode(name))
+        creds = credentials(n)
+        with Resolver(n, creds) as resolver:
+            with acting_as(creds):      # walk with the caller's search permissions
+                dfd = resolver.open(dirfd, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                view = resolver.view(fd_path(dfd))
+                if view is None:
+                    raise OSError(errno.EACCES, "outside the target's root")
+                yield creds, dfd, name, os.path.join(view, os.fsdecode(name)), rest
+            finally:
+                os.close(dfd)
 
     @staticmethod
     def _may_write(creds, dfd: int) -> None:
         with acting_as(creds):
-            from ..kernel import sys as ksys
             ksys.raw_syscall("faccessat2", ctypes.c_int(dfd), ctypes.c_char_p(b""), ctypes.c_int(os.W_OK | os.X_OK),
                              ctypes.c_int(0x1000 | 0x200))    # AT_EMPTY_PATH | AT_EACCESS
 
-    def _path_call(self, n, at: bool):
-        a = n.args
-        if at:
-            return signed32(a[0]), n.read_string(a[1]), a[2:]
-        return AT_FDCWD, n.read_string(a[0]), a[1:]
-
     # --- mknod
     def _mknod(self, n, at: bool = False):
-        dirfd, path, rest = self._path_call(n, at)
-        mode, dev = rest[0] & 0xFFFFFFFF, rest[1] & 0xFFFFFFFF
+        a = n.args[2:] if at else n.args[1:]
+        mode, dev = a[0] & 0xFFFFFFFF, a[1] & 0xFFFFFFFF
         kind = _stat.S_IFMT(mode) or _stat.S_IFREG
         if kind == _stat.S_IFBLK or (kind == _stat.S_IFCHR and (os.major(dev), os.minor(dev)) not in self.devices):
             return EPERM
         if kind not in (_stat.S_IFCHR, _stat.S_IFIFO, _stat.S_IFSOCK, _stat.S_IFREG):
             return Reply.errno(errno.EINVAL)
-        creds = credentials(n)
-        resolver = Resolver(n, creds)
-        try:
-            dfd, name, _ = self._parent(n, creds, resolver, dirfd, path)
-            try:
-                perms = mode & 0o7777 & ~creds.umask
-                if kind == _stat.S_IFCHR:
-                    self._may_write(creds, dfd)
-                    os.mknod(name, kind | perms, dev, dir_fd=dfd)
-                    os.chown(name, creds.fsuid, creds.fsgid, dir_fd=dfd, follow_symlinks=False)
-                else:
-                    with acting_as(creds):
-                        os.mknod(name, kind | perms, 0, dir_fd=dfd)
-            finally:
-                os.close(dfd)
-        finally:
-            resolver.close()
+        with self._parent(n, at) as (creds, dfd, name, _, _):
+            perms = mode & 0o7777 & ~creds.umask
+            if kind == _stat.S_IFCHR:
+                self._may_write(creds, dfd)
+                os.mknod(name, kind | perms, dev, dir_fd=dfd)
+                os.chown(name, creds.fsuid, creds.fsgid, dir_fd=dfd, follow_symlinks=False)
+            else:
+                with acting_as(creds):
+                    os.mknod(name, kind | perms, 0, dir_fd=dfd)
         return Reply.value(0)
 
     def _mknodat(self, n):
@@ -169,20 +158,11 @@ class ContainerHandler(Handler):
 
     # --- mkdir
     def _mkdir(self, n, at: bool = False):
-        dirfd, path, rest = self._path_call(n, at)
-        creds = credentials(n)
-        resolver = Resolver(n, creds)
-        try:
-            dfd, name, view = self._parent(n, creds, resolver, dirfd, path)
-            try:
-                if not any(r.match(view) for r in self.mkdir):
-                    return self.mkdir_otherwise
-                os.mkdir(name, rest[0] & 0o7777 & ~creds.umask, dir_fd=dfd)
-                os.chown(name, creds.fsuid, creds.fsgid, dir_fd=dfd, follow_symlinks=False)
-            finally:
-                os.close(dfd)
-        finally:
-            resolver.close()
+        with self._parent(n, at) as (creds, dfd, name, view, rest):
+            if not any(r.match(view) for r in self.mkdir):
+                return self.mkdir_otherwise
+            os.mkdir(name, rest[0] & 0o7777 & ~creds.umask, dir_fd=dfd)
+            os.chown(name, creds.fsuid, creds.fsgid, dir_fd=dfd, follow_symlinks=False)
         return Reply.value(0)
 
     def _mkdirat(self, n):
@@ -201,8 +181,7 @@ class ContainerHandler(Handler):
             propagation |= _flag(name)
         recursive = _flag("MS_REC")
         creds = credentials(n)
-        resolver = Resolver(n, creds)
-        try:
+        with Resolver(n, creds) as resolver:
             with acting_as(creds):
                 tfd = resolver.open(AT_FDCWD, target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -214,13 +193,9 @@ class ContainerHandler(Handler):
                 else:
                     return EPERM
                 err = _in_mount_namespace(n.pid, tfd, lambda: _mount_here(source_arg, fstype_arg, flags, data))
-                if not n.valid():
-                    return None
                 return Reply.value(0) if err == 0 else Reply.errno(err)
             finally:
                 os.close(tfd)
-        finally:
-            resolver.close()
 
     # --- sysinfo
     def _sysinfo(self, n):
@@ -281,28 +256,19 @@ def cgroup_memory(pid: int) -> tuple[int, int] | None:
 
 
 def _in_mount_namespace(pid: int, dirfd: int, action) -> int:
-    """Run ``action()`` in a forked child that joined ``pid``'s mount namespace with its cwd at
+    """Run ``action()`` in a forked helper that joined ``pid``'s mount namespace with its cwd at
     ``dirfd``. Returns 0 or the errno it failed with."""
     ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+
+    def join_and_act():
+        if _libc.setns(ns, _CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        os.fchdir(dirfd)
+        action()
     try:
-        child = os.fork()
-        if child == 0:
-            code = 255
-            try:
-                if _libc.setns(ns, _CLONE_NEWNS) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-                os.fchdir(dirfd)
-                action()
-                code = 0
-            except OSError as exc:
-                code = exc.errno if exc.errno and exc.errno < 255 else 255
-            finally:
-                os._exit(code)
+        return run_in_child(join_and_act)
     finally:
         os.close(ns)
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return errno.EIO if code < 0 or code == 255 else code
 
 
 def _mount_here(source: bytes | None, fstype: bytes | None, flags: int, data: bytes | None) -> None:

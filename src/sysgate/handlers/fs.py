@@ -45,7 +45,7 @@ from ..errors import SysgateError
 from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
-from .base import Handler, oserror_reply
+from .base import Handler, check_default, oserror_reply
 from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
@@ -141,8 +141,7 @@ class PathRules:
     """An ordered rule list: the first rule matching (path, mode) decides; else ``default``."""
 
     def __init__(self, rules=(), default: str = "deny"):
-        if default not in ("allow", "deny"):
-            raise SysgateError(f"fs default must be allow or deny, not {default!r}")
+        check_default("fs", default)
         self.rules = [r if isinstance(r, PathRule) else parse_rule(r) for r in rules]
         self.default = default
         self._compiled = [(r.verdict == "allow", r.modes, r.regex) for r in self.rules]
@@ -191,6 +190,12 @@ class Resolver:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+    def __enter__(self) -> "Resolver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _keep(self, fd: int) -> int:
         self._fds.append(fd)
@@ -263,14 +268,11 @@ class FsHandler(Handler):
 
     def handle(self, n):
         creds = credentials(n)
-        resolver = Resolver(n, creds)
         try:
-            with acting_as(creds if self.as_target else None):
+            with Resolver(n, creds) as resolver, acting_as(creds if self.as_target else None):
                 return getattr(self, "_" + n.syscall)(n, creds, resolver)
         except OSError as exc:
             return oserror_reply(exc)
-        finally:
-            resolver.close()
 
     # --- checks
     def check(self, resolver: Resolver, fd: int, modes) -> bool:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from ..errors import SysgateError
 from ..supervisor import Reply
 from . import sockaddr
-from .base import Handler, oserror_reply
+from .base import Handler, check_default
 from .fs import Resolver, fd_path, glob_regex
 from .target import acting_as, credentials, fetch_fd, signed32
 
@@ -148,8 +148,7 @@ class NetRules:
     """First matching rule decides; else ``default``."""
 
     def __init__(self, rules=(), default: str = "deny"):
-        if default not in ("allow", "deny"):
-            raise SysgateError(f"net default must be allow or deny, not {default!r}")
+        check_default("net", default)
         self.rules = [r if isinstance(r, NetRule) else parse_rule(r) for r in rules]
         self.default = default
 
@@ -174,12 +173,6 @@ class NetHandler(Handler):
         self.rules = rules if isinstance(rules, NetRules) else NetRules(rules, default)
         self.denied = Reply.errno(errno_denied)
         self.deadline = deadline
-
-    def handle(self, n):
-        try:
-            return getattr(self, "_" + n.syscall)(n)
-        except OSError as exc:
-            return oserror_reply(exc)
 
     def _address(self, n, address: int, length: int) -> tuple[bytes, sockaddr.SockAddr]:
         if not 0 < length <= 128:
@@ -261,38 +254,34 @@ class NetHandler(Handler):
 
     def _emulate_unix(self, n, op, fd, raw, addr, call, creds):
         """Resolve the socket path like an open (target root/cwd), check the real path, use our fd."""
-        resolver = Resolver(n, creds)
-        try:
-            with acting_as(creds):
-                path = addr.address
-                if op == "bind":
-                    parent, _, name = path.rstrip(b"/").rpartition(b"/")
-                    if not name:
-                        return Reply.errno(errno.EINVAL)
-                    dfd = resolver.open(-100, parent or (b"/" if path.startswith(b"/") else b"."),
-                                        os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                    view = resolver.view(fd_path(dfd))
-                    real = None if view is None else os.path.join(view, os.fsdecode(name)).encode()
-                    local = b"/proc/self/fd/%d/%s" % (dfd, name)
-                else:
-                    dfd = resolver.open(-100, path, os.O_PATH | os.O_CLOEXEC)
-                    if not _stat.S_ISSOCK(os.fstat(dfd).st_mode):
-                        os.close(dfd)
-                        return Reply.errno(errno.ECONNREFUSED)
-                    view = resolver.view(fd_path(dfd))
-                    real = None if view is None else view.encode()
-                    local = b"/proc/self/fd/%d" % dfd
-                try:
-                    if real is None or not self.rules.allows(op, sockaddr.SockAddr(socket.AF_UNIX, real)):
-                        return self.denied
-                    if len(local) >= _SUN_PATH:
-                        return Reply.errno(errno.ENAMETOOLONG)
-                    ours = struct.pack("=H", socket.AF_UNIX) + local + b"\0"
-                    return self._with_socket(n, fd, lambda s: call(s, ours), creds)
-                finally:
+        with Resolver(n, creds) as resolver, acting_as(creds):
+            path = addr.address
+            if op == "bind":
+                parent, _, name = path.rstrip(b"/").rpartition(b"/")
+                if not name:
+                    return Reply.errno(errno.EINVAL)
+                dfd = resolver.open(-100, parent or (b"/" if path.startswith(b"/") else b"."),
+                                    os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                view = resolver.view(fd_path(dfd))
+                real = None if view is None else os.path.join(view, os.fsdecode(name)).encode()
+                local = b"/proc/self/fd/%d/%s" % (dfd, name)
+            else:
+                dfd = resolver.open(-100, path, os.O_PATH | os.O_CLOEXEC)
+                if not _stat.S_ISSOCK(os.fstat(dfd).st_mode):
                     os.close(dfd)
-        finally:
-            resolver.close()
+                    return Reply.errno(errno.ECONNREFUSED)
+                view = resolver.view(fd_path(dfd))
+                real = None if view is None else view.encode()
+                local = b"/proc/self/fd/%d" % dfd
+            try:
+                if real is None or not self.rules.allows(op, sockaddr.SockAddr(socket.AF_UNIX, real)):
+                    return self.denied
+                if len(local) >= _SUN_PATH:
+                    return Reply.errno(errno.ENAMETOOLONG)
+                ours = struct.pack("=H", socket.AF_UNIX) + local + b"\0"
+                return self._with_socket(n, fd, lambda s: call(s, ours), creds)
+            finally:
+                os.close(dfd)
 
     def _with_socket(self, n, fd, action, creds=None):
         try:

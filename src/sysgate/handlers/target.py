@@ -143,3 +143,21 @@ def signed32(value: int) -> int:
     """A register holding a C ``int`` as a Python int (AT_FDCWD = -100)."""
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
+
+
+def run_in_child(action) -> int:
+    """Run ``action()`` in a forked child (for what a multi-threaded process cannot do, such as
+    joining a mount namespace). Returns 0, or the errno of the OSError it raised (EIO otherwise)."""
+    child = os.fork()
+    if child == 0:
+        code = 255
+        try:
+            action()
+            code = 0
+        except OSError as exc:
+            code = exc.errno if exc.errno and exc.errno < 255 else 255
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return errno.EIO if code < 0 or code == 255 else code
