@@ -174,8 +174,10 @@ def main(argv=None) -> int:
         med = {k: statistics.median(v) for k, v in runs.items() if v}
         print(f"round trip (median of {args.repeat}; n={args.n}, libseccomp-py n={lib_n}; unpinned)")
         for name, value in med.items():
-            print(f"  {name:15s} {value:8.2f} µs   ({value / med['c']:.2f}x C)   runs: "
+            print(f"  {name:15s} {value:8.2f} µs   ({value / med['c']:.2f}x C)   min {min(runs[name]):.2f}   runs: "
                   + " ".join(f"{v:.2f}" for v in runs[name]))
+        print("  (without synchronous wake-ups, as in c-nosync and libseccomp-py, the round trip depends "
+              "on the idle state of the other CPU: cheap on a busy machine, tens of µs on an idle one)")
         ok = True
         ratio = med["sysgate"] / med["c"]
         print(f"sysgate / C            = {ratio:.2f}   (target <= 2.0)")
