@@ -40,33 +40,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..launch import LaunchError, exit_status
     from ..learn import Observer, Progress, header_text, notify_all_filter, parse_action, summary_text
-    from .run import SignalForwarder, supervise
+    from .run import command_args, run_command
 
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if not args.command:
-        raise SysgateError("no command given: sysgate learn -o FILE [options] -- CMD [ARG...]")
+    argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
     default = parse_action(args.default)
     fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
     _check_unpinned(args.no_pin)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     observer = Observer(progress=Progress(sys.stderr) if show else None)
-    with SignalForwarder() as forwarder:
-        try:
-            target = notify_all_filter().spawn(args.command, sigmask=forwarder.original_mask)
-        except LaunchError as exc:
-            print(f"sysgate: {exc}", file=sys.stderr)
-            return exc.exit_code
-        with target:
-            try:
-                code = supervise(target, observer, forwarder)
-            finally:
-                if observer.progress is not None:
-                    observer.progress.close()
+    try:
+        code, target = run_command(notify_all_filter(), argv, observer)
+    finally:
+        if observer.progress is not None:
+            observer.progress.close()
+    if target is None:      # could not be started (run_command said why)
+        return code
     obs = observer.observations
-    header = header_text(args.command, obs, target.returncode, default)
+    header = header_text(argv, obs, target.returncode, default)
     text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header)
     write_output(args.output, text)
     print(summary_text(obs, code, args.top), file=sys.stderr)
@@ -75,7 +66,7 @@ def run(args) -> int:
     if code:
         print(f"sysgate learn: warning: the command failed (status {code}); the policy covers only what "
               f"it did before failing", file=sys.stderr)
-    return exit_status(target.returncode) if target.returncode is not None else code
+    return code
 
 
 def render(obs, fmt: str, **options) -> str:

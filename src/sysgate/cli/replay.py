@@ -86,7 +86,7 @@ def parse_reply(text: str):
 
 def load_object(spec: str):
     """The object named by ``MODULE[:NAME]`` or ``FILE.py[:NAME]``."""
-    where, _, name = spec.partition(":") if not re.match(r"^[A-Za-z]:\\", spec) else (spec, "", "")
+    where, _, name = spec.partition(":")
     name = name or "handlers"
     try:
         if where.endswith(".py") or os.sep in where:

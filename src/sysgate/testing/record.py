@@ -90,6 +90,8 @@ def load(path) -> tuple[dict, list[dict]]:
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
+            if not docs:
+                raise SysgateError(f"{path}: not a sysgate recording (line {number} is not JSON)") from None
             raise SysgateError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
         if not isinstance(doc, dict):
             raise SysgateError(f"{path}:{number}: expected a JSON object")

@@ -181,7 +181,7 @@ def _reply_text(reply: dict) -> str:
 
 
 def _call_text(doc: dict, n: FakeNotification) -> str:
-    from ..cli.run import format_call
+    from ..handlers.decode import format_call
 
     try:
         return format_call(n)
