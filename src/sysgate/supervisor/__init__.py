@@ -1,11 +1,21 @@
 """The notification supervisor: one fail-closed event loop for many seccomp listeners.
 
->>> sup = Supervisor(default=Reply.errno("EPERM"))
->>> @sup.on("getppid")
-... def fake_parent(n):
-...     n.return_value(1)
->>> sup.add_target(launch.spawn(argv, policy))      # doctest: +SKIP
->>> sup.run_until_idle()                            # doctest: +SKIP
+::
+
+    from sysgate import launch
+    from sysgate.supervisor import Reply, Supervisor
+
+    with Supervisor(default=Reply.errno("EPERM")) as sup:
+        @sup.on("getppid")
+        def fake_parent(n):
+            return Reply.value(1)
+
+        sup.add_target(launch.spawn(argv, policy))
+        sup.run_until_idle()
+
+Modules: :mod:`.loop` (the epoll loop, listeners, groups, lifecycle), :mod:`.notification`
+(decoding, memory reads, replies), :mod:`.memory` (reading target memory), :mod:`.workers`
+(the bounded pool for blocking handlers), :mod:`.asyncio` (running inside asyncio).
 """
 from __future__ import annotations
 

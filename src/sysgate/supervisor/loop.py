@@ -10,8 +10,9 @@ answer ``on_error_errno`` too. EPOLLHUP means no task uses the filter any more
 listener is unregistered, closed and ``on_release`` is called. ENOENT from the
 kernel (target killed, syscall interrupted) is normal and only counted.
 
-Closing the supervisor closes every listener; syscalls still waiting for an
-answer then fail with ENOSYS in the targets.
+Other handlers run inline in the loop thread: they must be quick (no deadline can
+interrupt them). Closing the supervisor closes every listener; syscalls still
+waiting for an answer then fail with ENOSYS in the targets.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ import select
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
 from .notification import (ASYNC, HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply,
                            ReplyError, SharedNotification, TargetGone, errno_value)
+from .routing import Group, Handler, Routes
 from .workers import WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
@@ -58,18 +60,6 @@ class Stats:
 
 
 @dataclass(eq=False)
-class Group:
-    """Targets sharing handlers and a ``state`` dict (e.g. all targets of one stored filter)."""
-
-    name: str
-    state: dict = field(default_factory=dict)
-    handlers: dict = field(default_factory=dict)     # syscall name or native nr -> _Handler
-    fallback: "_Handler | None" = None
-    listeners: set = field(default_factory=set)
-    cache: dict = field(default_factory=dict)        # dispatch key -> callable(notification)
-
-
-@dataclass(eq=False)
 class Listener:
     """One listener fd owned by the supervisor."""
 
@@ -90,14 +80,7 @@ class Listener:
         return self.reason is not None
 
 
-@dataclass(frozen=True)
-class _Handler:
-    fn: object
-    blocking: bool = False
-    deadline: float | None = None
-
-
-class Supervisor:
+class Supervisor(Routes):
     """Answer seccomp notifications of many targets from one event loop.
 
     ``default`` answers syscalls without a handler and handlers that return None;
@@ -122,8 +105,7 @@ class Supervisor:
         self._epoll = select.epoll()
         self._epoll.register(self._pool.wakeup_fd, _IN)
         self._listeners: dict[int, Listener] = {}
-        self._groups: dict[str, Group] = {}
-        self._global = Group("*")
+        Routes.__init__(self)
         self._backlog: list[tuple[Listener, bytearray]] = []
         self._deadlines: list[Deadline] = []
         self._draining: set[Listener] = set()   # released, closed once their blocking work ends
@@ -131,92 +113,6 @@ class Supervisor:
         self._stopping = False
         self._closed = False
         self._resp = bytearray(abi.SECCOMP_NOTIF_RESP.size)   # reply buffer of the loop thread
-
-    # --- handler registration -------------------------------------------------------
-    def group(self, name: str) -> Group:
-        """The group called ``name`` (created on first use)."""
-        if name == "*":
-            return self._global
-        grp = self._groups.get(name)
-        if grp is None:
-            grp = self._groups[name] = Group(name)
-        return grp
-
-    def discard_group(self, name: str) -> None:
-        """Forget a group without listeners (its handlers and state), e.g. after a container ended."""
-        grp = self._groups.get(name)
-        if grp is not None:
-            if grp.listeners:
-                raise SysgateError(f"group {name!r} still has {len(grp.listeners)} listener(s)")
-            del self._groups[name]
-
-    def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None,
-           group: str | None = None):
-        """Handle ``syscall`` (a name, or a number of the native arch) with ``fn(notification)``.
-
-        Usable as a decorator (``@sup.on("openat")``). ``blocking`` (or a ``deadline`` in seconds)
-        runs the handler in the worker pool; both default to the handler's own ``blocking`` /
-        ``deadline`` attributes. ``group`` limits it to targets of that group.
-        """
-        if fn is None:
-            return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline, group=group) or f
-        _check_syscall(syscall)
-        grp = self.group(group or "*")
-        grp.handlers[syscall] = self._wrap(fn, blocking, deadline)
-        self._invalidate()
-        return None
-
-    handler = on
-
-    def table(self, handlers: dict, *, group: str | None = None) -> None:
-        """Register several handlers at once: ``{syscall: fn}``."""
-        for syscall, fn in handlers.items():
-            self.on(syscall, fn, group=group)
-
-    def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None,
-                 group: str | None = None) -> None:
-        """Handle every syscall that has no handler of its own (instead of the default verdict);
-        None removes the fallback."""
-        self.group(group or "*").fallback = None if fn is None else self._wrap(fn, blocking, deadline)
-        self._invalidate()
-
-    def use_policy(self, policy, handlers: dict, *, group: str | None = None) -> None:
-        """Route the policy's ``notify(name)`` rules to ``handlers[name]``.
-
-        The filter cannot tell the supervisor which rule matched, so each notified syscall is
-        routed by its name; when rules of one syscall name different handlers, the policy's
-        own reference semantics (``Policy.decide`` on the argument registers) picks one.
-        """
-        routes: dict[str, set[str]] = {}
-        for rule in policy.rules:
-            if rule.action.kind == "notify" and rule.action.handler:
-                routes.setdefault(rule.syscall, set()).add(rule.action.handler)
-        missing = sorted({h for names in routes.values() for h in names} - set(handlers))
-        if missing:
-            raise SysgateError(f"policy {policy.name!r} notifies handler(s) {', '.join(missing)} "
-                               f"but none was given (have: {', '.join(sorted(handlers)) or 'none'})")
-        for syscall, names in routes.items():
-            if len(names) == 1:
-                self.on(syscall, handlers[next(iter(names))], group=group)
-            else:
-                self.on(syscall, _PolicyChooser(policy, handlers), group=group)
-
-    @staticmethod
-    def _wrap(fn, blocking, deadline) -> _Handler:
-        if not callable(fn):
-            raise TypeError(f"a handler must be callable, not {fn!r}")
-        if blocking is None:
-            blocking = bool(getattr(fn, "blocking", False))
-        if deadline is None:
-            deadline = getattr(fn, "deadline", None)
-        if deadline is not None and deadline <= 0:
-            raise ValueError("a handler deadline must be positive (seconds)")
-        return _Handler(fn, blocking or deadline is not None, deadline)
-
-    def _invalidate(self) -> None:
-        self._global.cache.clear()
-        for grp in self._groups.values():
-            grp.cache.clear()
 
     # --- listeners ------------------------------------------------------------------
     def add_listener(self, fd: int, group: str = "default", *, pidfd: int | None = None, on_release=None,
@@ -302,13 +198,7 @@ class Supervisor:
     # --- dispatch -------------------------------------------------------------------
     def _resolve(self, lst: Listener, n: Notification, key: int):
         """The callable for ``n``'s (arch, nr) in ``lst``'s group, cached per group."""
-        name = n.syscall
-        native = n.arch == abi.native_arch()
-        handler = None
-        for grp in (lst.group, self._global):   # the group's own handlers and fallback come first
-            handler = grp.handlers.get(name) or (grp.handlers.get(n.nr) if native else None) or grp.fallback
-            if handler is not None:
-                break
+        handler = self._find_handler(lst.group, n)
         if handler is None:
             entry = _no_handler
         elif handler.blocking:
@@ -357,7 +247,7 @@ class Supervisor:
                 log.error("cannot answer notification %d: %s", n.id, err)
 
     # --- blocking handlers -----------------------------------------------------------
-    def _submit(self, handler: _Handler, n: Notification) -> None:
+    def _submit(self, handler: Handler, n: Notification) -> None:
         """Hand ``n`` to the worker pool with a deadline (runs in the loop thread)."""
         n.__class__ = SharedNotification
         n._state = ASYNC
@@ -374,7 +264,7 @@ class Supervisor:
             return
         heapq.heappush(self._deadlines, deadline)
 
-    def _run_blocking(self, handler: _Handler, n: Notification) -> Notification:
+    def _run_blocking(self, handler: Handler, n: Notification) -> Notification:
         """Run a blocking handler (in a worker thread); the loop gets ``n`` back."""
         if n._state == REPLIED:
             return n  # the deadline passed while it was queued
@@ -603,17 +493,6 @@ class Supervisor:
         self.close()
 
 
-def _check_syscall(syscall) -> None:
-    """Reject handler keys that can never match (typos get a suggestion)."""
-    from .. import syscalls
-
-    if isinstance(syscall, bool) or not isinstance(syscall, (str, int)):
-        raise TypeError(f"a syscall is a name or a number, not {syscall!r}")
-    if isinstance(syscall, str) and syscall not in syscalls.all_names():
-        syscalls.resolve(None, syscall)   # raises SysgateError, with suggestions
-        raise SysgateError(f"{syscall!r} is not a syscall name")
-
-
 def _no_handler(n: Notification) -> None:
     return None
 
@@ -623,16 +502,3 @@ def _describe(n: Notification) -> str:
         return f"{n.syscall} of pid {n.pid} (id {n.id})"
     except Exception:
         return f"notification {n.id}"
-
-
-class _PolicyChooser:
-    """Pick the handler of the policy rule that matches the notification's registers."""
-
-    def __init__(self, policy, handlers: dict):
-        self.policy, self.handlers = policy, handlers
-        self.blocking = any(getattr(h, "blocking", False) for h in handlers.values())
-
-    def __call__(self, n: Notification):
-        action, _ = self.policy.decide(n.syscall, n.args)
-        handler = self.handlers.get(action.handler) if action.kind == "notify" else None
-        return None if handler is None else handler(n)
