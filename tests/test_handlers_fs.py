@@ -12,7 +12,7 @@ from sysgate.handlers.fs import FsHandler, PathRules, parse_rule
 from sysgate.supervisor import Reply
 from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
 
-SYSTEM = ["allow read /usr/**", "allow read /lib/**", "allow read /lib64/**", "allow read /etc/**",
+SYSTEM = ["allow read /", "allow read /usr/**", "allow read /lib/**", "allow read /lib64/**", "allow read /etc/**",
           "allow read /dev/null", "allow read /proc/**"]
 
 
@@ -145,3 +145,23 @@ class _Only:
 
     def __init__(self, *syscalls):
         self.syscalls = syscalls
+
+
+def test_namespace_changes_are_checked_and_done_by_the_supervisor(tree):
+    d = tree
+    script = (f"cd {d}/ok && mkdir sub && touch sub/f && mv sub/f sub/g && ln -s /etc/passwd sub/sl && "
+              f"ln sub/g sub/h && rm sub/g && ls sub | tr '\\n' ' ' && echo; "
+              f"ln {d}/denied.txt {d}/ok/stolen; ln -s x {d}/nolink; mkdir {d}/nodir; rm {d}/denied.txt; "
+              f"mv {d}/ok/allowed.txt {d}/moved; rm -r {d}/ok/sub && echo removed")
+    code, out = sh(script, fs_for(tree))
+    assert "h sl" in out and "removed" in out, out
+    assert out.count("Permission denied") + out.count("Operation not permitted") >= 5, out
+    assert (d / "denied.txt").exists() and (d / "ok" / "allowed.txt").exists()
+    assert not any((d / name).exists() or (d / name).is_symlink() for name in ("nolink", "nodir", "moved"))
+    assert not (d / "ok" / "stolen").exists() and not (d / "ok" / "sub").exists()
+
+
+def test_own_fds_through_magic_links(tree):
+    code, out = sh(f"echo piped | cat /dev/stdin; cat /proc/self/fd/0 < {tree}/ok/allowed.txt; "
+                   f"cat /dev/fd/3 3< {tree}/ok/allowed.txt", fs_for(tree))
+    assert out.count("ALLOWED") == 2 and "piped" in out, out

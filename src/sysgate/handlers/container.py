@@ -110,20 +110,14 @@ class ContainerHandler(Handler):
         target sees it, the remaining arguments) of a mknod/mkdir-style call."""
         a = n.args
         dirfd, path, rest = (signed32(a[0]), n.read_string(a[1]), a[2:]) if at else (AT_FDCWD, n.read_string(a[0]), a[1:])
-        parent, _, name = path.rstrip(b"/").rpartition(b"/")
-        if not name or name in (b".", b".."):
-            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
-        if not parent:
-            parent = b"/" if path.startswith(b"/") else b"."
         creds = credentials(n)
         with Resolver(n, creds) as resolver:
             with acting_as(creds):      # walk with the caller's search permissions
-                dfd = resolver.open(dirfd, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                dfd, name, view = resolver.parent(dirfd, path.rstrip(b"/") or path)
             try:
-                view = resolver.view(fd_path(dfd))
-                if view is None:
-                    raise OSError(errno.EACCES, "outside the target's root")
-                yield creds, dfd, name, os.path.join(view, os.fsdecode(name)), rest
+                if not name or name in (b".", b".."):
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+                yield creds, dfd, name, view, rest
             finally:
                 os.close(dfd)
 

@@ -21,15 +21,26 @@ Calls and how they are served:
 * ``access``, ``faccessat``, ``faccessat2``: emulated (``faccessat2(fd, "", AT_EMPTY_PATH|AT_EACCESS)``
   with the target's fsuid/fsgid, so effective rather than real ids decide).
 * ``readlink``, ``readlinkat``: emulated (the link text is copied into the target's buffer).
+* ``mkdir(at)``, ``unlink(at)``, ``rmdir``, ``rename(at|at2)``, ``symlink(at)``: the parent
+  directory is resolved and the new/removed name checked for ``write``; the supervisor then
+  acts on that directory fd and the single last component.
+* ``link``, ``linkat``: the existing file must be allowed for read *and* write (a new name
+  for it must not widen access), the new name for write.
+
+Not covered (let the policy allow or deny them): ``execve`` (the kernel opens the
+binary itself), ``chmod``/``chown``/``truncate``/``utimensat``/xattrs, ``mknod`` (see
+:mod:`.container`), and fd-based calls, which act on files already opened through here.
 
 Denied paths fail with ``EACCES``. Work is done with the target's fsuid/fsgid/groups
 (a root target keeps the supervisor's capabilities, even if its own were reduced), the
 target's umask applies to created files (on top of the supervisor's own umask).
 Limits: rules see paths as the target sees them (inside its root); ``/proc/self`` is
-rewritten to the target; magic links (``/dev/stdin``, ``/proc/PID/fd/N``) fail with
-``ELOOP``; hard links are separate names (rules are path based, as in AppArmor); creating
-through a dangling symlink fails with ``EACCES``. Only the native architecture's layouts
-are emulated for stat (other ABIs get ``ENOSYS``).
+rewritten to the target; magic links are not followed, except that ``/dev/stdin``,
+``/dev/fd/N`` and ``/proc/self/fd/N`` reopen the target's own fd N (rules apply when it is
+a file); other magic links fail with ``ELOOP``. Hard links made before the run are
+separate names (rules are path based, as in AppArmor; wildcard-free deny rules also
+deny the inode). Creating through a dangling symlink fails with ``EACCES``. Only the
+native architecture's stat layout is emulated (other ABIs get ``ENOSYS``).
 """
 from __future__ import annotations
 
@@ -51,6 +62,7 @@ from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32, write_
 EACCES = Reply.errno(errno.EACCES)
 RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_EACCESS = 0x1000, 0x100, 0x200
+_AT_REMOVEDIR, _AT_SYMLINK_FOLLOW = 0x200, 0x400
 _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
 _STAT_SIZE = {"x86_64": 144, "aarch64": 128, "riscv64": 128, "s390x": 144, "ppc64le": 144}
@@ -235,6 +247,18 @@ class Resolver:
             path = os.fsencode(inside).rstrip(b"/") + b"/" + path
         return ksys.openat2(self.root_fd, path, flags, mode, resolve | RESOLVE_IN_ROOT)
 
+    def parent(self, dirfd: int, path: bytes, resolve: int = 0) -> tuple[int, bytes, str]:
+        """(our O_PATH fd of ``path``'s directory, its last component, the whole path as the target
+        sees it). The component may be empty, ``.`` or ``..``: callers reject those. OSError(EACCES)
+        when the directory lies outside the target's root."""
+        head, name = split_path(path)
+        dfd = self.open(dirfd, head, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, resolve)
+        view = self.view(fd_path(dfd))
+        if view is None:
+            os.close(dfd)
+            raise OSError(errno.EACCES, "directory outside the target's root")
+        return dfd, name, os.path.join(view, os.fsdecode(name))
+
     def view(self, host_path: str) -> str | None:
         """``host_path`` as the target sees it (None when outside its root)."""
         if self.shared_root:
@@ -259,7 +283,9 @@ class FsHandler(Handler):
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",
-                "access", "faccessat", "faccessat2", "readlink", "readlinkat")
+                "access", "faccessat", "faccessat2", "readlink", "readlinkat",
+                "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
+                "symlink", "symlinkat", "link", "linkat")
     blocking = True
 
     def __init__(self, rules=(), default: str = "deny", *, as_target: bool = True):
@@ -346,6 +372,11 @@ class FsHandler(Handler):
                 if fd is not False:
                     return fd
                 continue                    # appeared meanwhile: open the existing file
+            except OSError as exc:
+                number = own_fd_number(resolver, path) if exc.errno == errno.ELOOP else None
+                if number is None:
+                    raise
+                return self._reopen_own_fd(resolver, creds, number, flags, modes)
             try:
                 if flags & os.O_CREAT and flags & os.O_EXCL:
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
@@ -360,13 +391,11 @@ class FsHandler(Handler):
 
     def _create(self, resolver, creds, dirfd, path, flags, mode, resolve):
         """Create a new file at <checked parent>/<name>; False when it exists after all."""
-        parent, name = _split(path)
-        if not name or name in (b".", b".."):
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-        dfd = resolver.open(dirfd, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, resolve)
+        dfd, name, view = resolver.parent(dirfd, path, resolve)
         try:
-            view = resolver.view(fd_path(dfd))
-            if view is None or not self.rules.allows(os.path.join(view, os.fsdecode(name)), {"write"}):
+            if not name or name in (b".", b".."):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not self.rules.allows(view, {"write"}):
                 return None
             create = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)) | \
                 os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
@@ -378,6 +407,16 @@ class FsHandler(Handler):
                 return False
         finally:
             os.close(dfd)
+
+    def _reopen_own_fd(self, resolver, creds, number: int, flags: int, modes) -> int | None:
+        """``/dev/stdin``, ``/proc/self/fd/N``…: reopen the target's own fd N, as the kernel would."""
+        dup = fetch_fd(resolver.n, number, creds)
+        try:
+            if fd_path(dup).startswith("/") and not self.check(resolver, dup, modes):
+                return None                 # a file: the rules apply; pipes and the like are its own
+            return _reopen(dup, flags)
+        finally:
+            os.close(dup)
 
     def _reopen_tmpfile(self, resolver, dirfd, flags, mode, creds) -> int | None:
         view = resolver.view(fd_path(dirfd))
@@ -391,11 +430,13 @@ class FsHandler(Handler):
         """Our O_PATH fd for a stat/access/readlink-style path argument; OSError(EACCES) if denied."""
         path = n.read_string(address) if address else b""
         if not path and flags & AT_EMPTY_PATH:
-            if dirfd == AT_FDCWD:
-                return os.dup(resolver.base_fd(AT_FDCWD))
-            return fetch_fd(n, dirfd, creds)      # an fd the target already holds
-        walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
-        fd = resolver.open(dirfd, path, walk)
+            # an fd the target already holds: reading its metadata needs no rule, linking it does
+            fd = os.dup(resolver.base_fd(AT_FDCWD)) if dirfd == AT_FDCWD else fetch_fd(n, dirfd, creds)
+            if "write" not in modes or not fd_path(fd).startswith("/"):
+                return fd
+        else:
+            walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
+            fd = resolver.open(dirfd, path, walk)
         if not self.check(resolver, fd, modes):
             os.close(fd)
             raise OSError(errno.EACCES, "denied by the fs rules")
@@ -489,6 +530,115 @@ class FsHandler(Handler):
         return Reply.value(len(data))
 
 
+    # --- namespace changes: checked parent + one component, done by the supervisor as the target
+    def _changed(self, resolver, dirfd, address, n):
+        """(our parent dir fd, name) for a path the call creates or removes; EACCES when denied."""
+        dfd, name, view = resolver.parent(dirfd, n.read_string(address).rstrip(b"/") or b"/")
+        if not name or name in (b".", b".."):
+            os.close(dfd)
+            raise OSError(errno.EBUSY if name else errno.ENOENT, "not a removable or creatable name")
+        if not self.rules.allows(view, {"write"}):
+            os.close(dfd)
+            raise OSError(errno.EACCES, "denied by the fs rules")
+        return dfd, name
+
+    def _in_parent(self, resolver, dirfd, address, n, action):
+        dfd, name = self._changed(resolver, dirfd, address, n)
+        try:
+            action(name, dfd)
+        finally:
+            os.close(dfd)
+        return Reply.value(0)
+
+    def _mkdir(self, n, creds, resolver, dirfd=AT_FDCWD, args=None):
+        address, mode = (args or n.args)[:2]
+        return self._in_parent(resolver, dirfd, address, n,
+                               lambda name, dfd: os.mkdir(name, mode & 0o7777 & ~creds.umask, dir_fd=dfd))
+
+    def _mkdirat(self, n, creds, resolver):
+        return self._mkdir(n, creds, resolver, signed32(n.args[0]), n.args[1:])
+
+    def _unlink(self, n, creds, resolver):
+        return self._in_parent(resolver, AT_FDCWD, n.args[0], n, lambda name, dfd: os.unlink(name, dir_fd=dfd))
+
+    def _rmdir(self, n, creds, resolver):
+        return self._in_parent(resolver, AT_FDCWD, n.args[0], n, lambda name, dfd: os.rmdir(name, dir_fd=dfd))
+
+    def _unlinkat(self, n, creds, resolver):
+        dirfd, address, flags = signed32(n.args[0]), n.args[1], n.args[2] & 0xFFFFFFFF
+        if flags & ~_AT_REMOVEDIR:
+            return Reply.errno(errno.EINVAL)
+        remove = os.rmdir if flags & _AT_REMOVEDIR else os.unlink
+        return self._in_parent(resolver, dirfd, address, n, lambda name, dfd: remove(name, dir_fd=dfd))
+
+    def _rename(self, n, creds, resolver):
+        a = n.args
+        return self._renameat2(n, creds, resolver, (AT_FDCWD, a[0], AT_FDCWD, a[1], 0))
+
+    def _renameat(self, n, creds, resolver):
+        a = n.args
+        return self._renameat2(n, creds, resolver, (a[0], a[1], a[2], a[3], 0))
+
+    def _renameat2(self, n, creds, resolver, args=None):
+        olddir, old, newdir, new, flags = args or n.args[:5]
+        ofd, oname = self._changed(resolver, signed32(olddir), old, n)
+        try:
+            nfd, nname = self._changed(resolver, signed32(newdir), new, n)
+            try:
+                ksys.raw_syscall("renameat2", ctypes.c_int(ofd), ctypes.c_char_p(oname), ctypes.c_int(nfd),
+                                 ctypes.c_char_p(nname), ctypes.c_uint(flags & 0xFFFFFFFF))
+            finally:
+                os.close(nfd)
+        finally:
+            os.close(ofd)
+        return Reply.value(0)
+
+    def _symlink(self, n, creds, resolver, dirfd=AT_FDCWD, args=None):
+        text_address, address = (args or n.args)[:2]
+        text = n.read_string(text_address)        # the link's content: data, not a path we follow
+        return self._in_parent(resolver, dirfd, address, n,
+                               lambda name, dfd: os.symlink(text, name, dir_fd=dfd))
+
+    def _symlinkat(self, n, creds, resolver):
+        a = n.args
+        return self._symlink(n, creds, resolver, signed32(a[1]), (a[0], a[2]))
+
+    def _link(self, n, creds, resolver):
+        a = n.args
+        return self._linkat(n, creds, resolver, (AT_FDCWD, a[0], AT_FDCWD, a[1], 0))
+
+    def _linkat(self, n, creds, resolver, args=None):
+        """A new name for an existing file: the file must be allowed for read and write (else a
+        hard link would smuggle it under an allowed name)."""
+        olddir, old, newdir, new, flags = args or n.args[:5]
+        flags &= 0xFFFFFFFF
+        if flags & ~(_AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+            return Reply.errno(errno.EINVAL)
+        follow = AT_SYMLINK_NOFOLLOW if not flags & _AT_SYMLINK_FOLLOW else 0
+        src = self._lookup(n, creds, resolver, signed32(olddir), old, follow | (flags & AT_EMPTY_PATH),
+                           ("read", "write"))
+        try:
+            self._in_parent(resolver, signed32(newdir), new, n,
+                            lambda name, dfd: os.link(f"/proc/self/fd/{src}", name, dst_dir_fd=dfd))
+        finally:
+            os.close(src)
+        return Reply.value(0)
+
+
+def own_fd_number(resolver, path: bytes) -> int | None:
+    """N when ``path`` names the target's own fd N through a magic link (/dev/stdin, /dev/fd/N,
+    /proc/self/fd/N after rewriting), else None."""
+    path = resolver.target_path(path)
+    fixed = {b"/dev/stdin": 0, b"/dev/stdout": 1, b"/dev/stderr": 2}
+    if path in fixed:
+        return fixed[path]
+    tgid, tid = resolver.creds.tgid, resolver.n.pid
+    for prefix in (b"/dev/fd/", b"/proc/%d/fd/" % tgid, b"/proc/%d/task/%d/fd/" % (tgid, tid)):
+        if path.startswith(prefix) and path[len(prefix):].isdigit():
+            return int(path[len(prefix):])
+    return None
+
+
 def _open_modes(flags: int) -> set[str]:
     acc = flags & os.O_ACCMODE
     modes = set()
@@ -509,7 +659,7 @@ def _reopen(pathfd: int, flags: int) -> int:
     return os.open(f"/proc/self/fd/{pathfd}", keep | os.O_CLOEXEC | os.O_NOCTTY)
 
 
-def _split(path: bytes) -> tuple[bytes, bytes]:
+def split_path(path: bytes) -> tuple[bytes, bytes]:
     """(parent, last component) of ``path``; a trailing slash leaves the name empty."""
     if path.endswith(b"/"):
         return path, b""

@@ -41,7 +41,7 @@ from ..supervisor import Reply
 from . import sockaddr
 from .base import Handler, check_default
 from .fs import Resolver, fd_path, glob_regex
-from .target import acting_as, credentials, fetch_fd, signed32
+from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _OPS = ("connect", "bind", "send")
@@ -257,16 +257,14 @@ class NetHandler(Handler):
         with Resolver(n, creds) as resolver, acting_as(creds):
             path = addr.address
             if op == "bind":
-                parent, _, name = path.rstrip(b"/").rpartition(b"/")
-                if not name:
+                dfd, name, view = resolver.parent(AT_FDCWD, path)
+                if not name or name in (b".", b".."):
+                    os.close(dfd)
                     return Reply.errno(errno.EINVAL)
-                dfd = resolver.open(-100, parent or (b"/" if path.startswith(b"/") else b"."),
-                                    os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                view = resolver.view(fd_path(dfd))
-                real = None if view is None else os.path.join(view, os.fsdecode(name)).encode()
+                real = view.encode()
                 local = b"/proc/self/fd/%d/%s" % (dfd, name)
             else:
-                dfd = resolver.open(-100, path, os.O_PATH | os.O_CLOEXEC)
+                dfd = resolver.open(AT_FDCWD, path, os.O_PATH | os.O_CLOEXEC)
                 if not _stat.S_ISSOCK(os.fstat(dfd).st_mode):
                     os.close(dfd)
                     return Reply.errno(errno.ECONNREFUSED)
