@@ -48,15 +48,19 @@ class DeadlineExceeded(ReplyError):
     """The handler replied after its deadline: the supervisor already answered (fail closed)."""
 
 
+class ErrnoError(SysgateError, ValueError):
+    """An errno name or number that does not exist."""
+
+
 def errno_value(e: int | str) -> int:
     """An errno given as a number or a name (``"EPERM"``) -> its positive number."""
     if isinstance(e, str):
         value = getattr(_errno, e.upper(), None)
         if not isinstance(value, int):
-            raise SysgateError(f"unknown errno name {e!r}")
+            raise ErrnoError(f"unknown errno name {e!r}")
         return value
     if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < 4096:
-        raise SysgateError(f"errno must be a name or a number 0..4095, not {e!r}")
+        raise ErrnoError(f"errno must be a name or a number 0..4095, not {e!r}")
     return e
 
 
