@@ -34,6 +34,9 @@ def register(sub) -> None:
     progress.add_argument("--progress", action="store_true", default=None,
                           help="show the live count even when stderr is not a terminal")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show it")
+    p.add_argument("--allow-clone3", action="store_true",
+                   help="let clone3 run and allow it (its flags cannot be pinned); by default clone3 gets "
+                        "ENOSYS while learning and in the policy, so libc uses clone, whose flags are pinned")
     p.add_argument("--top", type=int, default=10, metavar="N", help="syscalls listed in the summary (default 10)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
@@ -48,7 +51,7 @@ def run(args) -> int:
     fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
     _check_unpinned(args.no_pin)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    observer = Observer(progress=Progress(sys.stderr) if show else None)
+    observer = Observer(progress=Progress(sys.stderr) if show else None, clone3_enosys=not args.allow_clone3)
     try:
         code, target = run_command(notify_all_filter(), argv, observer)
     finally:
@@ -58,9 +61,10 @@ def run(args) -> int:
         return code
     obs = observer.observations
     header = header_text(argv, obs, target.returncode, default)
-    text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header)
+    text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header,
+                  clone3_enosys=not args.allow_clone3)
     write_output(args.output, text)
-    print(summary_text(obs, code, args.top), file=sys.stderr)
+    print(summary_text(obs, code, args.top, clone3_enosys=not args.allow_clone3), file=sys.stderr)
     where = "standard output" if args.output == "-" else args.output
     print(f"sysgate learn: wrote {where} ({fmt})", file=sys.stderr)
     if code:

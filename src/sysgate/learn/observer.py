@@ -1,13 +1,15 @@
 """Watch a command's syscalls: every call is notified, recorded and CONTINUEd.
 
-This is observation, not enforcement: the command runs exactly as it would
-unfiltered (the kernel executes every call after the supervisor has looked at it).
+This is observation, not enforcement: the command runs as it would unfiltered
+(the kernel executes every call after the supervisor has looked at it), except
+that clone3 answers ENOSYS by default (see :class:`Observer`).
 The notify-all filter is a single ``RET USER_NOTIF``, so it covers every
 architecture (an i386 program started from x86_64 is seen too) and, inherited
 over fork and clone, every child process and thread.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import sys
@@ -20,6 +22,7 @@ from ..supervisor import Reply
 from .pins import pins_for
 
 _U64 = struct.Struct("=Q")
+CLONE3_REPLY = Reply.errno(errno.ENOSYS)
 
 
 @dataclass
@@ -96,20 +99,29 @@ class Progress:
 
 
 class Observer:
-    """The supervisor handler of a learning run: record the call, let it run."""
+    """The supervisor handler of a learning run: record the call, let it run.
 
-    def __init__(self, observations: Observations | None = None, progress: Progress | None = None):
+    With ``clone3_enosys`` (the default) clone3 fails with ENOSYS instead, as on kernels
+    before 5.3: libc then falls back to clone, whose flags a filter can check (clone3
+    passes them in memory), so the learned policy can pin them, namespace flags included.
+    """
+
+    def __init__(self, observations: Observations | None = None, progress: Progress | None = None, *,
+                 clone3_enosys: bool = True):
         self.observations = observations if observations is not None else Observations()
         self.progress = progress
+        self.clone3_enosys = clone3_enosys
         self._continue = Reply.continue_()
 
     def __call__(self, n) -> Reply:
         args = n.args
         name = self.observations.add(n.arch, n.nr, args, n.pid)
-        if name == "clone3":
-            self._clone3(n, args[0])
         if self.progress is not None:
             self.progress.update(self.observations)
+        if name == "clone3":
+            self._clone3(n, args[0])
+            if self.clone3_enosys:
+                return CLONE3_REPLY
         return self._continue
 
     def _clone3(self, n, address: int) -> None:

@@ -45,14 +45,17 @@ def policy_arches(obs: Observations, arches: list[str] | None = None) -> list[st
 
 
 def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", arches: list[str] | None = None,
-                unpinned=(), header: str = "") -> str:
+                unpinned=(), header: str = "", clone3_enosys: bool = True) -> str:
     """The learned policy in the sysgate language. ``unpinned`` lists syscalls whose arguments
-    are not pinned (``all`` for none); ``header`` becomes the leading comment."""
+    are not pinned (``all`` for none); ``header`` becomes the leading comment; ``clone3_enosys``
+    (as learned with it, see :class:`~sysgate.learn.observer.Observer`) answers clone3 ENOSYS."""
     action = default if isinstance(default, Action) else parse_action(default)
     from ..policy.printer import action_text
 
     unpinned = frozenset(unpinned)
     names = set(obs.by_syscall()) | set(LAUNCH_SYSCALLS)
+    if clone3_enosys:
+        names.discard("clone3")
     pinned = sorted(n for n in names if pins_for(n, unpinned) and n in obs.values)
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     lines += [f"default: {action_text(action)}", f"arch: {', '.join(policy_arches(obs, arches))}", ""]
@@ -60,10 +63,12 @@ def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", ar
         lines.append(f"# {title}")
         lines += _allow_lines(members)
         lines.append("")
-    if pinned:
+    if pinned or clone3_enosys:
         lines.append("# arguments pinned to the values seen (other values get the default action)")
         for name in pinned:
             lines += _pinned_lines(name, pins_for(name, unpinned), obs.values[name])
+        if clone3_enosys:
+            lines.append("clone3: errno(ENOSYS)   # its flags are out of a filter's reach: libc falls back to clone")
         lines.append("")
     if obs.unknown:
         lines.append("# seen but not in sysgate's syscall tables (not allowed):")
@@ -92,7 +97,7 @@ def header_text(argv, obs: Observations, returncode: int | None, default: str | 
             f"review before use.")
 
 
-def summary_text(obs: Observations, returncode: int | None, top: int = 10) -> str:
+def summary_text(obs: Observations, returncode: int | None, top: int = 10, clone3_enosys: bool = True) -> str:
     """The end-of-run report: totals, per-architecture counts, the most frequent syscalls."""
     counts = obs.by_syscall()
     lines = [f"sysgate learn: {obs.total} syscalls, {len(counts)} distinct, {len(obs.tids)} thread(s)"
@@ -106,7 +111,7 @@ def summary_text(obs: Observations, returncode: int | None, top: int = 10) -> st
     if len(counts) > top:
         lines.append(f"  ({len(counts) - top} more)")
     namespaces = sorted({f for f in obs.clone3_flags if f & _NAMESPACE_FLAGS})
-    if namespaces:
+    if namespaces and not clone3_enosys:
         lines.append("  note: clone3 created namespaces (flags " + ", ".join(hex(f) for f in namespaces)
                      + "); seccomp cannot check clone3's flags, so the policy allows clone3 whatever they are")
     return "\n".join(lines)
