@@ -141,3 +141,24 @@ def test_config_errors_are_precise(policy, config, message):
         return
     with pytest.raises(SysgateError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_handlers(parse_policy(policy), config)
+
+
+def test_cli_lists_and_checks(tmp_path):
+    import subprocess
+    import sys
+
+    sysgate = [sys.executable, "-m", "sysgate", "handlers"]
+    rows = json.loads(subprocess.run(sysgate + ["--json"], capture_output=True, text=True, check=True).stdout)
+    by_name = {r["name"]: r for r in rows}
+    assert {"audit", "fs", "net", "container", "identity", "time", "random"} <= set(by_name)
+    assert "openat" in by_name["fs"]["syscalls"] and "rules" in by_name["net"]["options"]
+    assert "wrap" in by_name["audit"]["options"]
+    policy = tmp_path / "p.policy"
+    policy.write_text(POLICY)
+    ok = subprocess.run(sysgate + ["--policy", str(policy), "--config",
+                                   '{"fs": {"rules": ["allow read /usr/**"]}, "net": {}}'],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("fs: open") and "net: connect" in ok.stdout
+    bad = subprocess.run(sysgate + ["--policy", str(policy), "--config", '{"fs": {"rules": ["allow read etc"]}}'],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "paths must be absolute" in bad.stderr

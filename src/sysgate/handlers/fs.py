@@ -279,7 +279,7 @@ def fd_path(fd: int) -> str:
 
 # --- the handler ----------------------------------------------------------------------
 class FsHandler(Handler):
-    """Enforce :class:`PathRules` on opens (and stat/access/readlink) by emulating them."""
+    """Path allow/deny rules for opens, stat/access/readlink and namespace changes, by emulation."""
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",

@@ -20,6 +20,7 @@ syscall a handler cannot answer is an error before anything runs.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -41,6 +42,20 @@ def register(name: str, factory, options=()) -> None:
 
 def names() -> list[str]:
     return sorted(_FACTORIES)
+
+
+def describe() -> list[dict]:
+    """Every registered handler: name, one-line summary, syscalls it answers, config options."""
+    rows = []
+    for name in names():
+        factory, options = _FACTORIES[name]
+        handler = create(name)
+        doc = (type(handler).__doc__ or "").strip().splitlines()[0]
+        doc = re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
+        rows.append({"name": name, "summary": doc,
+                     "syscalls": list(handler.syscalls), "options": list(_AUDIT_OPTIONS if name == "audit" else options)})
+        handler.close()
+    return rows
 
 
 def create(name: str, config: dict | None = None):
@@ -168,8 +183,8 @@ def _policy_handlers(policy) -> dict[str, list[str]]:
 
 
 def _audit(cfg, available: set):
-    if not isinstance(cfg, dict) or set(cfg) - {"log", "summary", "wrap", "strings", "max_string"}:
-        raise SysgateError(f"audit config {cfg!r}: options are log, summary, wrap, strings, max_string")
+    if not isinstance(cfg, dict) or set(cfg) - set(_AUDIT_OPTIONS):
+        raise SysgateError(f"audit config {cfg!r}: options are {', '.join(_AUDIT_OPTIONS)}")
     log = cfg.get("log", "-")
     sink = sys.stderr if log == "-" else None if log is None else str(log)
     try:
@@ -201,3 +216,4 @@ register("identity", IdentityHandler, ("hostname", "domainname", "sysname", "rel
 register("time", TimeHandler, ("start", "step", "monotonic_start"))
 register("random", RandomHandler, ("seed",))
 register("audit", lambda: AuditHandler(AuditLog(sys.stderr)), ())
+_AUDIT_OPTIONS = ("log", "summary", "wrap", "strings", "max_string")   # the "audit" section (see _audit)
