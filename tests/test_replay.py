@@ -288,3 +288,22 @@ def test_load_rejects_malformed_files(tmp_path):
     bad.write_text('{"format": "sysgate-record", "version": 1}\n{"nr": 1}\n')
     with pytest.raises(SysgateError, match="lacks arch, args, reply"):
         load(str(bad))
+
+
+def test_record_cli_then_replay_into_a_handler(recording, tmp_path):
+    """`sysgate record` lets the calls run and keeps their path strings; replaying them into
+    `guard` shows the one call it would answer differently."""
+    policy = tmp_path / "openat.policy"
+    policy.write_text("default: allow\nopenat: notify\n")
+    out = str(tmp_path / "rec.jsonl")
+    root = recording["root"]
+    rec = subprocess.run([*SYSGATE, "record", "-o", out, "--policy", str(policy), "--",
+                          "cat", str(root / "public"), str(root / "secret")], capture_output=True, text=True,
+                         timeout=30)
+    assert rec.returncode == 0 and rec.stdout == "public data\nsecret data\n", rec.stderr
+    header, records = load(out)
+    assert {r["syscall"] for r in records} == {"openat"} and header["argv"][0] == "cat"
+    d = Dispatcher.for_recording(header)
+    d.on("openat", guard)
+    report = replay(records, d)
+    assert [str(root / "secret") in str(diff) for diff in report.differences] == [True], report.format()

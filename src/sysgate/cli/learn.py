@@ -1,7 +1,9 @@
 """``sysgate learn``: run a command, watch every syscall, write the policy it needs.
 
 Every syscall of the command (its children and threads included, any architecture)
-is notified and allowed (CONTINUE): the command runs unchanged. The policy written
+is notified and allowed (CONTINUE); only clone3 fails with ENOSYS (unless
+--allow-clone3), so that libc falls back to clone, whose flags a filter can check.
+The policy written
 allows the syscalls seen, pins the arguments that change what a call does (socket
 families and types, clone/unshare/setns namespace flags, prctl options, ioctl
 requests, personality…) to the values seen, and gives everything else the default

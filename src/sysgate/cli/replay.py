@@ -35,6 +35,52 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="print the recorded calls and replies instead")
     p.set_defaults(func=run)
 
+    rec = sub.add_parser("record", help="run a command and record its notifications for sysgate replay",
+                         description="Run CMD with every syscall notified (or only the notify rules of "
+                                     "--policy), read each string argument, allow the call (CONTINUE) and "
+                                     "record it all to FILE (JSON lines) for `sysgate replay`.")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE", help="the recording to write")
+    rec.add_argument("--policy", metavar="FILE", help="record only what this policy notifies")
+    rec.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    rec.set_defaults(func=run_record)
+
+
+def run_record(args) -> int:
+    from ..filter import Filter
+    from ..learn import notify_all_filter
+    from ..testing import Recorder
+    from .run import command_args, run_command
+
+    argv = command_args(args, "sysgate record -o FILE [--policy FILE] -- CMD [ARG...]")
+    if args.policy:
+        from ..policy.loader import load_policy
+
+        filt = Filter.from_policy(load_policy(args.policy))
+        if not filt.notifies:
+            raise SysgateError(f"{args.policy}: the policy notifies nothing: there would be nothing to record")
+    else:
+        filt = notify_all_filter()
+    with Recorder(args.output, argv=argv) as recorder:
+        code, _ = run_command(filt, argv, recorder.wrap(read_strings_and_continue))
+        count = recorder.count
+    print(f"sysgate record: {count} notifications written to {args.output}", file=sys.stderr)
+    return code
+
+
+def read_strings_and_continue(n):
+    """Read every string argument (so a replay can serve it to path handlers), then CONTINUE."""
+    from .. import syscalls
+    from ..supervisor import Reply
+
+    sig = syscalls.signature(n.syscall, n.arch) if not n.syscall.startswith("syscall_") else None
+    for param, value in zip(sig.params if sig else (), n.args):
+        if param.kind == "string" and value:
+            try:
+                n.read_string(value)
+            except OSError:
+                pass
+    return Reply.continue_()
+
 
 def run(args) -> int:
     from ..testing import Dispatcher, load, replay
