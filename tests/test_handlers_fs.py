@@ -165,3 +165,27 @@ def test_own_fds_through_magic_links(tree):
     code, out = sh(f"echo piped | cat /dev/stdin; cat /proc/self/fd/0 < {tree}/ok/allowed.txt; "
                    f"cat /dev/fd/3 3< {tree}/ok/allowed.txt", fs_for(tree))
     assert out.count("ALLOWED") == 2 and "piped" in out, out
+
+
+def test_openat2_resolve_flags_and_o_tmpfile(tree):
+    script = f"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def openat2(dirfd, path, flags, resolve):
+    how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, 0, resolve))
+    fd = libc.syscall(437, dirfd, path.encode(), how, 24)
+    return fd if fd >= 0 else -ctypes.get_errno()
+d = os.open("{tree}/ok", os.O_RDONLY | os.O_DIRECTORY)
+fd = openat2(d, "allowed.txt", os.O_RDONLY, 0)
+print("plain", os.read(fd, 20).decode().strip() if fd >= 0 else fd)
+print("beneath", openat2(d, "../denied.txt", os.O_RDONLY, 0x08))
+print("noescape", openat2(d, "../denied.txt", os.O_RDONLY, 0))
+for where in ("{tree}/ok", "{tree}"):
+    try:
+        t = os.open(where, os.O_TMPFILE | os.O_RDWR, 0o600); os.write(t, b"x"); print("tmpfile ok")
+    except OSError as e:
+        print("tmpfile", e.errno)
+"""
+    code, out = run(["/usr/bin/python3", "-S", "-c", script], fs_for(tree))
+    assert "plain ALLOWED" in out and "beneath -18" in out and "noescape -13" in out, out   # EXDEV, EACCES
+    assert "tmpfile ok" in out and "tmpfile 13" in out

@@ -77,11 +77,16 @@ def test_udp_sendto_checked_and_connected_send_continues():
     script = (f"import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
               f"print('ok', s.sendto(b'data1', ('127.0.0.1', {port})))\n"
               f"try:\n s.sendto(b'nope', ('127.0.0.2', {port}))\nexcept OSError as e:\n print('denied', e.errno)\n"
+              f"print('msg', s.sendmsg([b'da', b'ta3'], [], 0, ('127.0.0.1', {port})))\n"
+              f"try:\n s.sendmsg([b'x'], [], 0, ('127.0.0.3', {port}))\nexcept OSError as e:\n print('msgdenied', e.errno)\n"
+              f"try:\n s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(4))], 0, ('127.0.0.1', {port}))\n"
+              f"except OSError as e:\n print('control', e.errno)\n"
               f"s.connect(('127.0.0.1', {port})); print('sent', s.send(b'data2'))\n")
     code, out = run(PY + [script], NetHandler([f"allow connect,send 127.0.0.1:{port}"]))
     assert code == 0, out
-    assert "ok 5" in out and "denied 13" in out and "sent 5" in out
-    assert rx.recv(100) == b"data1" and rx.recv(100) == b"data2"
+    assert "ok 5" in out and "denied 13" in out and "sent 5" in out and "msg 5" in out
+    assert "msgdenied 13" in out and "control 1" in out                    # EACCES; EPERM for control data
+    assert [rx.recv(100) for _ in range(3)] == [b"data1", b"data3", b"data2"]
     rx.close()
 
 

@@ -31,7 +31,9 @@ Not covered (let the policy allow or deny them): ``execve`` (the kernel opens th
 binary itself), ``chmod``/``chown``/``truncate``/``utimensat``/xattrs, ``mknod`` (see
 :mod:`.container`), and fd-based calls, which act on files already opened through here.
 
-Denied paths fail with ``EACCES``. Work is done with the target's fsuid/fsgid/groups
+Denied paths fail with ``EACCES``. Opening a FIFO blocks a worker thread until the other
+end opens, as it would block the target; past the handler deadline (``deadline``, else
+the supervisor's ``handler_timeout``) the call fails closed. Work is done with the target's fsuid/fsgid/groups
 (a root target keeps the supervisor's capabilities, even if its own were reduced), the
 target's umask applies to created files (on top of the supervisor's own umask).
 Limits: rules see paths as the target sees them (inside its root); ``/proc/self`` is
@@ -197,6 +199,9 @@ class Resolver:
             raise TargetGone(f"thread {n.pid} is gone") from None
         self.shared_root = self.root_host == "/"
         self._fds = [self.root_fd]
+        if not n.valid():               # the tid may have been recycled before the open
+            self.close()
+            raise TargetGone(f"notification {n.id} is no longer valid")
 
     def close(self) -> None:
         for fd in self._fds:
@@ -272,9 +277,12 @@ class Resolver:
 
 
 def fd_path(fd: int) -> str:
-    """The path the kernel reports for our ``fd`` (without a " (deleted)" suffix)."""
+    """The path the kernel reports for our ``fd`` (without the " (deleted)" suffix of an
+    unlinked file; a file really named "x (deleted)" keeps its name)."""
     path = os.readlink(f"/proc/self/fd/{fd}")
-    return path[:-10] if path.endswith(" (deleted)") else path
+    if path.endswith(" (deleted)") and os.fstat(fd).st_nlink == 0:
+        return path[:-10]
+    return path
 
 
 # --- the handler ----------------------------------------------------------------------
@@ -288,9 +296,10 @@ class FsHandler(Handler):
                 "symlink", "symlinkat", "link", "linkat")
     blocking = True
 
-    def __init__(self, rules=(), default: str = "deny", *, as_target: bool = True):
+    def __init__(self, rules=(), default: str = "deny", *, as_target: bool = True, deadline: float | None = None):
         self.rules = rules if isinstance(rules, PathRules) else PathRules(rules, default)
         self.as_target = as_target
+        self.deadline = deadline        # None: the supervisor's handler_timeout
 
     def handle(self, n):
         creds = credentials(n)

@@ -209,7 +209,7 @@ def _audited(log, inner):
     return handler
 
 
-register("fs", FsHandler, ("rules", "default", "as_target"))
+register("fs", FsHandler, ("rules", "default", "as_target", "deadline"))
 register("net", NetHandler, ("rules", "default", "errno_denied", "deadline"))
 register("container", ContainerHandler, ("devices", "mkdir", "mkdir_otherwise", "mounts", "memory"))
 register("identity", IdentityHandler, ("hostname", "domainname", "sysname", "release", "version", "machine"))
