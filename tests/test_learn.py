@@ -213,7 +213,8 @@ def test_learn_i386_compat_program(i386_programs, tmp_path):
     denied = sysgate("run", "--policy", policy, "--", i386_programs["extra"])
     assert denied.returncode == errno.EPERM and denied.stdout == ""
     native = str(tmp_path / "native.policy")        # --arch without i386: the compat calls get bad_arch
-    learn(native, i386_programs["plain"], options=["--arch", "x86_64"])
+    warned = learn(native, i386_programs["plain"], options=["--arch", "x86_64"])
+    assert "syscalls of i386 were seen but the policy leaves that out" in warned.stderr
     killed = sysgate("run", "--policy", native, "--", i386_programs["plain"])
     assert killed.returncode == 128 + 31 and "SIGSYS" in killed.stderr
 
@@ -234,3 +235,15 @@ def test_progress_failures_and_errors(tmp_path):
         assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     stdout = sysgate("learn", "-o", "-", "--", "true")
     assert stdout.returncode == 0 and stdout.stdout.startswith("# Learned by")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([p for pins in PINS.values() for p in pins]),
+       st.one_of(st.integers(0, 64), st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 64) - 1)))
+def test_pinned_values_are_written_so_the_parser_reads_them_back(pin, value):
+    from sysgate.policy.parser import parse_policy
+
+    value &= (1 << syscalls.arg_width(pin.syscall, pin.index())) - 1
+    policy = parse_policy(f"{pin.syscall}: {pin.arg} == {pin.namer.text(value)}\n")
+    cond = policy.rules[0].condition
+    assert (cond.op, cond.arg, cond.value) == ("==", pin.index(), value)

@@ -45,7 +45,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..learn import Observer, Progress, header_text, notify_all_filter, parse_action, summary_text
+    from ..learn import (Observer, Progress, arch_warnings, header_text, notify_all_filter, parse_action,
+                         summary_text)
     from .run import command_args, run_command
 
     argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
@@ -66,6 +67,8 @@ def run(args) -> int:
     text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header,
                   clone3_enosys=not args.allow_clone3)
     write_output(args.output, text)
+    for message in arch_warnings(obs, args.arch):
+        print(f"sysgate learn: warning: {message}", file=sys.stderr)
     print(summary_text(obs, code, args.top, clone3_enosys=not args.allow_clone3), file=sys.stderr)
     where = "standard output" if args.output == "-" else args.output
     print(f"sysgate learn: wrote {where} ({fmt})", file=sys.stderr)

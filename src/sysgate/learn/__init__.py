@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from .observer import Observations, Observer, Progress, notify_all_filter, observe
 from .pins import PINS, Pin, pins_for
-from .writer import (LAUNCH_SYSCALLS, header_text, learned_policy, parse_action, policy_arches, policy_text,
-                     summary_text)
+from .writer import (LAUNCH_SYSCALLS, arch_warnings, header_text, learned_policy, parse_action, policy_arches,
+                     policy_text, summary_text)
 
 __all__ = ["Observations", "Observer", "Progress", "observe", "notify_all_filter", "PINS", "Pin", "pins_for",
            "LAUNCH_SYSCALLS", "policy_text", "learned_policy", "header_text", "summary_text", "parse_action",
-           "policy_arches"]
+           "policy_arches", "arch_warnings"]

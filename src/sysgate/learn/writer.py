@@ -44,6 +44,22 @@ def policy_arches(obs: Observations, arches: list[str] | None = None) -> list[st
     return list(dict.fromkeys([abi.native_arch(), *obs.arches()]))
 
 
+def arch_warnings(obs: Observations, arches: list[str] | None) -> list[str]:
+    """What an explicit ``--arch`` list leaves out: the launcher's arch, or arches that were seen."""
+    if not arches:
+        return []
+    chosen = policy_arches(obs, arches)
+    out = []
+    native = abi.native_arch()
+    if native not in chosen:
+        out.append(f"the policy leaves out {native}: the launcher's execve runs there and will be killed (bad_arch)")
+    missing = [a for a in obs.arches() if a not in chosen]
+    if missing:
+        out.append(f"syscalls of {', '.join(missing)} were seen but the policy leaves that out: "
+                   f"they will be killed (bad_arch)")
+    return out
+
+
 def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", arches: list[str] | None = None,
                 unpinned=(), header: str = "", clone3_enosys: bool = True) -> str:
     """The learned policy in the sysgate language. ``unpinned`` lists syscalls whose arguments
