@@ -162,3 +162,26 @@ def test_cli_lists_and_checks(tmp_path):
     bad = subprocess.run(sysgate + ["--policy", str(policy), "--config", '{"fs": {"rules": ["allow read etc"]}}'],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "paths must be absolute" in bad.stderr
+
+
+def test_policy_conditions_route_one_syscall_to_two_handlers(tmp_path):
+    """Writes go to fs (enforced), read-only opens only to audit (continued): the policy picks per call."""
+    (tmp_path / "r.txt").write_text("R\n")
+    policy = parse_policy("default: allow\n"
+                          "openat: flags & O_ACCMODE == O_RDONLY -> notify(audit)\n"
+                          "openat: notify(fs)\n")
+    config = {"fs": {"rules": [f"allow rw {tmp_path}/ok*"]}, "audit": {"log": None, "summary": False}}
+    r, w = os.pipe()
+    target = launch.spawn(["/bin/sh", "-c", f"cat {tmp_path}/r.txt; echo a > {tmp_path}/ok1; echo b > {tmp_path}/no"],
+                          policy, stdout=w, stderr=w)
+    os.close(w)
+    with build_supervisor(policy, config) as sup:
+        sup.add_target(target)
+        assert sup.run_until_idle(20)
+    log = sup.handler_set.audit
+    sup.handler_set.finish()
+    out = os.read(r, 4096).decode()
+    target.wait(5)
+    target.close()
+    assert "R" in out and (tmp_path / "ok1").read_text() == "a\n" and not (tmp_path / "no").exists()
+    assert "Permission denied" in out and set(log.verdicts["openat"]) == {"continue"}
