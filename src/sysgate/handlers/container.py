@@ -36,6 +36,7 @@ import stat as _stat
 import struct
 
 from ..errors import SysgateError
+from ..kernel import abi
 from ..kernel import sys as ksys
 from ..policy import constants
 from ..supervisor import Reply
@@ -193,6 +194,8 @@ class ContainerHandler(Handler):
 
     # --- sysinfo
     def _sysinfo(self, n):
+        if n.arch != abi.native_arch():
+            return Reply.errno(errno.ENOSYS)        # the 32-bit compat struct differs
         buf = ctypes.create_string_buffer(_SYSINFO_SIZE)
         if _libc.sysinfo(buf) != 0:
             return Reply.errno(ctypes.get_errno())

@@ -25,6 +25,7 @@ import os
 import struct
 import threading
 
+from ..kernel import abi
 from ..supervisor import Reply
 from .base import Handler
 from .target import write_memory
@@ -97,6 +98,8 @@ class TimeHandler(Handler):
 
     def handle(self, n):
         a = n.args
+        if n.arch != abi.native_arch():
+            return Reply.errno(errno.ENOSYS)        # 32-bit compat layouts of timespec/timeval differ
         if n.syscall == "clock_gettime":
             clock = a[0] & 0xFFFFFFFF
             ns = self._now_ns(clock in (0, 5, 8, 11))      # REALTIME(_COARSE), _ALARM, TAI
