@@ -129,11 +129,11 @@ def glob_regex(pattern: str) -> re.Pattern:
     """A regex for a path glob: ``*``/``?`` within one component, ``**`` across them, and
     a trailing ``/**`` that also matches the directory itself."""
     if pattern.endswith("/**"):
-        return re.compile(glob_body(pattern[:-3]) + r"(?:/.*)?\Z", re.S)
-    return re.compile(glob_body(pattern) + r"\Z", re.S)
+        return re.compile(_glob_body(pattern[:-3]) + r"(?:/.*)?\Z", re.S)
+    return re.compile(_glob_body(pattern) + r"\Z", re.S)
 
 
-def glob_body(pattern: str) -> str:
+def _glob_body(pattern: str) -> str:
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**", i):
