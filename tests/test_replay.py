@@ -267,6 +267,9 @@ def test_replay_cli(recording, tmp_path):
     bad = subprocess.run([*SYSGATE, "replay", str(module), "--handlers", str(module)], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "not a sysgate recording" in bad.stderr
+    builtin = subprocess.run([*SYSGATE, "replay", recording["path"], "--handlers", "audit"],
+                             capture_output=True, text=True, timeout=30)      # CONTINUEs all, secret included
+    assert builtin.returncode == 1 and ", 1 differ" in builtin.stdout and "secret" in builtin.stdout
     missing = subprocess.run([*SYSGATE, "replay", recording["path"], "--handlers", f"{module}:nothing"],
                              capture_output=True, text=True, env=env, timeout=30)
     assert missing.returncode == 2 and "has no 'nothing'" in missing.stderr

@@ -6,7 +6,8 @@ each one as a fake notification, answers it with the given handlers the way the
 supervisor would, and reports every reply that differs (exit status 1). Needs neither
 root nor a seccomp-capable kernel.
 
---handlers takes MODULE[:NAME] or FILE.py[:NAME] (NAME defaults to ``handlers``): a dict
+--handlers takes the name of a built-in handler (``sysgate handlers``; configured from
+--config), or MODULE[:NAME] or FILE.py[:NAME] (NAME defaults to ``handlers``): a dict
 {syscall: handler}, a handler object with a ``syscalls`` attribute, a callable (used for
 every syscall), or a list of those.
 """
@@ -29,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("file", help="a recording (JSON lines)")
     p.add_argument("--handlers", action="append", default=[], metavar="MODULE[:NAME]",
                    help="where the handlers are (repeatable)")
+    p.add_argument("--config", metavar="FILE", help="handler config (JSON) for built-in handlers")
     p.add_argument("--default", metavar="REPLY",
                    help="reply for calls without a handler: continue, errno(NAME), value(N) "
                         "(default: the one recorded)")
@@ -94,8 +96,15 @@ def run(args) -> int:
     dispatcher = Dispatcher.for_recording(header)
     if args.default:
         dispatcher.default = parse_reply(args.default)
+    config = None
     for spec in args.handlers:
-        install(dispatcher, load_object(spec), spec)
+        if is_builtin(spec):
+            from ..handlers import registry
+
+            config = registry.load_config(args.config) if config is None else config
+            install(dispatcher, registry.create(spec, config.get(spec)), spec)
+        else:
+            install(dispatcher, load_object(spec), spec)
     report = replay(records, dispatcher)
     print(report.format())
     return 0 if report.ok else 1
@@ -128,6 +137,13 @@ def parse_reply(text: str):
     except ValueError as exc:
         raise SysgateError(f"--default: {exc}") from None
     raise SysgateError(f"--default: expected continue, errno(NAME) or value(N), not {text!r}")
+
+
+def is_builtin(spec: str) -> bool:
+    """True when ``spec`` names a built-in handler (``fs``, ``net``, ``audit``…)."""
+    from ..handlers import registry
+
+    return spec in registry.names()
 
 
 def load_object(spec: str):
