@@ -233,6 +233,8 @@ def test_progress_failures_and_errors(tmp_path):
                           ([], "no command given")):
         bad = sysgate("learn", "-o", policy, *args)
         assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    nowhere = sysgate("learn", "-o", str(tmp_path / "no" / "such.policy"), "--", "sh", "-c", "echo ran")
+    assert nowhere.returncode == 2 and "no such directory" in nowhere.stderr and nowhere.stdout == ""
     stdout = sysgate("learn", "-o", "-", "--", "true")
     assert stdout.returncode == 0 and stdout.stdout.startswith("# Learned by")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..errors import SysgateError
@@ -53,6 +54,7 @@ def run(args) -> int:
     default = parse_action(args.default)
     fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
     _check_unpinned(args.no_pin)
+    _check_writable(args.output)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     observer = Observer(progress=Progress(sys.stderr) if show else None, clone3_enosys=not args.allow_clone3)
     try:
@@ -104,6 +106,17 @@ def write_output(path: str, text: str) -> None:
             fh.write(text)
     except OSError as exc:
         raise SysgateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _check_writable(path: str) -> None:
+    """Fail before the command runs, not after, when the policy could not be written."""
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SysgateError(f"cannot write {path}: no such directory {folder}")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise SysgateError(f"cannot write {path}: permission denied")
 
 
 def _check_unpinned(names: list[str]) -> None:
