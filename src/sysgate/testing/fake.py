@@ -28,18 +28,23 @@ _ids = itertools.count(0x5EC0_0000)
 
 class FakeMemory:
     """Sparse target memory: ``{address: bytes}`` segments (a ``str`` is stored UTF-8 encoded
-    with its terminating NUL). Reads outside every segment fail with EFAULT, like unmapped
+    with its terminating NUL; where segments overlap, the one starting later wins; touching
+    segments are one mapping). Reads outside every segment fail with EFAULT, like unmapped
     memory; ``faults`` makes reads starting at an address fail with a chosen errno.
     ``misses`` lists (address, length) of reads that hit no segment."""
 
     def __init__(self, segments: dict | None = None, faults: dict | None = None):
-        merged: dict[int, bytearray] = {}
+        runs: list[list] = []       # [start, bytearray]: overlapping or touching segments joined
         for address, data in sorted((segments or {}).items()):
-            data = data.encode() + b"\0" if isinstance(data, str) else bytes(data)
             _check_address(address)
-            merged[address] = bytearray(data)
-        self._starts = sorted(merged)
-        self._segments = merged
+            data = data.encode() + b"\0" if isinstance(data, str) else bytes(data)
+            if runs and address <= runs[-1][0] + len(runs[-1][1]):
+                start, buf = runs[-1]
+                buf[address - start:address - start + len(data)] = data
+            else:
+                runs.append([address, bytearray(data)])
+        self._starts = [start for start, _ in runs]
+        self._segments = {start: buf for start, buf in runs}
         self.faults = dict(faults or {})
         self.misses: list[tuple[int, int]] = []
 
