@@ -116,10 +116,31 @@ def test_build_maps_handlers_to_syscalls_and_later_wins():
 
 
 def test_build_rejects_unknown_handlers_and_errnos():
-    with pytest.raises(ConfigError, match="unknown handler 'mount-emulate'"):
-        handlers.build(apply_metadata(Selection(), "MOUNT_PROC=true", CTX), STATE)
+    with pytest.raises(ConfigError, match="unknown handler 'mount-everything'"):
+        handlers.build(apply_metadata(Selection(), "handlers=mount-everything", CTX), STATE)
     with pytest.raises(ConfigError, match="unknown errno"):
         handlers.build(apply_metadata(Selection(), "handlers=mount-deny:ENOPE", CTX), STATE)
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ("MOUNT_PROC=true", "proc is not supported"),        # the helper is not in the container's pid ns
+    ("MOUNT_SYSFS=true", "sysfs is not supported"),
+    ("handlers=mount-emulate", "needs filesystem types"),
+    ("handlers=mount-emulate:tmpfs+ext4", "unsupported filesystem type 'ext4'"),
+])
+def test_mount_emulate_fails_closed_on_unsupported_filesystems(metadata, message):
+    with pytest.raises(ConfigError, match=message):
+        handlers.build(apply_metadata(Selection(), metadata, CTX), STATE)
+
+
+def test_emulation_is_the_container_handler():
+    from sysgate.handlers import ContainerHandler
+    sel = apply_metadata(Selection(), "handlers=mkdir-emulate,mknod-emulate,mount-emulate:tmpfs", CTX)
+    hs = handlers.build(sel, STATE)
+    assert set(hs.handlers) == {"mkdir", "mkdirat", "mknod", "mknodat", "mount"}
+    assert all(isinstance(h, ContainerHandler) and h.blocking for h in hs.handlers.values())
+    assert [r.fstype for r in hs.handlers["mount"].mounts] == ["tmpfs"]
+    hs.close()
 
 
 def test_shipped_example_config_builds(tmp_path):

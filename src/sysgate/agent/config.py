@@ -12,7 +12,8 @@ with ``=`` is skipped). Keys understood:
   ``{{.Pid1}}``, ``{{.Container}}``, ``{{.Bundle}}``, ``{{.Pod}}``, ``{{.Namespace}}`` are expanded;
   Pod and Namespace are empty: there is no Kubernetes lookup),
   ``DEFAULT_ACTION=kill-container``, ``MOUNT_PROC=true`` / ``MOUNT_SYSFS=true``
-  (handler ``mount-emulate:proc,sysfs``). Other keys are ignored.
+  (handler ``mount-emulate:proc,sysfs``, which :mod:`.handlers` refuses: the container's
+  listener is then rejected, failing closed). Other keys are ignored.
 
 The optional config file (JSON) picks a base selection per container::
 

@@ -1,39 +1,47 @@
-"""Minimal container handlers of the agent (to be replaced by ``sysgate.handlers.container``).
+"""The agent's handler names (metadata, config file), mapped onto :mod:`sysgate.handlers`.
 
-Each registry entry maps a handler name (as written in metadata or the config file)
-to the syscalls it serves and a factory ``factory(arg, state) -> fn(notification)``:
+Each registry entry maps a handler name to the syscalls it serves and a factory
+``factory(arg, state) -> handler``:
 
 =================  ==========================================================
 ``mkdir-deny``     mkdir/mkdirat fail with ``arg`` (errno name/number, EPERM)
-``mkdir-emulate``  the agent performs mkdir in the container, as the caller
-``mkdir-suffix``   like mkdir-emulate, ``arg`` appended (seccompagent MKDIR_TMPL)
+``mkdir-emulate``  the agent creates the directory in the container, owned by the
+                   caller's fsuid/fsgid (:class:`~sysgate.handlers.ContainerHandler`)
+``mkdir-suffix``   like mkdir-emulate, ``arg`` appended to the name (seccompagent MKDIR_TMPL)
 ``mknod-deny``     mknod/mknodat fail with ``arg`` (EPERM)
-``mknod-emulate``  the agent creates allow-listed char devices (null, zero, full,
-                   random, urandom, tty); other devices EPERM; fifos/files continue
+``mknod-emulate``  the agent creates allow-listed char devices (null, zero, full, random,
+                   urandom, tty); other devices EPERM; fifos/sockets/files are created as
+                   the caller
 ``mount-deny``     mount fails with ``arg`` (EPERM)
+``mount-emulate``  ``arg``: filesystem types (only ``tmpfs``), separated by ``,`` or ``+``
+                   (``+`` inside a metadata ``handlers=`` list), that the agent
+                   mounts in the container's mount namespace, on any directory, with
+                   ContainerHandler's default flags; other mounts EPERM
 =================  ==========================================================
 
-Emulation runs in a forked helper that chroots into ``/proc/PID/root`` (the caller's
-root in its own mount namespace), changes to the caller's cwd (or ``dirfd``), takes
-the caller's fsuid/fsgid and umask, and makes the call; symlinks and ``..`` are thus
-resolved inside the container.
+Emulation resolves paths in the caller's root and cwd (or ``dirfd``), so symlinks and
+``..`` stay inside the container (see :mod:`sysgate.handlers.container`). ``proc`` and
+``sysfs`` (seccompagent's MOUNT_PROC/MOUNT_SYSFS) are refused: the agent's helper joins
+only the mount namespace, so they would show the host's processes and devices.
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
-import stat
 from dataclasses import dataclass, field
 
+from ..handlers.container import ContainerHandler
 from ..supervisor.notification import Reply, errno_value
 from .config import ConfigError, HandlerSpec, Selection
 from .protocol import ContainerProcessState
 
-AT_FDCWD = -100
-#: (major, minor) of the character devices mknod-emulate creates.
-SAFE_DEVICES = {(1, 3): "null", (1, 5): "zero", (1, 7): "full", (1, 8): "random", (1, 9): "urandom",
-                (5, 0): "tty"}
+MKDIR = ("mkdir", "mkdirat")
+MKNOD = ("mknod", "mknodat")
+#: filesystem types mount-emulate may mount: none of them depends on the mounter's
+#: pid/net/ipc namespace, which the agent's helper does not share with the container.
+MOUNTABLE = ("tmpfs",)
 
 
 @dataclass
@@ -45,6 +53,10 @@ class HandlerSet:
     pidfd: int | None = None
 
     def close(self) -> None:
+        for handler in {id(h): h for h in self.handlers.values()}.values():
+            close = getattr(handler, "close", None)
+            if close is not None:
+                close()
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -101,105 +113,67 @@ def _fallback(spec: HandlerSpec, state: ContainerProcessState, owner: HandlerSet
     raise ConfigError(f"unknown default verdict {spec}")
 
 
-# --- emulation -------------------------------------------------------------------------
-def _signed32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
+# --- emulation (sysgate.handlers.container) --------------------------------------------
+def mkdir_emulate(arg: str | None = None, state=None) -> ContainerHandler:
+    """Every mkdir is made by the agent; ``arg`` (if any) is appended to the new name."""
+    if arg:
+        return SuffixedMkdir(arg.encode())
+    return ContainerHandler(devices=(), mkdir=["/**"])
 
 
-def _credentials(pid: int) -> tuple[int, int, int]:
-    """(fsuid, fsgid, umask) of thread ``pid`` from /proc/PID/status."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.split()
-    return int(fields["Uid"][3]), int(fields["Gid"][3]), int(fields.get("Umask", ["0022"])[0], 8)
+def mknod_emulate(arg: str | None = None, state=None) -> ContainerHandler:
+    """ContainerHandler's default device allow-list."""
+    return ContainerHandler()
 
 
-def in_container(pid: int, dirfd: int, action) -> int:
-    """Run ``action()`` in a child chrooted to ``pid``'s root, cwd at ``dirfd`` (or its cwd),
-    with its fsuid/fsgid/umask. Returns 0 or the errno the action failed with."""
-    uid, gid, umask = _credentials(pid)
-    where = f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
-    child = os.fork()
-    if child == 0:
-        code = 255
-        try:
-            start = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            os.chroot(f"/proc/{pid}/root")
-            os.fchdir(start)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            os.umask(umask)
-            action()
-            code = 0
-        except OSError as exc:
-            code = exc.errno if exc.errno and exc.errno < 255 else 255
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return errno.EIO if code < 0 or code == 255 else code
+def mount_emulate(arg: str | None = None, state=None) -> ContainerHandler:
+    """Mount the listed filesystem types (``tmpfs``) anywhere in the container."""
+    fstypes = [t.strip() for t in re.split(r"[,+]", arg or "") if t.strip()]
+    if not fstypes:
+        raise ConfigError(f"mount-emulate needs filesystem types (mount-emulate:{','.join(MOUNTABLE)})")
+    for fstype in fstypes:
+        if fstype in ("proc", "sysfs"):
+            raise ConfigError(f"mount-emulate: {fstype} is not supported (the agent would mount the host's "
+                              f"{'processes' if fstype == 'proc' else 'devices'}, not the container's)")
+        if fstype not in MOUNTABLE:
+            raise ConfigError(f"mount-emulate: unsupported filesystem type {fstype!r} "
+                              f"(supported: {', '.join(MOUNTABLE)})")
+    return ContainerHandler(devices=(), mounts=fstypes)
 
 
-def _path_args(n) -> tuple[int, bytes, list[int]]:
-    """(dirfd, path, remaining args) of a mkdir/mknod-family notification."""
-    args = list(n.args)
-    if n.syscall.endswith("at"):
-        dirfd, addr, rest = _signed32(args[0]), args[1], args[2:]
-    else:
-        dirfd, addr, rest = AT_FDCWD, args[0], args[1:]
-    return dirfd, n.read_string(addr), rest
+class SuffixedMkdir(ContainerHandler):
+    """mkdir-emulate with a suffix appended to the created name (seccompagent's MKDIR_TMPL)."""
+
+    def __init__(self, suffix: bytes):
+        super().__init__(devices=(), mkdir=["/**"])
+        self.suffix = suffix
+
+    def _mkdir(self, n, at: bool = False):
+        return super()._mkdir(_SuffixedPath(n, n.args[1 if at else 0], self.suffix), at)
 
 
-def _answer(n, err: int):
-    return Reply.value(0) if err == 0 else Reply.errno(err)
+class _SuffixedPath:
+    """A notification whose path argument reads with ``suffix`` appended to its last component."""
 
+    def __init__(self, n, address: int, suffix: bytes):
+        self._n, self._address, self._suffix = n, address, suffix
 
-def mkdir_emulate(arg: str | None = None, state=None):
-    """Create the directory in the container on the caller's behalf (``arg`` = name suffix)."""
-    suffix = (arg or "").encode()
+    def __getattr__(self, name):
+        return getattr(self._n, name)
 
-    def mkdir_handler(n):
-        dirfd, path, rest = _path_args(n)
-        mode = rest[0] & 0o7777
-        if not path:
-            return Reply.errno(errno.ENOENT)
-        if suffix:
-            path = path.rstrip(b"/") + suffix if path.strip(b"/") else path
-        if not n.valid():
-            return None
-        return _answer(n, in_container(n.pid, dirfd, lambda: os.mkdir(path, mode)))
-    mkdir_handler.blocking = True
-    return mkdir_handler
-
-
-def mknod_emulate(arg: str | None = None, state=None):
-    """Create allow-listed character devices; deny other devices; continue fifos/files/sockets."""
-    def mknod_handler(n):
-        dirfd, path, rest = _path_args(n)
-        mode, dev = rest[0] & 0xFFFFFFFF, rest[1] & 0xFFFFFFFF
-        kind = stat.S_IFMT(mode)
-        if kind not in (stat.S_IFCHR, stat.S_IFBLK):
-            return Reply.continue_()   # no privilege involved: the kernel's checks decide
-        if kind != stat.S_IFCHR or (os.major(dev), os.minor(dev)) not in SAFE_DEVICES:
-            return Reply.errno(errno.EPERM)
-        if not path:
-            return Reply.errno(errno.ENOENT)
-        if not n.valid():
-            return None
-        return _answer(n, in_container(n.pid, dirfd, lambda: os.mknod(path, mode, dev)))
-    mknod_handler.blocking = True
-    return mknod_handler
+    def read_string(self, address: int, *args, **kwargs) -> bytes:
+        text = self._n.read_string(address, *args, **kwargs)
+        if address == self._address and text.strip(b"/"):
+            text = text.rstrip(b"/") + self._suffix
+        return text
 
 
 HANDLERS = {
-    "mkdir-deny": (("mkdir", "mkdirat"), deny),
-    "mkdir-emulate": (("mkdir", "mkdirat"), lambda arg, state: mkdir_emulate(None)),
-    "mkdir-suffix": (("mkdir", "mkdirat"), mkdir_emulate),
-    "mknod-deny": (("mknod", "mknodat"), deny),
-    "mknod-emulate": (("mknod", "mknodat"), mknod_emulate),
+    "mkdir-deny": (MKDIR, deny),
+    "mkdir-emulate": (MKDIR, lambda arg, state: mkdir_emulate(None)),
+    "mkdir-suffix": (MKDIR, mkdir_emulate),
+    "mknod-deny": (MKNOD, deny),
+    "mknod-emulate": (MKNOD, mknod_emulate),
     "mount-deny": (("mount",), deny),
+    "mount-emulate": (("mount",), mount_emulate),
 }

@@ -272,14 +272,7 @@ class Agent:
     def _forget_container(self, container: Container) -> None:
         del self.containers[container.id]
         container.handler_set.close()
-        group = self.supervisor.group(container.id)
-        group.handlers.clear()
-        group.fallback = None
-        group.cache.clear()
-        group.state.clear()
-        remove = getattr(self.supervisor, "remove_group", None)
-        if remove is not None:
-            remove(container.id)
+        self.supervisor.discard_group(container.id)
         log.info("container %s gone: group dropped", container.id)
 
     # --- misc ------------------------------------------------------------------------

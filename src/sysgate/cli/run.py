@@ -10,6 +10,13 @@ Without a policy the command runs in audit mode: every syscall is notified, allo
 (CONTINUE) and counted, and a per-syscall summary is printed to stderr at exit.
 ``--log`` instead allows everything with SECCOMP_RET_LOG (the kernel's audit log gets
 the record, nothing is notified). ``--notify-all`` prints each syscall strace-style.
+
+A policy's ``notify(NAME)`` rules are answered by the built-in handler NAME (``sysgate
+handlers list``), configured by ``--handlers``: a JSON file or inline JSON text with one
+section per handler (``{"fs": {"rules": ["allow read /usr/**"]}, "audit": {"log": "a.jsonl"}}``).
+A handler without a section gets its defaults (``fs``/``net`` then deny everything). Plain
+``notify`` rules are printed and allowed. A bad config or a handler that cannot answer a
+syscall the policy sends it stops sysgate before the command starts.
 """
 from __future__ import annotations
 
@@ -41,18 +48,28 @@ def register(sub) -> None:
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
                         "without: allow every syscall with RET_LOG instead of the notified audit")
+    p.add_argument("--handlers", metavar="CONFIG",
+                   help="config of the handlers a --policy names (notify(NAME)): a JSON file or inline JSON")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..supervisor import Supervisor
+
     argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
+    handler_set = None
     try:
-        filt, reporter = build(args)
-        code, target = run_command(filt, argv, reporter)
+        filt, reporter, policy = build(args)
+        with Supervisor() as sup:
+            handler_set = attach_handlers(sup, policy, args.handlers)
+            code, target = run_command(filt, argv, reporter, supervisor=sup)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
+    finally:
+        if handler_set is not None:
+            handler_set.finish(sys.stderr)
     if target is not None and reporter is not None:
         reporter.finish(target)
     return code
@@ -66,8 +83,9 @@ def command_args(args, usage: str) -> list[str]:
     return argv
 
 
-def run_command(filt, argv: list[str], handler) -> tuple[int, object]:
-    """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``.
+def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int, object]:
+    """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``
+    (on ``supervisor`` when given).
 
     Returns (shell-style status, the exited Target), or (126/127, None) after printing
     why the command could not be started. Signals are forwarded meanwhile.
@@ -81,7 +99,7 @@ def run_command(filt, argv: list[str], handler) -> tuple[int, object]:
             _print(f"sysgate: {exc}")
             return exc.exit_code, None
         with target:
-            code = supervise(target, handler, forwarder)
+            code = supervise(target, handler, forwarder, supervisor=supervisor)
     if target.returncode == -signal.SIGSYS:
         _print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
                f"(kill or an unhandled trap) stopped it")
@@ -89,7 +107,7 @@ def run_command(filt, argv: list[str], handler) -> tuple[int, object]:
 
 
 def build(args):
-    """The stored filter to launch with and the reporter that answers its notifications."""
+    """(stored filter to launch with, reporter answering its plain notifications, its policy or None)."""
     from ..bpf.insn import ret
     from ..filter import Filter
     from ..kernel import abi
@@ -98,30 +116,53 @@ def build(args):
         filt = Filter.load(args.filter)
         if args.log:
             filt.flags["log"] = True
-        return filt, (PolicyReporter() if filt.notifies else None)
+        if getattr(args, "handlers", None) is not None:
+            raise SysgateError("--handlers needs --policy: a stored filter does not name handlers")
+        return filt, (PolicyReporter() if filt.notifies else None), None
+    if getattr(args, "handlers", None) is not None and not (args.policy or args.profile):
+        raise SysgateError("--handlers needs --policy (its notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path:
         from ..policy.loader import load_policy
 
         pol = load_policy(path)
-        _refuse_named_handlers(pol)
         filt = Filter.from_policy(pol, log=args.log)
-        return filt, (PolicyReporter() if filt.notifies else None)
+        return filt, (PolicyReporter() if filt.notifies else None), pol
     if args.notify_all:
-        return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="notify-all"), TraceReporter()
+        return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="notify-all"), TraceReporter(), None
     if args.log:
-        return Filter.from_program([ret(abi.SECCOMP_RET_LOG)], name="log-all"), None
-    return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter()
+        return Filter.from_program([ret(abi.SECCOMP_RET_LOG)], name="log-all"), None, None
+    return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter(), None
 
 
-def _refuse_named_handlers(policy) -> None:
-    """``notify(NAME)`` rules need configured handlers, which ``sysgate run`` cannot build yet:
-    refuse rather than let those syscalls through unchecked."""
-    names = sorted({r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler})
-    if names:
-        raise SysgateError(f"policy {policy.name!r} routes syscalls to handler(s) {', '.join(names)}, which "
-                           f"`sysgate run` does not configure; use plain `notify` (report and allow) or "
-                           f"supervise it from Python (Supervisor.use_policy)")
+def attach_handlers(sup, policy, source):
+    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` to handlers configured by ``source``
+    (a JSON file, JSON text or None); returns their HandlerSet (None when nothing is named).
+
+    Every error (unknown handler or option, a syscall a handler cannot answer) is raised
+    here, before the command starts: the policy's named rules are never left unanswered.
+    """
+    from ..handlers import registry
+
+    config = registry.load_config(source)
+    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler} \
+        if policy is not None else set()
+    unknown = sorted(set(config) - set(registry.names()))
+    if unknown:
+        raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)} "
+                           f"(handlers: {', '.join(registry.names())})")
+    if not named:
+        if config:
+            _print(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); "
+                   f"--handlers is not used")
+        return None
+    unused = sorted(set(config) - named - {"audit"})
+    if unused:
+        _print(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
+    rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
+    for name in sorted((named & rule_based) - set(config)):
+        _print(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
+    return registry.build_supervisor(policy, config, supervisor=sup).handler_set
 
 
 def profile_path(name: str) -> str:
@@ -191,31 +232,36 @@ def _print(text: str) -> None:
         pass
 
 
-def supervise(target, reporter, forwarder) -> int:
+def supervise(target, reporter, forwarder, *, supervisor=None) -> int:
     """Serve ``target``'s notifications with the supervisor until it exits; its shell status.
 
     ``reporter`` answers every notification without a handler of its own (None: the
     supervisor's fail-closed default). Signals arrive on ``forwarder``'s signalfd.
+    ``supervisor`` (with handlers already routed) is used and left open; by default a
+    new one is made and closed.
     """
     from ..launch import exit_status
     from ..supervisor import Supervisor
 
-    with Supervisor() as sup:
-        if reporter is not None:
-            sup.fallback(reporter)
-        if target.listener is not None:
-            sup.add_target(target)
-        poller = select.poll()
-        for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
-            poller.register(fd, select.POLLIN)
-        while True:
-            timeout = sup.next_timeout()
-            ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
-            sup.run_once(0)
-            if forwarder.fileno() in ready:
-                forwarder.forward(target)
-            if target.pidfd in ready:
-                return exit_status(target.wait())
+    if supervisor is None:
+        with Supervisor() as sup:
+            return supervise(target, reporter, forwarder, supervisor=sup)
+    sup = supervisor
+    if reporter is not None:
+        sup.fallback(reporter)
+    if target.listener is not None:
+        sup.add_target(target)
+    poller = select.poll()
+    for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
+        poller.register(fd, select.POLLIN)
+    while True:
+        timeout = sup.next_timeout()
+        ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
+        sup.run_once(0)
+        if forwarder.fileno() in ready:
+            forwarder.forward(target)
+        if target.pidfd in ready:
+            return exit_status(target.wait())
 
 
 # --- signals ----------------------------------------------------------------------------
