@@ -1,7 +1,9 @@
 """spawn(): real commands launched under real filters; listener hand-over; stored filters."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import signal
 import stat
@@ -450,6 +452,77 @@ def test_cli_run_policy_file(tmp_path):
     res = sysgate_run("--policy", str(tmp_path / "p.policy"), "--", PY, "-c", script, str(tmp_path / "d"))
     assert res.returncode == 0 and res.stdout.split() == ["13", "file", "ok", "2"]  # rmdir continued: ENOENT
     assert "sysgate: notify: [pid" in res.stderr and "rmdir(" in res.stderr
-    (tmp_path / "h.policy").write_text("default: allow\nopenat: notify(fs)\n")
-    res = sysgate_run("--policy", str(tmp_path / "h.policy"), "--", "true")
-    assert res.returncode == 125 and "routes syscalls to handler(s) fs" in res.stderr
+
+
+FS_SCRIPT = "cat public; cat secret; echo rc=$?"
+
+
+def fs_policy(tmp_path) -> str:
+    (tmp_path / "public").write_text("public text\n")
+    (tmp_path / "secret").write_text("secret text\n")
+    (tmp_path / "fs.policy").write_text("default: allow\nopenat: notify(fs)\nuname: notify\n")
+    return str(tmp_path / "fs.policy")
+
+
+def test_cli_run_fs_handler_allows_and_denies_files(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    config = {"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]},
+              "audit": {"log": str(tmp_path / "audit.jsonl"), "wrap": True, "summary": False}}
+    (tmp_path / "handlers.json").write_text(json.dumps(config))
+    res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", str(tmp_path / "handlers.json"),
+                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
+    assert "secret: Permission denied" in res.stderr and "secret text" not in res.stdout
+    assert "sysgate: notify: [pid" in res.stderr and "uname(" in res.stderr    # plain notify: reported
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    verdicts = {r["call"].split('"')[1]: r["verdict"] for r in records if r["call"].count('"') >= 2}
+    assert verdicts["public"] == "fd" and verdicts["secret"] == "errno"
+    assert {r["handler"] for r in records} == {"fs"}
+
+
+def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    (tmp_path / "a.policy").write_text("default: allow\nopenat: notify(audit)\n")
+    log = tmp_path / "a.jsonl"
+    inline = json.dumps({"audit": {"log": str(log), "summary": True}})
+    res = sysgate_run("--policy", str(tmp_path / "a.policy"), "--handlers", inline, "--", "cat", "/etc/hostname")
+    assert res.returncode == 0 and res.stdout == open("/etc/hostname").read()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any('"/etc/hostname"' in r["call"] and r["verdict"] == "continue" for r in records)
+    assert all(r["syscall"] == "openat" for r in records)
+    assert "sysgate audit:" in res.stderr and "openat" in res.stderr             # the summary at exit
+    # without --handlers: notify(audit) logs to stderr with its defaults
+    res = sysgate_run("--policy", str(tmp_path / "a.policy"), "--", "cat", "/etc/hostname")
+    assert res.returncode == 0 and '"syscall": "openat"' in res.stderr
+    # notify(fs) without a section: fs denies everything (fail closed), with a warning
+    res = sysgate_run("--policy", fs_policy(tmp_path), "--", "sh", "-c", "cat public", cwd=tmp_path)
+    assert res.returncode != 0 and res.stdout == ""
+    assert "handler 'fs' has no section in --handlers: it denies every call" in res.stderr
+
+
+@pytest.mark.parametrize("policy, config, message", [
+    ("openat: notify(fs)", '{"fs": {"rulez": []}}', r"handler 'fs': unknown option\(s\) rulez"),
+    ("openat: notify(fs)", '{"fs": {"rules": ["allow sideways /x"]}}', "unknown mode 'sideways'"),
+    ("openat: notify(fs)", '{"fs": ', "<config>:1:8: invalid JSON"),
+    ("openat: notify(fs)", '{"fss": {}}', r"unknown section\(s\) fss"),
+    ("openat: notify(fs)", "/nonexistent/h.json", "cannot read handler config /nonexistent/h.json"),
+    ("openat: notify(nosuch)", None, "unknown handler 'nosuch'"),
+    ("connect: notify(fs)", '{"fs": {}}', "policy notifies connect to handler 'fs', which answers only"),
+])
+def test_cli_run_bad_handler_config_is_one_line_before_the_command(tmp_path, policy, config, message):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    (tmp_path / "p.policy").write_text(f"default: allow\n{policy}\n")
+    marker = tmp_path / "ran"
+    res = sysgate_run("--policy", str(tmp_path / "p.policy"), *(["--handlers", config] if config else []),
+                      "--", "touch", str(marker))
+    assert res.returncode == 125 and not marker.exists()
+    assert res.stderr.startswith("sysgate: error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert re.search(message, res.stderr), res.stderr
+
+
+def test_cli_run_handlers_needs_a_policy(tmp_path):
+    res = sysgate_run("--handlers", "{}", "--", "true")
+    assert res.returncode == 125 and "--handlers needs --policy" in res.stderr
