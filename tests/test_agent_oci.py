@@ -131,6 +131,27 @@ def test_bad_metadata_fails_closed(runtime, agent, tmp_path):
     agent.wait_log(rf"container {cid}: refusing its listener [^\n]*unknown handler 'no-such-handler'")
 
 
+MOUNTS = """
+mount -t tmpfs none /mnt; echo tmpfs=$?
+grep -c ' /mnt tmpfs ' /proc/mounts
+mount -t proc proc /mnt; echo proc=$?
+"""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_mount_emulate_tmpfs_only(runtime, agent, tmp_path):
+    """The agent mounts tmpfs in the container's mount namespace (it has no CAP_SYS_ADMIN);
+    proc is not allowed (EPERM), and MOUNT_PROC=true refuses the listener (ENOSYS)."""
+    out = run_container(runtime, tmp_path, f"mount-{runtime}-{RUN}", MOUNTS, agent.socket,
+                        "handlers=mount-emulate:tmpfs,mkdir-emulate")
+    assert out.stdout.split() == ["tmpfs=0", "1", "proc=1"], out.stdout + out.stderr
+    assert "mount: permission denied" in out.stderr          # busybox's words for EPERM
+    cid = f"mountproc-{runtime}-{RUN}"
+    out = run_container(runtime, tmp_path, cid, MOUNTS, agent.socket, "MOUNT_PROC=true")
+    assert out.stdout.split()[0] == "tmpfs=255" and "Function not implemented" in out.stderr, out.stderr
+    agent.wait_log(rf"container {cid}: refusing its listener [^\n]*proc is not supported")
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_default_action_kill_container(runtime, agent, tmp_path):
     """seccompagent's DEFAULT_ACTION=kill-container: a notified syscall without handler kills init."""

@@ -105,3 +105,32 @@ def test_second_process_joins_the_group_and_release_waits_for_both(agent, tmp_pa
     wait_for(lambda: "grp" not in agent.containers)
     out1.seek(0)
     assert "Not a directory" in out1.read()
+
+
+def test_mkdir_emulate_checks_the_callers_permission(agent, tmp_path):
+    """The agent makes the directory, but only where the caller may write; it is the caller's."""
+    import shutil
+    import tempfile
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    base = tempfile.mkdtemp(prefix="sysgate-agent-")
+    try:
+        os.chmod(base, 0o755)
+        open_dir = os.path.join(base, "open")
+        os.mkdir(open_dir)
+        os.chmod(open_dir, 0o777)
+        out = open(tmp_path / "nobody.out", "w+")
+        script = f"sleep 0.2; mkdir {base}/denied; echo rc=$?; mkdir {open_dir}/mine; echo rc=$?"
+        target = launch.spawn(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                               "sh", "-c", script], notify_mkdir(), stdout=out, stderr=out)
+        with target:
+            hand_over(agent.socket_path, target, "nobody", "creating", "handlers=mkdir-emulate")
+            assert target.wait(10) == 0
+        out.seek(0)
+        text = out.read()
+        assert text.count("rc=") == 2 and "Permission denied" in text and text.endswith("rc=0\n"), text
+        assert not os.path.exists(f"{base}/denied")
+        st = os.stat(f"{open_dir}/mine")
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+    finally:
+        shutil.rmtree(base)

@@ -6,7 +6,8 @@ Each registry entry maps a handler name to the syscalls it serves and a factory
 =================  ==========================================================
 ``mkdir-deny``     mkdir/mkdirat fail with ``arg`` (errno name/number, EPERM)
 ``mkdir-emulate``  the agent creates the directory in the container, owned by the
-                   caller's fsuid/fsgid (:class:`~sysgate.handlers.ContainerHandler`)
+                   caller's fsuid/fsgid, where the caller may write to the parent
+                   (:class:`~sysgate.handlers.ContainerHandler`)
 ``mkdir-suffix``   like mkdir-emulate, ``arg`` appended to the name (seccompagent MKDIR_TMPL)
 ``mknod-deny``     mknod/mknodat fail with ``arg`` (EPERM)
 ``mknod-emulate``  the agent creates allow-listed char devices (null, zero, full, random,
@@ -26,6 +27,7 @@ only the mount namespace, so they would show the host's processes and devices.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -116,9 +118,7 @@ def _fallback(spec: HandlerSpec, state: ContainerProcessState, owner: HandlerSet
 # --- emulation (sysgate.handlers.container) --------------------------------------------
 def mkdir_emulate(arg: str | None = None, state=None) -> ContainerHandler:
     """Every mkdir is made by the agent; ``arg`` (if any) is appended to the new name."""
-    if arg:
-        return SuffixedMkdir(arg.encode())
-    return ContainerHandler(devices=(), mkdir=["/**"])
+    return CallerMkdir((arg or "").encode())
 
 
 def mknod_emulate(arg: str | None = None, state=None) -> ContainerHandler:
@@ -141,15 +141,24 @@ def mount_emulate(arg: str | None = None, state=None) -> ContainerHandler:
     return ContainerHandler(devices=(), mounts=fstypes)
 
 
-class SuffixedMkdir(ContainerHandler):
-    """mkdir-emulate with a suffix appended to the created name (seccompagent's MKDIR_TMPL)."""
+class CallerMkdir(ContainerHandler):
+    """mkdir of any path, where the caller may write to the parent directory (as the
+    kernel would check it), with ``suffix`` appended to the name (seccompagent's MKDIR_TMPL)."""
 
-    def __init__(self, suffix: bytes):
+    def __init__(self, suffix: bytes = b""):
         super().__init__(devices=(), mkdir=["/**"])
         self.suffix = suffix
 
     def _mkdir(self, n, at: bool = False):
-        return super()._mkdir(_SuffixedPath(n, n.args[1 if at else 0], self.suffix), at)
+        if self.suffix:
+            n = _SuffixedPath(n, n.args[1 if at else 0], self.suffix)
+        return super()._mkdir(n, at)
+
+    @contextlib.contextmanager
+    def _parent(self, n, at: bool):
+        with super()._parent(n, at) as (creds, dfd, *rest):
+            self._may_write(creds, dfd)
+            yield (creds, dfd, *rest)
 
 
 class _SuffixedPath:
