@@ -135,9 +135,10 @@ def build(args):
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter(), None
 
 
-def attach_handlers(sup, policy, source):
-    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` to handlers configured by ``source``
-    (a JSON file, JSON text or None); returns their HandlerSet (None when nothing is named).
+def attach_handlers(sup, policy, source, *, group: str | None = None):
+    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
+    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None); returns
+    their HandlerSet, to ``finish()`` after the run (None when the policy names no handler).
 
     Every error (unknown handler or option, a syscall a handler cannot answer) is raised
     here, before the command starts: the policy's named rules are never left unanswered.
@@ -145,8 +146,11 @@ def attach_handlers(sup, policy, source):
     from ..handlers import registry
 
     config = registry.load_config(source)
-    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler} \
-        if policy is not None else set()
+    if policy is None:
+        if config:
+            raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
+        return None
+    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
     unknown = sorted(set(config) - set(registry.names()))
     if unknown:
         raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)} "
@@ -162,7 +166,7 @@ def attach_handlers(sup, policy, source):
     rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
     for name in sorted((named & rule_based) - set(config)):
         _print(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
-    return registry.build_supervisor(policy, config, supervisor=sup).handler_set
+    return registry.build_supervisor(policy, config, supervisor=sup, group=group).handler_set
 
 
 def profile_path(name: str) -> str:
