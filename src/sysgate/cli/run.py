@@ -12,7 +12,7 @@ Without a policy the command runs in audit mode: every syscall is notified, allo
 the record, nothing is notified). ``--notify-all`` prints each syscall strace-style.
 
 A policy's ``notify(NAME)`` rules are answered by the built-in handler NAME (``sysgate
-handlers list``), configured by ``--handlers``: a JSON file or inline JSON text with one
+handlers`` lists them), configured by ``--handlers``: a JSON file or inline JSON text with one
 section per handler (``{"fs": {"rules": ["allow read /usr/**"]}, "audit": {"log": "a.jsonl"}}``).
 A handler without a section gets its defaults (``fs``/``net`` then deny everything). Plain
 ``notify`` rules are printed and allowed. A bad config or a handler that cannot answer a
