@@ -25,6 +25,7 @@ import errno
 import os
 import select
 import shutil
+import subprocess
 import signal
 import struct
 from dataclasses import dataclass, field
@@ -194,8 +195,8 @@ def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdo
         target.__exit__(None, None, None)
         raise
     finally:
-        os.close(status_r)
-        os.close(go_w)
+        for fd in (status_r, go_w, *plan.devnull):
+            os.close(fd)
     return target
 
 
@@ -210,8 +211,18 @@ def _resolve(argv0: str, env) -> str:
     return found
 
 
-def _fileno(obj) -> int | None:
-    if obj is None or isinstance(obj, int):
+def _fileno(obj, devnull: list) -> int | None:
+    """An fd for a stdio argument: None (inherit), an fd, a file object or subprocess.DEVNULL.
+    A /dev/null opened for DEVNULL is appended to ``devnull`` for the caller to close."""
+    if obj is None:
+        return None
+    if obj == subprocess.DEVNULL:
+        if not devnull:
+            devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+        return devnull[0]
+    if isinstance(obj, int):
+        if obj < 0:
+            raise LaunchError(f"invalid stdio argument {obj} (an fd, a file or subprocess.DEVNULL)", 125)
         return obj
     return obj.fileno()
 
@@ -233,7 +244,8 @@ class _ChildPlan:
         self.envp_c = _cstrings([k + b"=" + v for k, v in environ.items()])
         self.path_c = ctypes.c_char_p(self.path)
         self.cwd = os.fsencode(cwd) if cwd is not None else None
-        self.stdio = [_fileno(s) for s in stdio]
+        self.devnull: list[int] = []
+        self.stdio = [_fileno(s, self.devnull) for s in stdio]
         self.pass_fds = tuple(pass_fds)
         self.sigmask = sigmask
         self.flags = flags
