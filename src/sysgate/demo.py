@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             records = [json.loads(line) for line in f]
         for rec in records:
             if any(word in rec["call"] for word in ("/etc/hostname", "/etc/shadow", "uname")):
-                print(f"  [pid {rec['pid']}] {rec['call']} -> {rec.get('result', rec['verdict'])}"
+                print(f"  [pid {rec['pid']}] {rec['call']} {rec.get('result', rec['verdict'])}"
                       f"  ({rec['latency_us']:.0f} µs)")
     return rc
 
