@@ -10,6 +10,7 @@ elsewhere through a ``ja`` trampoline, shared by every jump that can reach it.
 from __future__ import annotations
 
 from .graph import Node, Ret, Test, topological
+from .program import CompileError
 from .linear import AND, JA, LD, MAX_OFFSET, RET, Line, positions
 
 
@@ -39,32 +40,24 @@ def layout(root: Node) -> list[Line]:
     return lines
 
 
-def _insertion_point(lines: list[Line], start: int, stop: int) -> int:
-    """The last index in ``start..stop`` before which a line can be inserted without
-    being executed by falling through (the previous line jumps or returns)."""
-    for p in range(min(stop, len(lines)), start - 1, -1):
-        if not lines[p - 1].falls_through:
-            return p
-    return start
-
-
 def _reach(lines: list[Line], i: int, target: Line) -> Line:
-    """A line within reach of the jump at ``i`` that leads to ``target``, inserting one if needed."""
-    stop = i + 1 + MAX_OFFSET
-    window = lines[i + 1:stop + 1]
-    for line in window:
-        if target.is_ret and line.is_ret and line.k == target.k:
-            return line
-        if line.is_ja and line.t is target:
+    """A line within reach of the jump at ``i`` that leads to ``target``: an existing copy of
+    the ``ret`` or a trampoline to the same place, else a new one placed right after the jump.
+    A line placed there moves with its jump, so insertions elsewhere never break it again:
+    every jump is repaired at most once per branch by insertion, and the repair terminates."""
+    while target.is_ja:  # never chain trampolines
+        target = target.t
+    for line in lines[i + 1:i + 2 + MAX_OFFSET]:
+        if (target.is_ret and line.is_ret and line.k == target.k) or (line.is_ja and line.t is target):
             return line
     new = Line(RET, target.k) if target.is_ret else Line(JA, 0, target)
-    lines.insert(_insertion_point(lines, i + 1, stop), new)
+    lines.insert(i + 1, new)
     return new
 
 
 def fix_far_jumps(lines: list[Line]) -> list[Line]:
     """Make every conditional jump reach its targets (in place; returns ``lines``)."""
-    while True:
+    for _ in range(4 * len(lines) + 16):
         pos = positions(lines)
         far = next(((i, line) for i, line in enumerate(lines) if line.is_conditional
                     and max(pos[id(line.t)], pos[id(line.f)]) - i - 1 > MAX_OFFSET), None)
@@ -75,3 +68,4 @@ def fix_far_jumps(lines: list[Line]) -> list[Line]:
             line.t = _reach(lines, i, line.t)
         else:
             line.f = _reach(lines, i, line.f)
+    raise CompileError("internal error: jump trampolines do not converge")
