@@ -11,7 +11,10 @@ registers and the stack below its stack pointer all survived the injection.
 from __future__ import annotations
 
 import ctypes
+import errno
+import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -583,3 +586,76 @@ def test_cli_attach_with_a_policy_file(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- notify(NAME) rules are routed to their handlers, as by sysgate run ----------------------------
+OPENER = ("import sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+          "    try:\n        print(open(line.strip()).read().strip(), flush=True)\n"
+          "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
+
+
+def fs_files(tmp_path) -> tuple[Path, str]:
+    """(policy routing openat to fs, config allowing reads but the secret)."""
+    (tmp_path / "public").write_text("public text\n")
+    (tmp_path / "secret").write_text("secret text\n")
+    (tmp_path / "fs.policy").write_text("default: allow\nopenat: notify(fs)\n")
+    return tmp_path / "fs.policy", json.dumps({"fs": {"rules": [f"deny {tmp_path}/secret", "allow read /**"]}})
+
+
+def opener_answers(proc, paths) -> list[str]:
+    for path in paths:
+        proc.stdin.write(f"{path}\n")
+        proc.stdin.flush()
+    return [proc.stdout.readline().strip() for _ in paths]
+
+
+@pytest.mark.parametrize("source, configured", [("policy", True), ("filter", True), ("policy", False)])
+def test_cli_attach_supervise_routes_named_handlers(tmp_path, source, configured):
+    from sysgate.filter import Filter
+    from sysgate.policy.loader import load_policy
+
+    policy_file, config = fs_files(tmp_path)
+    if source == "filter":
+        Filter.from_policy(load_policy(str(policy_file))).save(tmp_path / "f.json")
+    where = ["--policy", str(policy_file)] if source == "policy" else ["--filter", str(tmp_path / "f.json")]
+    proc = subprocess.Popen([sys.executable, "-c", OPENER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+        sysgate = subprocess.Popen([sys.executable, "-m", "sysgate", "attach", str(proc.pid), *where, "--supervise",
+                                    *(["--handlers", config] if configured else [])],
+                                   stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: proc_status(proc.pid, proc.pid)["Seccomp"] == "2", timeout=10)
+        answers = opener_answers(proc, [tmp_path / "public", tmp_path / "secret"])
+        if configured:
+            assert answers == ["public text", f"errno {errno.EACCES}"]
+        else:   # fs without rules denies everything: fail closed, never reported-and-allowed
+            assert answers == [f"errno {errno.EACCES}"] * 2
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+        _, err = sysgate.communicate(timeout=10)
+        assert sysgate.returncode == 0, err
+        assert "sysgate: notify:" not in err, err
+        assert ("has no section in --handlers: it denies every call" in err) is not configured
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--supervise", "--handlers", '{"fs": {"rulez": []}}'], r"handler 'fs': unknown option\(s\) rulez"),
+    (["--no-listener", "--handlers", "{}"], "--handlers needs --supervise"),
+])
+def test_cli_attach_bad_handler_config_leaves_the_process_alone(tmp_path, options, message):
+    policy_file, _ = fs_files(tmp_path)
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until(lambda: syscall_of(victim.pid, victim.pid).startswith("230 "))
+        child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(victim.pid), "--policy",
+                                str(policy_file), *options], capture_output=True, text=True, timeout=30)
+        assert child.returncode == 2 and child.stderr.count("\n") == 1, child.stderr
+        assert child.stderr.startswith("sysgate: error: ") and re.search(message, child.stderr), child.stderr
+        assert proc_status(victim.pid, victim.pid)["Seccomp"] == "0"
+    finally:
+        victim.kill()
+        victim.wait()

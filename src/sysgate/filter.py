@@ -4,7 +4,10 @@ A :class:`Filter` is a compiled program plus its install flags and metadata. Eve
 process launched from it (:meth:`Filter.spawn`) gets the same filter, and its
 ``Target`` carries the filter's ``group`` so a supervisor can give all of them the
 same handlers and shared state — "attach a new process to a running container".
-Filters are saved as a small JSON document (:meth:`save` / :meth:`load`).
+Filters are saved as a small JSON document (:meth:`save` / :meth:`load`). A filter
+compiled from a policy with ``notify(NAME)`` rules also stores its routes (``metadata``
+``"handlers"``: syscall -> handler names) and the policy's text (``"policy"``), so a loaded
+filter routes its notifications to the same handlers (:meth:`handler_policy`).
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ class Filter:
 
     ``program`` is packed BPF; ``arches`` the architectures it was compiled for;
     ``flags`` the install options (``log``, ``spec_allow``, ``wait_killable_recv``);
-    ``group`` identifies the supervised group its targets join; ``metadata`` is free-form
-    JSON-able data for the supervisor (e.g. handler names).
+    ``group`` identifies the supervised group its targets join; ``metadata`` is JSON-able
+    data for the supervisor (the handler routes, see :meth:`handler_policy`).
     """
 
     program: bytes
@@ -61,7 +64,8 @@ class Filter:
         for name in policy_flag_options(policy):
             if name in cls.FLAG_NAMES:   # tsync/new_listener are decided per launch
                 flags.setdefault(name, True)
-        return cls(program, arches, flags, getattr(policy, "name", "policy"), group, policy=policy)
+        return cls(program, arches, flags, getattr(policy, "name", "policy"), group, handler_metadata(policy),
+                   policy=policy)
 
     @classmethod
     def from_program(cls, program, *, arches: list[str] | None = None, name: str = "filter",
@@ -75,6 +79,28 @@ class Filter:
         from .launch import notifies
 
         return notifies(self.program)
+
+    def handler_names(self) -> list[str]:
+        """The handlers this filter's ``notify(NAME)`` rules name (sorted; empty when none)."""
+        routes = handler_routes(self.policy) if self.policy is not None else self.metadata.get("handlers") or {}
+        return sorted({name for names in routes.values() for name in names})
+
+    def handler_policy(self):
+        """The policy whose ``notify(NAME)`` rules route this filter's notifications to
+        handlers (None when it names no handler); for a loaded filter, parsed from its
+        stored text. SysgateError when the routes are stored without the policy."""
+        names = self.handler_names()
+        if not names:
+            return None
+        if self.policy is None:
+            text = self.metadata.get("policy")
+            if not isinstance(text, str):
+                raise SysgateError(f"filter {self.name!r} sends syscalls to handler(s) {', '.join(names)} but does "
+                                   f"not store the policy that routes them: compile it again from its policy")
+            from .policy.parser import parse_policy
+
+            self.policy = parse_policy(text, f"<stored filter {self.name}>")
+        return self.policy
 
     def kernel_flags(self, *, new_listener: bool | None = None) -> int:
         """The SECCOMP_FILTER_FLAG_* bits to install this filter with."""
@@ -137,3 +163,25 @@ class Filter:
         except json.JSONDecodeError as exc:
             raise SysgateError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
         return cls.from_json(doc, str(path))
+
+
+def handler_routes(policy) -> dict[str, list[str]]:
+    """syscall -> the handler names of ``policy``'s ``notify(NAME)`` rules for it."""
+    routes: dict[str, list[str]] = {}
+    for rule in policy.rules:
+        if rule.action.kind == "notify" and rule.action.handler:
+            names = routes.setdefault(rule.syscall, [])
+            if rule.action.handler not in names:
+                names.append(rule.action.handler)
+    return routes
+
+
+def handler_metadata(policy) -> dict:
+    """What a stored filter keeps to route ``policy``'s ``notify(NAME)`` rules after loading:
+    the routes and the policy's text (its rules decide between several handlers of one syscall)."""
+    routes = handler_routes(policy)
+    if not routes:
+        return {}
+    from .policy.printer import format_policy
+
+    return {"handlers": routes, "policy": format_policy(policy)}

@@ -21,6 +21,9 @@ def register(sub) -> None:
                    help="no notification listener: notify rules then fail with ENOSYS")
     p.add_argument("--supervise", action="store_true",
                    help="keep running and answer the policy's notify rules until the process exits")
+    p.add_argument("--handlers", metavar="CONFIG",
+                   help="with --supervise: config of the handlers the policy names (notify(NAME)), "
+                        "a JSON file or inline JSON, as for sysgate run")
     p.set_defaults(func=run)
 
 
@@ -42,38 +45,54 @@ def load_filter(args):
 
 
 def run(args) -> int:
-    from ..attach import attach
+    from ..supervisor import Supervisor
+    from .run import PolicyReporter, attach_handlers
 
     filt = load_filter(args)
     if filt.notifies and not (args.supervise or args.no_listener):
         raise SysgateError("the policy has notify rules: add --supervise to answer them, or "
                            "--no-listener to let them fail with ENOSYS")
+    if args.handlers is not None and not args.supervise:
+        raise SysgateError("--handlers needs --supervise: only a supervising sysgate runs handlers")
     listener = filt.notifies and not args.no_listener
     if args.supervise and not filt.notifies:
         print("sysgate: the policy has no notify rules: nothing to supervise", file=sys.stderr)
-    with attach(args.pid, filt, listener=listener) as target:
-        threads = len(os.listdir(f"/proc/{args.pid}/task"))
+    sup = Supervisor() if listener else None
+    handler_set = None
+    try:
+        if sup is not None:   # every handler error is raised here, before the process is touched
+            handler_set = attach_handlers(sup, filt.handler_policy(), args.handlers, group=filt.group)
+            sup.fallback(PolicyReporter(), group=filt.group)
+        return _attach(args.pid, filt, sup)
+    finally:
+        if sup is not None:
+            sup.close()
+        if handler_set is not None:
+            handler_set.finish(sys.stderr)
+
+
+def _attach(pid: int, filt, sup) -> int:
+    """Attach ``filt`` to ``pid``, then serve its notifications on ``sup`` (when not None)."""
+    from ..attach import attach
+
+    with attach(pid, filt, listener=sup is not None) as target:
+        threads = len(os.listdir(f"/proc/{pid}/task"))
         for warning in target.warnings:
             print(f"sysgate: warning: {warning}", file=sys.stderr)
-        print(f"attached to process {args.pid}: {len(filt.program) // 8} instructions on {threads} thread(s)"
-              + (", supervising its notifications" if listener else ""), file=sys.stderr)
-        if listener:
-            return _supervise(target, filt)
+        print(f"attached to process {pid}: {len(filt.program) // 8} instructions on {threads} thread(s)"
+              + (", supervising its notifications" if sup is not None else ""), file=sys.stderr)
+        if sup is not None:
+            return _supervise(sup, target, filt)
     return 0
 
 
-def _supervise(target, filt) -> int:
-    """Answer the target's notifications until every thread that uses the filter is gone.
+def _supervise(sup, target, filt) -> int:
+    """Answer the target's notifications on ``sup`` until every thread that uses the filter is gone.
 
-    Notify rules are reported strace-style on stderr and allowed, as ``sysgate run`` does.
-    Stopping sysgate (Ctrl-C, SIGTERM) leaves the filter in place: the target's notified
-    syscalls then fail with ENOSYS.
+    ``notify(NAME)`` rules go to their handlers and plain notify rules are reported
+    strace-style on stderr and allowed, as ``sysgate run`` does. Stopping sysgate (Ctrl-C,
+    SIGTERM) leaves the filter in place: the target's notified syscalls then fail with ENOSYS.
     """
-    from ..supervisor import Supervisor
-    from .run import PolicyReporter
-
-    sup = Supervisor()
-    sup.fallback(PolicyReporter(), group=filt.group)
     sup.add_listener(target.take_listener(), filt.group, pidfd=target.pidfd, target=target,
                      pending=target.pending)
     try:

@@ -18,7 +18,6 @@ import importlib
 import importlib.util
 import os
 import re
-import sys
 
 from ..errors import SysgateError
 
@@ -50,8 +49,7 @@ def register(sub) -> None:
 def run_record(args) -> int:
     from ..filter import Filter
     from ..learn import notify_all_filter
-    from ..testing import Recorder
-    from .run import command_args, run_command
+    from .run import command_args, run_supervised
 
     argv = command_args(args, "sysgate record -o FILE [--policy FILE] -- CMD [ARG...]")
     if args.policy:
@@ -62,10 +60,7 @@ def run_record(args) -> int:
             raise SysgateError(f"{args.policy}: the policy notifies nothing: there would be nothing to record")
     else:
         filt = notify_all_filter()
-    with Recorder(args.output, argv=argv) as recorder:
-        code, _ = run_command(filt, argv, recorder.wrap(read_strings_and_continue))
-        count = recorder.count
-    print(f"sysgate record: {count} notifications written to {args.output}", file=sys.stderr)
+    code, _ = run_supervised(filt, argv, read_strings_and_continue, record=args.output)
     return code
 
 

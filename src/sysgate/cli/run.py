@@ -16,7 +16,11 @@ handlers`` lists them), configured by ``--handlers``: a JSON file or inline JSON
 section per handler (``{"fs": {"rules": ["allow read /usr/**"]}, "audit": {"log": "a.jsonl"}}``).
 A handler without a section gets its defaults (``fs``/``net`` then deny everything). Plain
 ``notify`` rules are printed and allowed. A bad config or a handler that cannot answer a
-syscall the policy sends it stops sysgate before the command starts.
+syscall the policy sends it stops sysgate before the command starts. A stored ``--filter``
+compiled from such a policy keeps its routes and is served the same way.
+
+``--record FILE`` writes every notification and the reply it got to FILE (JSON lines) for
+``sysgate replay``.
 """
 from __future__ import annotations
 
@@ -49,30 +53,53 @@ def register(sub) -> None:
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
                         "without: allow every syscall with RET_LOG instead of the notified audit")
     p.add_argument("--handlers", metavar="CONFIG",
-                   help="config of the handlers a --policy names (notify(NAME)): a JSON file or inline JSON")
+                   help="config of the handlers a --policy or --filter names (notify(NAME)): "
+                        "a JSON file or inline JSON")
+    p.add_argument("--record", metavar="FILE", help="record every notification and its reply for sysgate replay")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..supervisor import Supervisor
-
     argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
-    handler_set = None
     try:
         filt, reporter, policy = build(args)
-        with Supervisor() as sup:
-            handler_set = attach_handlers(sup, policy, args.handlers)
-            code, target = run_command(filt, argv, reporter, supervisor=sup)
+        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
-    finally:
-        if handler_set is not None:
-            handler_set.finish(sys.stderr)
     if target is not None and reporter is not None:
         reporter.finish(target)
     return code
+
+
+def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
+                   record: str | None = None) -> tuple[int, object]:
+    """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
+    handlers configured by ``handlers`` (see :func:`attach_handlers`), every other
+    notification to ``reporter``. With ``record`` (a path), every notification and its reply
+    is also written there for ``sysgate replay``."""
+    from ..supervisor import Supervisor
+    from ..testing import Recorder
+
+    handler_set = recorder = None
+    try:
+        with Supervisor() as sup:
+            if record:
+                recorder = Recorder(record, sup, argv=argv)
+            wrap = recorder.wrap if recorder else None
+            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap)
+            if reporter is not None and wrap:
+                reporter = wrap(reporter)
+            code, target = run_command(filt, argv, reporter, supervisor=sup)
+    finally:
+        if handler_set is not None:
+            handler_set.finish(sys.stderr)
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None:
+        _print(f"sysgate: {recorder.count} notifications recorded to {record}")
+    return code, target
 
 
 def command_args(args, usage: str) -> list[str]:
@@ -116,11 +143,9 @@ def build(args):
         filt = Filter.load(args.filter)
         if args.log:
             filt.flags["log"] = True
-        if getattr(args, "handlers", None) is not None:
-            raise SysgateError("--handlers needs --policy: a stored filter does not name handlers")
-        return filt, (PolicyReporter() if filt.notifies else None), None
+        return filt, (PolicyReporter() if filt.notifies else None), filt.handler_policy()
     if getattr(args, "handlers", None) is not None and not (args.policy or args.profile):
-        raise SysgateError("--handlers needs --policy (its notify(NAME) rules choose the handlers)")
+        raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path:
         from ..policy.loader import load_policy
@@ -135,10 +160,12 @@ def build(args):
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter(), None
 
 
-def attach_handlers(sup, policy, source, *, group: str | None = None):
+def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None):
     """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
     to handlers configured by ``source`` (a JSON file, JSON text, a dict or None); returns
     their HandlerSet, to ``finish()`` after the run (None when the policy names no handler).
+    ``wrap(handler)``, when given, is what gets routed instead of each handler (e.g.
+    :meth:`sysgate.testing.Recorder.wrap`).
 
     Every error (unknown handler or option, a syscall a handler cannot answer) is raised
     here, before the command starts: the policy's named rules are never left unanswered.
@@ -166,7 +193,10 @@ def attach_handlers(sup, policy, source, *, group: str | None = None):
     rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
     for name in sorted((named & rule_based) - set(config)):
         _print(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
-    return registry.build_supervisor(policy, config, supervisor=sup, group=group).handler_set
+    handler_set = registry.build_handlers(policy, config)
+    routed = {name: wrap(h) for name, h in handler_set.handlers.items()} if wrap else handler_set.handlers
+    sup.use_policy(policy, routed, group=group)
+    return handler_set
 
 
 def profile_path(name: str) -> str:

@@ -17,6 +17,9 @@ view of the filesystem, after checking them against allow-lists:
   single-threaded process, which the multi-threaded supervisor is not). Pure
   propagation changes (``MS_PRIVATE``/``MS_SLAVE``/``MS_SHARED``/``MS_UNBINDABLE`` with
   ``MS_REC``) are performed the same way. Everything else fails with ``EPERM``.
+  Filesystems whose contents depend on the mounter's other namespaces (``proc``: pid,
+  ``sysfs``: net, ``mqueue``: ipc, ``cgroup``/``cgroup2``: cgroup) are refused in the
+  config: the helper joins only the mount namespace, so they would show the host's view.
 * ``sysinfo``: the real values, with ``totalram``/``freeram`` replaced by ``memory``
   (bytes) or the caller's cgroup memory limit (``memory="cgroup"``), as LXCFS does.
 
@@ -50,6 +53,10 @@ SAFE_DEVICES = {(1, 3): "null", (1, 5): "zero", (1, 7): "full", (1, 8): "random"
 _PROPAGATION = ("MS_PRIVATE", "MS_SLAVE", "MS_SHARED", "MS_UNBINDABLE")
 DEFAULT_MOUNT_FLAGS = ("MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_NOATIME", "MS_NODIRATIME",
                        "MS_RELATIME", "MS_STRICTATIME", "MS_SILENT")
+#: filesystem types whose contents follow the mounter's other namespaces -> what they would leak
+HOST_VIEW_FSTYPES = {"proc": "processes (pid namespace)", "sysfs": "network devices (net namespace)",
+                     "mqueue": "message queues (ipc namespace)", "cgroup": "cgroup tree (cgroup namespace)",
+                     "cgroup2": "cgroup tree (cgroup namespace)"}
 _CLONE_NEWNS = 0x00020000
 _SYSINFO_SIZE = 112      # x86_64/aarch64 struct sysinfo
 _SYSINFO_RAM = struct.Struct("=QQ")   # totalram, freeram at offset 32
@@ -68,6 +75,10 @@ class MountRule:
     """Allow ``fstype`` mounted on directories matching ``target`` with flags in ``flags``."""
 
     def __init__(self, fstype: str, target: str = "/**", flags=DEFAULT_MOUNT_FLAGS, source: str | None = None):
+        if fstype in HOST_VIEW_FSTYPES:
+            raise SysgateError(f"mount rule for {fstype!r}: not supported; the mount helper joins only the "
+                               f"target's mount namespace, so {fstype} would show the host's "
+                               f"{HOST_VIEW_FSTYPES[fstype]} instead of the target's")
         self.fstype, self.target, self.source = fstype, target, source
         self.regex = glob_regex(target.rstrip("/") or "/")
         self.flags = 0
