@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -98,3 +100,25 @@ def test_sysinfo_reports_the_configured_memory():
     code, out = run(["/usr/bin/python3", "-S", "-c", script], ContainerHandler(memory=256 << 20))
     total, free, procs = out.split()
     assert int(total) == 256 << 20 and int(free) == 256 << 20 and procs == "True"
+
+
+@pytest.mark.parametrize("fstype", ["proc", "sysfs", "mqueue", "cgroup", "cgroup2"])
+def test_mount_rules_refuse_filesystems_of_other_namespaces(fstype):
+    """The helper joins only the mount namespace: these would show the host's processes, devices..."""
+    with pytest.raises(SysgateError, match=f"mount rule for '{fstype}': not supported; the mount helper joins "
+                                           f"only the target's mount namespace"):
+        ContainerHandler(mounts=[{"fstype": fstype, "target": "/mnt/**"}])
+    with pytest.raises(SysgateError, match="would show the host's"):
+        MountRule.from_config(fstype)
+
+
+def test_cli_refuses_a_proc_mount_rule_before_the_command_runs(tmp_path):
+    (tmp_path / "m.policy").write_text("default: allow\nmount: notify(container)\n")
+    config = json.dumps({"container": {"mounts": [{"fstype": "proc", "target": f"{tmp_path}/**"}]}})
+    marker = tmp_path / "ran"
+    res = subprocess.run([sys.executable, "-m", "sysgate", "run", "--policy", str(tmp_path / "m.policy"),
+                          "--handlers", config, "--", "touch", str(marker)], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 125 and not marker.exists() and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("sysgate: error: mount rule for 'proc': not supported") and \
+        "host's processes (pid namespace)" in res.stderr

@@ -526,3 +526,75 @@ def test_cli_run_bad_handler_config_is_one_line_before_the_command(tmp_path, pol
 def test_cli_run_handlers_needs_a_policy(tmp_path):
     res = sysgate_run("--handlers", "{}", "--", "true")
     assert res.returncode == 125 and "--handlers needs --policy" in res.stderr
+
+
+# --- stored filters keep their notify(NAME) routes -------------------------------------------------
+def test_stored_filter_keeps_handler_routes_and_conditions(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    from sysgate.policy.loader import load_text
+
+    policy = load_text("default: allow\nopenat: arg2 & 0x3 == 0 -> notify(fs)\nopenat: notify(audit)\n"
+                       "connect: notify(net)\nuname: notify\n", "routes.policy")
+    Filter.from_policy(policy).save(tmp_path / "f.json")
+    loaded = Filter.load(tmp_path / "f.json")
+    assert loaded.metadata["handlers"] == {"openat": ["fs", "audit"], "connect": ["net"]}
+    assert loaded.handler_names() == ["audit", "fs", "net"]
+    stored = loaded.handler_policy()
+    for args in [(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 0, 0o102)]:    # O_RDONLY, O_WRONLY, O_RDWR, O_CREAT|O_RDWR
+        assert stored.decide("openat", args + (0,) * 3)[0] == policy.decide("openat", args + (0,) * 3)[0]
+    assert stored.decide("uname")[0].handler is None
+    plain = Filter.from_policy(load_text("default: allow\nuname: notify\n"))
+    assert plain.metadata == {} and plain.handler_policy() is None
+
+
+def test_cli_run_stored_filter_routes_named_handlers(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    from sysgate.policy.loader import load_policy
+
+    Filter.from_policy(load_policy(fs_policy(tmp_path))).save(tmp_path / "f.json")
+    config = json.dumps({"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]}})
+    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--handlers", config,
+                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
+    assert "secret: Permission denied" in res.stderr and "uname(" in res.stderr
+    # without a config, fs denies everything (fail closed), as with --policy
+    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--", "sh", "-c", "cat public", cwd=tmp_path)
+    assert res.returncode != 0 and res.stdout == ""
+    assert "handler 'fs' has no section in --handlers: it denies every call" in res.stderr
+    # routes stored without the policy that decides them: refused before the command starts
+    doc = json.loads((tmp_path / "f.json").read_text())
+    del doc["metadata"]["policy"]
+    (tmp_path / "routes-only.json").write_text(json.dumps(doc))
+    marker = tmp_path / "ran"
+    res = sysgate_run("--filter", str(tmp_path / "routes-only.json"), "--", "touch", str(marker))
+    assert res.returncode == 125 and not marker.exists() and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("sysgate: error: filter 'fs' sends syscalls to handler(s) fs but does not store")
+
+
+def test_cli_run_record_then_replay_show(tmp_path):
+    pytest.importorskip("sysgate.policy.loader")
+    need_compiler()
+    import subprocess
+
+    config = json.dumps({"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]}})
+    rec = tmp_path / "rec.jsonl"
+    res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", config, "--record", str(rec),
+                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
+    count = int(re.search(r"sysgate: (\d+) notifications recorded to ", res.stderr).group(1))
+    shown = subprocess.run([PY, "-m", "sysgate", "replay", str(rec), "--show"], capture_output=True, text=True,
+                           timeout=30)
+    assert shown.returncode == 0 and len(shown.stdout.splitlines()) == count, shown.stderr
+    assert re.search(r'openat\(AT_FDCWD, "public", O_RDONLY\) -> inject_fd \d+', shown.stdout), shown.stdout
+    assert 'openat(AT_FDCWD, "secret", O_RDONLY) -> errno EACCES' in shown.stdout
+    assert re.search(r"uname\(0x[0-9a-f]+\) -> continue", shown.stdout)     # the plain notify, reported
+    res = sysgate_run("--record", "/nonexistent/rec.jsonl", "--", "true")
+    assert res.returncode == 125 and "cannot write /nonexistent/rec.jsonl" in res.stderr
+
+
+def test_cli_run_handlers_with_a_filter_without_routes(tmp_path):
+    Filter.from_program(NOTIFY_ALL).save(tmp_path / "f.json")
+    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--handlers", '{"fs": {}}', "--", "true")
+    assert res.returncode == 125 and "a handler config needs a policy" in res.stderr
