@@ -167,13 +167,7 @@ class Filter:
 
 def handler_routes(policy) -> dict[str, list[str]]:
     """syscall -> the handler names of ``policy``'s ``notify(NAME)`` rules for it."""
-    routes: dict[str, list[str]] = {}
-    for rule in policy.rules:
-        if rule.action.kind == "notify" and rule.action.handler:
-            names = routes.setdefault(rule.syscall, [])
-            if rule.action.handler not in names:
-                names.append(rule.action.handler)
-    return routes
+    return policy.handler_routes()
 
 
 def handler_metadata(policy) -> dict:

@@ -34,7 +34,7 @@ import re
 import signal
 from dataclasses import dataclass, field
 
-from ..handlers.container import ContainerHandler
+from ..handlers.container import ContainerHandler, HOST_VIEW_FSTYPES
 from ..supervisor.notification import Reply, errno_value
 from .config import ConfigError, HandlerSpec, Selection
 from .protocol import ContainerProcessState
@@ -132,9 +132,9 @@ def mount_emulate(arg: str | None = None, state=None) -> ContainerHandler:
     if not fstypes:
         raise ConfigError(f"mount-emulate needs filesystem types (mount-emulate:{','.join(MOUNTABLE)})")
     for fstype in fstypes:
-        if fstype in ("proc", "sysfs"):
+        if fstype in HOST_VIEW_FSTYPES:
             raise ConfigError(f"mount-emulate: {fstype} is not supported (the agent would mount the host's "
-                              f"{'processes' if fstype == 'proc' else 'devices'}, not the container's)")
+                              f"{HOST_VIEW_FSTYPES[fstype]}, not the container's)")
         if fstype not in MOUNTABLE:
             raise ConfigError(f"mount-emulate: unsupported filesystem type {fstype!r} "
                               f"(supported: {', '.join(MOUNTABLE)})")

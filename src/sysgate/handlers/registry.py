@@ -174,11 +174,9 @@ def build_supervisor(policy, handler_config=None, *, supervisor=None, group: str
 def _policy_handlers(policy) -> dict[str, list[str]]:
     """handler name -> syscalls the policy notifies to it."""
     out: dict[str, list[str]] = {}
-    for rule in policy.rules:
-        if rule.action.kind == "notify" and rule.action.handler:
-            out.setdefault(rule.action.handler, [])
-            if rule.syscall not in out[rule.action.handler]:
-                out[rule.action.handler].append(rule.syscall)
+    for syscall, names in policy.handler_routes().items():
+        for name in names:
+            out.setdefault(name, []).append(syscall)
     return out
 
 

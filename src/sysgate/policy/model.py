@@ -155,6 +155,16 @@ class Policy:
                 return rule.action, rule
         return self.default, None
 
+    def handler_routes(self) -> dict[str, list[str]]:
+        """syscall -> the handler names of its ``notify(NAME)`` rules, in rule order."""
+        routes: dict[str, list[str]] = {}
+        for rule in self.rules:
+            if rule.action.kind == "notify" and rule.action.handler:
+                names = routes.setdefault(rule.syscall, [])
+                if rule.action.handler not in names:
+                    names.append(rule.action.handler)
+        return routes
+
     def syscalls(self) -> list[str]:
         """Syscall names with rules, in first-appearance order."""
         return list(dict.fromkeys(r.syscall for r in self.rules))

@@ -96,17 +96,14 @@ class Routes:
         routed by its name; when rules of one syscall name different handlers, the policy's
         own reference semantics (``Policy.decide`` on the argument registers) picks one.
         """
-        routes: dict[str, set[str]] = {}
-        for rule in policy.rules:
-            if rule.action.kind == "notify" and rule.action.handler:
-                routes.setdefault(rule.syscall, set()).add(rule.action.handler)
+        routes = policy.handler_routes()
         missing = sorted({h for names in routes.values() for h in names} - set(handlers))
         if missing:
             raise SysgateError(f"policy {policy.name!r} notifies handler(s) {', '.join(missing)} "
                                f"but none was given (have: {', '.join(sorted(handlers)) or 'none'})")
         for syscall, names in routes.items():
             if len(names) == 1:
-                self.on(syscall, handlers[next(iter(names))], group=group)
+                self.on(syscall, handlers[names[0]], group=group)
             else:
                 self.on(syscall, _PolicyChooser(policy, handlers), group=group)
 
