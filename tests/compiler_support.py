@@ -3,14 +3,15 @@ the reference verdict (``Policy.decide`` plus the architecture rules), running a
 program on seccomp_data, and the kernel's action-cache emulation."""
 from __future__ import annotations
 
-import struct
 from functools import cache
 
 from hypothesis import strategies as st
 
 from sysgate import syscalls
 from sysgate.bpf import insn as bpf
+from sysgate.bpf.emulator import Emulator
 from sysgate.kernel import abi
+from sysgate.kernel.abi import SeccompData
 from sysgate.policy.model import ALLOW, Action, And, Cmp, Not, Or, Policy, Rule
 
 MAX32 = 0xFFFFFFFF
@@ -21,42 +22,14 @@ EDGE_VALUES = (0, 1, 2, MAX32 - 1, MAX32, 1 << 32, (1 << 32) + 1, 1 << 63, MAX64
 
 
 # --- running programs -----------------------------------------------------------
-def data_words(nr: int, arch: str, args: tuple[int, ...], ip: int = 0) -> bytes:
-    """struct seccomp_data as ``arch`` lays it out, re-encoded so that reading each
-    32-bit word in this host's byte order gives the value ``arch`` would see."""
-    big = abi.is_big_endian(arch)
-    raw = struct.pack(">iIQ6Q" if big else "<iIQ6Q", nr if nr < 0x8000_0000 else nr - (1 << 32),
-                      abi.AUDIT_ARCH[arch], ip, *[a & MAX64 for a in args])
-    words = struct.unpack(">16I" if big else "<16I", raw)
-    return struct.pack("=16I", *words)
+def emulator(program, arch: str) -> Emulator:
+    """The project's emulator for ``program`` (it runs the checker first)."""
+    return Emulator(program.insns if hasattr(program, "insns") else program, arch)
 
 
-def run(insns: list[bpf.Insn], data: bytes) -> tuple[int, int]:
-    """Execute the instructions a seccomp compiler emits: (return value, instructions executed)."""
-    a = pc = steps = 0
-    while True:
-        ins = insns[pc]
-        steps += 1
-        cls, op = bpf.bpf_class(ins.code), bpf.bpf_op(ins.code)
-        if ins.code == bpf.BPF_LD | bpf.BPF_W | bpf.BPF_ABS:
-            a = struct.unpack_from("=I", data, ins.k)[0]
-        elif ins.code == bpf.BPF_ALU | bpf.BPF_AND | bpf.BPF_K:
-            a &= ins.k
-        elif ins.code == bpf.BPF_RET | bpf.BPF_K:
-            return ins.k, steps
-        elif ins.code == bpf.BPF_JMP | bpf.BPF_JA:
-            pc += ins.k
-        elif cls == bpf.BPF_JMP and bpf.bpf_src(ins.code) == bpf.BPF_K:
-            taken = {bpf.BPF_JEQ: a == ins.k, bpf.BPF_JGT: a > ins.k, bpf.BPF_JGE: a >= ins.k,
-                     bpf.BPF_JSET: bool(a & ins.k)}[op]
-            pc += ins.jt if taken else ins.jf
-        else:
-            raise AssertionError(f"unexpected instruction {ins} at {pc}")
-        pc += 1
-
-
-def verdict(insns, nr: int, arch: str, args=(0,) * 6) -> int:
-    return run(insns, data_words(nr, arch, tuple(args)))[0]
+def verdict(program, nr: int, arch: str, args=(0,) * 6, emu: Emulator | None = None) -> int:
+    emu = emu or emulator(program, arch)
+    return emu.run(SeccompData(nr & MAX32, abi.AUDIT_ARCH[arch], 0, tuple(args)))[0]
 
 
 def cacheable(insns: list[bpf.Insn], nr: int, arch: str) -> bool:

@@ -7,7 +7,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler_support import MAX32, X32_BIT, expected, policies, probe_values, random_policy, verdict
+from compiler_support import (MAX32, X32_BIT, emulator, expected, policies, probe_values, random_policy,
+                              verdict)
 from sysgate import syscalls
 from sysgate.compiler import compile_policy
 
@@ -23,12 +24,13 @@ def _numbers(policy, arch: str) -> list[int]:
 
 def _check(policy, arches, arch, rng, samples=12, extra_numbers=()):
     program = compile_policy(policy, arches)
+    emu = emulator(program, arch)
     values = probe_values(policy)
     for nr in [*_numbers(policy, arch), *extra_numbers]:
         for _ in range(samples):
             args = tuple(rng.choice(values) for _ in range(6))
             want = expected(policy, arches, nr, arch, args)
-            got = verdict(program.insns, nr, arch, args)
+            got = verdict(program, nr, arch, args, emu)
             assert got == want, (f"nr={nr:#x} arch={arch} args={[hex(a) for a in args]}: "
                                  f"got {got:#x}, want {want:#x}\n{policy}")
     return program
@@ -52,7 +54,7 @@ def test_multi_arch_matches_reference(policy, rng):
     # a foreign architecture gets bad_arch for every number
     program = compile_policy(policy, arches)
     for nr in (0, 1, 59, MAX32):
-        assert verdict(program.insns, nr, "aarch64") == policy.bad_arch.ret()
+        assert verdict(program, nr, "aarch64") == policy.bad_arch.ret()
 
 
 @SETTINGS

@@ -117,11 +117,13 @@ class Lowering:
         return outcomes
 
     def _weights(self, arch: str) -> dict[int, float]:
-        """Expected frequency per number: ``frequencies`` by name, or every syscall of the
-        table alike; x32 next to x86_64 counts for :data:`X32_SHARE` of that."""
+        """Expected frequency per number: ``frequencies`` by name, or else every number from 0
+        to one past the table's highest alike (numbers without a syscall included: a program
+        built for a newer kernel probes those); x32 next to x86_64 counts for :data:`X32_SHARE`."""
         share = X32_SHARE if arch == "x32" and "x86_64" in self.arches else 1.0
         if self.frequencies is None:
-            return {nr: share for nr in table_numbers(arch)}
+            numbers = table_numbers(arch)
+            return {nr: share for nr in range(min(numbers), max(numbers) + 2)}
         weights: dict[int, float] = {}
         for name, weight in self.frequencies.items():
             nr = resolve(arch, name)
