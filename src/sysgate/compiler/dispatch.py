@@ -80,7 +80,11 @@ def merge(parts: list[list[Range]]) -> list[Range]:
 
 
 #: A leaf may test this many single numbers with ``jeq`` before its background outcome.
-MAX_EXCEPTIONS = 3
+MAX_EXCEPTIONS = 6
+#: Price of one instruction of tree code, as a fraction of the total weight: among
+#: trees of (nearly) equal expected depth the smaller wins, and ranges that are almost
+#: never reached are tested with as few instructions as possible.
+SIZE_COST = 0.002
 #: Up to this many ranges every split is tried; above, Knuth's window (a heuristic once
 #: leaves with exceptions exist) keeps the search quadratic.
 EXHAUSTIVE_LIMIT = 120
@@ -98,7 +102,7 @@ class Leaf:
 Plan = dict  # (i, j) -> int (split index) | Leaf
 
 
-def _leaf(ranges: list[Range], i: int, j: int) -> Leaf | None:
+def _leaf(ranges: list[Range], i: int, j: int, size_cost: float) -> Leaf | None:
     """The cheapest exception chain for ranges ``i..j-1``, if one is allowed."""
     span = ranges[i:j]
     wide = {id(r.node): r.node for r in span if r.start != r.end}
@@ -111,6 +115,7 @@ def _leaf(ranges: list[Range], i: int, j: int) -> Leaf | None:
             continue
         rest = sum(r.weight for r in span if r.node is background)
         cost = sum(r.weight * (n + 1) for n, r in enumerate(exceptions)) + rest * len(exceptions)
+        cost += size_cost * len(exceptions)
         if best is None or cost < best.cost:
             best = Leaf(background, exceptions, cost)
     return best
@@ -122,6 +127,7 @@ def plan_tree(ranges: list[Range]) -> Plan:
     prefix = [0.0, *accumulate(r.weight for r in ranges)]
     if n > OPTIMAL_LIMIT:
         return _median_plan(ranges, prefix)
+    size_cost = SIZE_COST * prefix[n]
     cost = [[0.0] * (n + 1) for _ in range(n + 1)]
     root = [[0] * (n + 1) for _ in range(n + 1)]
     leaves: dict[tuple[int, int], Leaf] = {}
@@ -139,9 +145,9 @@ def plan_tree(ranges: list[Range]) -> Plan:
                 c = ci[k] + cost[k][j]
                 if c < best:
                     best, best_k = c, k
-            best += prefix[j] - prefix[i]
+            best += prefix[j] - prefix[i] + size_cost
             root[i][j] = best_k
-            leaf = _leaf(ranges, i, j) if length <= 2 * MAX_EXCEPTIONS + 1 else None
+            leaf = _leaf(ranges, i, j, size_cost) if length <= 2 * MAX_EXCEPTIONS + 1 else None
             if leaf is not None and leaf.cost < best:
                 best = leaf.cost
                 leaves[(i, j)] = leaf

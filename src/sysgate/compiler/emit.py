@@ -15,29 +15,51 @@ from .linear import AND, JA, LD, MAX_OFFSET, RET, Line, positions
 
 
 def layout(root: Node) -> list[Line]:
-    """Lines for the DAG under ``root``: tests first, then one ``ret`` per value."""
+    """Lines for the DAG under ``root``: tests in topological order, then the ``ret`` s.
+
+    Each distinct return value is emitted once per *pool*: normally one pool at the end;
+    in programs too long for a jump to reach it, an extra pool is flushed (between two
+    blocks, where execution never falls through) just before the oldest pending jump
+    to a ``ret`` would lose reach."""
     order = topological(root)
-    tests = [n for n in order if isinstance(n, Test)]
-    rets = [n for n in order if isinstance(n, Ret)]
-    lines: list[Line] = []
+    if isinstance(root, Ret):
+        return [Line(RET, root.k)]
+    blocks: list[tuple[list[Line], Test]] = []
     head: dict[int, Line] = {}
-    jumps: list[tuple[Line, Test]] = []
-    for node in tests:
-        first = Line(LD, node.word)
-        lines.append(first)
-        if node.mask is not None:
-            lines.append(Line(AND, node.mask))
-        jump = Line.jump(node.op, node.k)
-        lines.append(jump)
-        jumps.append((jump, node))
-        head[id(node)] = first
-    for node in rets:
-        line = Line(RET, node.k)
-        lines.append(line)
-        head[id(node)] = line
-    for jump, node in jumps:
-        jump.t, jump.f = head[id(node.t)], head[id(node.f)]
-    return lines
+    for node in order:
+        if isinstance(node, Test):
+            block = [Line(LD, node.word)]
+            if node.mask is not None:
+                block.append(Line(AND, node.mask))
+            block.append(Line.jump(node.op, node.k))
+            blocks.append((block, node))
+            head[id(node)] = block[0]
+    out: list[Line] = []
+    pending: dict[int, list[tuple[Line, str]]] = {}  # ret value -> jumps waiting for it
+    oldest = 0  # index of the oldest jump in ``pending``
+
+    def flush() -> None:
+        for k, waiting in pending.items():
+            line = Line(RET, k)
+            out.append(line)
+            for jump, attr in waiting:
+                setattr(jump, attr, line)
+        pending.clear()
+
+    for block, node in blocks:
+        if pending and len(out) + len(block) + len(pending) + 2 > oldest + 1 + MAX_OFFSET:
+            flush()
+        out.extend(block)
+        jump = block[-1]
+        for attr, target in (("t", node.t), ("f", node.f)):
+            if isinstance(target, Ret):
+                if not pending:
+                    oldest = len(out) - 1
+                pending.setdefault(target.k, []).append((jump, attr))
+            else:
+                setattr(jump, attr, head[id(target)])
+    flush()
+    return out
 
 
 def _reach(lines: list[Line], i: int, target: Line) -> Line:
