@@ -24,3 +24,7 @@ class SourceError(SysgateError):
 
 class UnsupportedError(SysgateError):
     """The running kernel lacks a feature that was asked for."""
+
+
+class UnknownArchError(SysgateError, ValueError):
+    """An architecture name sysgate does not know (also a ValueError for older callers)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ..errors import UnknownArchError
+
 # --- seccomp(2) operations -------------------------------------------------
 SECCOMP_SET_MODE_STRICT = 0
 SECCOMP_SET_MODE_FILTER = 1
@@ -198,7 +200,7 @@ def canonical_arch(name: str) -> str:
         key = key[len("scmp_arch_"):]
     key = ARCH_ALIASES.get(key, key)
     if key not in AUDIT_ARCH:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(AUDIT_ARCH))}")
+        raise UnknownArchError(f"unknown architecture {name!r}; known: {', '.join(sorted(AUDIT_ARCH))}")
     return key
 
 
