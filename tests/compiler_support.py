@@ -139,7 +139,7 @@ def conditions(depth: int = 3):
 @st.composite
 def policies(draw, arches=("x86_64",), names=None, condition=None, max_rules=20):
     names = names or draw(st.lists(st.sampled_from(table_names()), min_size=1, max_size=8, unique=True))
-    condition = condition or conditions()
+    condition = conditions() if condition is None else condition
     rules = draw(st.lists(st.builds(Rule, st.sampled_from(names), ACTIONS,
                                     st.one_of(st.none(), condition)), max_size=max_rules))
     return Policy(default=draw(ACTIONS), arches=list(arches), rules=rules, bad_arch=draw(ACTIONS),
@@ -187,3 +187,11 @@ def random_policy(rng, n_rules: int, names=None, arches=("x86_64",), conditional
     rules = [Rule(rng.choice(names), rng.choice(actions),
                   random_condition(rng) if rng.random() < conditional else None) for _ in range(n_rules)]
     return Policy(default=rng.choice(actions), arches=list(arches), rules=rules, bad_arch=rng.choice(actions))
+
+
+def hypothesis_settings(examples: int):
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example,
+                                           HealthCheck.data_too_large])

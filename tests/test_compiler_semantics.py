@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler_support import (MAX32, X32_BIT, emulator, expected, policies, probe_values, random_policy,
-                              verdict)
+from compiler_support import (MAX32, X32_BIT, emulator, expected, hypothesis_settings, policies, probe_values,
+                              random_policy, verdict)
 from sysgate import syscalls
 from sysgate.compiler import compile_policy
 
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = hypothesis_settings(30)
 
 
 def _numbers(policy, arch: str) -> list[int]:

@@ -29,6 +29,9 @@ NR_SKIP = MAX32  # nr == -1
 X32_BIT = abi.X32_SYSCALL_BIT
 #: Weight of an x32 syscall relative to an x86_64 one in their shared dispatch (x32 is rare).
 X32_SHARE = 0.01
+#: A gap this wide between syscall numbers ends a table's main block (ARM's private
+#: syscalls at 0xf0000 are not a reason to expect the million numbers before them).
+MAX_GAP = 256
 
 
 @dataclass
@@ -117,13 +120,15 @@ class Lowering:
         return outcomes
 
     def _weights(self, arch: str) -> dict[int, float]:
-        """Expected frequency per number: ``frequencies`` by name, or else every number from 0
-        to one past the table's highest alike (numbers without a syscall included: a program
-        built for a newer kernel probes those); x32 next to x86_64 counts for :data:`X32_SHARE`."""
+        """Expected frequency per number: ``frequencies`` by name, or else every number of the
+        table's main block (up to the first gap wider than :data:`MAX_GAP`) and the one after
+        it alike, holes included (a program built for a newer kernel probes those), plus each
+        syscall beyond; x32 next to x86_64 counts for :data:`X32_SHARE`."""
         share = X32_SHARE if arch == "x32" and "x86_64" in self.arches else 1.0
         if self.frequencies is None:
-            numbers = table_numbers(arch)
-            return {nr: share for nr in range(min(numbers), max(numbers) + 2)}
+            numbers = sorted(table_numbers(arch))
+            end = next((a for a, b in zip(numbers, numbers[1:]) if b - a > MAX_GAP), numbers[-1])
+            return {nr: share for nr in [*range(numbers[0], end + 2), *numbers]}
         weights: dict[int, float] = {}
         for name, weight in self.frequencies.items():
             nr = resolve(arch, name)

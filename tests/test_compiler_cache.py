@@ -1,0 +1,87 @@
+"""The kernel's action cache (5.11+) must cover every unconditionally allowed syscall:
+emulating the filter as seccomp_cache_prepare() does (only nr and arch known, any
+other load aborts) must reach ALLOW exactly for the numbers the policy allows
+whatever the arguments."""
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compiler_support import (cacheable, comparisons, expected, hypothesis_settings, policies, probe_values,
+                              table_names)
+from sysgate import syscalls
+from sysgate.compiler import compile_policy
+from sysgate.policy.loader import load_policy
+from sysgate.policy.model import ALLOW, And
+
+PODMAN = "/usr/share/containers/seccomp.json"
+
+
+def always_allowed(policy, arch: str) -> set[int]:
+    """Numbers whose every possible outcome (rules up to the first unconditional one,
+    then the default) is ALLOW."""
+    top = max(syscalls.table(arch).values()) + 1
+    out = set()
+    for nr in range(top + 1):
+        name = syscalls.name(arch, nr)
+        outcomes = []
+        for rule in policy.rules:
+            if rule.syscall == name:
+                outcomes.append(rule.action)
+                if rule.condition is None:
+                    break
+        else:
+            outcomes.append(policy.default)
+        if all(a.ret() == ALLOW.ret() for a in outcomes):
+            out.add(nr)
+    return out
+
+
+def cached(program, arch: str) -> set[int]:
+    top = max(syscalls.table(arch).values()) + 1
+    return {nr for nr in range(top + 1) if cacheable(program.insns, nr, arch)}
+
+
+def test_podman_profile_allowed_syscalls_are_all_cacheable():
+    policy = load_policy(PODMAN, arch="x86_64")
+    program = compile_policy(policy, ["x86_64", "i386", "x32"])
+    for arch in ("x86_64", "i386"):
+        allowed = always_allowed(policy, arch)
+        assert len(allowed) > 250
+        assert cached(program, arch) == allowed
+
+
+# Conditions that are neither always true nor always false: conjunctions of
+# comparisons on distinct arguments with non-extreme constants.
+def _proper(cmp):
+    limit = (1 << cmp.width) - 1
+    return 0 < cmp.value < limit and cmp.op != "&=="
+
+
+proper_conditions = st.lists(comparisons(ops=("==", "!=", "<", ">", "<=", ">=")).filter(_proper),
+                             min_size=1, max_size=3, unique_by=lambda c: c.arg).map(
+    lambda cs: cs[0] if len(cs) == 1 else And(tuple(cs)))
+
+
+@hypothesis_settings(60)
+@given(policies(arches=("x86_64", "i386"), condition=proper_conditions,
+                names=table_names()[:60] + ("read", "write", "openat", "mmap")))
+def test_cacheable_equals_unconditionally_allowed(policy):
+    program = compile_policy(policy, ["x86_64", "i386"])
+    for arch in ("x86_64", "i386"):
+        assert cached(program, arch) == always_allowed(policy, arch)
+
+
+@hypothesis_settings(40)
+@given(policies(), st.randoms(use_true_random=False))
+def test_cacheable_is_sound_for_any_condition(policy, rng):
+    """With arbitrary (possibly tautological) conditions: every syntactically
+    unconditional ALLOW is cached, and whatever is cached is allowed for all sampled args."""
+    program = compile_policy(policy, ["x86_64"])
+    got = cached(program, "x86_64")
+    assert always_allowed(policy, "x86_64") <= got
+    values = probe_values(policy)
+    for nr in got:
+        for _ in range(5):
+            args = tuple(rng.choice(values) for _ in range(6))
+            assert expected(policy, ["x86_64"], nr, "x86_64", args) == ALLOW.ret()
