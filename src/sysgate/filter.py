@@ -139,10 +139,22 @@ class Filter:
         if doc.get("version") != VERSION:
             raise SysgateError(f"{source}: stored filter version {doc.get('version')!r} is not supported "
                                f"(this sysgate reads version {VERSION})")
+        arches = doc.get("arches") or [abi.native_arch()]
+        if not isinstance(arches, list) or not all(isinstance(a, str) for a in arches):
+            raise SysgateError(f"{source}: malformed stored filter: \"arches\" must be a list of names")
+        try:
+            arches = [abi.canonical_arch(a) for a in arches]
+        except SysgateError as exc:
+            raise SysgateError(f"{source}: malformed stored filter: {exc}") from None
+        metadata = doc.get("metadata") or {}
+        routes = metadata.get("handlers") if isinstance(metadata, dict) else None
+        if not isinstance(metadata, dict) or not (routes is None or _is_routes(routes)):
+            raise SysgateError(f"{source}: malformed stored filter: \"metadata\" must be an object whose "
+                               f"\"handlers\" maps syscall names to lists of handler names")
         try:
             program = base64.b64decode(doc["program"], validate=True)
-            return cls(program, list(doc.get("arches") or [abi.native_arch()]), dict(doc.get("flags") or {}),
-                       str(doc.get("name", "filter")), str(doc.get("group", "")), dict(doc.get("metadata") or {}))
+            return cls(program, arches, dict(doc.get("flags") or {}),
+                       str(doc.get("name", "filter")), str(doc.get("group", "")), metadata)
         except (KeyError, ValueError, TypeError) as exc:
             raise SysgateError(f"{source}: malformed stored filter: {exc}") from None
 
@@ -156,13 +168,21 @@ class Filter:
     def load(cls, path) -> "Filter":
         """Read a filter written by :meth:`save`."""
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
         except OSError as exc:
             raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise SysgateError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        except UnicodeDecodeError as exc:
+            raise SysgateError(f"{path}: not a stored sysgate filter (not UTF-8 text, byte {exc.start})") from None
         return cls.from_json(doc, str(path))
+
+
+def _is_routes(routes) -> bool:
+    """True for stored handler routes: {syscall: [handler name, ...]}."""
+    return isinstance(routes, dict) and all(
+        isinstance(names, list) and all(isinstance(n, str) for n in names) for names in routes.values())
 
 
 def handler_routes(policy) -> dict[str, list[str]]:
