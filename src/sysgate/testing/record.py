@@ -43,14 +43,14 @@ def reply_dict(reply: Reply, injected_fd: bool = False) -> dict:
 
 
 def reply_from_dict(doc: dict) -> Reply:
-    kind = doc.get("kind")
-    if kind == "continue":
+    problem = _reply_problem(doc)
+    if problem or doc["kind"] in REPLY_KINDS_WITHOUT_VERDICT:
+        raise SysgateError(f"not a reply: {doc!r}" + (f" ({problem})" if problem else ""))
+    if doc["kind"] == "continue":
         return Reply.continue_()
-    if kind == "errno":
-        return Reply.errno(int(doc["errno"]))
-    if kind in ("value", "inject_fd"):
-        return Reply.value(int(doc["value"]))
-    raise SysgateError(f"not a reply: {doc!r}")
+    if doc["kind"] == "errno":
+        return Reply.errno(doc["errno"])
+    return Reply.value(doc["value"])
 
 
 def encode_bytes(data: bytes) -> dict:
@@ -102,11 +102,81 @@ def load(path) -> tuple[dict, list[dict]]:
     if docs[0].get("version") != VERSION:
         raise SysgateError(f"{path}: recording version {docs[0].get('version')!r} is not supported "
                            f"(this sysgate reads version {VERSION})")
+    if "default" in docs[0] and _reply_problem(docs[0]["default"]):
+        raise SysgateError(f"{path}:{docs[0]['line']}: \"default\": {_reply_problem(docs[0]['default'])}")
     for doc in docs[1:]:
         missing = [k for k in ("nr", "arch", "args", "reply") if k not in doc]
         if missing:
             raise SysgateError(f"{path}:{doc['line']}: record lacks {', '.join(missing)}")
+        problem = _record_problem(doc)
+        if problem:
+            raise SysgateError(f"{path}:{doc['line']}: {problem}")
     return docs[0], docs[1:]
+
+
+# --- validation of loaded records (hand-edited or truncated files) -------------------------
+REPLY_KINDS_WITHOUT_VERDICT = ("gone", "none")
+U64 = (0, 2**64 - 1)
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _reply_problem(reply) -> str | None:
+    """Why ``reply`` is not a recorded reply, or None."""
+    if not isinstance(reply, dict):
+        return "a reply must be an object with a \"kind\""
+    kind = reply.get("kind")
+    if kind in ("continue", *REPLY_KINDS_WITHOUT_VERDICT):
+        return None
+    if kind == "errno":
+        return None if _is_int(reply.get("errno"), 0, 4095) else "\"errno\" must be a number 0..4095"
+    if kind in ("value", "inject_fd"):
+        return None if _is_int(reply.get("value"), -2**63, 2**63 - 1) else "\"value\" must be a 64-bit integer"
+    return f"unknown reply kind {kind!r} (expected continue, errno, value, inject_fd or gone)"
+
+
+def _io_problem(io) -> str | None:
+    """Why ``io`` is not a recorded list of memory reads and ADDFDs, or None."""
+    if not isinstance(io, list) or not all(isinstance(e, dict) for e in io):
+        return "\"io\" must be a list of objects"
+    for event in io:
+        if event.get("kind") == "addfd":
+            if not _is_int(event.get("result"), 0, 2**31 - 1):
+                return "an addfd event needs a \"result\" fd number"
+        elif not _is_int(event.get("address"), *U64):
+            return "a memory event needs an \"address\" 0..2**64-1"
+        elif "errno" in event and not _is_int(event["errno"], 0, 4095):
+            return "a memory event's \"errno\" must be a number 0..4095"
+        elif "text" in event and not isinstance(event["text"], str):
+            return "a memory event's \"text\" must be a string"
+        elif "base64" in event and "text" not in event:
+            try:
+                base64.b64decode(event["base64"], validate=True)
+            except (TypeError, ValueError):
+                return "a memory event's \"base64\" is not base64 data"
+    return None
+
+
+def _record_problem(doc: dict) -> str | None:
+    """Why a notification record cannot be replayed, or None."""
+    args = doc["args"]
+    if not isinstance(args, list) or len(args) > 6 or not all(_is_int(a, -2**63, 2**64 - 1) for a in args):
+        return "\"args\" must be a list of at most 6 integers (64-bit)"
+    if not (_is_int(doc["nr"], -2**31, 2**31 - 1) or isinstance(doc["nr"], str)):
+        return "\"nr\" must be a syscall number (32-bit) or name"
+    if not isinstance(doc["arch"], str):
+        return "\"arch\" must be an architecture name"
+    try:
+        abi.canonical_arch(doc["arch"])
+    except SysgateError as exc:
+        return f"\"arch\": {exc}"
+    for key, (low, high) in (("id", U64), ("pid", (0, 2**32 - 1)), ("ip", U64)):
+        if doc.get(key) is not None and not _is_int(doc[key], low, high):
+            return f"\"{key}\" must be an integer {low}..{high}"
+    problem = _reply_problem(doc["reply"])
+    return f"\"reply\": {problem}" if problem else _io_problem(doc.get("io", []))
 
 
 # --- recording -----------------------------------------------------------------------------
