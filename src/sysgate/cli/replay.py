@@ -128,7 +128,7 @@ def parse_reply(text: str):
             arg = m.group(2)
             return Reply.errno(int(arg) if arg.isdigit() else arg)
         if m and m.group(1) == "value":
-            return Reply.value(int(m.group(2), 0))
+            return Reply.value(_s64(m.group(2)))
     except ValueError as exc:
         raise SysgateError(f"--default: {exc}") from None
     raise SysgateError(f"--default: expected continue, errno(NAME) or value(N), not {text!r}")
@@ -177,3 +177,14 @@ def install(dispatcher, obj, spec: str) -> None:
         dispatcher.fallback(obj)
     else:
         raise SysgateError(f"--handlers {spec}: expected a dict, a handler or a callable, not {type(obj).__name__}")
+
+
+def _s64(text: str) -> int:
+    """A syscall return value: a 64-bit signed integer (decimal, 0x…)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise SysgateError(f"--default: value({text}): not a number") from None
+    if not -2**63 <= value < 2**63:
+        raise SysgateError(f"--default: value({text}): out of the 64-bit signed range")
+    return value
