@@ -152,6 +152,8 @@ class AgentConfig:
                 text = f.read()
         except OSError as exc:
             raise SysgateError(f"cannot read agent config {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise SysgateError(f"{path}: not a JSON agent config (not UTF-8 text, byte {exc.start})") from None
         return cls.parse(text, path)
 
     @classmethod

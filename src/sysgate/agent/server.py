@@ -61,6 +61,11 @@ class Agent:
     def __init__(self, socket_path: str, config: AgentConfig | None = None, supervisor: Supervisor | None = None,
                  *, connection_timeout: float = 5.0, max_connections: int = 64,
                  max_state_bytes: int = MAX_STATE_BYTES, max_fds: int = MAX_FDS, registry: dict | None = None):
+        if not socket_path:
+            raise SysgateError("the agent socket path is empty")
+        if not 0 < connection_timeout < float("inf"):
+            raise SysgateError(f"the connection timeout must be a positive number of seconds, "
+                               f"not {connection_timeout:g}")
         self.socket_path = socket_path
         self.config = config or AgentConfig()
         self.supervisor = supervisor or Supervisor()
@@ -81,10 +86,11 @@ class Agent:
         """Bind the socket (mode 0600). A stale socket file is replaced; a live one (another
         agent answers) or any other file is an error."""
         try:
-            if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
-                if _answers(self.socket_path):
-                    raise SysgateError(f"another process is listening on {self.socket_path}")
-                os.unlink(self.socket_path)
+            if not stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+                raise SysgateError(f"cannot listen on {self.socket_path}: it exists and is not a socket")
+            if _answers(self.socket_path):
+                raise SysgateError(f"another process is listening on {self.socket_path}")
+            os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
