@@ -22,7 +22,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ClosedStream:
+    """Stands in for a standard stream whose fd was closed when sysgate started
+    (``sysgate disasm - <&-``, ``sysgate asm ... >&-``): using it is a user-facing error."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _closed(self, *_args):
+        raise SysgateError(f"standard {self.name} is closed")
+
+    read = write = _closed
+    buffer = property(lambda self: self)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    if sys.stdin is None:
+        sys.stdin = _ClosedStream("input")
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream("output")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
