@@ -37,7 +37,9 @@ from ..errors import SysgateError
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 PODMAN_PROFILE = "/usr/share/containers/seccomp.json"
 DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
-                   "/usr/share/docker.io/seccomp.json")
+                   "/usr/share/docker.io/seccomp.json",
+                   # Debian's golang-github-docker-docker-dev ships moby's default profile
+                   "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json")
 
 
 def register(sub) -> None:
