@@ -25,10 +25,13 @@ _CHILD = r"""
 import json, os, sys, tempfile
 import seccomp
 
+def signed(v):  # the binding takes actions as C ints
+    return v - (1 << 32) if v >= 1 << 31 else v
+
 out = []
 for job in json.load(sys.stdin):
     try:
-        f = seccomp.SyscallFilter(job["default"])
+        f = seccomp.SyscallFilter(signed(job["default"]))
         native = seccomp.system_arch() & 0xFFFFFFFF
         wanted = [getattr(seccomp.Arch, a) for a in job["arches"]]
         for arch in wanted:
@@ -36,13 +39,13 @@ for job in json.load(sys.stdin):
                 f.add_arch(arch)
         if native not in [a & 0xFFFFFFFF for a in wanted]:
             f.remove_arch(seccomp.Arch.NATIVE)
-        f.set_attr(seccomp.Attr.ACT_BADARCH, job["bad_arch"])
+        f.set_attr(seccomp.Attr.ACT_BADARCH, signed(job["bad_arch"]))
         f.set_attr(seccomp.Attr.CTL_OPTIMIZE, job["optimize"])
         skipped = []
         for rule in job["rules"]:
             args = [seccomp.Arg(i, getattr(seccomp, op), a, b) for i, op, a, b in rule["args"]]
             try:
-                f.add_rule(rule["action"], rule["syscall"], *args)
+                f.add_rule(signed(rule["action"]), rule["syscall"], *args)
             except (RuntimeError, ValueError, OSError) as exc:
                 skipped.append([rule["syscall"], str(exc)])
         with tempfile.TemporaryFile() as tmp:
