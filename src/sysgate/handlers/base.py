@@ -8,13 +8,17 @@ the supervisor and the registry understand:
 ``blocking``   True when it does slow work: the supervisor runs it in a worker thread
 ``close()``    release files/sockets it holds (also called by the registry's supervisor)
 
-Handlers answer every syscall they are given; a syscall outside ``syscalls`` gets
-``ENOSYS`` (fail closed, and visible to the program).
+Handlers answer every syscall they are given; a syscall outside ``syscalls``, or of an
+architecture outside ``arches`` (whose numbering or argument encoding the handler does not
+implement), gets ``ENOSYS`` (fail closed, and visible to the program). Handlers whose
+structs differ between ABIs (stat, msghdr, timespec…) check ``n.arch`` themselves.
 """
 from __future__ import annotations
 
 import errno
+from functools import cache
 
+from ..kernel import abi
 from ..supervisor import Reply
 
 ENOSYS = Reply.errno(errno.ENOSYS)
@@ -27,17 +31,20 @@ class Handler:
     syscalls: tuple[str, ...] = ()
     blocking = False
 
+    #: architectures whose calls the handler decodes (default: :func:`same_flags_arches`)
+    arches: frozenset | None = None
+
     def __call__(self, n):
-        if n.syscall not in self.syscalls:
+        if n.syscall not in self.syscalls or n.arch not in (self.arches or same_flags_arches()):
             return ENOSYS
-        return self.handle(n)
+        try:
+            return self.handle(n)
+        except OSError as exc:          # also for subclasses overriding handle (EFAULT buffers…)
+            return oserror_reply(exc)
 
     def handle(self, n):
-        """Call the method ``_<syscall>(n)``; an OSError becomes the errno reply."""
-        try:
-            return getattr(self, "_" + n.syscall)(n)
-        except OSError as exc:
-            return oserror_reply(exc)
+        """Call the method ``_<syscall>(n)`` (an OSError becomes the errno reply)."""
+        return getattr(self, "_" + n.syscall)(n)
 
     def install(self, sup, *, group: str | None = None, only=None) -> None:
         """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that the
@@ -53,6 +60,18 @@ class Handler:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+#: ABIs a kernel of this arch runs whose flag constants (O_*, AT_*, SOCK_*) equal the native ones.
+#: arm on aarch64 is left out: its O_DIRECTORY/O_NOFOLLOW/O_DIRECT/O_LARGEFILE differ.
+_SAME_FLAGS = {"x86_64": ("i386", "x32")}
+
+
+@cache
+def same_flags_arches() -> frozenset:
+    """The native arch and its compat ABIs that share its flag values (x86_64: also i386, x32)."""
+    native = abi.native_arch()
+    return frozenset((native, *_SAME_FLAGS.get(native, ())))
 
 
 def oserror_reply(exc: OSError) -> Reply:

@@ -42,7 +42,7 @@ from ..errors import SysgateError
 from ..kernel import abi
 from ..kernel import sys as ksys
 from ..policy import constants
-from ..supervisor import Reply
+from ..supervisor import Reply, TargetGone
 from .base import Handler
 from .fs import Resolver, fd_path, glob_regex
 from .target import AT_FDCWD, acting_as, credentials, run_in_child, signed32, write_memory
@@ -198,7 +198,7 @@ class ContainerHandler(Handler):
                     fstype_arg, source_arg = fstype.encode(), source.encode() or fstype.encode()
                 else:
                     return EPERM
-                err = _in_mount_namespace(n.pid, tfd, lambda: _mount_here(source_arg, fstype_arg, flags, data))
+                err = _in_mount_namespace(n, tfd, lambda: _mount_here(source_arg, fstype_arg, flags, data))
                 return Reply.value(0) if err == 0 else Reply.errno(err)
             finally:
                 os.close(tfd)
@@ -224,7 +224,10 @@ class ContainerHandler(Handler):
             return None
         if self.memory != "cgroup":
             return self.memory, self.memory
-        return cgroup_memory(n.pid)
+        limit = cgroup_memory(n.pid)
+        if not n.valid():               # /proc/<tid>/cgroup may have described a recycled tid
+            raise TargetGone(f"notification {n.id} is no longer valid")
+        return limit
 
 
 def _parse_device(text: str) -> tuple[int, int]:
@@ -263,10 +266,17 @@ def cgroup_memory(pid: int) -> tuple[int, int] | None:
     return None
 
 
-def _in_mount_namespace(pid: int, dirfd: int, action) -> int:
-    """Run ``action()`` in a forked helper that joined ``pid``'s mount namespace with its cwd at
-    ``dirfd``. Returns 0 or the errno it failed with."""
-    ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+def _in_mount_namespace(n, dirfd: int, action) -> int:
+    """Run ``action()`` in a forked helper that joined the mount namespace of ``n``'s thread with
+    its cwd at ``dirfd``. Returns 0 or the errno it failed with; TargetGone when the thread stopped
+    waiting (its tid may then name another process: ID_VALID is checked after the open)."""
+    try:
+        ns = os.open(f"/proc/{n.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {n.pid} is gone") from None
+    if not n.valid():
+        os.close(ns)
+        raise TargetGone(f"notification {n.id} is no longer valid")
 
     def join_and_act():
         if _libc.setns(ns, _CLONE_NEWNS) != 0:

@@ -14,7 +14,8 @@ the call itself with exactly the bytes it checked, then answers with the result:
   change under us) the call is CONTINUEd: the kernel sends to the connected peer, which
   ``connect`` already checked.
 * ``sendmsg``: emulated likewise (``msg_name`` checked, iovecs gathered); messages with
-  control data (``SCM_RIGHTS``, credentials) fail with ``EPERM``.
+  control data (``SCM_RIGHTS``, credentials) fail with ``EPERM``. Only the native
+  ``struct msghdr`` is decoded: compat (i386, x32) ``sendmsg`` fails with ``ENOSYS``.
 
 Unix socket paths are resolved like :mod:`.fs` opens (in the target's root and cwd, no
 magic links) and the *resolved* socket file is checked, then reached through our O_PATH
@@ -37,6 +38,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import SysgateError
+from ..kernel import abi
 from ..supervisor import Reply
 from . import sockaddr
 from .base import Handler, check_default
@@ -206,6 +208,8 @@ class NetHandler(Handler):
                              lambda s, a: _libc.sendto(s, data, len(data), flags & 0xFFFFFFFF, a, len(a)))
 
     def _sendmsg(self, n):
+        if n.arch != abi.native_arch():
+            return Reply.errno(errno.ENOSYS)    # i386/x32 use the 28-byte compat msghdr: not decoded
         fd, msg, flags = n.args[:3]
         raw_hdr = n.read_memory(msg, _MSGHDR.size)
         if len(raw_hdr) < _MSGHDR.size:

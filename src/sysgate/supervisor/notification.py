@@ -156,7 +156,17 @@ class Notification:
 
     @property
     def args(self) -> tuple[int, ...]:
-        """The six raw argument registers (unsigned 64-bit)."""
+        """The six argument registers as the syscall uses them: unsigned 64-bit, or for a
+        32-bit ABI (i386 via ``int $0x80``, arm…) their low 32 bits: the kernel ignores the
+        upper halves, which a 64-bit process can fill with anything (see :attr:`raw_args`)."""
+        data = self._decode()
+        if data[1] & abi.AUDIT_ARCH_64BIT:
+            return data[3:]
+        return tuple(a & 0xFFFFFFFF for a in data[3:])
+
+    @property
+    def raw_args(self) -> tuple[int, ...]:
+        """The six argument registers exactly as seccomp_data holds them."""
         return self._decode()[3:]
 
     @property

@@ -154,6 +154,6 @@ class _PolicyChooser:
         self.blocking = any(getattr(h, "blocking", False) for h in handlers.values())
 
     def __call__(self, n):
-        action, _ = self.policy.decide(n.syscall, n.args)
+        action, _ = self.policy.decide(n.syscall, n.raw_args)   # the registers the filter compared
         handler = self.handlers.get(action.handler) if action.kind == "notify" else None
         return None if handler is None else handler(n)
