@@ -305,3 +305,56 @@ def test_listener_is_not_inherited_by_the_target():
     assert target.wait(10) == 0
     target.close()
     assert b"->" in out and b"seccomp" not in out, out
+
+
+def test_no_fd_leaks_across_allowed_denied_and_killed_targets(tmp_path, listening):
+    """Every fd the supervisor opens for a target (paths, dup'd sockets, pidfds) is closed,
+    also on denials, EFAULT, compat refusals and targets killed in the middle of a call."""
+    import threading
+
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"compat-ok\n")
+    port = listening.getsockname()[1]
+    compat = _build(tmp_path, "compat", I386.format(res_size=4 * NRES, path=data, port_hi=port >> 8,
+                                                    port_lo=port & 0xFF), bits32=True)
+    int80 = _build(tmp_path, "int80", INT80_FROM_64.format(path=data), bits32=False)
+    loop = f"while :; do cat {data} /etc/hostname /nonexistent; done >/dev/null 2>&1"
+
+    def handlers():
+        return (FsHandler([f"allow read {tmp_path}/**", "allow read /usr/**", "allow read /lib*/**",
+                           "allow read /etc/ld.so.cache", "allow rw /dev/null"]),
+                NetHandler([f"allow connect 127.0.0.1:{port}"]), IdentityHandler(hostname=HOST))
+
+    received = []
+
+    def run_killed(delay: float) -> None:
+        hs = handlers()
+        target = launch.spawn(["/bin/sh", "-c", loop], _compat_policy(*hs))
+        sup = Supervisor()
+        try:
+            for h in hs:
+                h.install(sup)
+            sup.add_target(target)
+            threading.Timer(delay, target.kill).start()
+            assert sup.run_until_idle(30)
+            received.append(sup.stats.received)
+            assert sup.stats.errors == 0
+        finally:
+            sup.close()
+            for h in hs:
+                h.close()
+        target.wait(5)
+        target.close()
+
+    for _ in range(2):                      # warm-up: caches, lazily opened module files
+        _run_bytes([compat], *handlers(), policy=_compat_policy(*handlers()))
+        run_killed(0.05)
+    before = fd_count()
+    for i in range(6):
+        hs = handlers()
+        assert _run_bytes([compat], *hs, policy=_compat_policy(*hs))[0] == 0
+        hs = handlers()
+        assert _run_bytes([int80], *hs, policy=_compat_policy(*hs))[0] == 0
+        run_killed(0.02 + 0.03 * i)
+    assert fd_count() == before, os.listdir("/proc/self/fd")
+    assert min(received) > 10                # the killed targets were busy in notified calls

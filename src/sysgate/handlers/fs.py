@@ -194,11 +194,17 @@ class Resolver:
         link = f"/proc/{n.pid}/root"
         try:
             self.root_fd = os.open(link, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            self.root_host = os.readlink(link)
         except (FileNotFoundError, ProcessLookupError):
             raise TargetGone(f"thread {n.pid} is gone") from None
-        self.shared_root = self.root_host == "/"
         self._fds = [self.root_fd]
+        try:
+            self.root_host = os.readlink(link)   # may fail when the thread exits right now
+        except OSError:
+            self.close()
+            if not n.valid():
+                raise TargetGone(f"notification {n.id} is no longer valid") from None
+            raise
+        self.shared_root = self.root_host == "/"
         if not n.valid():               # the tid may have been recycled before the open
             self.close()
             raise TargetGone(f"notification {n.id} is no longer valid")
