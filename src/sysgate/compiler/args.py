@@ -60,20 +60,13 @@ class ConditionCompiler:
         mask = None if cmp.mask is None else (cmp.mask if wide else cmp.mask & MAX32)
         lo, hi = self.layout.lo(cmp.arg), (self.layout.hi(cmp.arg) if wide else None)
         op = cmp.op
-        if op == "!=":
-            return self._equal(lo, hi, value, None, f, t)
-        if op == "==":
-            return self._equal(lo, hi, value, None, t, f)
-        if op == "&==":
-            return self._equal(lo, hi, value, mask, t, f)
-        if op == ">":
-            return self._greater(lo, hi, value, False, t, f)
-        if op == ">=":
-            return self._greater(lo, hi, value, True, t, f)
-        if op == "<":
-            return self._greater(lo, hi, value, True, f, t)
-        if op == "<=":
-            return self._greater(lo, hi, value, False, f, t)
+        if op in ("==", "!=", "&=="):
+            hit, miss = (f, t) if op == "!=" else (t, f)
+            return self._equal(lo, hi, value, mask, hit, miss)
+        if op in (">", ">=", "<", "<="):
+            # a < v is not (a >= v); a <= v is not (a > v)
+            hit, miss = (t, f) if op[0] == ">" else (f, t)
+            return self._greater(lo, hi, value, op in (">=", "<"), hit, miss)
         raise ValueError(f"unknown comparison {op!r}")
 
     def _equal(self, lo: int, hi: int | None, value: int, mask: int | None, t: Node, f: Node) -> Node:
