@@ -19,8 +19,13 @@ from sysgate.policy.model import Action, Policy, Rule
 NATIVE = abi.native_arch()
 
 
+#: Syscalls seccomp does not filter: the kernel lets uretprobe through (and it raises
+#: SIGILL outside a uprobe trampoline), so no filter verdict can be observed.
+UNFILTERED = {"uretprobe"}
+
+
 def errno_policy(rng: random.Random) -> Policy:
-    names = rng.sample(table_names(NATIVE), 6)
+    names = rng.sample([n for n in table_names(NATIVE) if n not in UNFILTERED], 6)
     rules = [Rule(rng.choice(names), Action("errno", 100 + i), random_condition(rng) if rng.random() < 0.7 else None)
              for i in range(rng.randint(1, 12))]
     return Policy(default=Action("errno", 99), arches=[NATIVE], rules=rules, bad_arch=Action("errno", 98))
