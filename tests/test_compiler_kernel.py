@@ -19,9 +19,9 @@ from sysgate.policy.model import Action, Policy, Rule
 NATIVE = abi.native_arch()
 
 
-#: Syscalls seccomp does not filter: the kernel lets uretprobe through (and it raises
+#: Syscalls seccomp does not filter: the kernel lets uretprobe and uprobe through (they raise
 #: SIGILL outside a uprobe trampoline), so no filter verdict can be observed.
-UNFILTERED = {"uretprobe"}
+UNFILTERED = {"uretprobe", "uprobe"}
 
 
 def errno_policy(rng: random.Random) -> Policy:
