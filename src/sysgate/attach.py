@@ -312,6 +312,7 @@ def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_
     listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
     if result < 0 or (result > 0 and not listener):
         raise _seccomp_failure(result, inj.pid, flags)
+    _verify_installed(inj, raw, target)
     if chain is not None:
         chain.insert(0, raw)  # from now on our calls pass the new filter too
     if listener:
@@ -319,6 +320,21 @@ def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_
         _close_in_target(inj, result, target)
     target.warnings += inj.free_scratch(target.listener_fd)
     target.pending = inj.pending
+
+
+def _verify_installed(inj: Injection, raw: bytes, target) -> None:
+    """Read back the newest filter: another thread of the target could have rewritten the
+    program in its memory between our write and the kernel's copy."""
+    try:
+        installed = ptrace.seccomp_filters(inj.tid)
+    except OSError as exc:
+        target.warnings.append(f"could not read back the installed filter ({os.strerror(exc.errno)}); "
+                               f"it was not verified")
+        return
+    if not installed or installed[0] != raw:
+        raise SysgateError(f"{inj.name}: the filter the kernel installed is not the one sysgate wrote "
+                           f"(the target changed it in memory during the attach); the process now carries "
+                           f"an unknown filter — kill it")
 
 
 def _filter_chain(inj: Injection, status: dict[str, str]) -> list[bytes] | None:
