@@ -1,7 +1,8 @@
 """Compiler benchmark: sysgate vs libseccomp on container default profiles.
 
-For podman's default profile (/usr/share/containers/seccomp.json) and a Docker
-default profile (tests/data/docker-default.json), compiled for x86_64 with the
+For podman's default profile (/usr/share/containers/seccomp.json) and Docker's
+default profile (moby's profiles/seccomp/default.json, shipped by Debian's
+golang-github-docker-docker-dev; tests/data/docker-default.json, a subset, if absent), compiled for x86_64 with the
 i386 and x32 sub-architectures, print: program length, mean and maximum number
 of instructions executed for every x86_64 syscall number 0..max+1 (zero
 arguments, run on sysgate's emulator), the same mean over the numbers that name a
@@ -29,8 +30,9 @@ from sysgate.policy.loader import load_policy  # noqa: E402
 
 PROFILES = {
     "podman": "/usr/share/containers/seccomp.json",
-    "docker": os.path.join(ROOT, "tests", "data", "docker-default.json"),
+    "docker": "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json",
 }
+FALLBACK = {"docker": os.path.join(ROOT, "tests", "data", "docker-default.json")}
 ARCHES = ["x86_64", "i386", "x32"]
 TARGET_MEAN, TARGET_LENGTH = 0.6, 0.5
 
@@ -57,8 +59,8 @@ def main() -> int:
     ok = True
     for label, path in PROFILES.items():
         if not os.path.exists(path):
-            path = PROFILES["podman"]
-            label += " (podman's file: no Docker profile found)"
+            path = FALLBACK.get(label, PROFILES["podman"])
+            label += f" (fallback {os.path.relpath(path, ROOT)}: {PROFILES[label.split()[0]]} not installed)"
         policy = load_policy(path, arch="x86_64")
         start = time.perf_counter()
         ours = compile_policy(policy, ARCHES)
