@@ -132,7 +132,7 @@ def test_build_supervisor_from_policy_and_json(tmp_path):
     ("default: allow\nopenat: notify(fs)\n", {"fs": {"rulez": []}}, "unknown option(s) rulez"),
     ("default: allow\nopenat: notify(fs)\n", {"fs": {"rules": ["allow sometimes /x"]}}, "unknown mode"),
     ("default: allow\nopenat: notify(fs)\n", "{not json", "invalid JSON"),
-    ("default: allow\nopenat: notify(fs)\n", {"audit": {"wrap": 3}}, "audit wrap"),
+    ("default: allow\nopenat: notify(fs)\n", {"audit": {"wrap": 3}}, "handler 'audit': option 'wrap' must be"),
 ])
 def test_config_errors_are_precise(policy, config, message):
     if message.startswith("policy notifies openat, newfstatat"):

@@ -91,6 +91,10 @@ class MountRule:
             return cls(spec)
         if not isinstance(spec, dict) or "fstype" not in spec or set(spec) - {"fstype", "target", "flags", "source"}:
             raise SysgateError(f"mount rule {spec!r}: want {{\"fstype\": ..., \"target\": GLOB, \"flags\": [...]}}")
+        strings = isinstance(spec.get("flags", []), list) and all(isinstance(f, str) for f in spec.get("flags", []))
+        if not (isinstance(spec["fstype"], str) and isinstance(spec.get("target", ""), str) and strings
+                and isinstance(spec.get("source", ""), (str, type(None)))):
+            raise SysgateError(f"mount rule {spec!r}: fstype, target and source are strings, flags a list of strings")
         return cls(spec["fstype"], spec.get("target", "/**"), spec.get("flags", DEFAULT_MOUNT_FLAGS), spec.get("source"))
 
     def allows(self, fstype: str, target: str, flags: int, source: str) -> bool:

@@ -20,9 +20,11 @@ syscall a handler cannot answer is an error before anything runs.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 from ..errors import SysgateError
 from .audit import AuditHandler, AuditLog
@@ -34,10 +36,68 @@ from .net import NetHandler
 _FACTORIES: dict = {}
 
 
+class Kind(NamedTuple):
+    """The JSON shape a config option takes: ``words`` for error messages, ``test`` to check it."""
+
+    words: str
+    test: Callable[[object], bool]
+
+    def __or__(self, other: "Kind") -> "Kind":
+        return Kind(f"{self.words} or {other.words}", lambda v: self.test(v) or other.test(v))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def list_of(kind: Kind, words: str) -> Kind:
+    """A JSON list whose items are all ``kind`` (``words``: how to name it, e.g. "a list of strings")."""
+    return Kind(words, lambda v: isinstance(v, list) and all(kind.test(x) for x in v))
+
+
+ANY = Kind("anything", lambda v: True)
+NULL = Kind("null", lambda v: v is None)
+STRING = Kind("a string", lambda v: isinstance(v, str))
+BOOL = Kind("true or false", lambda v: isinstance(v, bool))
+INTEGER = Kind("an integer", _is_int)
+COUNT = Kind("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+NUMBER = Kind("a finite number", lambda v: (_is_int(v) and abs(v) < 2**1000) or (isinstance(v, float) and math.isfinite(v)))
+SECONDS = Kind("a number of seconds > 0", lambda v: NUMBER.test(v) and v > 0)
+#: a clock value in seconds that still fits a 64-bit nanosecond count
+CLOCK = Kind("a number of seconds between -9e9 and 9e9", lambda v: NUMBER.test(v) and abs(v) <= 9e9)
+STRINGS = list_of(STRING, "a list of strings")
+
+
 def register(name: str, factory, options=()) -> None:
     """Make ``notify(name)`` available: ``factory(**config)`` builds the handler; ``options``
-    are the config keys it accepts (checked, so typos are reported)."""
-    _FACTORIES[name] = (factory, tuple(options))
+    are the config keys it accepts (checked, so typos are reported), a sequence of names or a
+    dict name -> :class:`Kind` (then each value's shape is checked too)."""
+    kinds = dict(options) if isinstance(options, dict) else dict.fromkeys(options, ANY)
+    _FACTORIES[name] = (factory, kinds)
+
+
+def check_options(name: str, config, options: dict) -> dict:
+    """``config`` (a handler's section) when it is an object whose keys are in ``options`` and
+    whose values have the declared :class:`Kind`; else a :class:`SysgateError` naming the problem."""
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise SysgateError(f"handler {name!r}: its config must be an object, not {_show(config)}")
+    unknown = sorted(set(config) - set(options))
+    if unknown:
+        raise SysgateError(f"handler {name!r}: unknown option(s) {', '.join(unknown)} "
+                           f"(known: {', '.join(options) or 'none'})")
+    for key, value in config.items():
+        if not options[key].test(value):
+            raise SysgateError(f"handler {name!r}: option {key!r} must be {options[key].words}, not {_show(value)}")
+    return config
+
+
+def _show(value) -> str:
+    """``value`` as the user wrote it (JSON), falling back to repr."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def names() -> list[str]:
@@ -63,13 +123,7 @@ def create(name: str, config: dict | None = None):
     if name not in _FACTORIES:
         raise SysgateError(f"unknown handler {name!r} (known: {', '.join(names())})")
     factory, options = _FACTORIES[name]
-    config = {} if config is None else config
-    if not isinstance(config, dict):
-        raise SysgateError(f"handler {name!r}: its config must be an object, not {config!r}")
-    unknown = sorted(set(config) - set(options))
-    if unknown:
-        raise SysgateError(f"handler {name!r}: unknown option(s) {', '.join(unknown)} "
-                           f"(known: {', '.join(options) or 'none'})")
+    config = check_options(name, config, options)
     try:
         handler = factory(**config)
     except (TypeError, ValueError) as exc:
@@ -90,15 +144,29 @@ def load_config(source) -> dict:
         try:
             with open(source, encoding="utf-8") as fh:
                 text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise SysgateError(f"{where}: not a JSON handler config (not UTF-8 text, byte {exc.start})") from None
         except OSError as exc:
-            raise SysgateError(f"cannot read handler config {where}: {exc.strerror}") from None
+            if isinstance(exc, FileNotFoundError) and _json_value(source) is not None:
+                text, where = source, "<config>"      # inline JSON, just not an object
+            else:
+                raise SysgateError(f"cannot read handler config {where}: {exc.strerror}") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SysgateError(f"{where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     if not isinstance(config, dict):
-        raise SysgateError(f"{where}: a handler config is a JSON object of handler sections")
+        raise SysgateError(f"{where}: a handler config must be a JSON object with one section per handler "
+                           f"(e.g. {{\"fs\": {{\"rules\": [...]}}}}), not {_show(config)}")
     return config
+
+
+def _json_value(text: str):
+    """``(value,)`` when ``text`` is JSON, else None."""
+    try:
+        return (json.loads(text),)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -181,8 +249,7 @@ def _policy_handlers(policy) -> dict[str, list[str]]:
 
 
 def _audit(cfg, available: set):
-    if not isinstance(cfg, dict) or set(cfg) - set(_AUDIT_OPTIONS):
-        raise SysgateError(f"audit config {cfg!r}: options are {', '.join(_AUDIT_OPTIONS)}")
+    cfg = check_options("audit", cfg, _AUDIT_OPTIONS)
     log = cfg.get("log", "-")
     sink = sys.stderr if log == "-" else None if log is None else str(log)
     try:
@@ -190,15 +257,8 @@ def _audit(cfg, available: set):
     except OSError as exc:
         raise SysgateError(f"cannot open audit log {log}: {exc.strerror}") from None
     wrap = cfg.get("wrap", False)
-    if wrap is True:
-        wrap = available
-    elif wrap is False:
-        wrap = set()
-    elif isinstance(wrap, list):
-        wrap = set(wrap)
-    else:
-        raise SysgateError("audit wrap: true, false or a list of handler names")
-    return audit_log, wrap, bool(cfg.get("summary", True))
+    wrap = available if wrap is True else set() if wrap is False else set(wrap)
+    return audit_log, wrap, cfg.get("summary", True)
 
 
 def _audited(log, inner):
@@ -207,11 +267,22 @@ def _audited(log, inner):
     return handler
 
 
-register("fs", FsHandler, ("rules", "default", "as_target", "deadline"))
-register("net", NetHandler, ("rules", "default", "errno_denied", "deadline"))
-register("container", ContainerHandler, ("devices", "mkdir", "mkdir_otherwise", "mounts", "memory"))
-register("identity", IdentityHandler, ("hostname", "domainname", "sysname", "release", "version", "machine"))
-register("time", TimeHandler, ("start", "step", "monotonic_start"))
-register("random", RandomHandler, ("seed",))
+_ERRNO = Kind("an errno name or number", lambda v: isinstance(v, str) or _is_int(v))
+register("fs", FsHandler, {"rules": STRINGS, "default": STRING, "as_target": BOOL, "deadline": SECONDS | NULL})
+register("net", NetHandler, {"rules": STRINGS, "default": STRING, "errno_denied": _ERRNO,
+                             "deadline": SECONDS | NULL})
+register("container", ContainerHandler, {
+    "devices": list_of(STRING | Kind("pair", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_int, v))),
+                       'a list of "MAJOR:MINOR" strings or [MAJOR, MINOR] pairs'),
+    "mkdir": STRINGS,
+    "mkdir_otherwise": Kind('"continue" or an errno name or number', _ERRNO.test),
+    "mounts": list_of(STRING | Kind("object", lambda v: isinstance(v, dict)), "a list of fstype strings or objects"),
+    "memory": ANY})                                      # checked by ContainerHandler
+register("identity", IdentityHandler, dict.fromkeys(("hostname", "domainname", "sysname", "release", "version",
+                                                    "machine"), STRING | NULL))
+register("time", TimeHandler, dict.fromkeys(("start", "step", "monotonic_start"), CLOCK))
+register("random", RandomHandler, {"seed": STRING | INTEGER})
 register("audit", lambda: AuditHandler(AuditLog(sys.stderr)), ())
-_AUDIT_OPTIONS = ("log", "summary", "wrap", "strings", "max_string")   # the "audit" section (see _audit)
+# the "audit" section (see _audit)
+_AUDIT_OPTIONS = {"log": Kind('a file name, "-" (stderr) or null', lambda v: v is None or isinstance(v, str)),
+                  "summary": BOOL, "wrap": BOOL | STRINGS, "strings": BOOL, "max_string": COUNT}
