@@ -117,6 +117,7 @@ CASES = [
     (["policy", "convert", "--to", "oci", "-o", "/nonexistent/x", "pol.txt"], (2,), ["cannot write"]),
     (["learn", "-o", "/nonexistent/x", "--", "true"], (2,), ["cannot write"]),
     (["record", "-o", "dir", "--", "true"], (2,), ["cannot write"]),
+    (["record", "-o", "-", "--", "true"], (2,), ["record -o -", "give a file name"]),
     # run: its own errors are 125, the command's 126/127
     (["run", "--"], (2,), ["no command given"]),
     (["run", "--policy", "nope", "--", "true"], (125,), ["no such policy file"]),

@@ -40,7 +40,8 @@ def register(sub) -> None:
                          description="Run CMD with every syscall notified (or only the notify rules of "
                                      "--policy), read each string argument, allow the call (CONTINUE) and "
                                      "record it all to FILE (JSON lines) for `sysgate replay`.")
-    rec.add_argument("-o", "--output", required=True, metavar="FILE", help="the recording to write")
+    rec.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the recording to write (a file, not -: the command writes to standard output itself)")
     rec.add_argument("--policy", metavar="FILE", help="record only what this policy notifies")
     rec.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     rec.set_defaults(func=run_record)
@@ -51,6 +52,9 @@ def run_record(args) -> int:
     from ..learn import notify_all_filter
     from .run import command_args, run_supervised
 
+    if args.output == "-":
+        raise SysgateError("record -o -: the recorded command writes to the same standard output, which would "
+                           "mix into the recording; give a file name (e.g. -o run.jsonl)")
     argv = command_args(args, "sysgate record -o FILE [--policy FILE] -- CMD [ARG...]")
     if args.policy:
         from ..policy.loader import load_policy
