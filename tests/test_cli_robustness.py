@@ -111,6 +111,11 @@ CASES = [
     (["emulate", "--syscall", "read", "--ip=x", "ok.raw"], (2,), ["--ip"]),
     (["emulate", "--syscall", "4294967296", "ok.raw"], (2,), ["out of range"]),
     (["emulate", "--syscall=", "ok.raw"], (2,), ["empty syscall name"]),
+    (["emulate", "--syscall", "read", "--ip=-1", "ok.raw"], (2,), ["--ip", "negative"]),
+    (["emulate", "--syscall", "read", f"--ip={2**64}", "ok.raw"], (2,), ["--ip", "out of range"]),
+    (["emulate", "--syscall=-1", "ok.raw"], (2,), ["syscall numbers are not negative: '-1'"]),
+    (["syscalls", "-1"], (2,), ["syscall numbers are not negative"]),
+    (["syscalls", "--", "-0x10"], (2,), ["syscall numbers are not negative"]),
     # output paths
     (["asm", "-o", "/nonexistent/x", "ok.bpf"], (2,), ["cannot write"]),
     (["asm", "-o", "dir", "ok.bpf"], (2,), ["Is a directory"]),
@@ -139,6 +144,7 @@ CASES = [
     (["attach", "--bpf", "ok.raw", "2"], (2,), ["kernel thread"]),
     # learn/record
     (["learn", "-o", "x.txt", "--"], (2,), ["no command given"]),
+    (["learn", "-o", "x.txt", "--top", "-5", "--", "true"], (2,), ["--top", "0 or more, not -5"]),
     (["learn", "-o", "x.txt", "--arch", "nosuch", "--", "true"], (2,), ["unknown architecture"]),
     (["learn", "-o", "x.txt", "--default", "errno(NOSUCH)", "--", "true"], (2,), ["NOSUCH"]),
     (["record", "-o", "r.jsonl", "--policy", "garbage.bin", "--", "true"], (2,), ["garbage.bin"]),

@@ -151,6 +151,8 @@ def resolve(arch: str | None, name_or_number: str | int) -> int:
         raise SysgateError(f"syscall must be a name or a number, not {name_or_number!r}")
     if isinstance(name_or_number, str):
         text = name_or_number.strip()
+        if text[:1] == "-" and _parse_number(text[1:].strip()) is not None:
+            raise SysgateError(f"syscall numbers are not negative: {text!r}")
         if not text[:1].isdigit():
             return _resolve_name(key, text)
         nr = _parse_number(text)
@@ -158,6 +160,8 @@ def resolve(arch: str | None, name_or_number: str | int) -> int:
             raise SysgateError(f"invalid syscall number {text!r}")
     else:
         nr = name_or_number
+        if nr < 0:
+            raise SysgateError(f"syscall numbers are not negative: {nr}")
     if not 0 <= nr <= _MAX_NR:
         raise SysgateError(f"syscall number {nr} out of range 0..{_MAX_NR}")
     return nr

@@ -106,7 +106,7 @@ def run_emulate(args) -> int:
 
     arch = _arch(args.arch) or abi.native_arch()
     data = abi.SeccompData(_syscall_number(arch, args.syscall), abi.AUDIT_ARCH[arch],
-                           _integer(args.ip, "--ip", U64), _arguments(args.args))
+                           _integer(args.ip, "--ip", U64, signed=False), _arguments(args.args))
     emulator = Emulator(_load(args, check=True), arch)
     if args.trace:
         trace = emulator.trace(data)
@@ -127,11 +127,14 @@ def _syscall_number(arch: str, text: str) -> int:
     return syscalls.resolve(arch, text)
 
 
-def _integer(text: str, what: str, high: int) -> int:
+def _integer(text: str, what: str, high: int, *, signed: bool = True) -> int:
+    """``text`` as a number in 0..high (``signed``: negatives too, as two's complement)."""
     try:
         value = int(text.strip(), 0)
     except ValueError:
         raise SysgateError(f"{what}: {text.strip()!r} is not a number") from None
+    if value < 0 and not signed:
+        raise SysgateError(f"{what}: {value} is negative: want 0..{high:#x}")
     if not -(high + 1) // 2 <= value <= high:
         raise SysgateError(f"{what}: {value} is out of range")
     return value & high

@@ -51,6 +51,8 @@ def run(args) -> int:
     from .run import command_args, run_command
 
     argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
+    if args.top < 0:
+        raise SysgateError(f"--top: the number of syscalls to list must be 0 or more, not {args.top}")
     default = parse_action(args.default)
     fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
     _check_unpinned(args.no_pin)
