@@ -50,6 +50,14 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite(value) -> bool:
+    """An int or float that is a finite float (JSON allows NaN, Infinity and huge integers)."""
+    try:
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def list_of(kind: Kind, words: str) -> Kind:
     """A JSON list whose items are all ``kind`` (``words``: how to name it, e.g. "a list of strings")."""
     return Kind(words, lambda v: isinstance(v, list) and all(kind.test(x) for x in v))
@@ -61,7 +69,7 @@ STRING = Kind("a string", lambda v: isinstance(v, str))
 BOOL = Kind("true or false", lambda v: isinstance(v, bool))
 INTEGER = Kind("an integer", _is_int)
 COUNT = Kind("an integer >= 0", lambda v: _is_int(v) and v >= 0)
-NUMBER = Kind("a finite number", lambda v: (_is_int(v) and abs(v) < 2**1000) or (isinstance(v, float) and math.isfinite(v)))
+NUMBER = Kind("a finite number", _is_finite)
 SECONDS = Kind("a number of seconds > 0", lambda v: NUMBER.test(v) and v > 0)
 #: a clock value in seconds that still fits a 64-bit nanosecond count
 CLOCK = Kind("a number of seconds between -9e9 and 9e9", lambda v: NUMBER.test(v) and abs(v) <= 9e9)
@@ -74,6 +82,11 @@ def register(name: str, factory, options=()) -> None:
     dict name -> :class:`Kind` (then each value's shape is checked too)."""
     kinds = dict(options) if isinstance(options, dict) else dict.fromkeys(options, ANY)
     _FACTORIES[name] = (factory, kinds)
+
+
+def describe_options(name: str) -> dict:
+    """Option name -> :class:`Kind` for the handler ``name``."""
+    return dict(_FACTORIES[name][1])
 
 
 def check_options(name: str, config, options: dict) -> dict:
