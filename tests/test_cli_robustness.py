@@ -155,6 +155,9 @@ CASES = [
       for k, key in (("args", "args"), ("id", "id"), ("ip", "ip"), ("nr", "nr"), ("pid", "pid"),
                      ("io", "io"), ("reply", "reply"), ("arch", "arch"))],
     (["replay", "--handlers", "audit", "--default", "value(x)", "r_args.jsonl"], (2,), ["r_args.jsonl:2"]),
+    (["replay", "--handlers", "fs", "--config", "garbage.bin", "r_args.jsonl"], (2,), ["not UTF-8"]),
+    (["replay", "--handlers", "fs", "--config", '{"fs": {"rules": 5}}', "r_args.jsonl"], (2,),
+     ["'rules' must be a list of strings"]),
     # handlers / agent
     (["handlers", "--config", "{bad"], (2,), ["invalid JSON"]),
     (["handlers", "--config", '{"nosuch": {}}'], (2,), ["unknown handler"]),

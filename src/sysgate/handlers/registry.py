@@ -12,6 +12,8 @@ A handler config is a JSON object with one section per handler name::
       "audit": {"log": "audit.jsonl", "summary": true, "wrap": true}
     }
 
+Each handler registers the JSON shape (:class:`Kind`) of every option it takes, so a
+config with a wrong shape (``"rules": 5``) is one error naming handler, option and value.
 ``audit.log`` is a path or ``"-"`` (stderr); ``wrap`` (true, or a list of names) records
 the decisions of those handlers; ``notify(audit)`` in a policy audits (and CONTINUEs)
 on its own. :func:`build_supervisor` checks the policy against the handlers: a notified
