@@ -60,6 +60,7 @@ def work(tmp_path_factory) -> Path:
                           "r_nr": {"nr": 2**40}, "r_pid": {"pid": "x"}, "r_io": {"io": [5]},
                           "r_reply": {"reply": None}, "r_arch": {"arch": "nosuch"}}.items():
         (d / f"{name}.jsonl").write_bytes(recording(**changes))
+    (d / "head.jsonl").write_bytes(recording().splitlines(True)[0])     # a recording of no calls
     return d
 
 
@@ -155,8 +156,8 @@ CASES = [
       for k, key in (("args", "args"), ("id", "id"), ("ip", "ip"), ("nr", "nr"), ("pid", "pid"),
                      ("io", "io"), ("reply", "reply"), ("arch", "arch"))],
     (["replay", "--handlers", "audit", "--default", "value(x)", "r_args.jsonl"], (2,), ["r_args.jsonl:2"]),
-    (["replay", "--handlers", "fs", "--config", "garbage.bin", "r_args.jsonl"], (2,), ["not UTF-8"]),
-    (["replay", "--handlers", "fs", "--config", '{"fs": {"rules": 5}}', "r_args.jsonl"], (2,),
+    (["replay", "--handlers", "fs", "--config", "garbage.bin", "head.jsonl"], (2,), ["not UTF-8"]),
+    (["replay", "--handlers", "fs", "--config", '{"fs": {"rules": 5}}', "head.jsonl"], (2,),
      ["'rules' must be a list of strings"]),
     # handlers / agent
     (["handlers", "--config", "{bad"], (2,), ["invalid JSON"]),
