@@ -507,7 +507,7 @@ def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
     ("openat: notify(fs)", '{"fs": {"rules": ["allow sideways /x"]}}', "unknown mode 'sideways'"),
     ("openat: notify(fs)", '{"fs": ', "<config>:1:8: invalid JSON"),
     ("openat: notify(fs)", '{"fss": {}}', r"unknown section\(s\) fss"),
-    ("openat: notify(fs)", "/nonexistent/h.json", "cannot read handler config /nonexistent/h.json"),
+    ("openat: notify(fs)", "/nonexistent/h.json", "/nonexistent/h.json: no such handler config file"),
     ("openat: notify(nosuch)", None, "unknown handler 'nosuch'"),
     ("connect: notify(fs)", '{"fs": {}}', "policy notifies connect to handler 'fs', which answers only"),
 ])

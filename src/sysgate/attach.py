@@ -339,10 +339,6 @@ def _verify_installed(inj: Injection, raw: bytes, target) -> None:
 
 def _filter_chain(inj: Injection, status: dict[str, str]) -> list[bytes] | None:
     """The thread's current filters (newest first) to vet our calls with; None if unknown."""
-    try:
-        from .bpf import emulator  # noqa: F401
-    except ImportError:
-        return None
     if status.get("Seccomp", "0").strip() != str(abi.SECCOMP_MODE_FILTER):
         return []
     try:

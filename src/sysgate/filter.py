@@ -16,6 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
+from .files import read_text
 from .errors import SysgateError
 from .kernel import abi
 
@@ -168,14 +169,9 @@ class Filter:
     def load(cls, path) -> "Filter":
         """Read a filter written by :meth:`save`."""
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except OSError as exc:
-            raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+            doc = json.loads(read_text(path, "stored sysgate filter"))
         except json.JSONDecodeError as exc:
             raise SysgateError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-        except UnicodeDecodeError as exc:
-            raise SysgateError(f"{path}: not a stored sysgate filter (not UTF-8 text, byte {exc.start})") from None
         return cls.from_json(doc, str(path))
 
 

@@ -32,6 +32,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from ..files import read_text
 from ..errors import SourceError, SysgateError
 
 DEFAULT_VERDICTS = ("continue", "deny", "kill-container")
@@ -147,14 +148,7 @@ class AgentConfig:
 
     @classmethod
     def load(cls, path: str) -> "AgentConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise SysgateError(f"cannot read agent config {path}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise SysgateError(f"{path}: not a JSON agent config (not UTF-8 text, byte {exc.start})") from None
-        return cls.parse(text, path)
+        return cls.parse(read_text(path, "agent config"), path)
 
     @classmethod
     def parse(cls, text: str, source: str = "<config>") -> "AgentConfig":

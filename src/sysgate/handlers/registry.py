@@ -22,12 +22,14 @@ syscall a handler cannot answer is an error before anything runs.
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from ..files import read_text
 from ..errors import SysgateError
 from .audit import AuditHandler, AuditLog
 from .container import ContainerHandler
@@ -154,18 +156,9 @@ def load_config(source) -> dict:
     if isinstance(source, dict):
         return source
     text, where = source, "<config>"
-    if not str(source).lstrip().startswith("{"):
-        where = str(source)
-        try:
-            with open(source, encoding="utf-8") as fh:
-                text = fh.read()
-        except UnicodeDecodeError as exc:
-            raise SysgateError(f"{where}: not a JSON handler config (not UTF-8 text, byte {exc.start})") from None
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and _json_value(source) is not None:
-                text, where = source, "<config>"      # inline JSON, just not an object
-            else:
-                raise SysgateError(f"cannot read handler config {where}: {exc.strerror}") from None
+    inline_non_object = not os.path.exists(source) and _json_value(source) is not None
+    if not str(source).lstrip().startswith("{") and not inline_non_object:
+        text, where = read_text(source, "handler config"), str(source)
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..errors import SysgateError
+from ..files import read_text
 from .model import Policy
 from .oci import import_oci
 from .parser import parse_policy
@@ -30,13 +30,7 @@ def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
 
         text, name = sys.stdin.read(), "<stdin>"
     else:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            raise SysgateError(f"{path}: no such policy file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SysgateError(f"{path}: cannot read policy: {getattr(exc, 'strerror', None) or exc}") from None
+        text = read_text(path, "policy")
         name = path
     return load_text(text, name, arch=arch, caps=caps, kernel=kernel, warn=warn)
 

@@ -20,6 +20,7 @@ import datetime
 import json
 import threading
 
+from ..files import read_text
 from ..errors import SysgateError
 from ..kernel import abi
 from ..supervisor import Reply, TargetGone
@@ -76,13 +77,7 @@ def header(default: Reply, on_error_errno: int, **extra) -> dict:
 
 def load(path) -> tuple[dict, list[dict]]:
     """(header, records) of a recording; SysgateError with file:line for malformed input."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SysgateError(f"{path}: not a sysgate recording (not UTF-8 text)") from None
+    lines = read_text(path, "sysgate recording").splitlines()
     docs = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
