@@ -76,19 +76,23 @@ def run_asm(args) -> int:
     from ..bpf.formats import dump
 
     program = _load(args, check=not args.no_check)
-    data = dump(program, args.format, _arch(args.arch))
-    if args.output:
+    write_output(dump(program, args.format, _arch(args.arch)), args.output, args.format)
+    return 0
+
+
+def write_output(data: bytes, output: str | None, fmt: str) -> None:
+    """Write a dumped program to the file ``output``, or to stdout (never raw BPF to a terminal)."""
+    if output:
         try:
-            with open(args.output, "wb") as fh:
+            with open(output, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
-            raise SysgateError(f"cannot write {args.output}: {exc.strerror}") from None
-        return 0
-    if args.format == "raw" and sys.stdout.isatty():
+            raise SysgateError(f"cannot write {output}: {exc.strerror}") from None
+        return
+    if fmt == "raw" and sys.stdout.isatty():
         raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
-    return 0
 
 
 def run_disasm(args) -> int:

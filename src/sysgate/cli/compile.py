@@ -50,25 +50,16 @@ def _load(path: str, arch: str | None):
 def run_compile(args) -> int:
     from ..bpf.formats import dump
     from ..compiler import compile_policy
+    from .bpf import write_output
     from ..compiler.frequencies import load_frequencies
 
     arches = _arches(args.arch)
     policy = _load(args.policy, arches[0] if arches else None)
     frequencies = load_frequencies(args.frequencies) if args.frequencies else None
     program = compile_policy(policy, arches, frequencies=frequencies)
-    data = dump(program.insns, args.format, program.arches[0])
+    write_output(dump(program.insns, args.format, program.arches[0]), args.output, args.format)
     if args.output:
-        try:
-            with open(args.output, "wb") as fh:
-                fh.write(data)
-        except OSError as exc:
-            raise SysgateError(f"cannot write {args.output}: {exc.strerror}") from None
         print(f"{args.output}: {len(program)} instructions for {', '.join(program.arches)}", file=sys.stderr)
-        return 0
-    if args.format == "raw" and sys.stdout.isatty():
-        raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
     return 0
 
 
