@@ -30,6 +30,12 @@ def notify_policy(*handlers, extra_rules=()) -> Policy:
 
 def run(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) -> tuple[int, str]:
     """Run ``argv`` with ``handlers`` answering their syscalls; (exit code, stdout+stderr)."""
+    code, out = run_bytes(argv, *handlers, policy=policy, timeout=timeout, sup=sup, **spawn)
+    return code, out.decode(errors="replace")
+
+
+def run_bytes(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) -> tuple[int, bytes]:
+    """:func:`run` with the output as bytes."""
     r, w = os.pipe()
     try:
         target = launch.spawn(argv, policy or notify_policy(*handlers), stdout=w, stderr=w, **spawn)
@@ -53,4 +59,4 @@ def run(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) ->
     os.close(r)
     code = target.wait(5)
     target.close()
-    return code, out.decode(errors="replace")
+    return code, out

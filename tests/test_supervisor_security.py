@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from handlers_support import notify_policy, run
+from handlers_support import notify_policy, run_bytes
 from sysgate import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.handlers.identity import IdentityHandler
@@ -196,31 +196,6 @@ def _results(out: bytes, count: int) -> list[int]:
     return list(struct.unpack(f"={count}i", out[:4 * count]))
 
 
-def _run_bytes(argv, *handlers, policy) -> tuple[int, bytes]:
-    r, w = os.pipe()
-    try:
-        target = launch.spawn(argv, policy, stdout=w, stderr=w)
-    finally:
-        os.close(w)
-    sup = Supervisor()
-    try:
-        for h in handlers:
-            h.install(sup)
-        sup.add_target(target)
-        assert sup.run_until_idle(30), "target still running"
-    finally:
-        sup.close()
-        for h in handlers:
-            h.close()
-    out = b""
-    while chunk := os.read(r, 65536):
-        out += chunk
-    os.close(r)
-    code = target.wait(5)
-    target.close()
-    return code, out
-
-
 @pytest.fixture
 def listening():
     srv = socket.socket()
@@ -239,7 +214,7 @@ def test_i386_calls_are_routed_by_i386_names_and_compat_layouts_fail_closed(tmp_
     fs = FsHandler([f"allow read {tmp_path}/**"])
     net = NetHandler([f"allow connect 127.0.0.1:{port}"])
     ident = IdentityHandler(hostname=HOST)
-    code, out = _run_bytes([exe], fs, net, ident, policy=_compat_policy(fs, net, ident))
+    code, out = run_bytes([exe], fs, net, ident, policy=_compat_policy(fs, net, ident))
     assert code == 0, out
     uname, fd, nread, denied_open, sock, conn, denied_conn, sendmsg, bad_uname = _results(out, NRES)
     uts = out[4 * NRES:4 * NRES + 390]
@@ -259,7 +234,7 @@ def test_int80_from_64bit_process_uses_low_register_halves(tmp_path):
     exe = _build(tmp_path, "int80", INT80_FROM_64.format(path=data), bits32=False)
     fs = FsHandler([f"allow read {tmp_path}/**"])
     ident = IdentityHandler(hostname=HOST)
-    code, out = _run_bytes([exe], fs, ident, policy=_compat_policy(fs, ident))
+    code, out = run_bytes([exe], fs, ident, policy=_compat_policy(fs, ident))
     assert code == 0, out
     uname, fd, nread = _results(out, 3)
     assert uname == 0, errno.errorcode.get(-uname)
@@ -347,14 +322,14 @@ def test_no_fd_leaks_across_allowed_denied_and_killed_targets(tmp_path, listenin
         target.close()
 
     for _ in range(2):                      # warm-up: caches, lazily opened module files
-        _run_bytes([compat], *handlers(), policy=_compat_policy(*handlers()))
+        run_bytes([compat], *handlers(), policy=_compat_policy(*handlers()))
         run_killed(0.05)
     before = fd_count()
     for i in range(6):
         hs = handlers()
-        assert _run_bytes([compat], *hs, policy=_compat_policy(*hs))[0] == 0
+        assert run_bytes([compat], *hs, policy=_compat_policy(*hs))[0] == 0
         hs = handlers()
-        assert _run_bytes([int80], *hs, policy=_compat_policy(*hs))[0] == 0
+        assert run_bytes([int80], *hs, policy=_compat_policy(*hs))[0] == 0
         run_killed(0.02 + 0.03 * i)
     assert fd_count() == before, os.listdir("/proc/self/fd")
     assert min(received) > 10                # the killed targets were busy in notified calls
