@@ -87,6 +87,20 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def python_process(code: str, *args: str) -> subprocess.Popen:
+    """A Python child running ``code``, once it has printed "ready" and its main thread blocks in read()."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 class Target:
     """The C target in one of its modes, started and waiting for sysgate."""
 
@@ -234,14 +248,14 @@ def test_signal_arriving_during_injection_is_delivered_once(start, monkeypatch):
     assert "usr1 1" in out  # held during the injection, delivered on release, read() restarted
 
 
+MKDIRER = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+           "    try:\n        os.mkdir(line.strip()); print('made', flush=True)\n"
+           "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
+
+
 def test_attach_without_listener_to_a_python_process(tmp_path):
-    code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
-            "    try:\n        os.mkdir(line.strip()); print('made', flush=True)\n"
-            "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = python_process(MKDIRER)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         with attach(proc.pid, policy(notify_getppid=False), listener=False) as target:
             assert target.listener_fd is None
             assert_all_filtered(proc.pid)
@@ -423,11 +437,8 @@ print("echo", sys.stdin.readline().strip(), flush=True)
 
 @pytest.mark.parametrize("who", ["worker", "both"])
 def test_refuses_threads_with_diverged_filters_and_leaves_target_running(who):
-    proc = subprocess.Popen([sys.executable, "-c", DIVERGE, who], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = python_process(DIVERGE, who)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         before = [proc_status(proc.pid, t)["Seccomp_filters"] for t in threads(proc.pid)]
         # one filter only on a worker: refused before touching the process; one each: the kernel refuses TSYNC
         expected = "have different seccomp filters" if who == "worker" else "TSYNC failed"
@@ -448,10 +459,8 @@ def test_cli_attach_supervise_answers_until_the_target_exits(tmp_path):
     prog.write_bytes(policy())
     code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
             "    print(os.getppid(), flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = python_process(code)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         sysgate = subprocess.Popen([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--bpf", str(prog),
                                     "--supervise"], stderr=subprocess.PIPE, text=True)
         wait_until(lambda: proc_status(proc.pid, proc.pid)["Seccomp"] == "2", timeout=10)
@@ -474,10 +483,8 @@ def test_notified_close_of_the_listener_is_let_through():
     and keeps other threads' notifications for the supervisor."""
     code = ("import os, sys\nprint('ready', flush=True)\nline = sys.stdin.readline()\n"
             "print(len(line), flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = python_process(code)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         with attach(proc.pid, pack([ret(abi.SECCOMP_RET_USER_NOTIF)])) as target:
             assert not target.warnings and not listeners_in(proc.pid)
             assert_all_filtered(proc.pid)
@@ -524,11 +531,7 @@ for line in sys.stdin:
 
 
 def echo_process(*args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", ECHO, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout.readline() == "ready\n"
-    wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
-    return proc
+    return python_process(ECHO, *args)
 
 
 def assert_echoes(proc: subprocess.Popen) -> None:
@@ -568,13 +571,8 @@ def test_existing_filter_that_kills_seccomp_is_not_provoked():
 def test_cli_attach_with_a_policy_file(tmp_path):
     policy_file = tmp_path / "no-mkdir.policy"
     policy_file.write_text("default: allow\nmkdir, mkdirat: errno(EPERM)\n")
-    code = ("import os, sys\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
-            "    try:\n        os.mkdir(line.strip()); print('made', flush=True)\n"
-            "    except OSError as e:\n        print('errno', e.errno, flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = python_process(MKDIRER)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--policy", str(policy_file)],
                                capture_output=True, text=True, timeout=30)
         assert child.returncode == 0, child.stderr
@@ -618,10 +616,8 @@ def test_cli_attach_supervise_routes_named_handlers(tmp_path, source, configured
     if source == "filter":
         Filter.from_policy(load_policy(str(policy_file))).save(tmp_path / "f.json")
     where = ["--policy", str(policy_file)] if source == "policy" else ["--filter", str(tmp_path / "f.json")]
-    proc = subprocess.Popen([sys.executable, "-c", OPENER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = python_process(OPENER)
     try:
-        assert proc.stdout.readline() == "ready\n"
-        wait_until(lambda: syscall_of(proc.pid, proc.pid).startswith("0 "))
         sysgate = subprocess.Popen([sys.executable, "-m", "sysgate", "attach", str(proc.pid), *where, "--supervise",
                                     *(["--handlers", config] if configured else [])],
                                    stderr=subprocess.PIPE, text=True)
