@@ -241,10 +241,14 @@ class Supervisor(Routes):
         log.error("handler for %s (group %s) failed: %r; answering errno %d", _describe(n), n.listener.group.name,
                   exc, self.on_error_errno, exc_info=not isinstance(exc, ReplyError))
         if n.try_claim():
-            try:
-                n._send(0, self.on_error_errno, 0)
-            except OSError as err:
-                log.error("cannot answer notification %d: %s", n.id, err)
+            self._send_error(n)
+
+    def _send_error(self, n: Notification) -> None:
+        """Answer the claimed ``n`` with ``on_error_errno`` (a failed SEND is only logged)."""
+        try:
+            n._send(0, self.on_error_errno, 0)
+        except OSError as err:
+            log.error("cannot answer notification %d: %s", n.id, err)
 
     # --- blocking handlers -----------------------------------------------------------
     def _submit(self, handler: Handler, n: Notification) -> None:
@@ -291,10 +295,7 @@ class Supervisor(Routes):
                 self.stats.timeouts += 1
                 log.error("handler for %s (group %s) missed its deadline; answering errno %d",
                           _describe(n), n.listener.group.name, self.on_error_errno)
-                try:
-                    n._send(0, self.on_error_errno, 0)
-                except OSError as err:
-                    log.error("cannot answer notification %d: %s", n.id, err)
+                self._send_error(n)
 
     def _collect(self) -> None:
         """Book finished blocking work; close listeners released while work was running."""
@@ -341,7 +342,7 @@ class Supervisor(Routes):
         listeners = self._listeners
         handle = self._handle
         stats = self.stats
-        ioctl = fcntl.ioctl
+        ioctl = _ioctl
         pool = self._pool
         cap = None if until is None else 0.1
         while not self._stopping:
