@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from .errors import SysgateError, UnsupportedError
 from . import ptrace, syscalls
 from .inject import ARCHES, Injection, Refused, SeizeError, X86_64
-from .install import TsyncError, filter_flags, install_error, program_bytes
+from .install import TsyncError, filter_flags, install_error, proc_status, program_bytes
 from .kernel import abi, notify
 from .kernel import sys as ksys
 
@@ -74,11 +74,6 @@ class AttachedTarget:
 
 
 # --- looking at the target before touching it ---------------------------------
-def _proc_status(path: str) -> dict[str, str]:
-    with open(path) as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
 def _stat_fields(path: str) -> list[str]:
     """Fields of /proc/…/stat from field 3 (state) on; the command name may contain spaces."""
     with open(path) as f:
@@ -175,7 +170,7 @@ def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
     counts = {}
     for tid in threads:
         try:
-            counts[tid] = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("Seccomp_filters", "0"))
+            counts[tid] = int(proc_status(f"/proc/{pid}/task/{tid}/status").get("Seccomp_filters", "0"))
         except (OSError, ValueError):
             continue
     if len(set(counts.values())) > 1:
@@ -185,7 +180,7 @@ def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
 
 
 def _check_not_traced(name: str, pid: int, tid: int) -> None:
-    tracer = int(_proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
+    tracer = int(proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
     if tracer:
         raise SysgateError(f"{name} is already traced by process {tracer} ({_process_name(tracer)}); "
                            "a thread can have only one tracer: detach the debugger or strace first")
@@ -205,7 +200,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
     name = f"process {pid} ({_process_name(pid)})"
     try:
         fields = _stat_fields(f"/proc/{pid}/stat")
-        status = _proc_status(f"/proc/{pid}/status")
+        status = proc_status(f"/proc/{pid}/status")
     except FileNotFoundError:
         raise SysgateError(f"no process with PID {pid}") from None
     if int(fields[6]) & PF_KTHREAD:
@@ -299,10 +294,10 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
 def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_source: int) -> None:
     """The injected calls: no_new_privs, seccomp(), then take and close the listener."""
     status = f"/proc/{inj.pid}/task/{inj.tid}/status"
-    chain = _filter_chain(inj, _proc_status(status))
+    chain = _filter_chain(inj, proc_status(status))
     if chain is not None:
         inj.vet = lambda name, args, ip: _kills(chain, inj.arch.name, name, args, ip)
-    if _proc_status(status).get("NoNewPrivs", "0").strip() != "1":
+    if proc_status(status).get("NoNewPrivs", "0").strip() != "1":
         result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if result != 0:
             raise SysgateError(f"{inj.name}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")

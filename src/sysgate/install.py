@@ -111,15 +111,16 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
     return flags
 
 
+def proc_status(path: str) -> dict[str, str]:
+    """The ``Key:\tvalue`` fields of a /proc/.../status file."""
+    with open(path) as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
 def _seccomp_summary(tid: int) -> str:
     """What /proc says about a thread's seccomp state, e.g. 'filter mode, 3 filters'."""
-    fields = {}
     try:
-        with open(f"/proc/self/task/{tid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("Seccomp", "Seccomp_filters"):
-                    fields[key] = value.strip()
+        fields = proc_status(f"/proc/self/task/{tid}/status")
     except OSError:
         return "gone"
     mode = {"0": "no seccomp", "1": "strict mode", "2": "filter mode"}.get(fields.get("Seccomp", ""), "unknown mode")
