@@ -229,8 +229,7 @@ class ContainerHandler(Handler):
         if self.memory != "cgroup":
             return self.memory, self.memory
         limit = cgroup_memory(n.pid)
-        if not n.valid():               # /proc/<tid>/cgroup may have described a recycled tid
-            raise TargetGone(f"notification {n.id} is no longer valid")
+        n.check_valid()  # /proc/<tid>/cgroup may have described a recycled tid
         return limit
 
 

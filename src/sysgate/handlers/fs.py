@@ -232,8 +232,7 @@ class Resolver:
             if not self.n.valid():
                 raise TargetGone(f"notification {self.n.id} is no longer valid") from None
             raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
-        if not self.n.valid():
-            raise TargetGone(f"notification {self.n.id} is no longer valid")
+        self.n.check_valid()
         return fd
 
     def target_path(self, path: bytes) -> bytes:

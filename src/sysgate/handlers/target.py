@@ -53,8 +53,7 @@ def credentials(n) -> Credentials:
                 fields[key] = value.split()
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    if not n.valid():
-        raise TargetGone(f"notification {n.id} is no longer valid")
+    n.check_valid()
     return Credentials(tgid=int(fields["Tgid"][0]), uid=int(fields["Uid"][0]), gid=int(fields["Gid"][0]),
                        fsuid=int(fields["Uid"][3]), fsgid=int(fields["Gid"][3]),
                        groups=tuple(int(g) for g in fields.get("Groups", [])),
@@ -102,8 +101,7 @@ def write_memory(n, address: int, data: bytes) -> None:
     """
     if not data:
         return
-    if not n.valid():
-        raise TargetGone(f"notification {n.id} is no longer valid")
+    n.check_valid()
     try:
         written = ksys.process_vm_writev(n.pid, address, data)
     except OSError as exc:
@@ -114,8 +112,7 @@ def write_memory(n, address: int, data: bytes) -> None:
         raise
     if written != len(data):
         raise OSError(errno.EFAULT, "short write into the target's buffer")
-    if not n.valid():
-        raise TargetGone(f"notification {n.id} is no longer valid")
+    n.check_valid()
 
 
 def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:

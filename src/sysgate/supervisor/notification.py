@@ -210,18 +210,22 @@ class Notification:
         except OSError:
             return False
 
-    def _check_valid(self) -> None:
+    def check_valid(self) -> None:
+        """Raise :class:`TargetGone` unless the target still waits for this reply (after reading
+        anything that names the target by tid: the tid may have been recycled)."""
         if not self.valid():
             raise TargetGone(f"notification {self.id} is no longer valid")
+
+    _check_valid = check_valid   # the name sysgate.testing.fake calls
 
     def _checked(self, read, *args):
         """``read(pid, *args)``, then ID_VALID: never hand out data read from a stale notification."""
         try:
             data = read(self.pid, *args)
         except OSError:
-            self._check_valid()
+            self.check_valid()
             raise
-        self._check_valid()
+        self.check_valid()
         return data
 
     def read_memory(self, address: int, length: int) -> bytes:
