@@ -43,7 +43,7 @@ from ..kernel import abi
 from ..kernel import sys as ksys
 from ..policy import constants
 from ..supervisor import Reply, TargetGone
-from .base import Handler
+from .base import ENOSYS, Handler
 from .fs import Resolver, fd_path, glob_regex
 from .target import AT_FDCWD, acting_as, credentials, run_in_child, signed32, write_memory
 
@@ -210,7 +210,7 @@ class ContainerHandler(Handler):
     # --- sysinfo
     def _sysinfo(self, n):
         if n.arch != abi.native_arch():
-            return Reply.errno(errno.ENOSYS)        # the 32-bit compat struct differs
+            return ENOSYS        # the 32-bit compat struct differs
         buf = ctypes.create_string_buffer(_SYSINFO_SIZE)
         if _libc.sysinfo(buf) != 0:
             return Reply.errno(ctypes.get_errno())

@@ -17,8 +17,7 @@ from functools import cache
 from ..errors import SysgateError
 from ..policy import constants
 from . import sockaddr
-
-AT_FDCWD = -100
+from .target import AT_FDCWD
 
 #: flag names tried in order (multi-bit names before the bits they contain); "=" marks
 #: a field compared as a whole under a mask (access mode, mapping type, address family).

@@ -58,7 +58,7 @@ from ..errors import SysgateError
 from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
-from .base import Handler, check_default, oserror_reply
+from .base import ENOSYS, Handler, check_default, oserror_reply
 from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
@@ -469,7 +469,7 @@ class FsHandler(Handler):
     def _emulate_stat(self, n, creds, resolver, dirfd, address, buf, flags):
         size = _STAT_SIZE.get(n.arch) if n.arch == abi.native_arch() else None
         if size is None:
-            return Reply.errno(errno.ENOSYS)
+            return ENOSYS
         fd = self._lookup(n, creds, resolver, dirfd, address, flags)
         try:
             out = ctypes.create_string_buffer(size)
@@ -483,7 +483,7 @@ class FsHandler(Handler):
     def _statx(self, n, creds, resolver):
         a = n.args
         if n.arch != abi.native_arch():
-            return Reply.errno(errno.ENOSYS)
+            return ENOSYS
         flags, mask = a[2] & 0xFFFFFFFF, a[3] & 0xFFFFFFFF
         fd = self._lookup(n, creds, resolver, signed32(a[0]), a[1], flags)
         try:

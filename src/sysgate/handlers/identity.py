@@ -27,7 +27,7 @@ import threading
 
 from ..kernel import abi
 from ..supervisor import Reply
-from .base import Handler
+from .base import ENOSYS, Handler
 from .target import write_memory
 
 EPERM = Reply.errno(errno.EPERM)
@@ -99,7 +99,7 @@ class TimeHandler(Handler):
     def handle(self, n):
         a = n.args
         if n.arch != abi.native_arch():
-            return Reply.errno(errno.ENOSYS)        # 32-bit compat layouts of timespec/timeval differ
+            return ENOSYS        # 32-bit compat layouts of timespec/timeval differ
         if n.syscall == "clock_gettime":
             clock = a[0] & 0xFFFFFFFF
             ns = self._now_ns(clock in (0, 5, 8, 11))      # REALTIME(_COARSE), _ALARM, TAI

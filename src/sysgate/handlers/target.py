@@ -22,8 +22,6 @@ from ..kernel import sys as ksys
 from ..supervisor import TargetGone
 
 AT_FDCWD = -100
-_CAP_NET_BIND_SERVICE = 10
-_CAP_MKNOD = 27
 
 
 @dataclass(frozen=True)
