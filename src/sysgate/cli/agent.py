@@ -9,10 +9,7 @@ Stops on SIGTERM/SIGINT; the containers' waiting syscalls then fail with ENOSYS.
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 
 
 def register(sub) -> None:
@@ -28,6 +25,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import logging
+    import signal
+    import threading
+
     from ..agent.config import AgentConfig
     from ..agent.server import Agent
 

@@ -25,7 +25,6 @@ compiled from such a policy keeps its routes and is served the same way.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import select
 import signal
@@ -318,6 +317,8 @@ class SignalForwarder:
         self.fd = -1
 
     def __enter__(self) -> "SignalForwarder":
+        import ctypes
+
         self.original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         words = (ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))()
         bits = 8 * ctypes.sizeof(ctypes.c_ulong)
