@@ -225,6 +225,13 @@ def test_tsync_retry_waits_for_the_thread_to_exit():
     assert run_in_child(child) == (0, "errno:9")
 
 
+def test_tsync_retry_takes_install_options():
+    """install_tsync_retry is install(tsync=True): no_new_privs is not a filter flag."""
+    rc, out = run_in_child(lambda: [inst.install_tsync_retry(only(NR_UNUSED, abi.SECCOMP_RET_ERRNO | 9),
+                                                             no_new_privs=True), probe()])
+    assert (rc, out) == (0, [None, "errno:9"])
+
+
 def test_tsync_retry_gives_up_with_explanation():
     def child():
         release = threading.Event()

@@ -152,11 +152,16 @@ def install(program_or_policy, *, tsync: bool = False, log: bool = False, spec_a
     :class:`InstallError` when the kernel rejects the program.
     """
     raw = program_bytes(program_or_policy)
-    options = dict(tsync=tsync, log=log, spec_allow=spec_allow, new_listener=new_listener,
-                   tsync_esrch=tsync_esrch, wait_killable_recv=wait_killable_recv)
+    flags = _install_flags(program_or_policy, tsync=tsync, log=log, spec_allow=spec_allow,
+                           new_listener=new_listener, tsync_esrch=tsync_esrch, wait_killable_recv=wait_killable_recv)
+    return install_raw(raw, flags, no_new_privs=no_new_privs)
+
+
+def _install_flags(program_or_policy, **options) -> int:
+    """:func:`filter_flags` for ``options`` plus the flags a policy's ``flags:`` setting asks for."""
     for name in policy_flag_options(program_or_policy):
         options[name] = True
-    return install_raw(raw, filter_flags(**options), no_new_privs=no_new_privs)
+    return filter_flags(**options)
 
 
 def policy_flag_options(obj) -> list[str]:
@@ -211,9 +216,9 @@ def install_tsync_retry(program_or_policy, attempts: int = 50, delay: float = 0.
     in execve holds the credential lock) are retried the same way.
     """
     options["tsync"] = True
+    nnp = options.pop("no_new_privs", True)
     raw = program_bytes(program_or_policy)
-    flags = filter_flags(**options)
-    nnp = options.get("no_new_privs", True)
+    flags = _install_flags(program_or_policy, **options)
     last: SysgateError | None = None
     for attempt in range(max(1, attempts)):
         try:
