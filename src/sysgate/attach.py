@@ -293,11 +293,11 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
 
 def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_source: int) -> None:
     """The injected calls: no_new_privs, seccomp(), then take and close the listener."""
-    status = f"/proc/{inj.pid}/task/{inj.tid}/status"
-    chain = _filter_chain(inj, proc_status(status))
+    status = proc_status(f"/proc/{inj.pid}/task/{inj.tid}/status")
+    chain = _filter_chain(inj, status)
     if chain is not None:
         inj.vet = lambda name, args, ip: _kills(chain, inj.arch.name, name, args, ip)
-    if proc_status(status).get("NoNewPrivs", "0").strip() != "1":
+    if status.get("NoNewPrivs", "0").strip() != "1":
         result = inj.call("prctl", abi.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if result != 0:
             raise SysgateError(f"{inj.name}: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(-result)}")
