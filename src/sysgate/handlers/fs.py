@@ -59,7 +59,7 @@ from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default, oserror_reply
-from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32, write_memory
+from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
 RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
@@ -345,9 +345,7 @@ class FsHandler(Handler):
         size = a[3]
         if size < _OPEN_HOW.size or size > 4096:
             return Reply.errno(errno.EINVAL if size < _OPEN_HOW.size else errno.E2BIG)
-        raw = n.read_memory(a[2], size)
-        if len(raw) < size:
-            return Reply.errno(errno.EFAULT)
+        raw = read_exact(n, a[2], size)
         if any(raw[_OPEN_HOW.size:]):
             return Reply.errno(errno.E2BIG)
         flags, mode, resolve = _OPEN_HOW.unpack_from(raw)

@@ -41,9 +41,9 @@ from ..errors import SysgateError
 from ..kernel import abi
 from ..supervisor import Reply
 from . import sockaddr
-from .base import Handler, check_default
+from .base import ENOSYS, Handler, check_default
 from .fs import Resolver, fd_path, glob_regex
-from .target import AT_FDCWD, acting_as, credentials, fetch_fd, signed32
+from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _OPS = ("connect", "bind", "send")
@@ -179,9 +179,7 @@ class NetHandler(Handler):
     def _address(self, n, address: int, length: int) -> tuple[bytes, sockaddr.SockAddr]:
         if not 0 < length <= 128:
             raise OSError(errno.EINVAL, "bad address length")
-        raw = n.read_memory(address, length)
-        if len(raw) < length:
-            raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+        raw = read_exact(n, address, length)
         try:
             return raw, sockaddr.parse(raw)
         except ValueError:
@@ -209,19 +207,14 @@ class NetHandler(Handler):
 
     def _sendmsg(self, n):
         if n.arch != abi.native_arch():
-            return Reply.errno(errno.ENOSYS)    # i386/x32 use the 28-byte compat msghdr: not decoded
+            return ENOSYS    # i386/x32 use the 28-byte compat msghdr: not decoded
         fd, msg, flags = n.args[:3]
-        raw_hdr = n.read_memory(msg, _MSGHDR.size)
-        if len(raw_hdr) < _MSGHDR.size:
-            return Reply.errno(errno.EFAULT)
-        name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(raw_hdr)
+        name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(read_exact(n, msg, _MSGHDR.size))
         if control and controllen:
             return Reply.errno(errno.EPERM)
         if iovlen > 1024:
             return Reply.errno(errno.EMSGSIZE)
-        vecs = n.read_memory(iov, iovlen * _IOVEC.size) if iovlen else b""
-        if len(vecs) < iovlen * _IOVEC.size:
-            return Reply.errno(errno.EFAULT)
+        vecs = read_exact(n, iov, iovlen * _IOVEC.size)
         data = self._data(n, [_IOVEC.unpack_from(vecs, i * _IOVEC.size) for i in range(iovlen)])
         send_flags = flags & 0xFFFFFFFF
         if not name:
@@ -237,11 +230,7 @@ class NetHandler(Handler):
             raise OSError(errno.EMSGSIZE, "message larger than the emulation limit")
         out = bytearray()
         for address, length in pieces:
-            if length:
-                chunk = n.read_memory(address, length)
-                if len(chunk) < length:
-                    raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
-                out += chunk
+            out += read_exact(n, address, length)
         return bytes(out)
 
     def _emulate(self, n, op, fd, raw, addr, call):

@@ -113,6 +113,18 @@ def write_memory(n, address: int, data: bytes) -> None:
     n.check_valid()
 
 
+def read_exact(n, address: int, length: int) -> bytes:
+    """Exactly ``length`` bytes of target memory for ``n`` (:meth:`Notification.read_memory`);
+    OSError(EFAULT) when the range runs into unmapped memory, as the kernel's copy-in would.
+    Nothing is read (no ID_VALID either) for ``length`` 0."""
+    if not length:
+        return b""
+    data = n.read_memory(address, length)
+    if len(data) < length:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+    return data
+
+
 def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
     """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread's process (pidfd_getfd).
 
