@@ -110,11 +110,10 @@ def run(args) -> int:
 
 
 def show(records) -> None:
-    from ..testing.replay import _call_text, _reply_text, notification_from_record
+    from ..testing.replay import describe
 
     for doc in records:
-        n = notification_from_record(doc)
-        print(f"[pid {doc.get('pid', 0)}] {_call_text(doc, n)} -> {_reply_text(doc['reply'])}")
+        print(describe(doc))
 
 
 def parse_reply(text: str):

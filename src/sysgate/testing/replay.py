@@ -163,6 +163,11 @@ def replay(records: list[dict], dispatcher: Dispatcher) -> ReplayReport:
     return report
 
 
+def describe(doc: dict) -> str:
+    """One record as a line: ``[pid 12] openat(...) -> errno EACCES``."""
+    return f"[pid {doc.get('pid', 0)}] {_call_text(doc, notification_from_record(doc))} -> {_reply_text(doc['reply'])}"
+
+
 def _comparable(reply: dict) -> dict:
     return {k: v for k, v in reply.items() if k != "exception"}
 
