@@ -1,7 +1,8 @@
 """Clean-up passes on linear code, repeated until none changes anything.
 
 * redundant loads: a load (or load + AND) of what the accumulator already holds
-  on every path into it is dropped;
+  on every path into it is dropped; a jump from a path where it holds the word
+  already goes past the load;
 * jump threading: a jump to a ``ja`` goes straight to its target, a ``ja`` to a
   ``ret`` becomes that ``ret``, a ``ja`` to the next line disappears;
 * a conditional jump with both targets equal becomes a ``ja``;
@@ -46,6 +47,7 @@ def _drop(lines: list[Line], dead: set[int]) -> list[Line]:
 
 def redundant_loads(lines: list[Line]) -> list[Line]:
     incoming: dict[int, list[State]] = {}
+    index = {id(line): i for i, line in enumerate(lines)}
     dead: set[int] = set()
     state: State = None
     for i, line in enumerate(lines):
@@ -64,7 +66,11 @@ def redundant_loads(lines: list[Line]) -> list[Line]:
             dead.update((id(line), id(lines[i + 1])))
         else:
             state = _after(line, state)
-        for target in line.targets():
+        for attr in ("t", "f") if line.is_conditional else ("t",) if line.is_ja else ():
+            target = getattr(line, attr)
+            if target.code == LD and state == ("ld", target.k):  # this edge needs no reload
+                target = lines[index[id(target)] + 1]
+                setattr(line, attr, target)
             incoming.setdefault(id(target), []).append(state)
     return _drop(lines, dead)
 
