@@ -10,7 +10,7 @@ weighted median (at most a couple of levels worse).
 """
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -35,47 +35,42 @@ def ranges_from(outcomes: dict[int, Node], fallback: Node, weights: dict[int, fl
     """Cover ``low..high`` with ranges: numbers in ``outcomes`` get their node, the rest ``fallback``;
     neighbours with the same node merge."""
     out: list[Range] = []
-
-    def add(start: int, end: int, node: Node, weight: float) -> None:
-        if out and out[-1].node is node and out[-1].end + 1 == start:
-            out[-1].end = end
-            out[-1].weight += weight
-        else:
-            out.append(Range(start, end, node, weight))
-
     numbers = sorted(n for n in outcomes if low <= n <= high)
     weighted = sorted(n for n in weights if low <= n <= high)
     cursor = low
     for nr in numbers:
         if nr > cursor:
-            add(cursor, nr - 1, fallback, _weight_between(weighted, weights, cursor, nr - 1))
-        add(nr, nr, outcomes[nr], weights.get(nr, 0.0))
+            _append(out, cursor, nr - 1, fallback, _weight_between(weighted, weights, cursor, nr - 1))
+        _append(out, nr, nr, outcomes[nr], weights.get(nr, 0.0))
         cursor = nr + 1
     if cursor <= high:
-        add(cursor, high, fallback, _weight_between(weighted, weights, cursor, high))
+        _append(out, cursor, high, fallback, _weight_between(weighted, weights, cursor, high))
     for r in out:
         r.weight = max(r.weight, min_weight)
     return out
 
 
+def _append(out: list[Range], start: int, end: int, node: Node, weight: float) -> None:
+    """Add ``start..end`` to ``out``, extending the last range when it is an adjacent one of ``node``."""
+    if out and out[-1].node is node and out[-1].end + 1 == start:
+        out[-1].end = end
+        out[-1].weight += weight
+    else:
+        out.append(Range(start, end, node, weight))
+
+
 def _weight_between(sorted_numbers: list[int], weights: dict[int, float], start: int, end: int) -> float:
-    i = bisect_left(sorted_numbers, start)
-    total = 0.0
-    while i < len(sorted_numbers) and sorted_numbers[i] <= end:
-        total += weights[sorted_numbers[i]]
-        i += 1
-    return total
+    i, j = bisect_left(sorted_numbers, start), bisect_right(sorted_numbers, end)
+    return sum(weights[n] for n in sorted_numbers[i:j])
 
 
 def merge(parts: list[list[Range]]) -> list[Range]:
-    """Concatenate range lists over adjacent spans, merging equal neighbours at the seams."""
+    """Concatenate range lists over adjacent spans, merging equal neighbours at the seams
+    (the input ranges are not modified)."""
     out: list[Range] = []
     for part in parts:
         for r in part:
-            if out and out[-1].node is r.node and out[-1].end + 1 == r.start:
-                out[-1] = Range(out[-1].start, r.end, r.node, out[-1].weight + r.weight)
-            else:
-                out.append(Range(r.start, r.end, r.node, r.weight))
+            _append(out, r.start, r.end, r.node, r.weight)
     return out
 
 
