@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from ..errors import SourceError, SysgateError
+from ..errors import SourceError
+from ..files import read_text
 
 
 def parse_frequencies(text: str, filename: str = "<frequencies>") -> dict[str, float]:
@@ -36,12 +37,7 @@ def parse_frequencies(text: str, filename: str = "<frequencies>") -> dict[str, f
 
 
 def load_frequencies(path: str) -> dict[str, float]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
-    return parse_frequencies(text, path)
+    return parse_frequencies(read_text(path, "frequencies"), path)
 
 
 def _number(text: str) -> float | None:
