@@ -40,7 +40,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MSG = struct.Struct("=iii")            # kind, stage/value, errno
 _MSG_LISTENER_FD, _MSG_SETUP_FAILED, _MSG_EXEC_FAILED = 1, 2, 3
 _STAGES = ("stdio", "cwd", "pass_fds", "signals", "no_new_privs", "seccomp")
-_LISTENER_LINK = "anon_inode:seccomp notify"
 
 
 class LaunchError(SysgateError):
@@ -363,7 +362,7 @@ def _fetch_listener(target: Target, status_r: int, number: int, flags: int) -> i
                 raise LaunchError(f"cannot fetch the listener of {target.argv[0]!r}: {exc.strerror}", 126,
                                   exc.errno) from None
         else:
-            if os.readlink(f"/proc/self/fd/{fd}") == _LISTENER_LINK:
+            if notify.is_listener(fd):
                 return fd
             os.close(fd)
         if poller.poll(wait_ms):

@@ -23,9 +23,9 @@ import socket
 from dataclasses import dataclass, field
 
 from ..errors import SysgateError
+from ..kernel.notify import is_listener
 
 SECCOMP_FD_NAME = "seccompFd"
-LISTENER_LINK = "anon_inode:seccomp notify"
 MAX_STATE_BYTES = 256 * 1024
 MAX_FDS = 16
 _INT = array.array("i").itemsize
@@ -200,13 +200,6 @@ def _whole_object(data: bytearray) -> bool:
     try:
         return isinstance(json.loads(data.decode("utf-8")), dict)
     except (UnicodeDecodeError, ValueError):
-        return False
-
-
-def is_listener(fd: int) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == LISTENER_LINK
-    except OSError:
         return False
 
 

@@ -88,3 +88,14 @@ def enable_sync_wakeup(listener: int) -> bool:
     except OSError:
         return False
 
+
+#: What /proc/self/fd/N reads for a seccomp listener.
+LISTENER_LINK = "anon_inode:seccomp notify"
+
+
+def is_listener(fd: int) -> bool:
+    """True when ``fd`` (of this process) is a seccomp listener."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == LISTENER_LINK
+    except OSError:
+        return False
