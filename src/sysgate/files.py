@@ -1,4 +1,4 @@
-"""Reading user-named files: one clear SysgateError line instead of an OSError or a codec traceback."""
+"""Reading and writing user-named files: one clear SysgateError line instead of an OSError or a codec traceback."""
 from __future__ import annotations
 
 from .errors import SysgateError
@@ -15,3 +15,12 @@ def read_text(path, what: str) -> str:
         raise SysgateError(f"cannot read {what} {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise SysgateError(f"{path}: not a {what} (not UTF-8 text, byte {exc.start})") from None
+
+
+def write_file(path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path``, replacing it."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:
+        raise SysgateError(f"cannot write {path}: {exc.strerror}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import SysgateError
+from ..files import write_file
 
 U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -83,11 +84,7 @@ def run_asm(args) -> int:
 def write_output(data: bytes, output: str | None, fmt: str) -> None:
     """Write a dumped program to the file ``output``, or to stdout (never raw BPF to a terminal)."""
     if output:
-        try:
-            with open(output, "wb") as fh:
-                fh.write(data)
-        except OSError as exc:
-            raise SysgateError(f"cannot write {output}: {exc.strerror}") from None
+        write_file(output, data)
         return
     if fmt == "raw" and sys.stdout.isatty():
         raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")

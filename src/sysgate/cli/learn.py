@@ -18,6 +18,7 @@ import os
 import sys
 
 from ..errors import SysgateError
+from ..files import write_file
 
 
 def register(sub) -> None:
@@ -103,11 +104,7 @@ def write_output(path: str, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise SysgateError(f"cannot write {path}: {exc.strerror}") from None
+    write_file(path, text)
 
 
 def _check_writable(path: str) -> None:

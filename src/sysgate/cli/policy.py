@@ -72,13 +72,9 @@ def run_convert(args) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.output:
-        from ..errors import SysgateError
+        from ..files import write_file
 
-        try:
-            with open(args.output, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise SysgateError(f"cannot write {args.output}: {exc.strerror}") from None
+        write_file(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
