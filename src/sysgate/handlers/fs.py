@@ -58,7 +58,7 @@ from ..errors import SysgateError
 from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
-from .base import ENOSYS, Handler, check_default, oserror_reply
+from .base import ENOSYS, Handler, check_default
 from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
@@ -307,12 +307,9 @@ class FsHandler(Handler):
         self.deadline = deadline        # None: the supervisor's handler_timeout
 
     def handle(self, n):
-        creds = credentials(n)
-        try:
-            with Resolver(n, creds) as resolver, acting_as(creds if self.as_target else None):
-                return getattr(self, "_" + n.syscall)(n, creds, resolver)
-        except OSError as exc:
-            return oserror_reply(exc)
+        creds = credentials(n)          # an OSError becomes the errno reply in Handler.__call__
+        with Resolver(n, creds) as resolver, acting_as(creds if self.as_target else None):
+            return getattr(self, "_" + n.syscall)(n, creds, resolver)
 
     # --- checks
     def check(self, resolver: Resolver, fd: int, modes) -> bool:
