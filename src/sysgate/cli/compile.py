@@ -1,7 +1,6 @@
 """``sysgate compile`` (policy -> BPF) and ``sysgate explain`` (which rule decides a call)."""
 from __future__ import annotations
 
-import errno
 import sys
 
 from ..errors import SysgateError
@@ -79,18 +78,13 @@ def _argument(text: str) -> int:
     return value & U64
 
 
-def _action_text(action) -> str:
-    if action.kind == "errno" and action.data in errno.errorcode:
-        return f"errno({errno.errorcode[action.data]})"
-    return str(action)
-
-
 def run_explain(args) -> int:
     from .. import syscalls
     from ..bpf.emulator import Emulator
     from ..bpf.syntax import format_action
     from ..compiler import compile_policy
     from ..kernel import abi
+    from ..policy.printer import action_text
 
     policy = _load(args.policy, args.arch)
     arch = abi.canonical_arch(args.arch) if args.arch else policy.arches[0]
@@ -112,7 +106,7 @@ def run_explain(args) -> int:
     else:
         why = f"rule '{rule.syscall}: ...'"
     call = f"{name}({', '.join(args.args)})"
-    print(f"{call} -> {_action_text(action)} by {why} ({count} instructions)")
+    print(f"{call} -> {action_text(action)} by {why} ({count} instructions)")
     if ret != action.ret():
         print(f"note: the compiled filter returns {format_action(ret) or hex(ret)}", file=sys.stderr)
         return 1
