@@ -1,12 +1,14 @@
+import ctypes
 import errno
 import os
 
 import pytest
 
+from sysgate import syscalls
 from sysgate.kernel import abi, notify
 from sysgate.kernel import sys as ksys
 from sysgate.kernel.features import detect
-from sysgate.bpf.insn import ret, pack
+from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 
 
 def test_struct_sizes_match_kernel():
@@ -49,16 +51,14 @@ def test_errno_filter_applies_in_child():
 
 
 def _errno_unless_exit():
-    from sysgate.bpf.insn import ld_abs, jump, BPF_JMP, BPF_JEQ, BPF_K
-    exit_group = 231 if abi.native_arch() == "x86_64" else 94
+    exit_group = syscalls.number(None, "exit_group")
     return [ld_abs(0), jump(BPF_JMP | BPF_JEQ | BPF_K, exit_group, 0, 1),
             ret(abi.SECCOMP_RET_ALLOW), ret(abi.SECCOMP_RET_ERRNO | 77)]
 
 
 def test_listener_roundtrip_in_child():
     """The child notifies on getppid; the parent answers with a fake value."""
-    from sysgate.bpf.insn import ld_abs, jump, BPF_JMP, BPF_JEQ, BPF_K
-    getppid = 110 if abi.native_arch() == "x86_64" else 173
+    getppid = syscalls.number(None, "getppid")
     prog = pack([ld_abs(0), jump(BPF_JMP | BPF_JEQ | BPF_K, getppid, 0, 1),
                  ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)])
     r, w = os.pipe()
@@ -85,3 +85,15 @@ def test_listener_roundtrip_in_child():
     assert e.value.errno == errno.ENOENT
     for fd in (listener, pidfd, r):
         os.close(fd)
+
+
+def test_process_vm_read_and_write_own_memory():
+    buf = ctypes.create_string_buffer(b"hello world", 11)
+    address = ctypes.addressof(buf)
+    assert ksys.process_vm_readv(os.getpid(), address, 5) == b"hello"
+    assert ksys.process_vm_readv(os.getpid(), address, 0) == b""
+    assert ksys.process_vm_writev(os.getpid(), address, b"HE") == 2
+    assert buf.raw == b"HEllo world"
+    with pytest.raises(OSError) as e:
+        ksys.process_vm_readv(os.getpid(), 8, 4)
+    assert e.value.errno == errno.EFAULT

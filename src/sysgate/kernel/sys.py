@@ -7,6 +7,7 @@ pidfd_getfd(2), process_vm_readv(2), gettid, prctl).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 from . import abi
@@ -21,7 +22,7 @@ def _nr(name: str) -> int:
 
     nr = syscalls.number(None, name)
     if nr is None:
-        raise OSError(38, f"sysgate does not know the {name} syscall number on {abi.native_arch()}")
+        raise OSError(errno.ENOSYS, f"sysgate does not know the {name} syscall number on {abi.native_arch()}")
     return nr
 
 
@@ -72,7 +73,7 @@ def seccomp_action_available(action: int) -> bool:
         seccomp(abi.SECCOMP_GET_ACTION_AVAIL, 0, value)
         return True
     except OSError as exc:
-        if exc.errno in (95, 22):  # EOPNOTSUPP, EINVAL (pre-4.14)
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # EINVAL: before 4.14
             return False
         raise
 
@@ -125,13 +126,19 @@ class _IoVec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
+def _process_vm(name: str, pid: int, address: int, buf) -> int:
+    """process_vm_readv/writev of all of ``buf`` against ``address`` in ``pid`` (one iovec each side)."""
+    size = ctypes.sizeof(buf)
+    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
+    remote = _IoVec(ctypes.c_void_p(address), size)
+    return raw_syscall(name, ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
+                       ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
+
+
 def process_vm_readv(pid: int, address: int, length: int) -> bytes:
     """Read up to ``length`` bytes at ``address`` in process ``pid`` (may return fewer)."""
     buf = ctypes.create_string_buffer(length)
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), length)
-    remote = _IoVec(ctypes.c_void_p(address), length)
-    n = raw_syscall("process_vm_readv", ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
-                    ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
+    n = _process_vm("process_vm_readv", pid, address, buf)
     return buf.raw[:n]
 
 
@@ -154,8 +161,4 @@ def process_vm_writev(pid: int, address: int, data: bytes) -> int:
     Writing into another process is racy by nature (see seccomp_unotify(2)): callers
     must have a reason why the target cannot be harmed (e.g. its own output buffer).
     """
-    buf = ctypes.create_string_buffer(bytes(data), len(data))
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
-    remote = _IoVec(ctypes.c_void_p(address), len(data))
-    return raw_syscall("process_vm_writev", ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
-                       ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
+    return _process_vm("process_vm_writev", pid, address, ctypes.create_string_buffer(bytes(data), len(data)))
