@@ -83,7 +83,7 @@ class Filter:
 
     def handler_names(self) -> list[str]:
         """The handlers this filter's ``notify(NAME)`` rules name (sorted; empty when none)."""
-        routes = handler_routes(self.policy) if self.policy is not None else self.metadata.get("handlers") or {}
+        routes = self.policy.handler_routes() if self.policy is not None else self.metadata.get("handlers") or {}
         return sorted({name for names in routes.values() for name in names})
 
     def handler_policy(self):
@@ -181,15 +181,10 @@ def _is_routes(routes) -> bool:
         isinstance(names, list) and all(isinstance(n, str) for n in names) for names in routes.values())
 
 
-def handler_routes(policy) -> dict[str, list[str]]:
-    """syscall -> the handler names of ``policy``'s ``notify(NAME)`` rules for it."""
-    return policy.handler_routes()
-
-
 def handler_metadata(policy) -> dict:
     """What a stored filter keeps to route ``policy``'s ``notify(NAME)`` rules after loading:
     the routes and the policy's text (its rules decide between several handlers of one syscall)."""
-    routes = handler_routes(policy)
+    routes = policy.handler_routes()
     if not routes:
         return {}
     from .policy.printer import format_policy
