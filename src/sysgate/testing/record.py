@@ -97,8 +97,8 @@ def load(path) -> tuple[dict, list[dict]]:
     if docs[0].get("version") != VERSION:
         raise SysgateError(f"{path}: recording version {docs[0].get('version')!r} is not supported "
                            f"(this sysgate reads version {VERSION})")
-    if "default" in docs[0] and _reply_problem(docs[0]["default"]):
-        raise SysgateError(f"{path}:{docs[0]['line']}: \"default\": {_reply_problem(docs[0]['default'])}")
+    if "default" in docs[0] and (problem := _reply_problem(docs[0]["default"])):
+        raise SysgateError(f"{path}:{docs[0]['line']}: \"default\": {problem}")
     for doc in docs[1:]:
         missing = [k for k in ("nr", "arch", "args", "reply") if k not in doc]
         if missing:
