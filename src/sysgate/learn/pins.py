@@ -17,8 +17,8 @@ from ..policy import constants
 
 #: Names preferred when several constants share a value.
 _PREFERRED = frozenset({"AF_UNIX", "SIGCHLD", "SIGABRT", "SIGIO"})
-_SIGNAL = re.compile(r"SIG[A-Z0-9]+$")
-_IOCTL = re.compile(r"(TC[GS]ET|TCFLSH|TCSBRK|TCXONC|TIOC[A-Z]|FIO|FS_IOC_|SECCOMP_IOCTL_)")
+_SIGNAL = r"SIG[A-Z0-9]+$"
+_IOCTL = r"(TC[GS]ET|TCFLSH|TCSBRK|TCXONC|TIOC[A-Z]|FIO|FS_IOC_|SECCOMP_IOCTL_)"
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Pin:
         return args[index] & ((1 << syscalls.arg_width(self.syscall, index, arch)) - 1)
 
 
-_CLONE = Namer(r"SIG[A-Z0-9]+$", r"CLONE_")
+_CLONE = Namer(_SIGNAL, r"CLONE_")
 _NAMESPACES = Namer(flags=r"CLONE_NEW")
 
 _TABLE = (
@@ -96,7 +96,7 @@ _TABLE = (
     Pin("unshare", "flags", _NAMESPACES), Pin("setns", "nstype", _NAMESPACES),
     Pin("prctl", "option", Namer(r"PR_")),
     Pin("personality", "persona"),
-    Pin("ioctl", "request", Namer(_IOCTL.pattern)),
+    Pin("ioctl", "request", Namer(_IOCTL)),
     Pin("ptrace", "request", Namer(r"PTRACE_")),
     Pin("seccomp", "operation", Namer(r"SECCOMP_(SET|GET)_")),
     Pin("bpf", "cmd"),

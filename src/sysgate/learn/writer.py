@@ -17,6 +17,7 @@ from ..kernel import abi
 from ..policy import groups
 from ..policy.model import Action, Policy
 from ..policy.parser import parse_policy
+from ..policy.printer import action_text
 from .observer import Observations, kernel_description
 from .pins import Pin, pins_for
 
@@ -31,6 +32,10 @@ def parse_action(text: str, what: str = "--default") -> Action:
         return parse_policy(f"default: {text}\n", f"<{what}>").default
     except SourceError as exc:
         raise SysgateError(f"{what}: {exc.message}") from None
+
+
+def _as_action(default: str | Action) -> Action:
+    return default if isinstance(default, Action) else parse_action(default)
 
 
 def policy_arches(obs: Observations, arches: list[str] | None = None) -> list[str]:
@@ -65,9 +70,7 @@ def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", ar
     """The learned policy in the sysgate language. ``unpinned`` lists syscalls whose arguments
     are not pinned (``all`` for none); ``header`` becomes the leading comment; ``clone3_enosys``
     (as learned with it, see :class:`~sysgate.learn.observer.Observer`) answers clone3 ENOSYS."""
-    action = default if isinstance(default, Action) else parse_action(default)
-    from ..policy.printer import action_text
-
+    action = _as_action(default)
     unpinned = frozenset(unpinned)
     names = set(obs.by_syscall()) | set(LAUNCH_SYSCALLS)
     if clone3_enosys:
@@ -99,9 +102,7 @@ def learned_policy(obs: Observations, **options) -> Policy:
 
 def header_text(argv, obs: Observations, returncode: int | None, default: str | Action = "errno(EPERM)") -> str:
     """The comment a learned policy starts with: how, when and from what it was learned."""
-    from ..policy.printer import action_text
-
-    action = default if isinstance(default, Action) else parse_action(default)
+    action = _as_action(default)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     status = "killed by timeout" if returncode is None else (
         f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}")
