@@ -14,16 +14,12 @@ import pytest
 from sysgate import launch
 from sysgate.agent.config import AgentConfig
 from sysgate.agent.server import Agent
-from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
-from sysgate.syscalls import number
+from test_launch import deny_mkdir
 
 
 def notify_mkdir() -> list:
-    arch = abi.native_arch()
-    return [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, number(arch, "mkdir"), 1, 0),
-            jump(BPF_JMP | BPF_JEQ | BPF_K, number(arch, "mkdirat"), 0, 1),
-            ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
+    return deny_mkdir(abi.SECCOMP_RET_USER_NOTIF)
 
 
 @pytest.fixture
