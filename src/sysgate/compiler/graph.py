@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from ..bpf.syntax import JUMP_OPS
+
 MAX32 = 0xFFFFFFFF
 
 #: Comparison operators, named after the BPF jumps they become.
-OPS = ("jeq", "jgt", "jge", "jset")
+OPS = tuple(JUMP_OPS)
 
 
 class Node:

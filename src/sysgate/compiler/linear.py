@@ -7,12 +7,12 @@ Offsets are computed only by :func:`assemble`.
 from __future__ import annotations
 
 from ..bpf import insn as bpf
+from ..bpf.syntax import JUMP_OPS
 
 LD = bpf.BPF_LD | bpf.BPF_W | bpf.BPF_ABS
 AND = bpf.BPF_ALU | bpf.BPF_AND | bpf.BPF_K
 RET = bpf.BPF_RET | bpf.BPF_K
 JA = bpf.BPF_JMP | bpf.BPF_JA
-JUMP_OPS = {"jeq": bpf.BPF_JEQ, "jgt": bpf.BPF_JGT, "jge": bpf.BPF_JGE, "jset": bpf.BPF_JSET}
 MAX_OFFSET = 255
 
 
