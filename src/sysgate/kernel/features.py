@@ -6,6 +6,7 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 
+from ..bpf.insn import pack, ret
 from . import abi, sys as ksys
 
 
@@ -70,8 +71,7 @@ def _listener_ioctls() -> dict[str, bool]:
         try:
             os.close(r)
             ksys.set_no_new_privs()
-            allow = abi.SOCK_FILTER.pack(0x06, 0, 0, abi.SECCOMP_RET_ALLOW)
-            fd = ksys.seccomp_set_filter(allow, abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+            fd = ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
             res = probe_listener_ioctls(fd)
             os.write(w, ",".join(f"{k}={int(v)}" for k, v in res.items()).encode())
             code = 0
