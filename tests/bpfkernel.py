@@ -131,10 +131,6 @@ def _guard(ip: int) -> list[Insn]:
             ret(abi.SECCOMP_RET_ALLOW), stmt(BPF_LD | BPF_IMM, 0)]
 
 
-#: Length of the guard placed before every program (checker indexes shift by this).
-GUARD_LENGTH = 6
-
-
 @cache
 def probe_ip() -> int:
     """seccomp_data.instruction_pointer of every probe (the same in all forked children)."""

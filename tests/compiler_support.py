@@ -32,6 +32,15 @@ def verdict(program, nr: int, arch: str, args=(0,) * 6, emu: Emulator | None = N
     return emu.run(SeccompData(nr & MAX32, abi.AUDIT_ARCH[arch], 0, tuple(args)))[0]
 
 
+#: Conditional jumps against a constant -> whether they jump to ``jt``.
+_CONSTANT_TESTS = {
+    bpf.BPF_JMP | bpf.BPF_JEQ | bpf.BPF_K: lambda a, k: a == k,
+    bpf.BPF_JMP | bpf.BPF_JGT | bpf.BPF_K: lambda a, k: a > k,
+    bpf.BPF_JMP | bpf.BPF_JGE | bpf.BPF_K: lambda a, k: a >= k,
+    bpf.BPF_JMP | bpf.BPF_JSET | bpf.BPF_K: lambda a, k: bool(a & k),
+}
+
+
 def cacheable(insns: list[bpf.Insn], nr: int, arch: str) -> bool:
     """The kernel's seccomp_is_const_allow(): emulate with only nr and arch known;
     any other load, or an unknown instruction, means "not cacheable"."""
@@ -50,10 +59,8 @@ def cacheable(insns: list[bpf.Insn], nr: int, arch: str) -> bool:
             return k == abi.SECCOMP_RET_ALLOW
         elif code == bpf.BPF_JMP | bpf.BPF_JA:
             pc += k
-        elif code in (bpf.BPF_JMP | op | bpf.BPF_K for op in (bpf.BPF_JEQ, bpf.BPF_JGE, bpf.BPF_JGT, bpf.BPF_JSET)):
-            op = bpf.bpf_op(code)
-            taken = {bpf.BPF_JEQ: a == k, bpf.BPF_JGT: a > k, bpf.BPF_JGE: a >= k, bpf.BPF_JSET: bool(a & k)}[op]
-            pc += ins.jt if taken else ins.jf
+        elif code in _CONSTANT_TESTS:
+            pc += ins.jt if _CONSTANT_TESTS[code](a, k) else ins.jf
         elif code == bpf.BPF_ALU | bpf.BPF_AND | bpf.BPF_K:
             a &= k
         else:
