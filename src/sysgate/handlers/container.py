@@ -44,7 +44,7 @@ from ..kernel import sys as ksys
 from ..policy import constants
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler
-from .fs import Resolver, fd_path, glob_regex
+from .fs import AT_EACCESS, AT_EMPTY_PATH, Resolver, fd_path, glob_regex
 from .target import AT_FDCWD, acting_as, credentials, run_in_child, signed32, write_memory
 
 EPERM = Reply.errno(errno.EPERM)
@@ -141,7 +141,7 @@ class ContainerHandler(Handler):
     def _may_write(creds, dfd: int) -> None:
         with acting_as(creds):
             ksys.raw_syscall("faccessat2", ctypes.c_int(dfd), ctypes.c_char_p(b""), ctypes.c_int(os.W_OK | os.X_OK),
-                             ctypes.c_int(0x1000 | 0x200))    # AT_EMPTY_PATH | AT_EACCESS
+                             ctypes.c_int(AT_EMPTY_PATH | AT_EACCESS))
 
     # --- mknod
     def _mknod(self, n, at: bool = False):
