@@ -13,6 +13,7 @@ All requests must come from the thread that seized the tracee. Failures raise
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def seccomp_filters(tid: int) -> list[bytes]:
         try:
             count = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(filters), 0)
         except OSError as exc:
-            if exc.errno == 2:  # ENOENT: no filter at that index
+            if exc.errno == errno.ENOENT:  # no filter at that index
                 return filters
             raise
         buf = ctypes.create_string_buffer(count * 8)
