@@ -89,6 +89,11 @@ def _process_name(pid: int) -> str:
         return "?"
 
 
+def _describe(pid: int) -> str:
+    """``process PID (comm)``, how errors name the target."""
+    return f"process {pid} ({_process_name(pid)})"
+
+
 def _exe_abi(task: str, pid: int) -> tuple[int, int]:
     """(ELF class, e_machine) of the executable of /proc ``task`` (a thread of ``pid``)."""
     with open(f"{task}/exe", "rb") as f:
@@ -197,7 +202,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
         raise SysgateError(f"invalid PID {pid}")
     if pid == os.getpid():
         raise SysgateError("sysgate cannot attach to itself")
-    name = f"process {pid} ({_process_name(pid)})"
+    name = _describe(pid)
     try:
         fields = _stat_fields(f"/proc/{pid}/stat")
         status = proc_status(f"/proc/{pid}/status")
@@ -264,7 +269,7 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     raw = program_bytes(program)
     flags = filter_flags(tsync=True, new_listener=listener, **options)
     tid, arch = check_target(pid)
-    name = f"process {pid} ({_process_name(pid)})"
+    name = _describe(pid)
     try:
         pidfd = ksys.pidfd_open(pid)
     except ProcessLookupError:
