@@ -1,8 +1,6 @@
 """``sysgate check``: report the seccomp features of the running kernel."""
 from __future__ import annotations
 
-import json
-
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="show which seccomp actions, flags and ioctls this kernel supports")
@@ -11,6 +9,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import json
+
     from ..kernel.features import detect
 
     f = detect()

@@ -1,8 +1,6 @@
 """``sysgate handlers``: the built-in notification handlers, and checking a handler config."""
 from __future__ import annotations
 
-import json
-
 
 def register(sub) -> None:
     p = sub.add_parser("handlers", help="list the built-in notify(NAME) handlers, or check a handler config",
@@ -33,6 +31,8 @@ def run(args) -> int:
         return 0
     rows = registry.describe()
     if args.json:
+        import json
+
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:

@@ -13,7 +13,6 @@ a terminal (or with --progress); a summary is printed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -85,6 +84,8 @@ def run(args) -> int:
 
 def render(obs, fmt: str, **options) -> str:
     """The learned policy as text, or as OCI JSON (converted from the text, so both agree)."""
+    import json
+
     from ..learn import policy_text
     from ..policy.oci import export_oci
     from ..policy.parser import parse_policy

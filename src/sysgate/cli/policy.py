@@ -1,9 +1,7 @@
 """``sysgate policy check|convert|groups``: validate, translate and explore policies."""
 from __future__ import annotations
 
-import json
 import sys
-import textwrap
 
 
 def register(sub) -> None:
@@ -60,6 +58,8 @@ def run_check(args) -> int:
 
 
 def run_convert(args) -> int:
+    import json
+
     from ..policy.oci import export_oci
     from ..policy.printer import format_policy
 
@@ -81,6 +81,8 @@ def run_convert(args) -> int:
 
 
 def run_groups(args) -> int:
+    import textwrap
+
     from ..policy.groups import GROUPS, expand_group
 
     if args.names:

@@ -1,8 +1,6 @@
 """``sysgate syscalls``: syscall numbers per architecture and argument signatures."""
 from __future__ import annotations
 
-import json
-
 
 def register(sub) -> None:
     p = sub.add_parser("syscalls", help="look up syscall numbers and signatures",
@@ -20,6 +18,8 @@ def _fmt_nr(nr: int) -> str:
 
 
 def run(args) -> int:
+    import json
+
     from .. import syscalls
 
     if not args.names:
@@ -64,6 +64,8 @@ def _name_of(syscalls, arch: str, item: str, strict: bool) -> str:
 
 
 def _list_table(syscalls, arch: str | None, as_json: bool) -> int:
+    import json
+
     key = syscalls.arch_name(arch)
     tbl = syscalls.table(key)
     if as_json:
