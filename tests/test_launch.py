@@ -454,7 +454,7 @@ def test_cli_run_policy_file(tmp_path):
     assert "sysgate: notify: [pid" in res.stderr and "rmdir(" in res.stderr
 
 
-FS_SCRIPT = "cat public; cat secret; echo rc=$?"
+FS_SCRIPT = "cat public; cat secret; echo rc=$?; uname >/dev/null"
 
 
 def fs_policy(tmp_path) -> str:
@@ -464,14 +464,19 @@ def fs_policy(tmp_path) -> str:
     return str(tmp_path / "fs.policy")
 
 
+def fs_config(tmp_path) -> dict:
+    """The fs handler's section for fs_policy's files: everything readable but the secret."""
+    return {"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]}}
+
+
 def test_cli_run_fs_handler_allows_and_denies_files(tmp_path):
     pytest.importorskip("sysgate.policy.loader")
     need_compiler()
-    config = {"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]},
+    config = {**fs_config(tmp_path),
               "audit": {"log": str(tmp_path / "audit.jsonl"), "wrap": True, "summary": False}}
     (tmp_path / "handlers.json").write_text(json.dumps(config))
     res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", str(tmp_path / "handlers.json"),
-                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+                      "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     assert "secret: Permission denied" in res.stderr and "secret text" not in res.stdout
     assert "sysgate: notify: [pid" in res.stderr and "uname(" in res.stderr    # plain notify: reported
@@ -554,9 +559,9 @@ def test_cli_run_stored_filter_routes_named_handlers(tmp_path):
     from sysgate.policy.loader import load_policy
 
     Filter.from_policy(load_policy(fs_policy(tmp_path))).save(tmp_path / "f.json")
-    config = json.dumps({"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]}})
+    config = json.dumps(fs_config(tmp_path))
     res = sysgate_run("--filter", str(tmp_path / "f.json"), "--handlers", config,
-                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+                      "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     assert "secret: Permission denied" in res.stderr and "uname(" in res.stderr
     # without a config, fs denies everything (fail closed), as with --policy
@@ -578,10 +583,10 @@ def test_cli_run_record_then_replay_show(tmp_path):
     need_compiler()
     import subprocess
 
-    config = json.dumps({"fs": {"rules": [f"deny {tmp_path}/secret", "allow rw /dev/null", "allow read /**"]}})
+    config = json.dumps(fs_config(tmp_path))
     rec = tmp_path / "rec.jsonl"
     res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", config, "--record", str(rec),
-                      "--", "sh", "-c", FS_SCRIPT + "; uname >/dev/null", cwd=tmp_path)
+                      "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     count = int(re.search(r"sysgate: (\d+) notifications recorded to ", res.stderr).group(1))
     shown = subprocess.run([PY, "-m", "sysgate", "replay", str(rec), "--show"], capture_output=True, text=True,
