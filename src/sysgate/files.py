@@ -17,6 +17,15 @@ def read_text(path, what: str) -> str:
         raise SysgateError(f"{path}: not a {what} (not UTF-8 text, byte {exc.start})") from None
 
 
+def read_bytes(path) -> bytes:
+    """The contents of ``path`` (a program, any bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def write_file(path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path``, replacing it."""
     try:

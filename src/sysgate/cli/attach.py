@@ -34,11 +34,9 @@ def load_filter(args):
     if args.filter:
         return Filter.load(args.filter)
     if args.bpf:
-        try:
-            with open(args.bpf, "rb") as f:
-                return Filter.from_program(f.read(), name=os.path.basename(args.bpf))
-        except OSError as exc:
-            raise SysgateError(f"cannot read {args.bpf}: {exc.strerror}") from None
+        from ..files import read_bytes
+
+        return Filter.from_program(read_bytes(args.bpf), name=os.path.basename(args.bpf))
     from ..policy.loader import load_policy
 
     return Filter.from_policy(load_policy(args.policy))

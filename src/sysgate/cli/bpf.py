@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import SysgateError
-from ..files import write_file
+from ..files import read_bytes, write_file
 
 U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -44,13 +44,12 @@ def register(sub) -> None:
 
 
 def _read(path: str) -> bytes:
-    try:
-        if path == "-":
+    if path == "-":
+        try:
             return sys.stdin.buffer.read()
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise SysgateError(f"cannot read {path}: {exc.strerror}") from None
+    return read_bytes(path)
 
 
 def _arch(name: str | None) -> str | None:
