@@ -24,7 +24,7 @@ from ..kernel import abi
 from ..kernel.abi import SeccompData
 from .checker import check
 from .syntax import U32
-from .disasm import as_program, insn_text
+from .disasm import as_program, insn_text, jump_targets
 from .insn import (BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_DIV, BPF_IMM, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT,
                    BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH, BPF_MEM, BPF_MEMWORDS,
                    BPF_MISC, BPF_MUL, BPF_NEG, BPF_OR, BPF_RET, BPF_RSH, BPF_ST, BPF_STX, BPF_SUB, BPF_TAX,
@@ -92,13 +92,11 @@ def _translate(prog: tuple[Insn, ...], every_insn: bool) -> tuple[list, list[int
     block's first pc, and the number of instructions in each block (cached: translating
     costs about 50 µs per block)."""
     leaders = {0}
-    for pc, insn in enumerate(prog):
+    for pc, (insn, targets) in enumerate(zip(prog, jump_targets(list(prog)))):
         if every_insn or _ends_block(insn):
             leaders.add(pc + 1)
-        if insn.is_conditional:
-            leaders.update((pc + 1 + insn.jt, pc + 1 + insn.jf))
-        elif insn.is_jump:
-            leaders.add(pc + 1 + insn.k)
+        if insn.is_jump:
+            leaders.update(targets)
     starts = sorted(p for p in leaders if p < len(prog))
     source, sizes = [], [0] * len(prog)
     for start, stop in zip(starts, starts[1:] + [len(prog)]):
