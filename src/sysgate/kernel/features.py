@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -73,7 +74,7 @@ def _listener_ioctls() -> dict[str, bool]:
             ksys.set_no_new_privs()
             fd = ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
             res = probe_listener_ioctls(fd)
-            os.write(w, ",".join(f"{k}={int(v)}" for k, v in res.items()).encode())
+            os.write(w, json.dumps(res).encode())
             code = 0
         finally:
             os._exit(code)
@@ -83,12 +84,7 @@ def _listener_ioctls() -> dict[str, bool]:
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)
-    out = {}
-    for item in data.decode().split(","):
-        if "=" in item:
-            k, v = item.split("=")
-            out[k] = v == "1"
-    return out
+    return json.loads(data) if data else {}
 
 
 def detect(probe_listener: bool = True) -> Features:
