@@ -210,7 +210,7 @@ class _Parser:
         if real in self.state.done:
             return
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot include {target.text}: {getattr(exc, 'strerror', None) or exc}",
                              target) from None
