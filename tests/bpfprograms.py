@@ -27,6 +27,8 @@ REVEAL = assemble("st M[15]\n ld args[5].lo\n tax\n ld M[15]\n rsh x\n and #0xff
                   " or #ERRNO\n ret a", check=False, arch=abi.native_arch())
 CONST_EXITS = [ret(abi.SECCOMP_RET_ERRNO | (1000 + j)) for j in range(4)]
 REVEAL_SHIFTS = (0, 8, 16, 24)
+#: ALU operations seccomp accepts (all but mod).
+SECCOMP_ALU_OPS = [op for op in ALU_OPS.values() if op != BPF_MOD]
 
 
 def _straight(draw) -> Insn:
@@ -44,10 +46,10 @@ def _straight(draw) -> Insn:
     if kind == "neg":
         return Insn(BPF_ALU | BPF_NEG)
     if kind == "alux":
-        op = draw(st.sampled_from([op for op in ALU_OPS.values() if op != BPF_MOD]))
+        op = draw(st.sampled_from(SECCOMP_ALU_OPS))
         return Insn(BPF_ALU | op | BPF_X)
     if kind == "alu":
-        op = draw(st.sampled_from([op for op in ALU_OPS.values() if op != BPF_MOD]))
+        op = draw(st.sampled_from(SECCOMP_ALU_OPS))
         k = draw(constants)
         if op in (BPF_LSH, BPF_RSH):
             k %= 32
