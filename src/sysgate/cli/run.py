@@ -145,7 +145,7 @@ def build(args):
         if args.log:
             filt.flags["log"] = True
         return filt, (PolicyReporter() if filt.notifies else None), filt.handler_policy()
-    if getattr(args, "handlers", None) is not None and not (args.policy or args.profile):
+    if args.handlers is not None and not (args.policy or args.profile):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path:
