@@ -218,7 +218,7 @@ class Injection:
         except OSError:  # ENOENT: the caller is gone or was interrupted
             return
         if n.pid == self.tid:
-            notify.send_continue(listener, n.id)
+            notify.try_continue(listener, n.id)
         else:
             self.pending.append(n)
 

@@ -412,18 +412,11 @@ def _serve_until_exec(target: Target, status_r: int):
                 if msg is None:
                     target.pending.append(notif)
                     return None
-                _continue(target.listener, notif)
+                notify.try_continue(target.listener, notif.id)
                 return msg
-            _continue(target.listener, notif)
+            notify.try_continue(target.listener, notif.id)
         elif ready.get(target.listener, 0) & (select.POLLHUP | select.POLLERR):
             return _read_msg(status_r)
-
-
-def _continue(listener: int, notif: notify.RawNotification) -> None:
-    try:
-        notify.send_continue(listener, notif.id)
-    except OSError:
-        pass  # ENOENT: interrupted or gone
 
 
 def _finish_failed_exec(target: Target, status_r: int) -> None:
@@ -434,7 +427,7 @@ def _finish_failed_exec(target: Target, status_r: int) -> None:
         poller.register(target.listener, select.POLLIN)
         while target.pidfd not in dict(poller.poll()):
             try:
-                _continue(target.listener, notify.recv(target.listener))
+                notify.try_continue(target.listener, notify.recv(target.listener).id)
             except OSError:
                 pass
     target.wait()

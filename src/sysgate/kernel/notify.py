@@ -6,6 +6,7 @@ kernel's errno (ENOENT = the target is gone or its syscall was interrupted).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -45,6 +46,17 @@ def send(listener: int, notif_id: int, val: int = 0, error: int = 0, flags: int 
 def send_continue(listener: int, notif_id: int) -> None:
     """Let the kernel run the syscall (not a security decision: see seccomp_unotify(2))."""
     send(listener, notif_id, flags=abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+
+def try_continue(listener: int, notif_id: int) -> bool:
+    """:func:`send_continue`, False instead of an error when the caller is gone or was interrupted."""
+    try:
+        send_continue(listener, notif_id)
+        return True
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
 
 
 def id_valid(listener: int, notif_id: int) -> bool:
