@@ -250,14 +250,9 @@ class Assembler:
             return BPF_LD | size | mode, 0, 0, k
         if size != BPF_W:
             raise line.error(f"{op} takes [k] or [x + k], found {_shown(tok)}", tok)
-        if tok.text == "#":
-            k = self._immediate(line, allow_len=True)
-            return (BPF_LD | BPF_W | BPF_LEN, 0, 0, 0) if k is _LEN else (BPF_LD | BPF_IMM, 0, 0, k)
-        if tok.text in ("M", "m"):
-            return BPF_LD | BPF_MEM, 0, 0, self._memory(line)
-        if tok.text == "len":
-            line.next()
-            return BPF_LD | BPF_W | BPF_LEN, 0, 0, 0
+        register = self._register_load(BPF_LD, line)
+        if register:
+            return register
         if tok.kind == "name":
             return BPF_LD | BPF_W | BPF_ABS, 0, 0, self._field(line)
         raise line.error(f"ld takes #k, [k], [x + k], M[k], len or a seccomp_data field, found {_shown(tok)}",
@@ -288,16 +283,24 @@ class Assembler:
         except ValueError as exc:
             raise line.error(str(exc), tok) from None
 
-    def _load_x(self, line: _Line) -> tuple:
+    def _register_load(self, cls: int, line: _Line) -> tuple | None:
+        """``#k``, ``#len``, ``len`` or ``M[k]`` into A (``cls`` BPF_LD) or X (BPF_LDX); None otherwise."""
         tok = line.peek()
         if tok.text == "#":
             k = self._immediate(line, allow_len=True)
-            return (BPF_LDX | BPF_W | BPF_LEN, 0, 0, 0) if k is _LEN else (BPF_LDX | BPF_W | BPF_IMM, 0, 0, k)
+            return (cls | BPF_W | BPF_LEN, 0, 0, 0) if k is _LEN else (cls | BPF_W | BPF_IMM, 0, 0, k)
         if tok.text in ("M", "m"):
-            return BPF_LDX | BPF_W | BPF_MEM, 0, 0, self._memory(line)
+            return cls | BPF_W | BPF_MEM, 0, 0, self._memory(line)
         if tok.text == "len":
             line.next()
-            return BPF_LDX | BPF_W | BPF_LEN, 0, 0, 0
+            return cls | BPF_W | BPF_LEN, 0, 0, 0
+        return None
+
+    def _load_x(self, line: _Line) -> tuple:
+        register = self._register_load(BPF_LDX, line)
+        if register:
+            return register
+        tok = line.peek()
         if tok.kind == "num":
             return self._msh(line)
         raise line.error(f"ldx takes #k, M[k], #len or 4*([k]&0xf) (to load seccomp_data use ld, then tax), "
