@@ -21,12 +21,11 @@ def layout(root: Node) -> list[Line]:
     in programs too long for a jump to reach it, an extra pool is flushed (between two
     blocks, where execution never falls through) just before the oldest pending jump
     to a ``ret`` would lose reach."""
-    order = topological(root)
     if isinstance(root, Ret):
         return [Line(RET, root.k)]
     blocks: list[tuple[list[Line], Test]] = []
     head: dict[int, Line] = {}
-    for node in order:
+    for node in topological(root):
         if isinstance(node, Test):
             block = [Line(LD, node.word)]
             if node.mask is not None:
