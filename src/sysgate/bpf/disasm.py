@@ -38,7 +38,7 @@ def raw_text(insn: Insn) -> str:
 
 def insn_text(insn: Insn, arch: str | None = None, target: Callable[[int], str] = str) -> str:
     """One instruction as text; ``target(offset)`` spells a jump offset (default: the number)."""
-    arch = abi.canonical_arch(arch) if arch else abi.native_arch()
+    arch = abi.arch_or_native(arch)
     code, jt, jf, k = insn
     if code not in CLASSIC_OPCODES or (code in K_UNUSED and k) or ((jt or jf) and not insn.is_conditional):
         return raw_text(insn)
@@ -115,7 +115,7 @@ def disassemble(program: Iterable[Insn] | bytes, arch: str | None = None, annota
                 numbers: bool = False) -> str:
     """Program -> text starting with ``.arch``; ``numbers`` adds each instruction's index as a comment."""
     prog = as_program(program)
-    arch = abi.canonical_arch(arch) if arch else abi.native_arch()
+    arch = abi.arch_or_native(arch)
     labelled = _rendered_targets(prog, arch)
     notes = annotations(prog, arch) if annotate else {}
     lines = [f".arch {arch}"]

@@ -138,7 +138,7 @@ class Emulator:
     def __init__(self, program: Iterable[Insn] | bytes, arch: str | None = None):
         self.program = as_program(program)
         check(self.program)
-        self.arch = abi.canonical_arch(arch) if arch else abi.native_arch()
+        self.arch = abi.arch_or_native(arch)
         order = ">" if abi.is_big_endian(self.arch) else "<"
         self._layout = struct.Struct(f"{order}IIQ6Q")
         self._words = struct.Struct(f"{order}16I")

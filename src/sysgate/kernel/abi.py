@@ -204,6 +204,11 @@ def canonical_arch(name: str) -> str:
     return key
 
 
+def arch_or_native(name: str | None) -> str:
+    """:func:`canonical_arch` of ``name``, or the running kernel's architecture when it is empty/None."""
+    return canonical_arch(name) if name else native_arch()
+
+
 def is_big_endian(arch: str) -> bool:
     """True when the architecture's seccomp_data args are big-endian."""
     return not AUDIT_ARCH[canonical_arch(arch)] & AUDIT_ARCH_LE
