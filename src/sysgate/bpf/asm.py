@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .. import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from .insn import (BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_IMM, BPF_IND, BPF_JA, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
@@ -398,10 +399,7 @@ class Assembler:
 
     def _syscall(self, word: str, line: _Line, tok: Token) -> int:
         try:
-            from .. import syscalls
             return syscalls.resolve(self.arch, word)
-        except ImportError:
-            raise line.error("syscall names need sysgate.syscalls, which is not available", tok) from None
         except SysgateError as exc:
             raise line.error(str(exc), tok) from None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from .. import syscalls
+from ..errors import SysgateError
 from ..kernel import abi
 from .insn import (BPF_ABS, BPF_ALU, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_K,
                    BPF_LD, BPF_LDX, BPF_LEN, BPF_MEM, BPF_MISC, BPF_MSH, BPF_NEG, BPF_RET, BPF_ST, BPF_STX,
@@ -177,10 +179,7 @@ def _after(insn: Insn, state, arch: str):
 
 
 def _syscall_name(arch: str, nr: int) -> str | None:
-    from ..errors import SysgateError
-
     try:
-        from .. import syscalls
         return syscalls.name(arch, nr)
-    except (ImportError, AttributeError, SysgateError):  # module or table unavailable
+    except SysgateError:  # no table for this architecture
         return None

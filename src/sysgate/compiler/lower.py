@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import syscalls
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
 from .args import ArgLayout, ConditionCompiler
@@ -44,17 +45,11 @@ class ArchView:
     root: Node | None = None
 
 
-def _syscalls():
-    from .. import syscalls
-
-    return syscalls
-
-
 def resolve(arch: str, name: str) -> int | None:
     """The number of syscall ``name`` on ``arch`` as seccomp sees it (x32 with its bit set)."""
-    nr = _syscalls().number(arch, name)
+    nr = syscalls.number(arch, name)
     if nr is None and name[:1].isdigit():
-        nr = _syscalls().resolve(arch, name)
+        nr = syscalls.resolve(arch, name)
     if nr is not None and arch == "x32":
         nr |= X32_BIT
     return nr
@@ -63,7 +58,7 @@ def resolve(arch: str, name: str) -> int | None:
 def table_numbers(arch: str) -> set[int]:
     """Every syscall number of ``arch`` (x32 with its bit set)."""
     bit = X32_BIT if arch == "x32" else 0
-    return {nr | bit for nr in _syscalls().table(arch).values()}
+    return {nr | bit for nr in syscalls.table(arch).values()}
 
 
 def canonical_arches(arches: list[str]) -> list[str]:
