@@ -65,7 +65,7 @@ def id_valid(listener: int, notif_id: int) -> bool:
         fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(notif_id)), True)
         return True
     except OSError as exc:
-        if exc.errno == 2:  # ENOENT
+        if exc.errno == errno.ENOENT:
             return False
         raise
 
