@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import errno
-import json
 import os
 import signal
 import threading
@@ -12,6 +10,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from sysgate.forked import call_in_child
 from sysgate import install as inst
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.errors import SysgateError, UnsupportedError
@@ -42,30 +41,10 @@ def need_compiler():
 
 
 def run_in_child(fn):
-    """Run ``fn`` in a forked child. Returns (exit status as in subprocess, fn's JSON result)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 3
-        try:
-            os.close(r)
-            os.write(w, json.dumps(fn()).encode())
-            code = 0
-        except BaseException as exc:  # report the exception to the test
-            try:
-                os.write(w, json.dumps({"exception": type(exc).__name__, "message": str(exc),
-                                        "tid": getattr(exc, "tid", "-")}).encode())
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), (json.loads(data) if data else None)
+    """Run ``fn`` in a forked child. Returns (exit status as in subprocess, fn's JSON result);
+    an exception is reported to the test as its name, message and ``tid``."""
+    return call_in_child(fn, on_error=lambda exc: {"exception": type(exc).__name__, "message": str(exc),
+                                                    "tid": getattr(exc, "tid", "-")})
 
 
 @pytest.mark.parametrize("form", ["insns", "bytes"])

@@ -10,6 +10,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from sysgate.forked import call_in_child
 from sysgate import launch
 from sysgate.errors import SysgateError
 from sysgate.policy.parser import parse_policy
@@ -222,29 +223,18 @@ def test_replay_modified_handler_reports_differences(recording):
 def test_replay_needs_no_root(recording):
     """The same replay in a forked child that dropped to uid nobody."""
     header, records = load(recording["path"])
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            results = []
-            for handler in (guard, stricter_guard):
-                d = Dispatcher.for_recording(header)
-                d.on("openat", handler)
-                results.append(len(replay(records, d).differences))
-            os.write(w, json.dumps({"uid": os.geteuid(), "differences": results}).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 4096):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    assert json.loads(data) == {"uid": 65534, "differences": [0, 2]}
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        results = []
+        for handler in (guard, stricter_guard):
+            d = Dispatcher.for_recording(header)
+            d.on("openat", handler)
+            results.append(len(replay(records, d).differences))
+        return {"uid": os.geteuid(), "differences": results}
+
+    assert call_in_child(as_nobody) == (0, {"uid": 65534, "differences": [0, 2]})
 
 
 def test_replay_cli(recording, tmp_path):

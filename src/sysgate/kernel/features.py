@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 from dataclasses import dataclass, field
 
 from ..bpf.insn import pack, ret
+from ..forked import call_in_child
 from . import abi, sys as ksys
 
 
@@ -65,26 +65,12 @@ def probe_listener_ioctls(listener: int) -> dict[str, bool]:
 
 def _listener_ioctls() -> dict[str, bool]:
     """Create a throw-away listener in a forked child and probe its ioctls."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: install a notify-nothing filter with a listener, report results
-        code = 1
-        try:
-            os.close(r)
-            ksys.set_no_new_privs()
-            fd = ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
-            res = probe_listener_ioctls(fd)
-            os.write(w, json.dumps(res).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 4096):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data) if data else {}
+    def probe() -> dict[str, bool]:
+        ksys.set_no_new_privs()
+        return probe_listener_ioctls(
+            ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER))
+
+    return call_in_child(probe)[1] or {}
 
 
 def detect(probe_listener: bool = True) -> Features:
