@@ -59,6 +59,7 @@ from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
+from .fsmeta import MetadataCalls
 from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
@@ -291,14 +292,14 @@ def fd_path(fd: int) -> str:
 
 
 # --- the handler ----------------------------------------------------------------------
-class FsHandler(Handler):
+class FsHandler(MetadataCalls, Handler):
     """Path allow/deny rules for opens, stat/access/readlink and namespace changes, by emulation."""
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",
                 "access", "faccessat", "faccessat2", "readlink", "readlinkat",
                 "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
-                "symlink", "symlinkat", "link", "linkat")
+                "symlink", "symlinkat", "link", "linkat") + MetadataCalls.meta_syscalls
     blocking = True
 
     def __init__(self, rules=(), default: str = "deny", *, as_target: bool = True, deadline: float | None = None):
