@@ -111,3 +111,77 @@ def test_denied_paths_are_refused_by_every_call(deny_prog, tmp_path):
     assert (tmp_path / "boxed" / "secret.txt").read_text() == "data\n"
     native_refused = [line for line in native.splitlines() if not line.endswith((" ok", "ENODATA"))]
     assert native_refused == [], "the kernel alone allows all of it (these refusals are sysgate's)"
+
+
+CHDIR_ATTACK = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void T(const char *what, long r) { printf("%s %s\n", what, r < 0 ? strerrorname_np(errno) : "ok"); errno = 0; }
+static void probe(const char *how) {
+    char buf[4096]; struct stat st;
+    printf("-- %s\n", how);
+    T("open inside", syscall(SYS_openat, AT_FDCWD, "inside", O_RDONLY));
+    T("open dot", syscall(SYS_openat, AT_FDCWD, ".", O_RDONLY | O_DIRECTORY));
+    T("open dot path", syscall(SYS_openat, AT_FDCWD, ".", O_PATH));
+    T("stat inside", syscall(SYS_newfstatat, AT_FDCWD, "inside", &st, 0));
+    T("stat dot", syscall(SYS_newfstatat, AT_FDCWD, ".", &st, 0));
+    T("stat empty cwd", syscall(SYS_newfstatat, AT_FDCWD, "", &st, AT_EMPTY_PATH));
+    T("readlink link", syscall(SYS_readlinkat, AT_FDCWD, "link", buf, sizeof buf));
+    T("getxattr inside", syscall(SYS_getxattr, "inside", "user.k", buf, sizeof buf));
+    T("listxattr dot", syscall(SYS_listxattr, ".", buf, sizeof buf));
+    T("statfs dot", syscall(SYS_statfs, ".", buf));
+    T("chmod inside", syscall(SYS_chmod, "inside", 0777));
+    T("truncate inside", syscall(SYS_truncate, "inside", 0L));
+    T("mkdir new", syscall(SYS_mkdirat, AT_FDCWD, "new", 0777));
+    T("mknod new", syscall(SYS_mknodat, AT_FDCWD, "new2", S_IFIFO | 0600, 0));
+    int in = inotify_init1(0);
+    T("inotify dot", syscall(SYS_inotify_add_watch, in, ".", IN_ALL_EVENTS));
+    T("utimensat dot", syscall(SYS_utimensat, AT_FDCWD, ".", NULL, 0));
+    T("access inside", syscall(SYS_faccessat, AT_FDCWD, "inside", R_OK));
+    T("open dotdot", syscall(SYS_openat, AT_FDCWD, "../ok/allowed", O_RDONLY) >= 0 ? 0 : -1);
+    T("getcwd", syscall(SYS_getcwd, buf, sizeof buf) > 0 ? 0 : -1);
+}
+int main(int argc, char **argv) {
+    T("chdir", syscall(SYS_chdir, argv[1]));
+    probe("chdir");
+    T("chdir back", syscall(SYS_chdir, "/"));
+    T("fchdir inherited", syscall(SYS_fchdir, atoi(argv[2])));
+    probe("fchdir");
+    return 0;
+}
+"""
+
+
+def test_chdir_into_denied_dir_reaches_nothing(tmp_path):
+    """chdir/fchdir are CONTINUEd without a check: the attack is to move the cwd into a denied
+    directory (by path, or by an inherited fd) and use relative names, ``.``, AT_EMPTY_PATH on
+    AT_FDCWD: every one is refused, because ``fs`` resolves them from /proc/TID/cwd and checks the
+    real path reached. Only the allowed path (../ok/allowed) still opens."""
+    hidden, ok = tmp_path / "hidden", tmp_path / "ok"
+    hidden.mkdir()
+    ok.mkdir()
+    (hidden / "inside").write_text("secret")
+    os.setxattr(hidden / "inside", "user.k", b"v")
+    (hidden / "link").symlink_to("inside")
+    (ok / "allowed").write_text("fine")
+    prog = cprog(CHDIR_ATTACK)
+    fd = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        code, out = under_fs([prog, str(hidden), str(fd)], [f"allow read {tmp_path}", f"allow read {ok}/**"],
+                             pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    results = [line.split() for line in out.splitlines() if not line.startswith("--")]
+    allowed = {"chdir", "chdir back", "fchdir inherited", "open dotdot", "getcwd"}
+    assert code == 0 and len(results) == 2 * 19 + 3
+    assert all(r[-1] == "ok" for r in results if " ".join(r[:-1]) in allowed), out
+    assert all(r[-1] == "EACCES" for r in results if " ".join(r[:-1]) not in allowed), out
+    assert sorted(os.listdir(hidden)) == ["inside", "link"] and (hidden / "inside").read_text() == "secret"

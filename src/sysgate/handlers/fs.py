@@ -439,9 +439,11 @@ class FsHandler(MetadataCalls, Handler):
     def _lookup(self, n, creds, resolver, dirfd, address, flags, modes=("read",)) -> int:
         """Our O_PATH fd for a stat/access/readlink-style path argument; OSError(EACCES) if denied."""
         path = n.read_string(address) if address else b""
+        if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
+            path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
         if not path and flags & AT_EMPTY_PATH:
             # an fd the target already holds: reading its metadata needs no rule, linking it does
-            fd = os.dup(resolver.base_fd(AT_FDCWD)) if dirfd == AT_FDCWD else fetch_fd(n, dirfd, creds)
+            fd = fetch_fd(n, dirfd, creds)
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
         else:
