@@ -1,6 +1,7 @@
 /* Attacks on the fs rules through every path-taking call: argv[1] a read-only file, argv[2] a
  * denied file, argv[3] an allowed (rw) directory, argv[4] a symlink there to the denied file,
- * argv[5] an fd number of a denied directory inherited from before the sandbox. */
+ * argv[5] an fd number of a denied directory inherited from before the sandbox; with argv[6], also
+ * the calls that change the mount table or the root (not run natively). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +34,8 @@ static void writes(const char *what, const char *p) {
     T(what, "setxattrat", syscall(463, AT_FDCWD, p, 0, "user.x", &xa, sizeof xa));
     T(what, "removexattrat", syscall(466, AT_FDCWD, p, 0, "user.keep"));
     T(what, "truncate", syscall(SYS_truncate, p, 0L));
+    char fa[24] = {0};
+    T(what, "file_setattr", syscall(469, AT_FDCWD, p, fa, sizeof fa, 0));
     T(what, "utimes", syscall(SYS_utimes, p, tv));
     T(what, "utimensat", syscall(SYS_utimensat, AT_FDCWD, p, NULL, 0));
     T(what, "futimesat", syscall(SYS_futimesat, AT_FDCWD, p, NULL));
@@ -50,6 +53,7 @@ static void reads(const char *what, const char *p) {
     T(what, "getxattrat", syscall(464, AT_FDCWD, p, 0, "user.keep", &xg, sizeof xg));
     T(what, "listxattrat", syscall(465, AT_FDCWD, p, 0, buf, sizeof buf));
     T(what, "statfs", syscall(SYS_statfs, p, buf));
+    T(what, "file_getattr", syscall(468, AT_FDCWD, p, buf, 24, 0));
     int in = inotify_init1(0);
     T(what, "inotify_add_watch", syscall(SYS_inotify_add_watch, in, p, IN_ALL_EVENTS));
     int fan = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
@@ -84,5 +88,13 @@ int main(int argc, char **argv) {
     T("rw", "open_by_handle_at", syscall(SYS_open_by_handle_at, AT_FDCWD, &fh, O_RDONLY));
     char dbuf[4096];
     T("inherited", "getdents64", syscall(SYS_getdents64, inherited, dbuf, sizeof dbuf));
+    if (argc > 6) {   /* only under sysgate: natively, as root, these would change this machine */
+        T("rw", "open_tree clone", syscall(428, AT_FDCWD, rw, 1));
+        T("rw", "open_tree", syscall(428, AT_FDCWD, rw, 0));
+        T("rw", "chroot", syscall(SYS_chroot, rw));
+        T("rw", "mount bind", syscall(SYS_mount, secret, path, NULL, 4096 /* MS_BIND */, NULL));
+        T("rw", "umount2", syscall(SYS_umount2, rw, 0));
+        T("rw", "pivot_root", syscall(SYS_pivot_root, rw, rw));
+    }
     return 0;
 }

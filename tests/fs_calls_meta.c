@@ -213,6 +213,25 @@ int main(int argc, char **argv) {
 #endif
         close(f); close(d);
     }
+    /* file attributes by path (6.17) */
+    {
+        struct { uint64_t xflags; uint32_t extsize, nextents, projid, cowextsize; } fa;
+        char big[64];
+        memset(&fa, 0, sizeof fa);
+        T("file_getattr", syscall(468, AT_FDCWD, "f", &fa, sizeof fa, 0)); printf("  xflags=%llx\n", (unsigned long long)fa.xflags);
+        fa.xflags |= 0x80;   /* FS_XFLAG_NODUMP */
+        T("file_setattr", syscall(469, AT_FDCWD, "f", &fa, sizeof fa, 0));
+        memset(big, 0x55, sizeof big);
+        T("file_getattr big", syscall(468, AT_FDCWD, "f", big, sizeof big, 0));
+        printf("  xflags=%llx tail=%d\n", (unsigned long long)*(uint64_t *)big, big[40] + big[63]);
+        T("file_getattr small", syscall(468, AT_FDCWD, "f", big, 16, 0));
+        big[40] = 1;
+        T("file_setattr e2big", syscall(469, AT_FDCWD, "f", big, sizeof big, 0));
+        T("file_getattr badflags", syscall(468, AT_FDCWD, "f", &fa, sizeof fa, 0x2));
+        T("file_getattr lnk nofollow", syscall(468, AT_FDCWD, "lnk", &fa, sizeof fa, AT_SYMLINK_NOFOLLOW));
+        T("file_getattr missing", syscall(468, AT_FDCWD, "nope", &fa, sizeof fa, 0));
+        T("file_getattr empty_path", syscall(468, dirfd, "", &fa, sizeof fa, AT_EMPTY_PATH));
+    }
     /* inotify on the target's own instance */
     {
         int in = inotify_init1(IN_NONBLOCK);

@@ -58,8 +58,9 @@ def test_metadata_calls_match_the_kernel(meta_prog, tmp_path):
 
 
 WRITES = ["chmod", "fchmodat2", "chown", "fchownat", "setxattr", "removexattr", "setxattrat", "removexattrat",
-          "truncate", "utimes", "utimensat", "futimesat"]
-READS = ["getxattr", "listxattr", "getxattrat", "listxattrat", "statfs", "inotify_add_watch", "fanotify_mark"]
+          "truncate", "file_setattr", "utimes", "utimensat", "futimesat"]
+READS = ["getxattr", "listxattr", "getxattrat", "listxattrat", "statfs", "file_getattr",
+         "inotify_add_watch", "fanotify_mark"]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["x86_64", "i386"])
@@ -93,7 +94,7 @@ def test_denied_paths_are_refused_by_every_call(deny_prog, tmp_path):
     os.close(inherited)
     paths, rules, inherited = attack_tree(tmp_path / "boxed")
     try:
-        code, out = under_fs([prog, *paths, str(inherited)], rules, pass_fds=(inherited,))
+        code, out = under_fs([prog, *paths, str(inherited), "boxed"], rules, pass_fds=(inherited,))
     finally:
         os.close(inherited)
     got = dict((" ".join(line.split()[:-1]), line.split()[-1]) for line in out.splitlines())
@@ -104,7 +105,9 @@ def test_denied_paths_are_refused_by_every_call(deny_prog, tmp_path):
     expected |= {"rw mknod chr": "EPERM", "rw mknod blk": "EPERM", "rw mknod fifo": "ok", "secret mknod fifo": "EACCES",
                  "rw fanotify mount mark": "EPERM", "rw fanotify inode mark": "ok",
                  "rw name_to_handle_at": "EOPNOTSUPP", "rw open_by_handle_at": "EPERM",
-                 "inherited getdents64": "EACCES"}
+                 "inherited getdents64": "EACCES", "rw open_tree clone": "EPERM", "rw open_tree": "EPERM",
+                 "rw chroot": "EPERM",
+                 "rw mount bind": "EPERM", "rw umount2": "EPERM", "rw pivot_root": "EPERM"}
     assert code == 0 and got == expected
     assert not os.path.exists(tmp_path / "boxed" / "rw" / "dev")
     assert os.getxattr(tmp_path / "boxed" / "secret.txt", "user.keep") == b"k"

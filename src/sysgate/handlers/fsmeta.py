@@ -70,6 +70,7 @@ _IN_DONT_FOLLOW, _IN_ONLYDIR, _IN_MASK_ADD, _IN_MASK_CREATE = 0x02000000, 0x0100
 _IN_ALL_EVENTS = 0x00000FFF
 _FAN_MARK_DONT_FOLLOW, _FAN_MARK_ONLYDIR, _FAN_MARK_FLUSH = 0x04, 0x08, 0x80
 _FAN_MARK_TYPES = 0x10 | 0x100                # FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM (0x110: MNTNS)
+_FILE_ATTR_SIZE = 24                          # struct file_attr (FILE_ATTR_SIZE_VER0)
 _STATFS_NATIVE = struct.Struct("=7Q2i3Q4Q")   # x86_64 struct statfs: longs, then fsid, 120 bytes
 _HIGH32 = 0xFFFFFFFF00000000
 _DENTS_MAX = 1 << 20                      # a getdents buffer larger than this is served in part
@@ -91,6 +92,14 @@ ABI = {
     "i386": AbiLayout("i", struct.Struct("=7I2i3I4I"), struct.Struct("=2I5Q2i3I4I"),
                       frozenset({"chown", "lchown"})),
 }
+
+#: path-taking calls a sandbox never lets through: they change what a path names (mount table,
+#: root) or act on files system-wide. EPERM is the kernel's own answer to a caller without the
+#: capability, so programs already handle it.
+#: ``open_tree`` without OPEN_TREE_CLONE is only an O_PATH open, but an O_PATH fd cannot be injected
+#: (SECCOMP_IOCTL_NOTIF_ADDFD takes its file with fget(), which skips O_PATH files: EBADF).
+REFUSED = ("chroot", "pivot_root", "mount", "umount", "umount2", "move_mount", "fspick", "mount_setattr",
+           "open_tree", "open_tree_attr", "acct", "swapon", "swapoff", "quotactl", "uselib")
 
 #: calls whose allowed case ends in CONTINUE after the path was checked: the guarantee is weaker
 #: (the policy layer can warn). Everything else is emulated or refused.
@@ -124,7 +133,8 @@ class MetadataCalls:
                      "truncate", "truncate64", "statfs", "statfs64",
                      "utime", "utimes", "futimesat", "utimensat", "utimensat_time64",
                      "mknod", "mknodat", "getdents", "getdents64", "inotify_add_watch", "fanotify_mark",
-                     "name_to_handle_at", "open_by_handle_at", "chdir", "fchdir", "execve", "execveat")
+                     "name_to_handle_at", "open_by_handle_at", "chdir", "fchdir", "execve", "execveat",
+                     "file_getattr", "file_setattr") + REFUSED
     weak_guarantees = WEAK
 
     # --- helpers
@@ -447,7 +457,44 @@ class MetadataCalls:
             raise OSError(errno.EACCES, "denied by the fs rules")
         return obj
 
+    # --- file attributes (FS_IOC_FS[GS]ETXATTR by path, 6.17+)
+    def _file_getattr(self, n, creds, resolver):
+        return self._do_file_attr(n, creds, resolver, "file_getattr")
+
+    def _file_setattr(self, n, creds, resolver):
+        return self._do_file_attr(n, creds, resolver, "file_setattr")
+
+    def _do_file_attr(self, n, creds, resolver, name):
+        """``struct file_attr`` by path; the kernel refuses O_PATH fds here, so the call goes to
+        ``/proc/self/fd/N`` of our checked fd (which it follows to exactly that object)."""
+        a = n.args
+        buf, usize, at_flags = a[2], a[3], a[4] & 0xFFFFFFFF
+        if at_flags & ~_AT_PATH_FLAGS:
+            return Reply.errno(errno.EINVAL)
+        if usize > 4096:
+            return Reply.errno(errno.E2BIG)
+        if usize < _FILE_ATTR_SIZE:
+            return Reply.errno(errno.EINVAL)
+        setting = name == "file_setattr"
+        if setting:
+            raw = read_exact(n, buf, usize)
+            if any(raw[_FILE_ATTR_SIZE:]):
+                return Reply.errno(errno.E2BIG)
+        out = ctypes.create_string_buffer(raw[:_FILE_ATTR_SIZE] if setting else _FILE_ATTR_SIZE)
+        fd = self._object(n, creds, resolver, (0, 1, 4, 0), ("write",) if setting else ("read",))
+        try:
+            ksys.raw_syscall(name, ctypes.c_int(AT_FDCWD), ctypes.c_char_p(b"/proc/self/fd/%d" % fd), out,
+                             ctypes.c_size_t(_FILE_ATTR_SIZE), ctypes.c_uint(0))
+        finally:
+            os.close(fd)
+        if not setting:     # copy_struct_to_user: a larger user struct gets zeros after ours
+            write_memory(n, buf, out.raw[:_FILE_ATTR_SIZE] + bytes(min(usize, 4096) - _FILE_ATTR_SIZE))
+        return Reply.value(0)
+
     # --- refused, continued
+    def _refused(self, n, creds, resolver):
+        return Reply.errno(errno.EPERM)
+
     def _name_to_handle_at(self, n, creds, resolver):
         return Reply.errno(errno.EOPNOTSUPP)
 
@@ -561,6 +608,8 @@ def _install_variants():
                        "utimensat": ((0, 1, 3, 0), 2, "timespec"),
                        "utimensat_time64": ((0, 1, 3, 0), 2, "timespec64")},
     }
+    for name in REFUSED:
+        setattr(MetadataCalls, "_" + name, MetadataCalls._refused)
     for method, table in tables.items():
         for name, spec in table.items():
             def call(self, n, creds, resolver, _method=method, _spec=spec):
