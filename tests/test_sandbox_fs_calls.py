@@ -289,3 +289,41 @@ def test_exec_path_race_is_the_documented_limit(tmp_path):
     assert set(counts) <= {"A", "D", "EACCES"} and sum(counts.values()) == trials, counts
     print(f"exec race over {trials} trials: {counts}")
     assert counts.get("D", 0) > 0, counts
+
+
+@pytest.fixture
+def public_tmp():
+    """A directory an unprivileged user can reach (pytest's tmp_path parents are 0700)."""
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="sysgate-fscalls-")
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def test_unprivileged_target_gets_its_own_answers(meta_prog, public_tmp):
+    """The same battery as uid 65534 without capabilities: the supervisor works with the target's
+    fsuid/fsgid (chown and foreign chmod fail with EPERM), and never lends it its own
+    CAP_SYS_ADMIN: trusted.* xattrs are refused, hidden from listxattr, exactly as the kernel does."""
+    import pathlib
+
+    outs = []
+    for name in ("native", "boxed"):
+        tree = make_tree(pathlib.Path(public_tmp) / name)
+        for path in (tree, tree / "dir", tree / "f", tree / "fifo0"):
+            os.chown(path, 65534, 65534)
+        os.lchown(tree / "lnk", 65534, 65534)
+        os.setxattr(tree / "f", "trusted.root", b"only-root")     # set by root before the run
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", meta_prog, str(tree)]
+        if name == "native":
+            outs.append(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+        else:
+            code, out = under_fs(argv, [f"allow rw {tree}/**", f"allow read {public_tmp}"])
+            outs.append(out)
+            assert code == 0
+        assert os.getxattr(tree / "f", "trusted.root") == b"only-root"
+    assert outs[1] == outs[0]
+    assert "setxattr trusted           -1 EPERM" in outs[1] and "chown                      -1 EPERM" in outs[1]
+    assert "name=trusted" not in outs[1]
