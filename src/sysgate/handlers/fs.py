@@ -27,9 +27,9 @@ Calls and how they are served:
 * ``link``, ``linkat``: the existing file must be allowed for read *and* write (a new name
   for it must not widen access), the new name for write.
 
-Not covered (let the policy allow or deny them): ``execve`` (the kernel opens the
-binary itself), ``chmod``/``chown``/``truncate``/``utimensat``/xattrs, ``mknod`` (see
-:mod:`.container`), and fd-based calls, which act on files already opened through here.
+Every other path-taking call (chmod, chown, xattrs, truncate, statfs, utimes, mknod,
+getdents, watches, exec, chdir, handles, mount calls…) is served by the mixin in
+:mod:`.fsmeta`, whose docstring says how; fd-based calls act on files already opened here.
 
 Denied paths fail with ``EACCES``. Opening a FIFO blocks a worker thread until the other
 end opens, as it would block the target; past the handler deadline (``deadline``, else

@@ -1,8 +1,8 @@
 """The rest of the path-taking syscalls for ``fs``: a mixin of :class:`~.fs.FsHandler`.
 
 Same model as the open/stat family: the path is read **once**, resolved by the supervisor
-(:meth:`FsHandler._lookup`, :meth:`FsHandler._changed`), the rules are checked on the
-object actually reached, and the supervisor does the work on its own fd, as the target
+(:meth:`FsHandler._lookup`, :meth:`FsHandler._in_parent`), the rules are checked on the object
+actually reached, and the supervisor does the work on its own fd, as the target
 (fsuid/fsgid/groups), then copies results into the target's buffers. Per call:
 
 ========================================  ==========  =============================================
@@ -15,19 +15,22 @@ lchown32 (i386 chown/lchown: 16-bit ids)
 setxattrat, removexattrat                             fds); ``trusted.*``/``security.*`` need the
 [l]getxattr, [l]listxattr,                read        target's own CAP_SYS_ADMIN (CAP_SETFCAP for
 getxattrat, listxattrat                               ``security.capability``), not the supervisor's
+file_getattr / file_setattr               read/write  on ``/proc/self/fd/N`` likewise
 truncate, i386 truncate64                 write       regular files only; ``O_WRONLY`` reopen + ftruncate
 statfs, i386 statfs64                     read        fstatfs on our fd; i386 layouts from :data:`ABI`
 utime, utimes, futimesat, utimensat,      write       ``utimensat(fd, "", times, AT_EMPTY_PATH)``; a NULL
 i386 utimensat_time64                                 path with a dirfd is futimens on the target's fd
 mknod, mknodat                            write       files, FIFOs, sockets made in the checked parent;
-                                          (new name)  device nodes: always EPERM (see :meth:`_mknodat`)
-getdents, getdents64                      read        x86_64: run on our pidfd_getfd duplicate (the open
-                                                      file description, hence the offset, is shared)
+                                          (new name)  device nodes: always EPERM (see :meth:`_do_mknod`)
+getdents, getdents64                      read (fd)   x86_64: run on our pidfd_getfd duplicate (the open
+                                                      file description, hence the offset, is shared);
+                                                      i386: CONTINUE after the check (:data:`WEAK`)
 inotify_add_watch                         read        added to the target's own instance through a
                                                       pidfd_getfd duplicate; the wd is returned
 fanotify_mark                             read        inode marks likewise; mount/filesystem marks EPERM
 name_to_handle_at                         --          EOPNOTSUPP (callers fall back to paths)
 open_by_handle_at                         --          EPERM: a handle names an inode without a path
+:data:`REFUSED` (chroot, mount calls...)  --          EPERM
 chdir, fchdir                             --          CONTINUE without reading anything (no decision)
 execve, execveat                          read        refused when denied; allowed ones CONTINUE:
                                                       **a weaker guarantee**, see :data:`WEAK`
@@ -38,10 +41,18 @@ Left to the kernel (not routed): calls on fds the target already holds (``fchmod
 through ``fs`` (checked), inherited from before the sandbox, or received over a socket.
 
 Why chdir/fchdir may CONTINUE: no memory is read and nothing is decided. Moving the cwd
-grants nothing: every later relative path is resolved by ``fs`` from ``/proc/TID/cwd`` and
-checked by the real path of what it reaches, and listing needs an fd, which needs an open
-(``tests/test_sandbox_fs_calls.py::test_chdir_into_denied_dir_reaches_nothing``). What it
-reveals is what the kernel's own answer reveals: that the directory exists and is searchable.
+grants nothing: every later relative path (and AT_EMPTY_PATH on AT_FDCWD) is resolved by
+``fs`` from ``/proc/TID/cwd`` and checked by the real path of what it reaches, and listing
+needs an fd, which needs an open (``tests/test_sandbox_fs_calls.py::
+test_chdir_into_denied_dir_reaches_nothing``). What it reveals is what the kernel's own answer
+reveals: that the directory exists and is searchable.
+
+Exec is the one real gap: the kernel opens the binary (and the ELF or ``#!`` interpreter) itself,
+reading the path again after our check. No condition visible from outside (one thread, say)
+proves that nobody can rewrite the buffer meanwhile: another process may share the memory
+(CLONE_VM, a MAP_SHARED mapping, /proc/PID/mem). So a denied binary is refused (that needs no
+CONTINUE) and an allowed one is CONTINUEd, listed in :data:`WEAK` for the policy layer to warn
+about; Landlock's EXECUTE right is the kernel-enforced guard.
 """
 from __future__ import annotations
 
