@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -327,3 +328,36 @@ def test_unprivileged_target_gets_its_own_answers(meta_prog, public_tmp):
     assert outs[1] == outs[0]
     assert "setxattr trusted           -1 EPERM" in outs[1] and "chown                      -1 EPERM" in outs[1]
     assert "name=trusted" not in outs[1]
+
+
+def test_every_routed_call_has_a_method_and_is_registered_on_both_abis():
+    """The routing table: each name exists on x86_64 or i386 and has a ``_name`` method;
+    ``install`` registers compat-only names (i386 chown32, truncate64, statfs64…) too."""
+    from sysgate.supervisor import Supervisor
+
+    fs = FsHandler([])
+    assert len(set(fs.syscalls)) == len(fs.syscalls)
+    for name in fs.syscalls:
+        assert any(syscalls.number(a, name) is not None for a in ARCHES), name
+        assert callable(getattr(fs, "_" + name)), name
+    assert set(fs.weak_guarantees) == {"execve", "execveat", "getdents", "getdents64"}
+    sup = Supervisor()
+    try:
+        fs.install(sup)
+        registered = set(sup.group("*").handlers)
+    finally:
+        sup.close()
+    assert {"chown32", "lchown32", "truncate64", "statfs64", "utimensat_time64", "umount"} <= registered
+    assert registered == {s for s in fs.syscalls if any(syscalls.number(a, s) is not None for a in ARCHES)}
+
+
+def test_handler_check_warns_about_continued_calls(tmp_path):
+    """``sysgate handlers --policy`` names the calls fs lets the kernel finish (exec), and only those
+    the policy routes to it."""
+    policy = tmp_path / "p.policy"
+    policy.write_text("default: allow\nopenat, execve: notify(fs)\n")
+    out = subprocess.run([sys.executable, "-m", "sysgate", "handlers", "--policy", str(policy), "--config",
+                          '{"fs": {"rules": ["allow read /usr/**"]}}'], capture_output=True, text=True)
+    assert out.returncode == 0
+    warnings = [line for line in out.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "finish execve after its check" in warnings[0]

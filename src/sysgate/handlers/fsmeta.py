@@ -114,15 +114,12 @@ REFUSED = ("chroot", "pivot_root", "mount", "umount", "umount2", "move_mount", "
 
 #: calls whose allowed case ends in CONTINUE after the path was checked: the guarantee is weaker
 #: (the policy layer can warn). Everything else is emulated or refused.
-WEAK = {
-    "execve": "the kernel opens the binary itself: the path was checked, but another thread (or a process "
-              "sharing the memory) can rewrite the path buffer between the check and the kernel's read and "
-              "exec a binary the rules deny but the kernel's permissions allow; Landlock EXECUTE is the real guard",
-    "execveat": "as execve",
-    "getdents": "i386 only: the fd's directory was checked, but a thread sharing the fd table can dup2 another "
-                "directory fd (inherited, or received over SCM_RIGHTS) onto that number before the kernel runs",
-    "getdents64": "as getdents",
-}
+_EXEC_RACE = ("the kernel opens the binary itself: the path was checked, but another thread (or a process "
+              "sharing the memory) can rewrite the path buffer before the kernel reads it again and exec a binary "
+              "the rules deny (the kernel's own permissions still apply); Landlock EXECUTE is the real guard")
+_DENTS_RACE = ("i386 only: the directory behind the fd was checked, but a thread sharing the fd table can dup2 "
+               "another directory fd (inherited, or received over SCM_RIGHTS) onto that number before the kernel runs")
+WEAK = {"execve": _EXEC_RACE, "execveat": _EXEC_RACE, "getdents": _DENTS_RACE, "getdents64": _DENTS_RACE}
 
 
 def _signed64(value: int) -> int:
