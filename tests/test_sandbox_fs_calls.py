@@ -361,3 +361,32 @@ def test_handler_check_warns_about_continued_calls(tmp_path):
     assert out.returncode == 0
     warnings = [line for line in out.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "finish execve after its check" in warnings[0]
+
+
+def test_exec_of_proc_self_exe_is_the_targets_own_binary(tmp_path):
+    """Re-exec through /proc/self/exe (a magic link the resolver refuses to follow: ELOOP) is checked
+    as the target's own binary where it is now: allowed in place; refused once the program moved
+    its binary into a write-only directory."""
+    src = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (strcmp(argv[1], "again") == 0) { printf("again\n"); return 0; }
+    if (argc > 2 && rename(argv[0], argv[2]) != 0) { printf("rename %s\n", strerrorname_np(errno)); return 1; }
+    char *args[] = { "x", "again", NULL };
+    execv("/proc/self/exe", args);
+    printf("%s\n", strerrorname_np(errno));
+    return 1;
+}
+"""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "drop").mkdir()
+    prog = str(tmp_path / "bin" / "prog")
+    os.link(cprog(src), prog)
+    rules = [f"allow rw {tmp_path}/bin/**", f"allow write {tmp_path}/drop/**"]
+    assert under_fs([prog, "first"], rules)[1] == "again\n"
+    assert under_fs([prog, "first", f"{tmp_path}/drop/prog"], rules)[1] == "EACCES\n"
+    assert os.path.exists(f"{tmp_path}/drop/prog")

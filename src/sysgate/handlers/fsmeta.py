@@ -71,14 +71,14 @@ from .target import AT_FDCWD, fetch_fd, read_exact, signed32, write_memory
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = 0x1000, 0x100
 _AT_PATH_FLAGS = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
 _AT_EXECVE_CHECK = 0x10000
-CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETFCAP = 27, 21, 31
+CAP_SYS_ADMIN, CAP_SETFCAP = 21, 31
 XATTR_SIZE_MAX = XATTR_LIST_MAX = 65536
 XATTR_NAME_MAX = 255
 _XATTR_CREATE, _XATTR_REPLACE = 1, 2
 _XATTR_ARGS = struct.Struct("=QII")           # struct xattr_args {u64 value; u32 size; u32 flags}
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 _IN_DONT_FOLLOW, _IN_ONLYDIR, _IN_MASK_ADD, _IN_MASK_CREATE = 0x02000000, 0x01000000, 0x20000000, 0x10000000
-_IN_ALL_EVENTS = 0x00000FFF
+_IN_ALL_BITS = 0xF700EFFF                     # ALL_INOTIFY_BITS: events and flags
 _FAN_MARK_DONT_FOLLOW, _FAN_MARK_ONLYDIR, _FAN_MARK_FLUSH = 0x04, 0x08, 0x80
 _FAN_MARK_TYPES = 0x10 | 0x100                # FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM (0x110: MNTNS)
 _FILE_ATTR_SIZE = 24                          # struct file_attr (FILE_ATTR_SIZE_VER0)
@@ -398,7 +398,7 @@ class MetadataCalls:
     # --- watches
     def _inotify_add_watch(self, n, creds, resolver):
         fd, address, mask = signed32(n.args[0]), n.args[1], n.args[2] & 0xFFFFFFFF
-        if not mask & _IN_ALL_EVENTS or mask & _IN_MASK_ADD and mask & _IN_MASK_CREATE:
+        if not mask & _IN_ALL_BITS or mask & _IN_MASK_ADD and mask & _IN_MASK_CREATE:
             return Reply.errno(errno.EINVAL)
         group = fetch_fd(n, fd, creds)
         try:
@@ -524,8 +524,17 @@ class MetadataCalls:
         return self._do_exec(n, creds, resolver, signed32(n.args[0]), n.args[1], flags & _AT_PATH_FLAGS)
 
     def _do_exec(self, n, creds, resolver, dirfd, address, flags):
-        """Refuse a denied binary (EACCES); an allowed one runs by CONTINUE (:data:`WEAK`)."""
-        fd = self._lookup(n, creds, resolver, dirfd, address, flags)
+        """Refuse a denied binary (EACCES); an allowed one runs by CONTINUE (:data:`WEAK`).
+        ``/proc/self/exe`` (a magic link our resolver does not follow) is the target's own binary."""
+        path = n.read_string(address) if address else b""
+        if resolver.target_path(path) in (b"/proc/%d/exe" % creds.tgid, b"/proc/%d/task/%d/exe" % (creds.tgid, n.pid)):
+            fd = os.open(f"/proc/{n.pid}/exe", os.O_PATH | os.O_CLOEXEC)
+            n.check_valid()
+        elif not path and flags & AT_EMPTY_PATH:
+            fd = fetch_fd(n, dirfd, creds)       # fexecve: what the fd is, not where it came from
+        else:
+            nofollow = os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0
+            fd = resolver.open(dirfd, path, os.O_PATH | os.O_CLOEXEC | nofollow)
         try:
             if fd_is_path(fd) and not self.check(resolver, fd, ("read",)):
                 return Reply.errno(errno.EACCES)
