@@ -96,6 +96,12 @@ class AbiLayout:
     statfs64: struct.Struct | None      # struct statfs64 (statfs64(2): i386 only, size checked)
     uid16: frozenset            # calls whose uid/gid arguments are 16-bit (old_uid_t)
 
+    @property
+    def bits32(self) -> bool:
+        """A 32-bit ABI: 64-bit arguments come split over two registers, and time64 structs'
+        tv_nsec is read as its low 32 bits (the kernel's in_compat_syscall() rules)."""
+        return self.long == "i"
+
 
 ABI = {
     "x86_64": AbiLayout("q", _STATFS_NATIVE, None, frozenset()),
@@ -120,6 +126,14 @@ _EXEC_RACE = ("the kernel opens the binary itself: the path was checked, but ano
 _DENTS_RACE = ("i386 only: the directory behind the fd was checked, but a thread sharing the fd table can dup2 "
                "another directory fd (inherited, or received over SCM_RIGHTS) onto that number before the kernel runs")
 WEAK = {"execve": _EXEC_RACE, "execveat": _EXEC_RACE, "getdents": _DENTS_RACE, "getdents64": _DENTS_RACE}
+
+
+def abi_layout(n) -> AbiLayout:
+    """The layouts of ``n``'s ABI; OSError(ENOSYS) for one not described here (x32…)."""
+    layout = ABI.get(n.arch)
+    if layout is None:
+        raise OSError(errno.ENOSYS, f"no {n.arch} layouts")
+    return layout
 
 
 def _signed64(value: int) -> int:
@@ -173,7 +187,7 @@ class MetadataCalls:
 
     def _do_chown(self, n, creds, resolver, spec):
         uid, gid = (n.args[i] & 0xFFFFFFFF for i in spec[-2:])
-        if n.syscall in ABI[n.arch].uid16:   # old_uid_t: 0xFFFF means "unchanged", like -1
+        if n.syscall in abi_layout(n).uid16:   # old_uid_t: 0xFFFF means "unchanged", like -1
             uid, gid = ((v & 0xFFFF) if v & 0xFFFF != 0xFFFF else 0xFFFFFFFF for v in (uid, gid))
         fd = self._object(n, creds, resolver, spec[:-2], ("write",))
         try:
@@ -271,7 +285,7 @@ class MetadataCalls:
                 return Reply.errno(errno.EISDIR)
             if not _stat.S_ISREG(mode):
                 return Reply.errno(errno.EINVAL)   # and a FIFO is never opened
-            wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+            wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
         finally:
             os.close(fd)
         try:
@@ -281,7 +295,7 @@ class MetadataCalls:
         return Reply.value(0)
 
     def _truncate(self, n, creds, resolver):
-        length = _signed64(n.args[1]) if ABI[n.arch].long == "q" else signed32(n.args[1])
+        length = signed32(n.args[1]) if abi_layout(n).bits32 else _signed64(n.args[1])
         return self._do_truncate(n, creds, resolver, length)
 
     def _truncate64(self, n, creds, resolver):
@@ -296,15 +310,15 @@ class MetadataCalls:
             os.close(fd)
         fields = _STATFS_NATIVE.unpack(out.raw)
         if layout is not _STATFS_NATIVE:
-            fields = _compat_statfs(fields, wide=layout is ABI[n.arch].statfs64)
+            fields = _compat_statfs(fields, wide=layout is abi_layout(n).statfs64)
         write_memory(n, buf, layout.pack(*fields))
         return Reply.value(0)
 
     def _statfs(self, n, creds, resolver):
-        return self._do_statfs(n, creds, resolver, ABI[n.arch].statfs, n.args[1])
+        return self._do_statfs(n, creds, resolver, abi_layout(n).statfs, n.args[1])
 
     def _statfs64(self, n, creds, resolver):
-        layout = ABI[n.arch].statfs64
+        layout = abi_layout(n).statfs64
         if layout is None:
             return Reply.errno(errno.ENOSYS)
         if n.args[1] != layout.size:
@@ -419,7 +433,7 @@ class MetadataCalls:
 
     def _fanotify_mark(self, n, creds, resolver):
         a = n.args
-        if n.arch == "i386":     # mask split over two registers: (fd, flags, lo, hi, dirfd, path)
+        if abi_layout(n).bits32:     # mask split over two registers: (fd, flags, lo, hi, dirfd, path)
             fd, flags, mask, dirfd, address = signed32(a[0]), a[1] & 0xFFFFFFFF, _wide(n, 2, 3), signed32(a[4]), a[5]
         else:
             fd, flags, mask, dirfd, address = signed32(a[0]), a[1] & 0xFFFFFFFF, a[2], signed32(a[3]), a[4]
@@ -584,7 +598,7 @@ def _read_times(n, address, kind):
     utimbuf, timeval, timespec (ABI longs) or timespec64."""
     if not address:
         return None
-    word = "q" if kind == "timespec64" else ABI[n.arch].long
+    word = "q" if kind == "timespec64" else abi_layout(n).long
     pair = struct.Struct("=" + word * (2 if kind == "utimbuf" else 4))
     values = list(pair.unpack(read_exact(n, address, pair.size)))
     if kind == "utimbuf":
@@ -593,7 +607,7 @@ def _read_times(n, address, kind):
         if not all(0 <= us < 1_000_000 for us in values[1::2]):
             raise OSError(errno.EINVAL, "tv_usec out of range")
         return [values[0], values[1] * 1000, values[2], values[3] * 1000]
-    if kind == "timespec64" and n.arch != "x86_64":
+    if kind == "timespec64" and abi_layout(n).bits32:
         values[1::2] = [v & 0xFFFFFFFF for v in values[1::2]]   # compat: tv_nsec's high half ignored
     return values
 
