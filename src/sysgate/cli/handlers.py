@@ -1,6 +1,8 @@
 """``sysgate handlers``: the built-in notification handlers, and checking a handler config."""
 from __future__ import annotations
 
+import sys
+
 
 def register(sub) -> None:
     p = sub.add_parser("handlers", help="list the built-in notify(NAME) handlers, or check a handler config",
@@ -26,6 +28,11 @@ def run(args) -> int:
         for name, handler in built.handlers.items():
             audited = " (audited)" if getattr(handler, "inner", None) is not None else ""
             print(f"{name}{audited}: {', '.join(handler.syscalls) or 'every notified syscall'}")
+            notified = set(_notified(policy, name)) if policy is not None else set(handler.syscalls)
+            for syscall, why in getattr(handler, "weak_guarantees", {}).items():
+                if syscall in notified:
+                    print(f"sysgate: warning: {name} lets the kernel finish {syscall} after its check: {why}",
+                          file=sys.stderr)
         built.summary = False
         built.finish()
         return 0
@@ -39,4 +46,11 @@ def run(args) -> int:
         print(f"{row['name']:<10} {row['summary']}")
         print(f"{'':<10} syscalls: {', '.join(row['syscalls']) or 'any (audits what it is given)'}")
         print(f"{'':<10} options:  {', '.join(row['options']) or 'none'}")
+        if row["weaker"]:
+            print(f"{'':<10} weaker:   {', '.join(row['weaker'])} (checked, then CONTINUE)")
     return 0
+
+
+def _notified(policy, handler: str) -> list[str]:
+    """The syscalls ``policy`` notifies to ``handler``."""
+    return [s for s, names in policy.handler_routes().items() if handler in names]

@@ -27,9 +27,9 @@ Calls and how they are served:
 * ``link``, ``linkat``: the existing file must be allowed for read *and* write (a new name
   for it must not widen access), the new name for write.
 
-Not covered (let the policy allow or deny them): ``execve`` (the kernel opens the
-binary itself), ``chmod``/``chown``/``truncate``/``utimensat``/xattrs, ``mknod`` (see
-:mod:`.container`), and fd-based calls, which act on files already opened through here.
+Every other path-taking call (chmod, chown, xattrs, truncate, statfs, utimes, mknod,
+getdents, watches, exec, chdir, handles, mount calls…) is served by the mixin in
+:mod:`.fsmeta`, whose docstring says how; fd-based calls act on files already opened here.
 
 Denied paths fail with ``EACCES``. Opening a FIFO blocks a worker thread until the other
 end opens, as it would block the target; past the handler deadline (``deadline``, else
@@ -59,6 +59,7 @@ from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
+from .fsmeta import MetadataCalls
 from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
 
 EACCES = Reply.errno(errno.EACCES)
@@ -291,14 +292,14 @@ def fd_path(fd: int) -> str:
 
 
 # --- the handler ----------------------------------------------------------------------
-class FsHandler(Handler):
+class FsHandler(MetadataCalls, Handler):
     """Path allow/deny rules for opens, stat/access/readlink and namespace changes, by emulation."""
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",
                 "access", "faccessat", "faccessat2", "readlink", "readlinkat",
                 "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
-                "symlink", "symlinkat", "link", "linkat")
+                "symlink", "symlinkat", "link", "linkat") + MetadataCalls.meta_syscalls
     blocking = True
 
     def __init__(self, rules=(), default: str = "deny", *, as_target: bool = True, deadline: float | None = None):
@@ -438,9 +439,11 @@ class FsHandler(Handler):
     def _lookup(self, n, creds, resolver, dirfd, address, flags, modes=("read",)) -> int:
         """Our O_PATH fd for a stat/access/readlink-style path argument; OSError(EACCES) if denied."""
         path = n.read_string(address) if address else b""
+        if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
+            path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
         if not path and flags & AT_EMPTY_PATH:
             # an fd the target already holds: reading its metadata needs no rule, linking it does
-            fd = os.dup(resolver.base_fd(AT_FDCWD)) if dirfd == AT_FDCWD else fetch_fd(n, dirfd, creds)
+            fd = fetch_fd(n, dirfd, creds)
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
         else:

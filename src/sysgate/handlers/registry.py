@@ -122,7 +122,8 @@ def names() -> list[str]:
 
 
 def describe() -> list[dict]:
-    """Every registered handler: name, one-line summary, syscalls it answers, config options."""
+    """Every registered handler: name, one-line summary, syscalls it answers, config options, and
+    ``weaker``: syscalls it lets the kernel finish after a check (CONTINUE), with why."""
     rows = []
     for name in names():
         factory, options = _FACTORIES[name]
@@ -130,7 +131,8 @@ def describe() -> list[dict]:
         doc = (type(handler).__doc__ or "").strip().splitlines()[0]
         doc = re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
         rows.append({"name": name, "summary": doc,
-                     "syscalls": list(handler.syscalls), "options": list(_AUDIT_OPTIONS if name == "audit" else options)})
+                     "syscalls": list(handler.syscalls), "options": list(_AUDIT_OPTIONS if name == "audit" else options),
+                     "weaker": dict(getattr(handler, "weak_guarantees", {}))})
         handler.close()
     return rows
 
