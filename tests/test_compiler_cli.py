@@ -236,3 +236,17 @@ def test_c_header_names_compile_the_policy_and_the_arches(policy_file):
 def test_explain_is_unaffected_by_notify_routes(notify_policy):
     out = sysgate("explain", str(notify_policy), "uname").stdout.decode()
     assert out.startswith(f"uname() -> notify(identity) by rule at {notify_policy}:5 (")
+
+
+def test_compile_warns_when_a_32_bit_arch_compares_only_the_low_word(tmp_path):
+    path = tmp_path / "w.policy"
+    path.write_text("default: allow\narch: x86_64, i386\nlseek: u64(arg1) == 0x100000002 -> errno(EINVAL)\n"
+                    "lseek: u64(arg1) == -1 -> errno(EINVAL)\n")
+    out = tmp_path / "w.bpf"
+    proc = sysgate("compile", str(path), "--arch", "i386", "-o", str(out))
+    assert _warnings(proc.stderr) == [f"warning: {path}:3: lseek: arguments are 32 bits on i386: the constant "
+                                      f"0x100000002 of arg1 is compared as 0x2 there"]
+    # what the warning says is what the filter does
+    emulated = sysgate("emulate", str(out), "--arch", "i386", "--syscall", "lseek", "--args", "3,2").stdout
+    assert emulated.startswith(b"ERRNO(22) ")
+    assert _warnings(sysgate("compile", str(path), "--arch", "x86_64", "-o", str(out)).stderr) == []

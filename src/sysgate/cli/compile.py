@@ -107,6 +107,7 @@ def not_in_bpf(policy, program) -> list[str]:
 def run_compile(args) -> int:
     from ..bpf.formats import dump
     from ..compiler import compile_policy
+    from ..compiler.args import narrowed_constants
     from ..compiler.frequencies import load_frequencies
     from .bpf import write_output
 
@@ -116,6 +117,7 @@ def run_compile(args) -> int:
     policy = _load(args.policy, arches[0] if arches else None, warnings.append)
     frequencies = load_frequencies(args.frequencies) if args.frequencies else None
     program = compile_policy(policy, arches, frequencies=frequencies)
+    warnings += narrowed_constants(policy, program.arches)
     absent = absent_syscalls(policy, program.arches)
     if absent:
         warnings.append(f"{source}: syscall(s) {_listed(absent)} do not exist on {', '.join(program.arches)}; "
