@@ -202,3 +202,15 @@ def test_asm_disasm_round_trip_byte_exact(arch, tmp_path, capsys):
     assert _run(capsys, "asm", source, "-o", again) == (0, "", "") and again.read_bytes() == data
     # args[1].lo is the word at +4 on a big-endian kernel
     assert unpack(data, BYTE_ORDER[arch])[2] == Insn(0x20, 0, 0, 0x18 + (4 if BYTE_ORDER[arch] == "big" else 0))
+
+
+def test_stored_filter_holds_the_program_in_the_target_byte_order(tmp_path, capsys):
+    import base64
+    import json
+
+    path = _policy_file(tmp_path, "s390x")
+    raw, stored = tmp_path / "f.bpf", tmp_path / "f.json"
+    assert _run(capsys, "compile", path, "-o", raw)[0] == 0
+    assert _run(capsys, "compile", path, "--format", "filter", "-o", stored)[0] == 0
+    doc = json.loads(stored.read_text())
+    assert doc["arches"] == ["s390x"] and base64.b64decode(doc["program"]) == raw.read_bytes()
