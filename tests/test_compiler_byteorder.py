@@ -105,6 +105,13 @@ def test_raw_output_has_the_byte_order_libseccomp_exports(arch, tmp_path, capsys
         assert _fields(raw, wrong)[0] != (0x20, 0, 0, 4)    # the other order does not decode so
     assert ours[:8] == theirs[:8]                           # the same bytes for `ld [4]`
     assert ours[8:10] == theirs[8:10] and ours[12:16] == theirs[12:16]   # jeq's code and constant
+    # read with the arch's byte order, both programs decide every syscall of the arch alike
+    mine, libseccomp = (Emulator(formats.load(raw, arch=arch), arch) for raw in (ours, theirs))
+    bit = abi.X32_SYSCALL_BIT if arch == "x32" else 0
+    for nr in syscalls.table(arch).values():
+        for args in [(0,) * 6, (3, 0x100000002, 0, 0, 0, 0), (3, 0x200000001, 0, 0, 0, 0)]:
+            data = abi.SeccompData(nr | bit, AUDIT_ARCH[arch], 0, args)
+            assert mine.run(data)[0] == libseccomp.run(data)[0], (arch, nr, args)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
