@@ -250,3 +250,22 @@ def test_compile_warns_when_a_32_bit_arch_compares_only_the_low_word(tmp_path):
     emulated = sysgate("emulate", str(out), "--arch", "i386", "--syscall", "lseek", "--args", "3,2").stdout
     assert emulated.startswith(b"ERRNO(22) ")
     assert _warnings(sysgate("compile", str(path), "--arch", "x86_64", "-o", str(out)).stderr) == []
+
+
+def test_oci_listener_and_launch_flags_are_not_dropped_silently(tmp_path):
+    profile = tmp_path / "l.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock", '
+                       '"listenerMetadata": "box", "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC"], '
+                       '"syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}')
+    proc = sysgate("compile", str(profile), "--format", "text", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1
+    assert "its filter flags (log, tsync)" in err and "(mkdirat) fail with ENOSYS" in err
+    assert "its OCI listenerPath '/run/agent.sock' and listenerMetadata 'box'" in err
+    proc = sysgate("compile", str(profile), "--format", "filter", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and "ENOSYS" not in err and "routes" not in err
+    assert err.startswith(f"sysgate: error: {profile}: stored filter cannot carry its filter flags tsync (")
+    assert "listenerPath '/run/agent.sock'" in err
+    proc = sysgate("compile", str(profile), "--format", "filter", "--allow-lossy")
+    assert [w.split(": ", 3)[3][:22] for w in _warnings(proc.stderr)] == ["its filter flags tsync", "its OCI listenerPath '"]

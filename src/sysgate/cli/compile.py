@@ -31,8 +31,9 @@ def register(sub) -> None:
                         "syscalls are then decided in fewer instructions")
     p.add_argument("--strict", action="store_true", help="the policy's warnings are errors: write nothing")
     p.add_argument("--allow-lossy", action="store_true",
-                   help="write raw/c/text BPF even when it cannot carry the policy's notify(NAME) routes, "
-                        "filter flags or need for a listener (each dropped item is a warning)")
+                   help="write the output even when it cannot carry all of the policy (raw/c/text: "
+                        "notify(NAME) routes, filter flags, the need for a listener; any: an OCI "
+                        "listenerPath); each dropped item is a warning")
     p.set_defaults(func=run_compile)
 
     p = sub.add_parser("explain", help="show which rule of a policy decides a syscall, and its BPF cost",
@@ -75,29 +76,38 @@ def _listed(names: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def not_in_bpf(policy, program) -> list[str]:
-    """What BPF alone (raw, C or text) cannot carry of ``policy``, one phrase per item: the
-    routes of its ``notify(NAME)`` rules, its filter flags, that its USER_NOTIF returns need
-    a listener (without one the kernel fails those calls with ENOSYS), its OCI listener."""
+def not_carried(policy, program, fmt: str) -> list[str]:
+    """What output format ``fmt`` cannot carry of ``policy``, one phrase per item. BPF alone
+    (raw, c, text) loses the routes of ``notify(NAME)`` actions, the filter flags and that its
+    USER_NOTIF returns need a listener (without one the kernel fails those calls with ENOSYS);
+    a stored filter keeps those but only the flags it installs with. Neither keeps an OCI listener."""
+    from ..filter import Filter
     from ..launch import notifies
 
     lost = []
-    routes = policy.handler_routes()
-    for what, action in (("default", policy.default), ("bad_arch", policy.bad_arch)):
-        if action.kind == "notify" and action.handler:
-            routes[f"the {what} action"] = [action.handler]
-    if routes:
-        lost.append("the handler routes of its notify(NAME) actions ("
-                    + ", ".join(f"{call} -> {'/'.join(names)}" for call, names in routes.items()) + ")")
-    if policy.flags:
-        lost.append(f"its filter flags ({', '.join(str(f).lower() for f in policy.flags)})")
-    if notifies(program.pack()):
-        calls = list(dict.fromkeys(r.syscall for r in policy.rules if r.action.kind == "notify"))
-        calls += [f"the {what} action" for what, action in (("default", policy.default),
-                                                              ("bad_arch", policy.bad_arch))
-                  if action.kind == "notify"]
-        lost.append(f"that it needs a listener: installed without one (e.g. by bwrap --seccomp), the "
-                    f"calls it sends to USER_NOTIF ({_listed(calls)}) fail with ENOSYS")
+    flags = [str(f).lower() for f in policy.flags]
+    if fmt == "filter":
+        flags = [f for f in flags if f not in Filter.FLAG_NAMES]
+        if flags:
+            lost.append(f"its filter flags {', '.join(flags)} (a stored filter installs with "
+                        f"{', '.join(Filter.FLAG_NAMES)}; each launch decides the rest)")
+    else:
+        routes = policy.handler_routes()
+        for what, action in (("default", policy.default), ("bad_arch", policy.bad_arch)):
+            if action.kind == "notify" and action.handler:
+                routes[f"the {what} action"] = [action.handler]
+        if routes:
+            lost.append("the handler routes of its notify(NAME) actions ("
+                        + ", ".join(f"{call} -> {'/'.join(names)}" for call, names in routes.items()) + ")")
+        if flags:
+            lost.append(f"its filter flags ({', '.join(flags)})")
+        if notifies(program.pack()):
+            calls = list(dict.fromkeys(r.syscall for r in policy.rules if r.action.kind == "notify"))
+            calls += [f"the {what} action" for what, action in (("default", policy.default),
+                                                                  ("bad_arch", policy.bad_arch))
+                      if action.kind == "notify"]
+            lost.append(f"that it needs a listener: installed without one (e.g. by bwrap --seccomp), the "
+                        f"calls it sends to USER_NOTIF ({_listed(calls)}) fail with ENOSYS")
     if policy.listener_path or policy.listener_metadata:
         lost.append(f"its OCI listenerPath {policy.listener_path!r}"
                     + (f" and listenerMetadata {policy.listener_metadata!r}" if policy.listener_metadata else ""))
@@ -126,16 +136,17 @@ def run_compile(args) -> int:
         print(f"warning: {message}", file=sys.stderr)
     if warnings and args.strict:
         raise SysgateError(f"{source}: {len(warnings)} warning(s) and --strict: nothing written")
+    lost = not_carried(policy, program, args.format)
+    if lost and not args.allow_lossy:
+        alternative = ("write a stored filter for sysgate run/attach --filter (--format filter), or pass "
+                       "--allow-lossy to write the BPF without them" if args.format != "filter" else
+                       "pass --allow-lossy to write it without them")
+        raise SysgateError(f"{source}: {_format_name(args.format)} cannot carry {'; '.join(lost)}; {alternative}")
+    for item in lost:
+        print(f"warning: {source}: dropped from the {_format_name(args.format)}: {item}", file=sys.stderr)
     if args.format == "filter":
         data = _stored_filter(policy, program)
     else:
-        lost = not_in_bpf(policy, program)
-        if lost and not args.allow_lossy:
-            raise SysgateError(f"{source}: {args.format} BPF cannot carry {'; '.join(lost)}; write a stored "
-                               f"filter for sysgate run/attach --filter (--format filter), or pass "
-                               f"--allow-lossy to write the BPF without them")
-        for item in lost:
-            print(f"warning: {source}: dropped from the {args.format} BPF: {item}", file=sys.stderr)
         origin = f"compiled by sysgate compile from {source} for {', '.join(program.arches)}"
         data = dump(program.insns, args.format, program.arches[0],
                     byteorder=program.byteorder if args.format == "raw" else None, origin=origin)
@@ -143,6 +154,10 @@ def run_compile(args) -> int:
     if args.output:
         print(f"{args.output}: {len(program)} instructions for {', '.join(program.arches)}", file=sys.stderr)
     return 0
+
+
+def _format_name(fmt: str) -> str:
+    return "stored filter" if fmt == "filter" else f"{fmt} BPF"
 
 
 def _stored_filter(policy, program) -> bytes:
