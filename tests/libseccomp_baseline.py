@@ -34,11 +34,11 @@ for job in json.load(sys.stdin):
         f = seccomp.SyscallFilter(signed(job["default"]))
         native = seccomp.system_arch() & 0xFFFFFFFF
         wanted = [getattr(seccomp.Arch, a) for a in job["arches"]]
+        if native not in [a & 0xFFFFFFFF for a in wanted]:
+            f.remove_arch(seccomp.Arch.NATIVE)  # first: libseccomp refuses to mix byte orders (EDOM)
         for arch in wanted:
             if arch & 0xFFFFFFFF != native:
                 f.add_arch(arch)
-        if native not in [a & 0xFFFFFFFF for a in wanted]:
-            f.remove_arch(seccomp.Arch.NATIVE)
         f.set_attr(seccomp.Attr.ACT_BADARCH, signed(job["bad_arch"]))
         f.set_attr(seccomp.Attr.CTL_OPTIMIZE, job["optimize"])
         skipped = []
@@ -94,12 +94,16 @@ def job(policy: Policy, arches: list[str] | None = None, optimize: int = 2) -> d
 
 
 def compile_batch(jobs: list[dict]) -> list[dict]:
-    """Run libseccomp on every job; each result has ``insns`` (list[Insn]), ``skipped`` and ``error``."""
+    """Run libseccomp on every job; each result has ``raw`` (the exported bytes, in the target's
+    byte order), ``insns`` (list[Insn], decoded in that order), ``skipped`` and ``error``."""
     proc = subprocess.run([SYSTEM_PYTHON, "-c", _CHILD], input=json.dumps(jobs), capture_output=True,
                           text=True, timeout=300)
     if proc.returncode:
         raise RuntimeError(f"libseccomp helper failed: {proc.stderr.strip()}")
     results = json.loads(proc.stdout)
-    for result in results:
-        result["insns"] = bpf.unpack(bytes.fromhex(result["bpf"])) if result["bpf"] else []
+    ours = {name: arch for arch, name in ARCHES.items()}
+    for job, result in zip(jobs, results):
+        result["raw"] = bytes.fromhex(result["bpf"])
+        order = bpf.byte_order(ours[job["arches"][0]])
+        result["insns"] = bpf.unpack(result["raw"], order) if result["raw"] else []
     return results

@@ -130,3 +130,28 @@ def test_asm_refuses_binary_to_a_terminal(source):
     os.close(leader)
     os.close(follower)
     assert proc.returncode == 2 and "refusing to write binary BPF to a terminal" in proc.stderr
+
+
+def test_asm_c_header_names_asm_the_source_and_arch(source, capsys):
+    code, c_text, _ = run(capsys, "asm", source, "--format", "c", "--arch", "aarch64")
+    assert code == 0 and c_text.splitlines()[0] == f"/* 10 instructions, written by sysgate asm from {source} for aarch64 */"
+
+
+def test_c_header_cannot_end_its_comment_early(tmp_path, capsys):
+    from sysgate.bpf import formats
+
+    text = formats.to_c(assemble("ret #ALLOW"), origin="from a*/b\nc")
+    assert text.splitlines()[0] == "/* 1 instructions, from a*\\/b?c */"
+    assert formats.from_c(text) == assemble("ret #ALLOW")
+
+
+def test_text_source_arch_decides_raw_byte_order_and_emulation(tmp_path, capsys):
+    """A source with .arch s390x assembles to big-endian raw; disasm/emulate of the text use its .arch."""
+    src = tmp_path / "s.s"
+    src.write_text(".arch s390x\n ld arch\n jne #AUDIT_ARCH_S390X, 1\n ret #ALLOW\n ret #KILL_PROCESS\n")
+    raw = tmp_path / "s.bpf"
+    assert run(capsys, "asm", src, "-o", raw) == (0, "", "")
+    assert raw.read_bytes()[:8] == bytes.fromhex("0020000000000004")
+    assert run(capsys, "disasm", src)[1].startswith(".arch s390x\n")
+    assert run(capsys, "emulate", src, "--syscall", "read")[1].startswith("ALLOW ")
+    assert run(capsys, "emulate", src, "--syscall", "read", "--arch", "x86_64")[1].startswith("KILL_PROCESS ")

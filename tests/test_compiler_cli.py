@@ -78,3 +78,194 @@ def test_errors_are_one_line(policy_file, args, message):
     proc = sysgate(*[a.format(p=policy_file) for a in args], check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- warnings
+OCI_PROFILE = """{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+  {"names": ["mkdirat", "not_a_syscall"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 210, "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_EQ"}]},
+  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211, "args": [{"index": 1, "value": 2000, "op": "SCMP_CMP_EQ"}]}
+]}
+"""
+
+
+def _warnings(stderr: bytes) -> list[str]:
+    return [line for line in stderr.decode().splitlines() if line.startswith("warning: ")]
+
+
+def test_compile_prints_the_warnings_policy_check_prints(tmp_path):
+    profile = tmp_path / "p.json"
+    profile.write_text(OCI_PROFILE)
+    checked = _warnings(sysgate("policy", "check", str(profile)).stderr)
+    assert len(checked) == 2 and "unknown syscalls ignored: not_a_syscall" in checked[0]
+    assert "dup3 rules with different actions overlap" in checked[1]
+    out = tmp_path / "p.bpf"
+    proc = sysgate("compile", str(profile), "-o", str(out))
+    assert _warnings(proc.stderr) == checked and out.stat().st_size > 0
+    proc = sysgate("compile", str(profile), "--strict", "-o", str(tmp_path / "strict.bpf"), check=False)
+    err = proc.stderr.decode().splitlines()
+    assert proc.returncode == 2 and err[:2] == checked and len(err) == 3
+    assert err[2] == f"sysgate: error: {profile}: 2 warning(s) and --strict: nothing written"
+    assert not (tmp_path / "strict.bpf").exists()
+
+
+def test_compile_warns_of_rules_absent_on_the_compiled_arches(tmp_path):
+    """open exists on x86_64 (the policy's arch, so the parser is silent) but not on aarch64."""
+    path = tmp_path / "p.policy"
+    path.write_text("default: allow\narch: x86_64\nopen, openat: errno(EPERM)\n")
+    assert _warnings(sysgate("compile", str(path), "--format", "text").stderr) == []
+    proc = sysgate("compile", str(path), "--arch", "aarch64", "--format", "text")
+    assert _warnings(proc.stderr) == [f"warning: {path}: syscall(s) open do not exist on aarch64; their rules "
+                                      f"have no effect there"]
+    assert sysgate("compile", str(path), "--arch", "aarch64", "--strict", check=False).returncode == 2
+
+
+# --------------------------------------------------------------------------- what BPF cannot carry
+NOTIFY_POLICY = """\
+default: allow
+arch: x86_64
+flags: log
+mkdirat: errno(EPERM)
+uname: notify(identity)
+"""
+
+
+@pytest.fixture
+def notify_policy(tmp_path):
+    path = tmp_path / "n.policy"
+    path.write_text(NOTIFY_POLICY)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["raw", "c", "text"])
+def test_bpf_formats_refuse_to_drop_routes_flags_and_the_listener(notify_policy, tmp_path, fmt):
+    out = tmp_path / "n.out"
+    proc = sysgate("compile", str(notify_policy), "--format", fmt, "-o", str(out), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and not out.exists(), err
+    assert err.startswith(f"sysgate: error: {notify_policy}: {fmt} BPF cannot carry the handler routes of its "
+                          f"notify(NAME) actions (uname -> identity); its filter flags (log); that it needs a "
+                          f"listener: installed without one (e.g. by bwrap --seccomp), the calls it sends to "
+                          f"USER_NOTIF (uname) fail with ENOSYS; ")
+    assert "--format filter" in err and "--allow-lossy" in err
+    proc = sysgate("compile", str(notify_policy), "--format", fmt, "-o", str(out), "--allow-lossy")
+    assert _warnings(proc.stderr) == [
+        f"warning: {notify_policy}: dropped from the {fmt} BPF: the handler routes of its notify(NAME) actions "
+        f"(uname -> identity)",
+        f"warning: {notify_policy}: dropped from the {fmt} BPF: its filter flags (log)",
+        f"warning: {notify_policy}: dropped from the {fmt} BPF: that it needs a listener: installed without one "
+        f"(e.g. by bwrap --seccomp), the calls it sends to USER_NOTIF (uname) fail with ENOSYS"]
+    assert out.stat().st_size > 0
+
+
+def test_a_bare_notify_rule_alone_still_needs_the_listener_said(tmp_path):
+    path = tmp_path / "p.policy"
+    path.write_text("default: allow\nptrace: notify\n")
+    proc = sysgate("compile", str(path), "--format", "text", check=False)
+    assert proc.returncode == 2 and b"needs a listener" in proc.stderr and b"routes" not in proc.stderr
+    path.write_text("default: allow\nptrace: errno(EPERM)\n")
+    assert sysgate("compile", str(path), "--format", "text").stderr == b""
+
+
+UNAME = r"""
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+/* Install the raw BPF file argv[1] the way bwrap --seccomp does (no listener), then call
+   uname and mkdirat: print what each returned. */
+int main(int argc, char **argv) {
+    static struct sock_filter insns[4096];
+    FILE *f = fopen(argv[1], "rb");
+    size_t n = fread(insns, sizeof insns[0], 4096, f);
+    struct sock_fprog prog = { .len = (unsigned short)n, .filter = insns };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) {
+        perror("seccomp");
+        return 2;
+    }
+    struct utsname u;
+    long r = syscall(SYS_uname, &u);
+    printf("uname %ld %d\n", r, r ? errno : 0);
+    r = syscall(SYS_mkdirat, -100, "/nonexistent-dir/x", 0700);
+    printf("mkdirat %ld %d\n", r, r ? errno : 0);
+    return 0;
+}
+"""
+
+
+def test_lossy_raw_bpf_really_fails_notified_calls_with_enosys(notify_policy, tmp_path):
+    """Why raw BPF is refused: without a listener the kernel fails USER_NOTIF calls with ENOSYS."""
+    import errno
+
+    from cprog import cprog
+
+    raw = tmp_path / "n.bpf"
+    sysgate("compile", str(notify_policy), "-o", str(raw), "--allow-lossy")
+    proc = subprocess.run([cprog(UNAME), str(raw)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [f"uname -1 {errno.ENOSYS}", f"mkdirat -1 {errno.EPERM}"]
+
+
+def test_format_filter_keeps_routes_and_flags_for_sysgate_run(notify_policy, tmp_path):
+    """--format filter writes a stored filter that sysgate run --filter answers with the handler."""
+    import json
+
+    stored = tmp_path / "n.json"
+    proc = sysgate("compile", str(notify_policy), "--format", "filter", "-o", str(stored))
+    assert _warnings(proc.stderr) == []
+    doc = json.loads(stored.read_text())
+    assert doc["metadata"]["handlers"] == {"uname": ["identity"]} and doc["flags"] == {"log": True}
+    proc = subprocess.run([sys.executable, "-m", "sysgate", "run", "--filter", str(stored), "--handlers",
+                           '{"identity": {"hostname": "stored-box"}}', "--", "uname", "-n"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "stored-box\n", proc.stderr
+
+
+def test_c_header_names_compile_the_policy_and_the_arches(policy_file):
+    c = sysgate("compile", str(policy_file), "--format", "c").stdout.decode()
+    assert c.splitlines()[0].endswith(f"instructions, compiled by sysgate compile from {policy_file} "
+                                      f"for x86_64, i386 */")
+    assert "sysgate asm" not in c
+
+
+def test_explain_is_unaffected_by_notify_routes(notify_policy):
+    out = sysgate("explain", str(notify_policy), "uname").stdout.decode()
+    assert out.startswith(f"uname() -> notify(identity) by rule at {notify_policy}:5 (")
+
+
+def test_compile_warns_when_a_32_bit_arch_compares_only_the_low_word(tmp_path):
+    path = tmp_path / "w.policy"
+    path.write_text("default: allow\narch: x86_64, i386\nlseek: u64(arg1) == 0x100000002 -> errno(EINVAL)\n"
+                    "lseek: u64(arg1) == -1 -> errno(EINVAL)\n")
+    out = tmp_path / "w.bpf"
+    proc = sysgate("compile", str(path), "--arch", "i386", "-o", str(out))
+    assert _warnings(proc.stderr) == [f"warning: {path}:3: lseek: arguments are 32 bits on i386: the constant "
+                                      f"0x100000002 of arg1 is compared as 0x2 there"]
+    # what the warning says is what the filter does
+    emulated = sysgate("emulate", str(out), "--arch", "i386", "--syscall", "lseek", "--args", "3,2").stdout
+    assert emulated.startswith(b"ERRNO(22) ")
+    assert _warnings(sysgate("compile", str(path), "--arch", "x86_64", "-o", str(out)).stderr) == []
+
+
+def test_oci_listener_and_launch_flags_are_not_dropped_silently(tmp_path):
+    profile = tmp_path / "l.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock", '
+                       '"listenerMetadata": "box", "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC"], '
+                       '"syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}')
+    proc = sysgate("compile", str(profile), "--format", "text", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1
+    assert "its filter flags (log, tsync)" in err and "(mkdirat) fail with ENOSYS" in err
+    assert "its OCI listenerPath '/run/agent.sock' and listenerMetadata 'box'" in err
+    proc = sysgate("compile", str(profile), "--format", "filter", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and "ENOSYS" not in err and "routes" not in err
+    assert err.startswith(f"sysgate: error: {profile}: stored filter cannot carry its filter flags tsync (")
+    assert "listenerPath '/run/agent.sock'" in err
+    proc = sysgate("compile", str(profile), "--format", "filter", "--allow-lossy")
+    assert [w.split(": ", 3)[3][:22] for w in _warnings(proc.stderr)] == ["its filter flags tsync", "its OCI listenerPath '"]

@@ -56,12 +56,14 @@ class Filter:
             self.group = f"{self.name}-{uuid.uuid4().hex[:12]}"
 
     @classmethod
-    def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", **flags) -> "Filter":
-        """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter."""
+    def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", program: bytes | None = None,
+                    **flags) -> "Filter":
+        """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter;
+        ``program``: its already compiled bytes (e.g. with call frequencies, or for another byte order)."""
         from .install import compile_for, policy_flag_options
 
         arches = list(arches or policy.arches)
-        program = compile_for(policy, arches)
+        program = compile_for(policy, arches) if program is None else program
         for name in policy_flag_options(policy):
             if name in cls.FLAG_NAMES:   # tsync/new_listener are decided per launch
                 flags.setdefault(name, True)

@@ -452,6 +452,13 @@ def assemble(text: str, file: str = "<input>", arch: str | None = None, check: b
 
     With ``check`` the program must also pass the kernel's seccomp checks; a failure
     is reported at the offending instruction's line."""
+    return assemble_for(text, file, arch, check)[0]
+
+
+def assemble_for(text: str, file: str = "<input>", arch: str | None = None,
+                 check: bool = True) -> tuple[list[Insn], str]:
+    """Like :func:`assemble`, also returning the architecture the source is for (its ``.arch``,
+    else ``arch``, else this machine's): it decides the byte order of the raw output."""
     asm = Assembler(file, arch)
     asm.feed(text)
     program = asm.program()
@@ -463,5 +470,4 @@ def assemble(text: str, file: str = "<input>", arch: str | None = None, check: b
         except BPFCheckError as exc:
             line, column = asm.position(exc.index) if exc.index is not None else (0, 0)
             raise SourceError(exc.detail, file, line, column) from None
-    return program
-
+    return program, asm.arch

@@ -1,13 +1,22 @@
 """Classic BPF instruction model: opcode constants, ``Insn`` and (un)packing.
 
 A program is a ``list[Insn]``; :func:`pack` turns it into the bytes the kernel
-expects in ``struct sock_fprog`` (native byte order, 8 bytes per instruction).
+expects in ``struct sock_fprog``: 8 bytes per instruction, in the byte order of the
+kernel that will run it (:func:`byte_order`: this machine's, or a target
+architecture's, so a filter cross-compiled for s390x is big-endian like
+libseccomp's ``seccomp_export_bpf`` writes it).
 """
 from __future__ import annotations
 
+import struct
+import sys
 from typing import Iterable, NamedTuple
 
+from ..kernel import abi
 from ..kernel.abi import SOCK_FILTER
+
+#: ``struct sock_filter`` (code, jt, jf, k) in each byte order.
+SOCK_FILTER_IN = {"little": struct.Struct("<HBBI"), "big": struct.Struct(">HBBI")}
 
 # instruction classes
 BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = range(8)
@@ -100,13 +109,26 @@ def ja(k: int) -> Insn:
     return stmt(BPF_JMP | BPF_JA, k)
 
 
-def pack(program: Iterable[Insn]) -> bytes:
-    """Program -> bytes for sock_fprog."""
-    return b"".join(Insn.pack(i) for i in program)
+def byte_order(arch: str | None = None) -> str:
+    """``"big"`` or ``"little"``: how the kernel of ``arch`` reads a program (None: this machine's)."""
+    if arch is None:
+        return sys.byteorder
+    return "big" if abi.is_big_endian(arch) else "little"
 
 
-def unpack(raw: bytes) -> list[Insn]:
-    """Bytes (8 per instruction) -> program."""
-    if len(raw) % SOCK_FILTER.size:
-        raise ValueError(f"BPF program size {len(raw)} is not a multiple of {SOCK_FILTER.size}")
-    return [Insn(*SOCK_FILTER.unpack_from(raw, off)) for off in range(0, len(raw), SOCK_FILTER.size)]
+def other_byte_order(order: str) -> str:
+    return "little" if order == "big" else "big"
+
+
+def pack(program: Iterable[Insn], byteorder: str | None = None) -> bytes:
+    """Program -> bytes for sock_fprog, in ``byteorder`` (None: this machine's, to install here)."""
+    layout = SOCK_FILTER_IN[byteorder or sys.byteorder]
+    return b"".join(layout.pack(i.code, i.jt, i.jf, i.k & 0xFFFFFFFF) for i in program)
+
+
+def unpack(raw: bytes, byteorder: str | None = None) -> list[Insn]:
+    """Bytes (8 per instruction, in ``byteorder``; None: this machine's) -> program."""
+    layout = SOCK_FILTER_IN[byteorder or sys.byteorder]
+    if len(raw) % layout.size:
+        raise ValueError(f"BPF program size {len(raw)} is not a multiple of {layout.size}")
+    return [Insn(*layout.unpack_from(raw, off)) for off in range(0, len(raw), layout.size)]

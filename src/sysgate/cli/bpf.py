@@ -19,13 +19,15 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
     p.add_argument("--format", choices=FORMATS, default="raw",
                    help="raw: struct sock_filter bytes (default); c: a C array; text: canonical assembler")
-    p.add_argument("--arch", help="architecture of sources without .arch (default: this machine's)")
+    p.add_argument("--arch", help="architecture of sources without .arch, and of raw input and output "
+                                  "(its byte order; default: this machine's)")
     p.add_argument("--no-check", action="store_true", help="do not apply the kernel's seccomp checks")
     p.set_defaults(func=run_asm)
 
     p = sub.add_parser("disasm", help="print a BPF filter (raw, C array or text) as assembler text")
     p.add_argument("file", help="program file ('-' for stdin)")
-    p.add_argument("--arch", help="architecture for field names and syscall names (default: this machine's)")
+    p.add_argument("--arch", help="architecture for field names, syscall names and the byte order of raw "
+                                  "input (default: a text source's .arch, else this machine's)")
     p.add_argument("--from", dest="input_format", choices=FORMATS, help="input format (default: detected)")
     p.add_argument("-n", "--numbers", action="store_true", help="comment each instruction with its index")
     p.add_argument("--no-annotate", action="store_true", help="no syscall/arch name comments")
@@ -34,7 +36,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("emulate", help="run a BPF filter on one syscall and print the action")
     p.add_argument("file", help="program file: raw, C array or text ('-' for stdin)")
-    p.add_argument("--arch", help="architecture of the syscall (default: this machine's)")
+    p.add_argument("--arch", help="architecture of the syscall and byte order of raw input "
+                                  "(default: a text source's .arch, else this machine's)")
     p.add_argument("--syscall", required=True, metavar="NAME|NR", help="syscall name or number")
     p.add_argument("--args", default="", metavar="A0,A1,…", help="up to 6 comma-separated arguments (write --args=-1,2 when the first is negative)")
     p.add_argument("--ip", default="0", metavar="N", help="instruction pointer (default 0)")
@@ -43,7 +46,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_emulate)
 
 
-def _read(path: str) -> bytes:
+def _read_bytes(path: str) -> bytes:
     if path == "-":
         try:
             return sys.stdin.buffer.read()
@@ -61,22 +64,28 @@ def _arch(name: str | None) -> str | None:
         raise SysgateError(str(exc)) from None
 
 
-def _load(args, check: bool = False):
+def _read(args, check: bool = False):
+    """The program in ``args.file`` and the architecture it is for (its ``.arch``, --arch or native)."""
     from ..bpf.checker import BPFCheckError
-    from ..bpf.formats import load
+    from ..bpf.formats import read
 
-    name = "<stdin>" if args.file == "-" else args.file
+    name = _name(args.file)
     try:
-        return load(_read(args.file), name, _arch(args.arch), getattr(args, "input_format", None), check)
+        return read(_read_bytes(args.file), name, _arch(args.arch), getattr(args, "input_format", None), check)
     except BPFCheckError as exc:
         raise SysgateError(f"{name}: {exc}") from None
+
+
+def _name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
 
 
 def run_asm(args) -> int:
     from ..bpf.formats import dump
 
-    program = _load(args, check=not args.no_check)
-    write_output(dump(program, args.format, _arch(args.arch)), args.output, args.format)
+    program, arch = _read(args, check=not args.no_check)
+    origin = f"written by sysgate asm from {_name(args.file)} for {arch}"
+    write_output(dump(program, args.format, arch, origin=origin), args.output, args.format)
     return 0
 
 
@@ -94,8 +103,8 @@ def write_output(data: bytes, output: str | None, fmt: str) -> None:
 def run_disasm(args) -> int:
     from ..bpf.disasm import disassemble
 
-    program = _load(args, check=args.check)
-    sys.stdout.write(disassemble(program, _arch(args.arch), annotate=not args.no_annotate, numbers=args.numbers))
+    program, arch = _read(args, check=args.check)
+    sys.stdout.write(disassemble(program, arch, annotate=not args.no_annotate, numbers=args.numbers))
     return 0
 
 
@@ -104,10 +113,11 @@ def run_emulate(args) -> int:
     from ..bpf.syntax import format_action
     from ..kernel import abi
 
-    arch = _arch(args.arch) or abi.native_arch()
+    program, source_arch = _read(args, check=True)
+    arch = _arch(args.arch) or source_arch
     data = abi.SeccompData(_syscall_number(arch, args.syscall), abi.AUDIT_ARCH[arch],
                            _integer(args.ip, "--ip", U64, signed=False), _arguments(args.args))
-    emulator = Emulator(_load(args, check=True), arch)
+    emulator = Emulator(program, arch)
     if args.trace:
         trace = emulator.trace(data)
         for step in trace.steps:

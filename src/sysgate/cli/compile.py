@@ -8,20 +8,32 @@ from ..errors import SysgateError
 U64 = (1 << 64) - 1
 
 
-def register(sub) -> None:
-    from ..bpf.formats import FORMATS
+#: Output formats of ``sysgate compile``: the BPF formats, and a stored filter (JSON).
+COMPILE_FORMATS = ("raw", "c", "text", "filter")
 
+
+def register(sub) -> None:
     p = sub.add_parser("compile", help="compile a policy (text or OCI/Docker JSON) to a seccomp BPF filter",
-                       description="Compile a policy to classic BPF for one or more architectures.")
+                       description="Compile a policy to classic BPF for one or more architectures. Raw and C "
+                                   "output is in the byte order of the target architectures' kernels. BPF "
+                                   "cannot carry notify(NAME) handler routes, filter flags or the need for a "
+                                   "listener: a policy with them is refused unless --format filter (a stored "
+                                   "filter for sysgate run/attach --filter) or --allow-lossy.")
     p.add_argument("policy", help="policy file: sysgate text or OCI/Docker JSON ('-' for stdin)")
     p.add_argument("--arch", action="append", metavar="ARCH",
                    help="architecture to compile for; repeat or separate with commas (default: the policy's)")
     p.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
-    p.add_argument("--format", choices=FORMATS, default="raw",
-                   help="raw: struct sock_filter bytes (default); c: a C array; text: assembler")
+    p.add_argument("--format", choices=COMPILE_FORMATS, default="raw",
+                   help="raw: struct sock_filter bytes (default); c: a C array; text: assembler; "
+                        "filter: a stored sysgate filter (JSON with the handler routes and flags)")
     p.add_argument("--frequencies", metavar="FILE",
                    help="syscall call frequencies (JSON object or 'NAME WEIGHT' lines): frequent "
                         "syscalls are then decided in fewer instructions")
+    p.add_argument("--strict", action="store_true", help="the policy's warnings are errors: write nothing")
+    p.add_argument("--allow-lossy", action="store_true",
+                   help="write the output even when it cannot carry all of the policy (raw/c/text: "
+                        "notify(NAME) routes, filter flags, the need for a listener; any: an OCI "
+                        "listenerPath); each dropped item is a warning")
     p.set_defaults(func=run_compile)
 
     p = sub.add_parser("explain", help="show which rule of a policy decides a syscall, and its BPF cost",
@@ -40,26 +52,122 @@ def _arches(values: list[str] | None) -> list[str] | None:
     return [a.strip() for v in values for a in v.split(",") if a.strip()]
 
 
-def _load(path: str, arch: str | None):
+def _load(path: str, arch: str | None, warn=None):
     from ..policy.loader import load_policy
 
-    return load_policy(path, arch=arch)
+    return load_policy(path, arch=arch, warn=warn)
+
+
+def absent_syscalls(policy, arches: list[str]) -> list[str]:
+    """Syscalls with rules in ``policy`` that exist on none of ``arches`` (their rules vanish
+    from a filter for them) but on one of the policy's own (the parser already warns of those)."""
+    from .. import syscalls
+
+    def absent(name: str, on: list[str]) -> bool:
+        known = [a for a in on if a in syscalls.arches()]
+        return bool(known) and all(syscalls.number(a, name) is None for a in known)
+
+    return [name for name in policy.syscalls()
+            if absent(name, arches) and not absent(name, policy.arches) and not name[:1].isdigit()]
+
+
+def _listed(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def not_carried(policy, program, fmt: str) -> list[str]:
+    """What output format ``fmt`` cannot carry of ``policy``, one phrase per item. BPF alone
+    (raw, c, text) loses the routes of ``notify(NAME)`` actions, the filter flags and that its
+    USER_NOTIF returns need a listener (without one the kernel fails those calls with ENOSYS);
+    a stored filter keeps those but only the flags it installs with. Neither keeps an OCI listener."""
+    from ..filter import Filter
+    from ..launch import notifies
+
+    lost = []
+    flags = [str(f).lower() for f in policy.flags]
+    if fmt == "filter":
+        flags = [f for f in flags if f not in Filter.FLAG_NAMES]
+        if flags:
+            lost.append(f"its filter flags {', '.join(flags)} (a stored filter installs with "
+                        f"{', '.join(Filter.FLAG_NAMES)}; each launch decides the rest)")
+    else:
+        routes = policy.handler_routes()
+        for what, action in (("default", policy.default), ("bad_arch", policy.bad_arch)):
+            if action.kind == "notify" and action.handler:
+                routes[f"the {what} action"] = [action.handler]
+        if routes:
+            lost.append("the handler routes of its notify(NAME) actions ("
+                        + ", ".join(f"{call} -> {'/'.join(names)}" for call, names in routes.items()) + ")")
+        if flags:
+            lost.append(f"its filter flags ({', '.join(flags)})")
+        if notifies(program.pack()):
+            calls = list(dict.fromkeys(r.syscall for r in policy.rules if r.action.kind == "notify"))
+            calls += [f"the {what} action" for what, action in (("default", policy.default),
+                                                                  ("bad_arch", policy.bad_arch))
+                      if action.kind == "notify"]
+            lost.append(f"that it needs a listener: installed without one (e.g. by bwrap --seccomp), the "
+                        f"calls it sends to USER_NOTIF ({_listed(calls)}) fail with ENOSYS")
+    if policy.listener_path or policy.listener_metadata:
+        lost.append(f"its OCI listenerPath {policy.listener_path!r}"
+                    + (f" and listenerMetadata {policy.listener_metadata!r}" if policy.listener_metadata else ""))
+    return lost
 
 
 def run_compile(args) -> int:
     from ..bpf.formats import dump
     from ..compiler import compile_policy
-    from .bpf import write_output
+    from ..compiler.args import narrowed_constants
     from ..compiler.frequencies import load_frequencies
+    from .bpf import write_output
 
     arches = _arches(args.arch)
-    policy = _load(args.policy, arches[0] if arches else None)
+    source = "<stdin>" if args.policy == "-" else args.policy
+    warnings: list[str] = []
+    policy = _load(args.policy, arches[0] if arches else None, warnings.append)
     frequencies = load_frequencies(args.frequencies) if args.frequencies else None
     program = compile_policy(policy, arches, frequencies=frequencies)
-    write_output(dump(program.insns, args.format, program.arches[0]), args.output, args.format)
+    warnings += narrowed_constants(policy, program.arches)
+    absent = absent_syscalls(policy, program.arches)
+    if absent:
+        warnings.append(f"{source}: syscall(s) {_listed(absent)} do not exist on {', '.join(program.arches)}; "
+                        f"their rules have no effect there")
+    for message in warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    if warnings and args.strict:
+        raise SysgateError(f"{source}: {len(warnings)} warning(s) and --strict: nothing written")
+    lost = not_carried(policy, program, args.format)
+    if lost and not args.allow_lossy:
+        alternative = ("write a stored filter for sysgate run/attach --filter (--format filter), or pass "
+                       "--allow-lossy to write the BPF without them" if args.format != "filter" else
+                       "pass --allow-lossy to write it without them")
+        raise SysgateError(f"{source}: {_format_name(args.format)} cannot carry {'; '.join(lost)}; {alternative}")
+    for item in lost:
+        print(f"warning: {source}: dropped from the {_format_name(args.format)}: {item}", file=sys.stderr)
+    if args.format == "filter":
+        data = _stored_filter(policy, program)
+    else:
+        origin = f"compiled by sysgate compile from {source} for {', '.join(program.arches)}"
+        data = dump(program.insns, args.format, program.arches[0],
+                    byteorder=program.byteorder if args.format == "raw" else None, origin=origin)
+    write_output(data, args.output, args.format)
     if args.output:
         print(f"{args.output}: {len(program)} instructions for {', '.join(program.arches)}", file=sys.stderr)
     return 0
+
+
+def _format_name(fmt: str) -> str:
+    return "stored filter" if fmt == "filter" else f"{fmt} BPF"
+
+
+def _stored_filter(policy, program) -> bytes:
+    """``program`` of ``policy`` as a stored filter (JSON; program bytes in the target's byte order)."""
+    import json
+
+    from ..filter import Filter
+
+    filt = Filter.from_policy(policy, arches=program.arches, program=program.pack(program.byteorder))
+    return (json.dumps(filt.to_json(), indent=1) + "\n").encode()
 
 
 def _argument(text: str) -> int:

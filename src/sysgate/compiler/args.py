@@ -99,3 +99,39 @@ class ConditionCompiler:
             return low
         vh = value >> 32
         return self.g.test(hi, "jgt", vh, t, self.g.test(hi, "jeq", vh, low, f))
+
+
+def _comparisons(expr: Expr | None):
+    if isinstance(expr, Cmp):
+        yield expr
+    elif isinstance(expr, Not):
+        yield from _comparisons(expr.item)
+    elif isinstance(expr, (And, Or)):
+        for item in expr.items:
+            yield from _comparisons(item)
+
+
+def _extends_low_word(value: int) -> bool:
+    """True when ``value`` is the zero- or sign-extension of its low 32 bits (-1, 7, ...)."""
+    high = value >> 32
+    return high == 0 or (high == MAX32 and bool(value & 0x80000000))
+
+
+def narrowed_constants(policy, arches: list[str]) -> list[str]:
+    """Warnings for the 64-bit constants and masks of ``policy`` that a filter for a 32-bit
+    architecture among ``arches`` compares on their low word only (its arguments are one
+    32-bit register, so the rest cannot be tested; libseccomp does the same). Constants
+    that are the zero- or sign-extension of their low word (``-1``) keep their meaning."""
+    from .. import syscalls
+
+    narrow = [a for a in arches if ArgLayout(a).narrow]
+    found: dict[str, None] = {}
+    for rule in policy.rules if narrow else ():
+        on = [a for a in narrow if syscalls.number(a, rule.syscall) is not None]
+        for cmp in _comparisons(rule.condition) if on else ():
+            for what, value in (("constant", cmp.value), ("mask", cmp.mask)):
+                if cmp.width == 64 and value is not None and not _extends_low_word(value):
+                    where = f"{rule.source[0]}:{rule.source[1]}: " if rule.source else ""
+                    found[f"{where}{rule.syscall}: arguments are 32 bits on {', '.join(on)}: the {what} "
+                          f"{value:#x} of arg{cmp.arg} is compared as {value & MAX32:#x} there"] = None
+    return list(found)

@@ -19,8 +19,23 @@ class Program:
     arches: list[str]
     stats: dict = field(default_factory=dict)
 
-    def pack(self) -> bytes:
-        return bpf.pack(self.insns)
+    def pack(self, byteorder: str | None = None) -> bytes:
+        """The bytes for sock_fprog in ``byteorder`` (None: this machine's, to install here;
+        :attr:`byteorder` for a file the target kernel will load)."""
+        return bpf.pack(self.insns, byteorder)
+
+    @property
+    def byteorder(self) -> str:
+        """The byte order of the kernels of :attr:`arches`; CompileError when they mix both,
+        since one program's bytes have one order (libseccomp refuses such a mix too)."""
+        orders: dict[str, list[str]] = {}
+        for arch in self.arches:
+            orders.setdefault(bpf.byte_order(arch), []).append(arch)
+        if len(orders) > 1:
+            raise CompileError(f"the architectures mix little-endian ({', '.join(orders['little'])}) and "
+                               f"big-endian ({', '.join(orders['big'])}) kernels, but a BPF program's bytes "
+                               f"have one byte order: compile them separately")
+        return next(iter(orders))
 
     def __len__(self) -> int:
         return len(self.insns)
