@@ -3,8 +3,10 @@
 Per listener the loop waits for readiness, RECVs into a fresh zeroed buffer (RECV
 after EPOLLIN never blocks), finds the handler for (arch, nr) through a per-group
 cache and answers. Handlers marked ``blocking`` or given a ``deadline`` run in a
-bounded :class:`~sysgate.supervisor.workers.WorkerPool`; when the deadline passes
-first, the loop answers ``on_error_errno`` (fail closed). Exceptions in handlers
+:class:`~sysgate.supervisor.workers.WorkerPool`, each handler in a lane of its own
+threads; when the deadline passes first, the loop answers ``on_error_errno`` (fail
+closed), drops the late verdict and writes the stuck thread off (it no longer keeps
+the listener open or the handler's lane short). Exceptions in handlers
 answer ``on_error_errno`` too. EPOLLHUP means no task uses the filter any more
 (also when daemons spawned by the target outlived it and then exited): the
 listener is unregistered, closed and ``on_release`` is called. ENOENT from the
