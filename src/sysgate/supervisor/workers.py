@@ -64,6 +64,7 @@ class Lane:
         self.jobs: collections.deque = collections.deque()
         self.workers: set = set()            # threads holding a slot (idle or running)
         self.stuck: set = set()              # written-off threads still running an abandoned call
+        self.overdue = 0                     # workers running an abandoned call (max_stuck reached)
         self.idle = 0
         self.pending = 0                     # calls queued or running, not abandoned
         self.warned = False                  # "lane stuck" logged since it was last below max_stuck
@@ -117,8 +118,8 @@ class WorkerPool:
             if lane.pending >= self.max_pending:
                 raise PoolRefused(f"{lane.pending} calls pending")
             free = self.size - len(lane.workers)
-            if len(lane.stuck) >= self.max_stuck and free <= 0 and lane.idle <= len(lane.jobs):
-                raise PoolRefused(f"{len(lane.stuck)} threads written off and {len(lane.workers)} busy")
+            if free <= 0 and lane.overdue >= len(lane.workers):
+                raise PoolRefused(f"{len(lane.stuck)} threads written off, the other {lane.overdue} stuck too")
             job = Job(run, lane)
             lane.jobs.append(job)
             lane.pending += 1
@@ -128,7 +129,7 @@ class WorkerPool:
             else:
                 lane.wakeup.notify()
         if start:
-            thread.start()
+            self._start(thread, lane)
         return job
 
     def abandon(self, job: Job) -> bool:
@@ -148,7 +149,9 @@ class WorkerPool:
                     self.written_off += 1
                     if len(lane.jobs) > lane.idle:
                         thread = self._new_thread(lane)
-                elif not lane.warned:
+                elif job.thread in lane.workers:
+                    lane.overdue += 1
+                if len(lane.stuck) >= self.max_stuck and not lane.warned:
                     lane.warned = True
                     log.error("handler %r: %d threads stuck past their deadline; its calls fail closed when "
                               "all %d workers are stuck too", lane.owner, len(lane.stuck), self.size)
@@ -157,8 +160,17 @@ class WorkerPool:
             job.state = ABANDONED
             lane.pending -= 1
         if thread is not None:
-            thread.start()
+            self._start(thread, lane)
         return True
+
+    def _start(self, thread: threading.Thread, lane: Lane) -> None:
+        try:
+            thread.start()
+        except RuntimeError as exc:   # no more threads: queued calls fail closed at their deadline
+            log.error("cannot start a worker thread: %s", exc)
+            with self._lock:
+                lane.workers.discard(thread)
+                self._threads.discard(thread)
 
     def _new_thread(self, lane: Lane) -> threading.Thread:
         """A worker for ``lane`` (lock held; the caller starts it after releasing the lock)."""
@@ -201,6 +213,8 @@ class WorkerPool:
                     job.state = DONE
                     lane.pending -= 1
                     self.completed.append(result)
+                elif me in lane.workers:
+                    lane.overdue -= 1
                 if me in lane.stuck:
                     lane.stuck.discard(me)
                     if len(lane.stuck) < self.max_stuck:
