@@ -155,6 +155,7 @@ def test_more_stuck_threads_than_max_stuck_fail_closed_fast(target_bin, fifo, ca
         assert worker_threads() == 4
         assert caplog.text.count("threads stuck past their deadline") == 1
         fifo.release()
+        assert sup.run(10, until=lambda: sup._pool.lane(a).overdue == 0)    # the stuck calls returned
         again = Run(target_bin, "expect", 3, 1)
         sup.add_target(again.target)
         assert sup.run_until_idle(10)
@@ -186,6 +187,8 @@ def test_exactly_one_answer_when_the_handler_returns_at_its_deadline(target_bin,
         run = Run(target_bin, "getppid", 300)
         sup.add_target(run.target)
         assert sup.run_until_idle(60)
+        lane = sup._pool.lane(racer)     # idle does not wait for handlers answered at their deadline:
+        assert sup.run(10, until=lambda: not lane.stuck and not lane.overdue)   # let them end
         got = results(run.output())
         run.finish()
     assert len(got) == 300 and set(got) <= {(7, 0), (-1, errno.ETIMEDOUT)}
@@ -324,3 +327,50 @@ def test_replay_dispatcher_answers_exactly_once_at_the_deadline():
     assert [n.verdict for n in notes] == [Reply.value(7) if k == ("value", 7) else Reply.errno("ETIMEDOUT")
                                           for k in kinds]
     assert 0 < kinds.count(("errno", errno.ETIMEDOUT)) < 200, "the race did not happen both ways"
+
+
+def test_max_stuck_zero_never_starts_more_than_workers_threads(target_bin, fifo):
+    """max_stuck=0: nothing is written off; the stuck worker keeps its slot and the handler's next
+    calls fail closed at once instead of queueing behind it."""
+    def a(n):
+        fifo.block()
+        return Reply.value(1)
+
+    with Supervisor(workers=1, max_stuck=0, on_error_errno="ETIMEDOUT") as sup:
+        sup.on("getppid", a, deadline=0.2)
+        run = Run(target_bin, "getppid", 3)
+        sup.add_target(run.target)
+        assert sup.run(20, until=lambda: run.target.returncode is not None)
+        assert results(run.output()) == [(-1, errno.ETIMEDOUT)] * 3
+        assert (sup.stats.timeouts, sup.stats.rejected, sup.stats.written_off) == (1, 2, 0)
+        assert worker_threads() == 1
+        fifo.release()
+        assert sup.run(10, until=lambda: sup._pool.lane(a).overdue == 0)    # the stuck calls returned
+        again = Run(target_bin, "expect", 3, 1)
+        sup.add_target(again.target)
+        assert sup.run_until_idle(10)
+        assert again.finish() == 0 and run.finish() == 0
+
+
+def test_idle_lanes_end_their_threads(target_bin, monkeypatch):
+    """A lane's threads end after IDLE_EXIT without work and the lane is dropped (the agent
+    registers new handlers per container: their lanes must not pile up)."""
+    from sysgate.supervisor import workers
+
+    monkeypatch.setattr(workers, "IDLE_EXIT", 0.05)
+    handlers = [lambda n, i=i: Reply.value(i) for i in range(3)]
+    with Supervisor() as sup:
+        for i, fn in enumerate(handlers):
+            sup.on("getppid", fn, blocking=True, group=f"g{i}")
+            run = Run(target_bin, "expect", 4, i)
+            sup.add_target(run.target, group=f"g{i}")
+            assert sup.run_until_idle(10)
+            assert run.finish() == 0
+        end = time.monotonic() + 10
+        while (sup._pool.threads or any(sup._pool.lane(fn) for fn in handlers)) and time.monotonic() < end:
+            threading.Event().wait(0.01)
+        assert sup._pool.threads == 0 and not any(sup._pool.lane(fn) for fn in handlers)
+        again = Run(target_bin, "expect", 2, 0)             # a dropped lane comes back on demand
+        sup.add_target(again.target, group="g0")
+        assert sup.run_until_idle(10)
+        assert again.finish() == 0
