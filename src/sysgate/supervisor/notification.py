@@ -351,8 +351,8 @@ class SharedNotification(Notification):
         with _CLAIM_LOCK:
             if self._state == REPLIED:
                 return False
+            self.deadline.expired = True   # first: whoever then sees REPLIED sees it expired
             self._state = REPLIED
-            self.deadline.expired = True
             return True
 
 
@@ -363,6 +363,8 @@ def _late(n: Notification) -> bool:
     """True when the dispatcher answered ``n`` at its deadline."""
     deadline = getattr(n, "deadline", None)
     return deadline is not None and deadline.expired
+
+
 _SHARED: dict[type, type] = {Notification: SharedNotification}
 
 
