@@ -3,8 +3,10 @@
 Per listener the loop waits for readiness, RECVs into a fresh zeroed buffer (RECV
 after EPOLLIN never blocks), finds the handler for (arch, nr) through a per-group
 cache and answers. Handlers marked ``blocking`` or given a ``deadline`` run in a
-bounded :class:`~sysgate.supervisor.workers.WorkerPool`; when the deadline passes
-first, the loop answers ``on_error_errno`` (fail closed). Exceptions in handlers
+:class:`~sysgate.supervisor.workers.WorkerPool`, each handler in a lane of its own
+threads; when the deadline passes first, the loop answers ``on_error_errno`` (fail
+closed), drops the late verdict and writes the stuck thread off (it no longer keeps
+the listener open or the handler's lane short). Exceptions in handlers
 answer ``on_error_errno`` too. EPOLLHUP means no task uses the filter any more
 (also when daemons spawned by the target outlived it and then exited): the
 listener is unregistered, closed and ``on_release`` is called. ENOENT from the
@@ -30,10 +32,10 @@ from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
-from .notification import (ASYNC, HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply,
-                           ReplyError, SharedNotification, TargetGone, errno_value)
+from .notification import (HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError,
+                           TargetGone, answer, errno_value, share)
 from .routing import Group, Handler, Routes
-from .workers import WorkerPool
+from .workers import DONE, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
 
@@ -55,7 +57,8 @@ class Stats:
     gone: int = 0         #: ENOENT from RECV/SEND/ADDFD: target died or its syscall was interrupted
     errors: int = 0       #: handler exceptions answered with on_error_errno
     timeouts: int = 0     #: deadlines that passed before the handler answered
-    rejected: int = 0     #: blocking handlers refused because the worker pool was full
+    rejected: int = 0     #: blocking calls refused: the handler's lane was full or its threads stuck
+    written_off: int = 0  #: worker threads written off because their handler outlived its deadline
     released: int = 0     #: listeners released (hang-up, removal or shutdown)
 
 
@@ -86,14 +89,20 @@ class Supervisor(Routes):
     ``default`` answers syscalls without a handler and handlers that return None;
     ``on_error_errno`` answers handler exceptions, refused and timed-out work;
     ``handler_timeout`` is the deadline (seconds) of blocking handlers without their own;
-    ``workers`` bounds the threads for blocking handlers and ``max_pending`` the
-    blocking work queued or running; ``sync_wakeup`` enables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-    on every listener when the kernel has it.
+    ``sync_wakeup`` enables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on every listener when the
+    kernel has it.
+
+    Blocking handlers get capacity of their own (see :mod:`.workers`), so a stuck handler
+    cannot starve the others. Per blocking handler: ``workers`` threads run its calls at
+    once; ``max_pending`` of its calls may wait or run (more are answered ``on_error_errno``);
+    ``max_stuck`` threads may be written off when it misses deadlines (each is replaced, so
+    the handler keeps ``workers`` threads); past that its calls fail closed at once while
+    all its workers are stuck too. At most ``workers + max_stuck`` threads per handler.
     """
 
     def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = _errno.EPERM,
                  handler_timeout: float = 5.0, workers: int = 4, max_pending: int = 1024,
-                 sync_wakeup: bool = True):
+                 max_stuck: int = 16, sync_wakeup: bool = True):
         self.default = default if default is not None else Reply.errno(_errno.EPERM)
         if not isinstance(self.default, Reply):
             raise TypeError("default must be a Reply, e.g. Reply.errno('EPERM')")
@@ -101,7 +110,7 @@ class Supervisor(Routes):
         self.handler_timeout = handler_timeout
         self.sync_wakeup = sync_wakeup
         self.stats = Stats()
-        self._pool = WorkerPool(workers, max_pending)
+        self._pool = WorkerPool(workers, max_pending, max_stuck)
         self._epoll = select.epoll()
         self._epoll.register(self._pool.wakeup_fd, _IN)
         self._listeners: dict[int, Listener] = {}
@@ -252,20 +261,19 @@ class Supervisor(Routes):
 
     # --- blocking handlers -----------------------------------------------------------
     def _submit(self, handler: Handler, n: Notification) -> None:
-        """Hand ``n`` to the worker pool with a deadline (runs in the loop thread)."""
-        n.__class__ = SharedNotification
-        n._state = ASYNC
+        """Hand ``n`` to its handler's lane of workers with a deadline (runs in the loop thread)."""
         timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
-        deadline = n.deadline = Deadline(time.monotonic() + timeout, n, handler)
-        n.listener.busy += 1
-        if not self._pool.submit(functools.partial(self._run_blocking, handler, n)):
-            n.listener.busy -= 1
+        deadline = Deadline(time.monotonic() + timeout, n, handler)
+        share(n, deadline)
+        try:
+            deadline.job = self._pool.submit(handler.fn, functools.partial(self._run_blocking, handler, n))
+        except PoolRefused as exc:
             self.stats.rejected += 1
-            log.warning("worker pool full (%d pending): answering %s with errno %d",
-                        self._pool.pending, _describe(n), self.on_error_errno)
+            log.warning("no worker for %s (%s): answering errno %d", _describe(n), exc, self.on_error_errno)
             if n.try_claim():
-                n._send(0, self.on_error_errno, 0)
+                self._send_error(n)
             return
+        n.listener.busy += 1
         heapq.heappush(self._deadlines, deadline)
 
     def _run_blocking(self, handler: Handler, n: Notification) -> Notification:
@@ -273,11 +281,7 @@ class Supervisor(Routes):
         if n._state == REPLIED:
             return n  # the deadline passed while it was queued
         try:
-            result = handler.fn(n)
-            if n._state != REPLIED:
-                n.reply(self.default if result is None else result)
-            elif result is not None and result.__class__ is Reply:
-                raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+            answer(n, handler.fn, self.default)
         except (TargetGone, DeadlineExceeded):
             pass
         except Exception as exc:
@@ -285,30 +289,35 @@ class Supervisor(Routes):
         return n
 
     def _expire(self, now: float) -> None:
+        """Answer calls whose deadline passed; write off the workers still running them."""
         while self._deadlines and self._deadlines[0].when <= now:
             deadline = heapq.heappop(self._deadlines)
             n = deadline.notification
-            if n._state == REPLIED:
+            if deadline.job.state == DONE:
                 continue
-            deadline.expired = True
-            if n.try_claim():
+            if n.claim_at_deadline():
                 self.stats.timeouts += 1
                 log.error("handler for %s (group %s) missed its deadline; answering errno %d",
                           _describe(n), n.listener.group.name, self.on_error_errno)
                 self._send_error(n)
+            if self._pool.abandon(deadline.job):   # also when it answered but still runs
+                self.stats.written_off = self._pool.written_off
+                self._finished(n.listener)
 
     def _collect(self) -> None:
-        """Book finished blocking work; close listeners released while work was running."""
+        """Book finished blocking work."""
         self._pool.drain_wakeup()
         done = self._pool.completed
         while done:
             n = done.popleft()
-            if n is None:
-                continue
-            lst = n.listener
-            lst.busy -= 1
-            if lst.busy == 0 and lst.released and lst.fd >= 0:
-                self._close_listener(lst)
+            if n is not None:
+                self._finished(n.listener)
+
+    def _finished(self, lst: Listener) -> None:
+        """One blocking call of ``lst`` is over: close it when it was released meanwhile."""
+        lst.busy -= 1
+        if lst.busy == 0 and lst.released and lst.fd >= 0:
+            self._close_listener(lst)
 
     # --- the loop -------------------------------------------------------------------
     def fileno(self) -> int:

@@ -326,34 +326,87 @@ class Notification:
 
 class SharedNotification(Notification):
     """A notification handed to a worker thread: the worker and the loop (deadline) race to
-    answer it, so claiming the reply takes a lock. The loop switches ``__class__`` to this."""
+    answer it, so claiming the reply takes a lock. :func:`share` switches ``__class__`` to this
+    (or to a subclass of it and of a test notification class)."""
 
     __slots__ = ()
 
     def _claim(self) -> None:
         with _CLAIM_LOCK:
             if self._state == REPLIED:
-                deadline = getattr(self, "deadline", None)
-                if deadline is not None and deadline.expired:
-                    raise DeadlineExceeded(f"notification {self.id}: deadline passed, already answered")
-                raise ReplyError(f"notification {self.id} was already answered")
+                raise self._second_reply()
             self._state = REPLIED
 
     def _unclaim(self) -> None:
         self._state = ASYNC
 
+    def _second_reply(self) -> ReplyError:
+        if _late(self):
+            return DeadlineExceeded(f"notification {self.id}: deadline passed, already answered")
+        return ReplyError(f"notification {self.id} was already answered")
+
+    def claim_at_deadline(self) -> bool:
+        """Claim the reply for the deadline's fail-closed answer; False when the handler answered
+        first. Afterwards the handler's own reply raises :class:`DeadlineExceeded`."""
+        with _CLAIM_LOCK:
+            if self._state == REPLIED:
+                return False
+            self.deadline.expired = True   # first: whoever then sees REPLIED sees it expired
+            self._state = REPLIED
+            return True
+
 
 _CLAIM_LOCK = threading.Lock()
 
 
-class Deadline:
-    """When a worker-run handler must have answered; ``expired`` is set by the loop."""
+def _late(n: Notification) -> bool:
+    """True when the dispatcher answered ``n`` at its deadline."""
+    deadline = getattr(n, "deadline", None)
+    return deadline is not None and deadline.expired
 
-    __slots__ = ("when", "expired", "notification", "handler")
+
+_SHARED: dict[type, type] = {Notification: SharedNotification}
+
+
+def share(n: Notification, deadline: "Deadline") -> None:
+    """Prepare ``n`` to be answered by a worker thread or, at ``deadline``, by the dispatcher."""
+    cls = n.__class__
+    shared = _SHARED.get(cls)
+    if shared is None:    # e.g. sysgate.testing.fake.FakeNotification, replayed with a deadline
+        shared = _SHARED[cls] = type(f"Shared{cls.__name__}", (SharedNotification, cls), {"__slots__": ()})
+    n.__class__ = shared
+    n._state = ASYNC
+    n.deadline = deadline
+
+
+def answer(n: Notification, fn, default: Reply) -> None:
+    """Run handler ``fn`` on ``n`` and send its verdict: what every dispatcher (the supervisor's
+    loop and workers, the replay dispatcher) does with a handler's result.
+
+    None sends ``default``, a :class:`Reply` is sent, anything else is a TypeError; returning a
+    Reply after answering is a :class:`ReplyError`, or :class:`DeadlineExceeded` when the
+    deadline answered first (the late verdict is dropped, never sent). Exceptions propagate: the
+    caller fails closed (``on_error_errno``), except for TargetGone (no reply: the target is gone)
+    and DeadlineExceeded (the deadline already answered).
+    """
+    result = fn(n)
+    if n._state != REPLIED:
+        n.reply(default if result is None else result)
+    elif result is not None and result.__class__ is Reply:
+        if _late(n):
+            raise DeadlineExceeded(f"notification {n.id}: deadline passed, returned {result!r} is dropped")
+        raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+
+
+class Deadline:
+    """When a worker-run handler must have answered; ``expired`` is set when the dispatcher
+    answered in its place; ``job`` is its :class:`~sysgate.supervisor.workers.Job`."""
+
+    __slots__ = ("when", "expired", "notification", "handler", "job")
 
     def __init__(self, when: float, notification: Notification, handler):
         self.when, self.notification, self.handler, self.expired = when, notification, handler, False
+        self.job = None
 
     def __lt__(self, other: "Deadline") -> bool:
         return self.when < other.when
-

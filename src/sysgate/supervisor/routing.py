@@ -71,7 +71,7 @@ class Routes:
             return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline, group=group) or f
         _check_syscall(syscall)
         grp = self.group(group or "*")
-        grp.handlers[syscall] = self._wrap(fn, blocking, deadline)
+        grp.handlers[syscall] = handler_of(fn, blocking, deadline)
         self._invalidate()
         return None
 
@@ -86,7 +86,7 @@ class Routes:
                  group: str | None = None) -> None:
         """Handle every syscall that has no handler of its own (instead of the default verdict);
         None removes the fallback."""
-        self.group(group or "*").fallback = None if fn is None else self._wrap(fn, blocking, deadline)
+        self.group(group or "*").fallback = None if fn is None else handler_of(fn, blocking, deadline)
         self._invalidate()
 
     def use_policy(self, policy, handlers: dict, *, group: str | None = None) -> None:
@@ -107,18 +107,6 @@ class Routes:
             else:
                 self.on(syscall, _PolicyChooser(policy, handlers), group=group)
 
-    @staticmethod
-    def _wrap(fn, blocking, deadline) -> Handler:
-        if not callable(fn):
-            raise TypeError(f"a handler must be callable, not {fn!r}")
-        if blocking is None:
-            blocking = bool(getattr(fn, "blocking", False))
-        if deadline is None:
-            deadline = getattr(fn, "deadline", None)
-        if deadline is not None and deadline <= 0:
-            raise ValueError("a handler deadline must be positive (seconds)")
-        return Handler(fn, blocking or deadline is not None, deadline)
-
     def _invalidate(self) -> None:
         self._global.cache.clear()
         for grp in self._groups.values():
@@ -133,6 +121,19 @@ class Routes:
             if handler is not None:
                 return handler
         return None
+
+
+def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) -> Handler:
+    """``fn`` as a registered handler: ``blocking`` and ``deadline`` default to its attributes."""
+    if not callable(fn):
+        raise TypeError(f"a handler must be callable, not {fn!r}")
+    if blocking is None:
+        blocking = bool(getattr(fn, "blocking", False))
+    if deadline is None:
+        deadline = getattr(fn, "deadline", None)
+    if deadline is not None and deadline <= 0:
+        raise ValueError("a handler deadline must be positive (seconds)")
+    return Handler(fn, blocking or deadline is not None, deadline)
 
 
 def _check_syscall(syscall) -> None:

@@ -3,7 +3,8 @@
 :class:`Dispatcher` answers :class:`~sysgate.testing.fake.FakeNotification` objects the
 way the supervisor answers real ones (handler by syscall name, or native number, then
 the fallback, then the default; None -> default; exceptions -> ``on_error_errno``;
-TargetGone -> no reply). :func:`replay` rebuilds each recorded notification with the
+TargetGone -> no reply; a blocking handler runs in a thread and, past its deadline, the
+call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds each recorded notification with the
 memory its handler read back then, dispatches it and reports every reply that differs::
 
     header, records = record.load("calls.jsonl")
@@ -15,11 +16,14 @@ memory its handler read back then, dispatches it and reports every reply that di
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 
 from ..kernel import abi
-from ..supervisor import Reply, ReplyError, TargetGone
-from ..supervisor.notification import REPLIED, errno_value
+from ..supervisor import DeadlineExceeded, Reply, TargetGone
+from ..supervisor.notification import Deadline, answer, errno_value, share
+from ..supervisor.routing import Handler, handler_of
 from .fake import FakeMemory, FakeNotification
 from .record import decode_bytes, reply_dict, reply_from_dict
 
@@ -27,13 +31,20 @@ log = logging.getLogger("sysgate.testing")
 
 
 class Dispatcher:
-    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`'s handler table."""
+    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`'s handler table.
 
-    def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = "EPERM"):
+    Blocking handlers (``blocking``, or a ``deadline``: arguments or the handler's attributes, as
+    for the supervisor) run in a thread of their own with the same deadline rule as the
+    supervisor's workers: ``deadline``, else ``handler_timeout`` seconds.
+    """
+
+    def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = "EPERM",
+                 handler_timeout: float = 5.0):
         self.default = default if default is not None else Reply.errno("EPERM")
         self.on_error_errno = errno_value(on_error_errno)
-        self.handlers: dict = {}
-        self._fallback = None
+        self.handler_timeout = handler_timeout
+        self.handlers: dict[str | int, Handler] = {}
+        self._fallback: Handler | None = None
 
     @classmethod
     def for_recording(cls, header: dict) -> "Dispatcher":
@@ -41,48 +52,72 @@ class Dispatcher:
         default = reply_from_dict(header["default"]) if "default" in header else None
         return cls(default, on_error_errno=header.get("on_error_errno", "EPERM"))
 
-    def on(self, syscall: str | int, fn=None):
+    def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None):
         """Handle ``syscall`` (name, or number of the native arch) with ``fn``; a decorator too."""
         if fn is None:
-            return lambda f: self.on(syscall, f) or f
-        if not callable(fn):
-            raise TypeError(f"a handler must be callable, not {fn!r}")
-        self.handlers[syscall] = fn
+            return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline) or f
+        self.handlers[syscall] = handler_of(fn, blocking, deadline)
         return None
 
     def table(self, handlers: dict) -> None:
         for syscall, fn in handlers.items():
             self.on(syscall, fn)
 
-    def fallback(self, fn) -> None:
+    def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None) -> None:
         """Handle every syscall without a handler of its own."""
-        self._fallback = fn
+        self._fallback = handler_of(fn, blocking, deadline)
 
-    def handler_for(self, n):
-        fn = self.handlers.get(n.syscall)
-        if fn is None and n.arch == abi.native_arch():
-            fn = self.handlers.get(n.nr)
-        return fn if fn is not None else self._fallback
+    def handler_for(self, n) -> Handler | None:
+        handler = self.handlers.get(n.syscall)
+        if handler is None and n.arch == abi.native_arch():
+            handler = self.handlers.get(n.nr)
+        return handler if handler is not None else self._fallback
 
     def dispatch(self, n) -> dict:
         """Answer ``n`` like the supervisor would; returns the outcome (see :func:`outcome`)."""
-        fn = self.handler_for(n)
+        handler = self.handler_for(n)
         try:
-            result = None if fn is None else fn(n)
-            if n._state != REPLIED:
-                if result is None:
-                    result = self.default
-                n.reply(result)
-            elif isinstance(result, Reply):
-                raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+            if handler is None:
+                n.reply(self.default)
+            elif handler.blocking:
+                self._run_with_deadline(handler, n)
+            else:
+                answer(n, handler.fn, self.default)
         except TargetGone:
             return {"kind": "gone"}
+        except DeadlineExceeded as exc:       # answered on_error_errno at the deadline
+            return {**outcome(n), "exception": repr(exc)}
         except Exception as exc:
             log.debug("handler for %s failed: %r", n.syscall, exc)
             if n.try_claim():
                 n._send(0, self.on_error_errno, 0)
             return {**outcome(n), "exception": repr(exc)}
         return outcome(n)
+
+    def _run_with_deadline(self, handler: Handler, n) -> None:
+        """Run a blocking handler in a thread; at its deadline answer ``on_error_errno`` (raising
+        DeadlineExceeded) and leave the thread behind: its late verdict is dropped."""
+        timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
+        share(n, Deadline(time.monotonic() + timeout, n, handler))
+        failure: list = []
+
+        def work():
+            try:
+                answer(n, handler.fn, self.default)
+            except DeadlineExceeded:
+                pass
+            except BaseException as exc:   # re-raised below, in the dispatching thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=work, name="sysgate-replay-worker", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive() and n.claim_at_deadline():
+            n._send(0, self.on_error_errno, 0)
+            raise DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
+        thread.join(timeout)    # it answered just before the deadline: let it finish
+        if failure:
+            raise failure[0]
 
 
 def outcome(n: FakeNotification) -> dict:
