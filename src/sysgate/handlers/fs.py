@@ -525,9 +525,8 @@ class FsHandler(Handler):
             os.close(dfd)
 
     def _reopen_own_fd(self, resolver, creds, number: int, flags: int, modes):
-        """``/dev/stdin``, ``/proc/self/fd/N``…: reopen the target's own fd N, as the kernel would
-        (also an O_PATH fd of the target's, which pidfd_getfd cannot fetch)."""
-        dup = fetch_fd(resolver.n, number, creds, o_path=True)
+        """``/dev/stdin``, ``/proc/self/fd/N``…: reopen the target's own fd N, as the kernel would."""
+        dup = fetch_fd(resolver.n, number, creds)
         try:
             if fd_path(dup).startswith("/") and not self.check(resolver, dup, modes):
                 return None                 # a file: the rules apply; pipes and the like are its own

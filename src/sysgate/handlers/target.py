@@ -259,14 +259,12 @@ def read_exact(n, address: int, length: int) -> bytes:
     return data
 
 
-def fetch_fd(n, fd: int, creds: Credentials | None = None, *, o_path: bool = False) -> int:
+def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
     """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread's process (pidfd_getfd).
 
     OSError(EBADF) when it has no such fd. The pidfd is opened per call: children of a
-    launched target share its listener but not its fd table. pidfd_getfd cannot take an
-    ``O_PATH`` fd (the kernel's fget() skips them): with ``o_path`` such an fd is reached
-    through ``/proc/<tgid>/fd/N`` instead, as an O_PATH fd of ours on the same object.
-    Runs with the supervisor's identity (see :func:`as_supervisor`).
+    launched target share its listener but not its fd table (O_PATH fds too). Runs with the
+    supervisor's identity (see :func:`as_supervisor`).
     """
     tgid = (creds or credentials(n)).tgid
     with as_supervisor():
@@ -276,13 +274,6 @@ def fetch_fd(n, fd: int, creds: Credentials | None = None, *, o_path: bool = Fal
             raise TargetGone(f"thread {n.pid} is gone") from None
         try:
             dup = ksys.pidfd_getfd(pidfd, fd)
-        except OSError as exc:
-            if exc.errno != errno.EBADF or not o_path or fd < 0:
-                raise
-            try:
-                dup = os.open(f"/proc/{tgid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
         finally:
             os.close(pidfd)
     if not n.valid():
