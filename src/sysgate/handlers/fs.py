@@ -355,7 +355,7 @@ class FsHandler(Handler):
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",
-                "stat64", "lstat64", "fstatat64",
+                "stat64", "lstat64", "fstatat64", "oldstat", "oldlstat",
                 "access", "faccessat", "faccessat2", "readlink", "readlinkat",
                 "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
                 "symlink", "symlinkat", "link", "linkat")
@@ -564,7 +564,7 @@ class FsHandler(Handler):
     def _lstat(self, n, creds, resolver):
         return self._emulate_stat(n, creds, resolver, AT_FDCWD, n.args[0], n.args[1], AT_SYMLINK_NOFOLLOW)
 
-    _stat64, _lstat64 = _stat, _lstat
+    _stat64, _lstat64, _oldstat, _oldlstat = _stat, _lstat, _stat, _lstat
 
     def _newfstatat(self, n, creds, resolver):
         a = n.args

@@ -9,6 +9,8 @@ kernel's compat code builds it (``arch/x86/include/uapi/asm/stat.h``, ``fs/stat.
 * i386 ``stat``/``lstat`` (106/107): ``struct compat_stat``, 64 bytes, zero-filled, 16-bit
   uid/gid (ids above 65535 become the overflow id), ``EOVERFLOW`` when the size exceeds
   2^31-1, the inode or link count do not fit;
+* i386 ``oldstat``/``oldlstat`` (18/84): ``struct __old_kernel_stat``, 32 bytes, 16-bit
+  fields (``EOVERFLOW`` for an inode or link count above 65535), 32-bit size and seconds;
 * i386 ``stat64``/``lstat64``/``fstatat64``: the packed 96-byte ``struct stat64``; the kernel
   stores field by field and leaves the two 4-byte pads (offsets 8 and 40) untouched, so
   they are written around, never over.
@@ -29,6 +31,7 @@ _COMPAT_STAT = struct.Struct("<IIHHHHIIIIIIIIIIII")            # i386 struct com
 _STAT64_HEAD = struct.Struct("<Q")                            # st_dev; pad [8:12]
 _STAT64_MID = struct.Struct("<IIIIIQ")                        # __st_ino, mode, nlink, uid, gid, rdev; pad [40:44]
 _STAT64_TAIL = struct.Struct("<qIQIIIIIIQ")                   # size, blksize, blocks, a/m/c times, st_ino
+_OLD_STAT = struct.Struct("<HHHHHHHHIIII")                    # __old_kernel_stat, 32 bytes
 _MAX_NON_LFS = 0x7FFFFFFF
 
 
@@ -62,6 +65,21 @@ def i386_stat(st: os.stat_result) -> list[tuple[int, bytes]]:
     return [(0, data)]
 
 
+def i386_oldstat(st: os.stat_result) -> list[tuple[int, bytes]]:
+    """``struct __old_kernel_stat`` (x86_64's ``sys_stat`` for i386 ``oldstat``/``oldlstat``):
+    16-bit dev (old encoding), ino, mode, nlink, uid, gid, rdev, then 32-bit size and times."""
+    if st.st_ino > 0xFFFF or st.st_nlink > 0xFFFF:
+        raise OSError(errno.EOVERFLOW, os.strerror(errno.EOVERFLOW))
+    t = _times(st)
+    return [(0, _OLD_STAT.pack(_old_dev(st.st_dev), st.st_ino, st.st_mode & 0xFFFF, st.st_nlink,
+                               _low16(st.st_uid, "uid"), _low16(st.st_gid, "gid"), _old_dev(st.st_rdev), 0,
+                               st.st_size & 0xFFFFFFFF, t[0], t[2], t[4]))]
+
+
+def _old_dev(dev: int) -> int:
+    return (os.major(dev) << 8 | os.minor(dev)) & 0xFFFF
+
+
 def i386_stat64(st: os.stat_result) -> list[tuple[int, bytes]]:
     t = _times(st)
     return [(0, _STAT64_HEAD.pack(st.st_dev)),
@@ -75,6 +93,8 @@ STATX_ARCHES = frozenset({*NATIVE_STAT_SIZE, "i386"})
 
 #: (arch, syscall) -> builder of [(offset, bytes)] chunks from a native stat result
 COMPAT = {
+    ("i386", "oldstat"): i386_oldstat,
+    ("i386", "oldlstat"): i386_oldstat,
     ("i386", "stat"): i386_stat,
     ("i386", "lstat"): i386_stat,
     ("i386", "stat64"): i386_stat64,
