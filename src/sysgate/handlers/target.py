@@ -128,10 +128,14 @@ def _capset(effective: int, permitted: int, inheritable: int) -> None:
     ksys.raw_syscall("capset", ctypes.byref(header), data)
 
 
-def _setfsid(name: str, value: int) -> None:
-    """setfsuid/setfsgid, verified: the call reports no error, so read the value back."""
+_CAP_SETGID, _CAP_SETUID = 6, 7
+
+
+def _setfsid(name: str, value: int, verify: bool) -> None:
+    """setfsuid/setfsgid. The call reports no error: without CAP_SETUID/CAP_SETGID (``verify``)
+    the value is read back, and a switch that did not happen fails closed."""
     ksys.raw_syscall(name, ctypes.c_uint(value))
-    if ksys.raw_syscall(name, ctypes.c_uint(0xFFFFFFFF)) != value:
+    if verify and ksys.raw_syscall(name, ctypes.c_uint(0xFFFFFFFF)) != value:
         raise OSError(errno.EPERM, f"{name}({value}) did not take effect")
 
 
@@ -142,19 +146,28 @@ class _Identity:
     groups: list[int]
     caps: tuple[int, int, int]
 
+    @property
+    def verify(self) -> bool:
+        return (self.caps[0] >> _CAP_SETUID & 1 and self.caps[0] >> _CAP_SETGID & 1) == 0
+
 
 def _own_identity() -> _Identity:
-    return _Identity(os.geteuid(), os.getegid(), os.getgroups(), _capget())
+    """The supervisor thread's own identity, read once per thread (it does not change its ids)."""
+    own = getattr(_state, "own", None)
+    if own is None:
+        own = _state.own = _Identity(os.geteuid(), os.getegid(), os.getgroups(), _capget())
+    return own
 
 
-def _apply(fsuid: int, fsgid: int, groups, effective: int, caps: tuple[int, int, int]) -> None:
+def _apply(fsuid: int, fsgid: int, groups, effective: int, own: _Identity) -> None:
     """Switch this thread to fsuid/fsgid/groups and the effective capability set ``effective``.
     The order matters: setfsuid away from 0 clears the filesystem capabilities from the
     effective set (and back to 0 raises them), so the capabilities are set last."""
-    _set_groups(groups)
-    _setfsid("setfsgid", fsgid)
-    _setfsid("setfsuid", fsuid)
-    _capset(effective, caps[1], caps[2])
+    if list(groups) != own.groups:
+        _set_groups(groups)
+    _setfsid("setfsgid", fsgid, own.verify)
+    _setfsid("setfsuid", fsuid, own.verify)
+    _capset(effective, own.caps[1], own.caps[2])
 
 
 _state = threading.local()
@@ -181,20 +194,22 @@ def acting_as(creds: Credentials | None):
         return
     _state.saved, _state.creds = own, creds
     try:
-        _apply(creds.fsuid, creds.fsgid, creds.groups, effective, own.caps)
+        _apply(creds.fsuid, creds.fsgid, creds.groups, effective, own)
         yield
     finally:
         _state.saved = _state.creds = None
-        _restore(own)
+        _restore(own, creds)
 
 
-def _restore(own: _Identity) -> None:
+def _restore(own: _Identity, creds: Credentials) -> None:
     """Back to the supervisor's identity: capabilities first (setfsuid and setgroups need them)."""
     _capset(*own.caps)
-    _setfsid("setfsuid", own.fsuid)
-    _setfsid("setfsgid", own.fsgid)
-    _set_groups(own.groups)
-    _capset(*own.caps)            # setfsuid back to 0 raised the filesystem capabilities: exact again
+    _setfsid("setfsuid", own.fsuid, own.verify)
+    _setfsid("setfsgid", own.fsgid, own.verify)
+    if list(creds.groups) != own.groups:
+        _set_groups(own.groups)
+    if own.caps[0] != own.caps[1]:
+        _capset(*own.caps)        # setfsuid back to 0 raised the filesystem capabilities: exact again
 
 
 @contextlib.contextmanager
@@ -206,12 +221,12 @@ def as_supervisor():
     if own is None:
         yield
         return
-    _restore(own)
+    _restore(own, creds)
     _state.saved = None
     try:
         yield
     finally:
-        _apply(creds.fsuid, creds.fsgid, creds.groups, creds.cap_effective & own.caps[1], own.caps)
+        _apply(creds.fsuid, creds.fsgid, creds.groups, creds.cap_effective & own.caps[1], own)
         _state.saved = own
 
 
