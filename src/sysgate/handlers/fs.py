@@ -1,48 +1,90 @@
-"""``fs``: path allow/deny rules enforced without a TOCTOU window.
+"""``fs``: path allow/deny rules enforced by emulation, without a TOCTOU window.
 
-The supervisor never lets the kernel act on a path it checked (no CONTINUE). For each
-notified call it reads the path argument **once**, resolves it itself relative to the
-target's root, cwd or dirfd (``/proc/TID/root``, ``/proc/TID/cwd``, ``/proc/TID/fd/N``)
-with openat2(2) (``RESOLVE_IN_ROOT`` for absolute paths so ``..`` and absolute symlinks
-stay inside the target's root; ``RESOLVE_NO_MAGICLINKS`` always), first as an ``O_PATH``
-fd (no device open side effects), then checks the *opened object's* real path (and inode,
-for denied files named without wildcards) against the rules, and only then reopens that
-very inode with the requested flags and injects it with ``SECCOMP_ADDFD_FLAG_SEND``.
-Rewriting the path buffer, symlinks and ``../`` cannot reach a denied file: the check
-applies to what was opened, not to what was asked for.
+How a call is served. The supervisor never lets the kernel act on a path it checked (no
+CONTINUE). For each notified call it reads the path argument **once**, resolves it itself
+relative to the target's root, cwd or dirfd (``/proc/TID/root``, ``/proc/TID/cwd``,
+``/proc/TID/fd/N``) with openat2(2) (``RESOLVE_IN_ROOT`` for absolute paths so ``..`` and
+absolute symlinks stay inside the target's root; ``RESOLVE_NO_MAGICLINKS`` always), first as
+an ``O_PATH`` fd (no device open side effects), checks the *opened object* against the rules,
+and only then reopens that very inode with the requested flags and injects it with
+``SECCOMP_ADDFD_FLAG_SEND``. Rewriting the path buffer, symlinks and ``../`` cannot reach a
+denied file: the check applies to what was opened, not to what was asked for.
 
-Calls and how they are served:
+Guaranteed (each is a test running a compiled C attack program, compared with the kernel):
 
-* ``open``, ``openat``, ``openat2``, ``creat``: emulated as above (``O_CLOEXEC`` honoured).
-  New files are created only at ``<checked parent>/<name>`` with ``O_EXCL|O_NOFOLLOW``;
-  ``O_TRUNC`` is applied after the check.
-* ``stat``, ``lstat``, ``newfstatat``, ``statx``: emulated on the checked fd; the kernel
-  fills the struct in the supervisor and it is copied into the target's output buffer.
-* ``access``, ``faccessat``, ``faccessat2``: emulated (``faccessat2(fd, "", AT_EMPTY_PATH|AT_EACCESS)``
-  with the target's fsuid/fsgid, so effective rather than real ids decide).
-* ``readlink``, ``readlinkat``: emulated (the link text is copied into the target's buffer).
-* ``mkdir(at)``, ``unlink(at)``, ``rmdir``, ``rename(at|at2)``, ``symlink(at)``: the parent
-  directory is resolved and the new/removed name checked for ``write``; the supervisor then
-  acts on that directory fd and the single last component.
-* ``link``, ``linkat``: the existing file must be allowed for read *and* write (a new name
-  for it must not widen access), the new name for write.
+* **The rules see real paths** (as the target sees them, inside its root): symlinks, ``..``,
+  dirfds, the cwd, ``openat2`` without RESOLVE flags, i386 ``int $0x80`` calls and a thread
+  rewriting the path buffer all end at the object's real path. ``/proc/self`` is rewritten to
+  the target; ``/dev/stdin``, ``/dev/fd/N`` and ``/proc/self/fd/N`` reopen the target's own
+  fd N (rules apply when it is a file); every other magic link (``/proc/self/root``,
+  ``/proc/PID/cwd``…) fails with ``ELOOP``.
+* **Deny rules follow objects, not names.** For each deny pattern, its *literal prefix* (the
+  path before the first glob character, cut at a ``/``) is taken; at load, the (dev, ino) of
+  every existing directory on that prefix and of the prefix itself are recorded
+  (:class:`PathRules`). Then rename, renameat2 (also ``RENAME_EXCHANGE``, both ways) and
+  link are refused (``EACCES``) when the object moved or linked *is or may hold* something a
+  deny rule matches — its real path is matched by a deny rule or is an ancestor of a path one
+  could match (:meth:`PathRules.could_contain`; a ``**`` component makes everything below it
+  count), or its inode is a recorded one — and when the *new name* is such a path (nothing
+  is moved, linked, symlinked or created into or above a denied area, nor replaces a
+  protected directory). So glob denies hold after renames exactly as literal ones do.
+  Other names of denied objects are denied by inode: a file named by a wildcard-free deny
+  rule, and everything under a directory ``D`` of a ``D/**`` deny (the opened object's
+  ancestors are walked with ``..``, which crosses mounts as the kernel does): hard links
+  and bind mounts made before the run do not reach them.
+* **The target's credentials decide** every open and change: the worker thread takes the
+  target's fsuid, fsgid, supplementary groups *and effective capabilities* (per-thread
+  ``capset``; see :func:`.target.acting_as`), so a root target without capabilities, a
+  normal user and a user with a supplementary group get the kernel's own answers. A target
+  in another user namespace than the supervisor's is refused everything (``EACCES``, fail
+  closed): its ids and capabilities cannot be reproduced here.
+* **The supervisor never blocks on the target's behalf.** A FIFO or device is opened with
+  ``O_NONBLOCK`` (cleared afterwards unless the target asked for it). A FIFO open that must
+  wait for the other end is finished by :class:`FifoWaiter` on its own thread, never in a
+  pool worker; the waiting reader holds a read end meanwhile (as a blocked reader counts as
+  one in the kernel), a waiting writer retries every 20 ms. A signal that interrupts the
+  target's call (or its death) cancels the wait within one interval and our end is closed.
+* ``O_PATH`` opens work: seccomp's ADDFD cannot install an ``O_PATH`` file (EBADF), so the
+  target gets a real read-only fd of the checked directory or regular file, opened with its
+  own credentials.
+* i386 ``stat``/``lstat``/``oldstat``/``oldlstat``/``stat64``/``lstat64``/``fstatat64`` and
+  ``statx`` are emulated with the kernel's compat layouts (:mod:`.statlayout`), byte for
+  byte (untouched padding included); other foreign layouts get ``ENOSYS``; x32 is refused.
 
-Not covered (let the policy allow or deny them): ``execve`` (the kernel opens the
-binary itself), ``chmod``/``chown``/``truncate``/``utimensat``/xattrs, ``mknod`` (see
-:mod:`.container`), and fd-based calls, which act on files already opened through here.
+Calls: ``open``, ``openat``, ``openat2``, ``creat`` (``O_CLOEXEC`` honoured; new files only
+at ``<checked parent>/<name>`` with ``O_EXCL|O_NOFOLLOW``, ``O_TRUNC`` applied after the
+check); the stat family above; ``access``/``faccessat``/``faccessat2`` (effective ids decide);
+``readlink(at)``; ``mkdir(at)``, ``unlink(at)``, ``rmdir``, ``rename(at|at2)``,
+``symlink(at)``, ``link(at)`` (the parent directory is resolved and the name checked for
+``write``; the supervisor acts on that directory fd and the single last component; a hard
+link needs read *and* write on the file, so a new name cannot widen access).
 
-Denied paths fail with ``EACCES``. Opening a FIFO blocks a worker thread until the other
-end opens, as it would block the target; past the handler deadline (``deadline``, else
-the supervisor's ``handler_timeout``) the call fails closed. Work is done with the target's fsuid/fsgid/groups
-(a root target keeps the supervisor's capabilities, even if its own were reduced), the
-target's umask applies to created files (on top of the supervisor's own umask).
-Limits: rules see paths as the target sees them (inside its root); ``/proc/self`` is
-rewritten to the target; magic links are not followed, except that ``/dev/stdin``,
-``/dev/fd/N`` and ``/proc/self/fd/N`` reopen the target's own fd N (rules apply when it is
-a file); other magic links fail with ``ELOOP``. Hard links made before the run are
-separate names (rules are path based, as in AppArmor; wildcard-free deny rules also
-deny the inode). Creating through a dangling symlink fails with ``EACCES``. Only the
-native architecture's stat layout is emulated (other ABIs get ``ENOSYS``).
+Not guaranteed (documented differences and open ends):
+
+* Deny patterns whose literal prefix does not exist at load have no recorded inodes; their
+  paths are still protected from renames/links/symlinks by name, and the target cannot
+  create the denied area itself (``mkdir`` of an ancestor is allowed: it makes the real
+  place). Inodes are recorded in the supervisor's own mount namespace. A pattern whose
+  literal prefix goes through a symlink never matches (rules match real paths): name the
+  real path. Hard links made *before the run* to files under a glob-denied directory are
+  separate names (only ``D/**`` directories and literal files are inode-protected); a
+  non-directory whose parent cannot be confirmed during the ancestor walk (renamed at that
+  moment, or unlinked) is refused.
+* An ``O_PATH`` open yields an ``O_RDONLY`` fd (``F_GETFL`` differs, ``read`` works), needs
+  read permission where O_PATH would not, and fails with ``EOPNOTSUPP`` for FIFOs, sockets,
+  devices and symlinks (``O_PATH|O_NOFOLLOW``).
+* FIFOs: a reader waits until a writer is *present* (checked with a non-consuming tee(2));
+  a writer that opened and closed between two checks without writing is missed (the
+  kernel's blocked reader would have returned). A waiting writer is not counted as a writer
+  by the kernel meanwhile. At most 256 opens wait per handler (more: ``EAGAIN``). Devices
+  are opened with ``O_NONBLOCK`` (a tty/serial line does not wait for carrier).
+* Not covered here (the policy must allow or deny them): ``execve``, fd-based calls (they
+  act on files already opened through here; ``fstat`` of an fd is the kernel's),
+  ``open_tree``/``open_by_handle_at``/``name_to_handle_at``/``mount`` (they bypass path
+  rules: the sandbox base refuses them), io_uring. chmod/chown/xattrs/truncate/utimes/mknod
+  and friends are the :mod:`.fsmeta` mixin's.
+* Denied paths fail with ``EACCES``; creating through a dangling symlink fails with
+  ``EACCES``; the target's umask applies on top of the supervisor's own.
 """
 from __future__ import annotations
 
