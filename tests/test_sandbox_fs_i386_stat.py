@@ -86,3 +86,27 @@ def test_i386_stat_family_matches_the_kernel_and_denies(tmp_path):
         assert kernel[f"allowed-{name}"].startswith("0 ") and kernel[f"denied-{name}"].startswith("0 "), kernel
     for name in ("stat64", "stat", "oldstat", "oldlstat", "statx"):
         assert mine[f"small-{name}"] == kernel[f"small-{name}"] and kernel[f"small-{name}"].startswith("0 "), name
+
+
+def test_sysgate_run_routes_the_i386_stat_family_to_fs(tmp_path):
+    """``sysgate run`` used to refuse ``stat64: notify(fs)`` (fs did not answer it), leaving it
+    to the kernel: a denied file's metadata leaked."""
+    import sys
+
+    try:
+        exe = cprog(PROGRAM, m32=True)
+    except subprocess.CalledProcessError:
+        pytest.skip("no gcc -m32")
+    (tmp_path / "p.policy").write_text("arch: x86_64, i386\ndefault: allow\n"
+                                       "openat, stat64, lstat64, fstatat64, stat, lstat, oldstat, oldlstat: notify(fs)\n")
+    denied = tmp_path / "denied.txt"
+    denied.write_text("SECRET\n")
+    (tmp_path / "h.json").write_text('{"fs": {"rules": ["deny %s", "allow read /**"]}}' % denied)
+    out = subprocess.run([sys.executable, "-m", "sysgate", "run", "--policy", str(tmp_path / "p.policy"),
+                          "--handlers", str(tmp_path / "h.json"), "--", exe, "/etc/passwd", "/etc/passwd",
+                          str(denied), "/etc/passwd"], capture_output=True, text=True, timeout=60)
+    lines = dict(line.split(" ", 2)[:2] for line in out.stdout.splitlines())
+    assert out.returncode == 0, out.stderr
+    for name in ("stat64", "lstat64", "fstatat64", "stat", "lstat", "oldstat", "oldlstat"):
+        assert lines[f"denied-{name}"] == str(errno.EACCES), (name, out.stdout)
+        assert lines[f"allowed-{name}"] in ("0", "75" if name.startswith("old") else "0"), (name, out.stdout)
