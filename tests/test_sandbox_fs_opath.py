@@ -46,6 +46,10 @@ int main(int argc, char **argv) {
     show("dirfd-openat", openat(dfd, "allowed.txt", O_RDONLY));
     int tree = syscall(SYS_open_tree, AT_FDCWD, file, O_CLOEXEC);   /* an O_PATH fd the kernel made */
     reopen("open_tree-reopen", tree);
+    char fresh[4096];
+    snprintf(fresh, sizeof fresh, "%s/fresh", dir);
+    int c = open(fresh, O_PATH | O_CREAT | O_TRUNC | O_WRONLY, 0644);   /* O_PATH ignores the rest */
+    printf("opath-creat %d exists %d\n", c < 0 ? errno : 0, access(fresh, F_OK) == 0);
     int d = open(denied, O_PATH);
     printf("denied-open %d\n", d < 0 ? errno : 0);
     int dtree = syscall(SYS_open_tree, AT_FDCWD, denied, O_CLOEXEC);

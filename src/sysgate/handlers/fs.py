@@ -513,6 +513,8 @@ class FsHandler(Handler):
 
     def _open_checked(self, resolver, creds, dirfd, path, flags, mode, resolve):
         """Our fd for the target's open (or a :class:`PendingFifo`), or None when the rules deny it."""
+        if flags & os.O_PATH:               # the kernel ignores every other flag with O_PATH
+            flags &= os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         modes = _open_modes(flags)
         tmpfile = flags & _O_TMPFILE == _O_TMPFILE
         walk = os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY))
