@@ -66,11 +66,12 @@ def test_o_path_open_fstat_and_reopen_match_the_kernel(tmp_path):
     (tmp_path / "denied.txt").write_text("SECRET\n")
     argv = [cprog(PROGRAM), str(d), str(d / "allowed.txt"), str(tmp_path / "denied.txt")]
     kernel = subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
-    code, out = run(argv, FsHandler([f"deny {tmp_path}/denied.txt", "allow read /**"]))
+    code, out = run(argv, FsHandler([f"deny {tmp_path}/denied.txt", f"allow rw {d}/**", "allow read /**"]))
     mine = out.splitlines()
     assert code == 0, out
     assert "open 0" in mine and "proc-reopen read:ALLOWED" in mine and "open_tree-reopen read:ALLOWED" in mine, out
     same = [line for line in kernel if not line.startswith("denied")]
     assert [line for line in mine if not line.startswith("denied")] == same, (out, kernel)
     assert "denied-open 0" in kernel and "denied-open_tree-reopen read:SECRET" in kernel
+    assert "opath-creat 2 exists 0" in mine, out         # O_PATH|O_CREAT creates nothing
     assert "denied-open 13" in mine and "denied-open_tree-reopen error 13" in mine, out
