@@ -215,3 +215,26 @@ def test_device_opens_do_not_keep_o_nonblock():
                      "fd=os.open('/dev/null',os.O_RDONLY|os.O_NONBLOCK);print(fcntl.fcntl(fd,fcntl.F_GETFL)&os.O_NONBLOCK)"],
                     FsHandler(["allow read /**"]))
     assert out.split() == ["0", str(os.O_NONBLOCK)], out
+
+
+def _components(draw_from):
+    from hypothesis import strategies as st
+
+    return st.lists(st.sampled_from(draw_from), min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+def test_could_contain_covers_every_ancestor_of_every_match():
+    """Soundness of the rename guard: whatever a deny pattern matches, that path and all its
+    ancestors count as holding something denied (else a rename could carry it out)."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=300, deadline=None)
+    @given(_components(["a", "b", "*", "?", "**", "a*", "*b", "a**"]), _components(["a", "b", "ab", "ba", "x"]))
+    def check(pattern, path):
+        rules = PathRules([f"deny {pattern}"])
+        if rules.rules[0].regex.match(path):
+            parts = path.split("/")
+            for i in range(1, len(parts) + 1):
+                assert rules.could_contain("/".join(parts[:i]) or "/"), (pattern, path, i)
+
+    check()
