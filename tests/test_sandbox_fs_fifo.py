@@ -67,6 +67,16 @@ int main(int argc, char **argv) {
         printf("phantom %d\n", fd < 0 ? errno : 0);
         return 0;
     }
+    if (!strcmp(argv[1], "pipe")) {               /* reopening an anonymous pipe never waits */
+        int p[2];
+        pipe(p);
+        close(p[1]);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
+        int fd = open(path, O_RDONLY);
+        char c;
+        printf("pipe-reopen %d read %d\n", fd < 0 ? errno : 0, fd < 0 ? -1 : (int)read(fd, &c, 1));
+        return 0;
+    }
     pthread_t t[64], w;
     long n = atol(argv[3]);
     for (long i = 0; i < n; i++) pthread_create(&t[i], NULL, reader, (void *)i);
@@ -147,4 +157,12 @@ def test_a_signal_cancels_a_waiting_fifo_open_like_the_kernel(tmp_path):
     kernel = subprocess.run([exe, "intr", d], capture_output=True, text=True, timeout=30)
     assert kernel.stdout == "intr 4\nphantom 6\n", kernel.stdout             # EINTR, then ENXIO
     code, out = run([exe, "intr", d], FsHandler(["allow read /**", f"allow rw {d}/**"]), timeout=30)
+    assert out == kernel.stdout, out
+
+
+def test_reopening_an_anonymous_pipe_without_writer_does_not_wait(tmp_path):
+    exe = cprog(PROGRAM)
+    kernel = subprocess.run([exe, "pipe", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert kernel.stdout == "pipe-reopen 0 read 0\n"
+    code, out = run([exe, "pipe", str(tmp_path)], FsHandler(["allow read /**"]), timeout=30)
     assert out == kernel.stdout, out

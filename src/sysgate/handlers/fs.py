@@ -894,7 +894,8 @@ def _reopen(pathfd: int, flags: int):
         if not (fifo and exc.errno == errno.ENXIO):
             raise
         return PendingFifo(os.dup(pathfd), keep, None)     # a writer with no reader yet
-    if fifo and keep & os.O_ACCMODE == os.O_RDONLY and not _fifo_has_writer(fd):
+    if fifo and keep & os.O_ACCMODE == os.O_RDONLY and fd_path(pathfd).startswith("/") \
+            and not _fifo_has_writer(fd):                  # (an anonymous pipe never waits)
         return PendingFifo(None, keep, fd)                 # a reader with no writer yet
     _clear_nonblock(fd)
     return fd
