@@ -83,6 +83,9 @@ Not guaranteed (documented differences and open ends):
   ``open_tree``/``open_by_handle_at``/``name_to_handle_at``/``mount`` (they bypass path
   rules: the sandbox base refuses them), io_uring. chmod/chown/xattrs/truncate/utimes/mknod
   and friends are the :mod:`.fsmeta` mixin's.
+* Namespace changes act on the checked parent directory's fd: if another thread renames
+  that directory meanwhile, the change lands at its new place (which can never be inside or
+  above a denied area: such renames are refused), and allow rules were judged on the old one.
 * Denied paths fail with ``EACCES``; creating through a dangling symlink fails with
   ``EACCES``; the target's umask applies on top of the supervisor's own.
 """
@@ -115,7 +118,6 @@ _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
 _STATX_SIZE = 256
 _OPEN_HOW = struct.Struct("=QQQ")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # --- rules ------------------------------------------------------------------------------
