@@ -238,3 +238,14 @@ def test_could_contain_covers_every_ancestor_of_every_match():
                 assert rules.could_contain("/".join(parts[:i]) or "/"), (pattern, path, i)
 
     check()
+
+
+def test_a_literal_directory_deny_does_not_deny_its_contents(tmp_path):
+    """Only ``D/**`` denies a tree (also by inode); ``deny D`` denies the directory object alone."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("INSIDE\n")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "y").write_text("TREE\n")
+    code, out = sh(f"cat {tmp_path}/d/x; ls {tmp_path}/d; cat {tmp_path}/t/y",
+                   FsHandler([*SYSTEM, f"deny {tmp_path}/d", f"deny {tmp_path}/t/**", "allow read /**"]))
+    assert "INSIDE" in out and "TREE" not in out and out.count("Permission denied") == 2, out

@@ -215,15 +215,17 @@ class PathRules:
         denies = [r for r in self.rules if r.verdict == "deny"]
         bodies = [b for r in denies for b in _ancestry(r.pattern)]
         self._ancestry = re.compile("(?:" + "|".join(bodies) + r")\Z", re.S) if bodies else None
-        self.denied_inodes, self.denied_dirs, self.protected_inodes = self._inodes(denies)
+        self.denied_inodes, self.denied_trees, self.protected_inodes = self._inodes(denies)
 
     @staticmethod
     def _inodes(denies):
-        """(dev, ino) -> denied modes for what deny rules name (a literal file or directory, or the
-        directory ``D`` of ``D/**``); whether any of those is a directory; and (dev, ino) of every
-        existing directory on each deny rule's literal prefix (the path before its first glob)."""
+        """(dev, ino) -> denied modes for what deny rules name at load: the object a rule names
+        (a literal path, or ``D`` of ``D/**``), and the directories ``D`` of ``D/**`` rules whose
+        whole tree is denied; and the (dev, ino) of every existing directory on each deny rule's
+        literal prefix (the path before its first glob), which renames and links must not move."""
         denied: dict[tuple[int, int], frozenset] = {}
-        dirs, protected = False, set()
+        trees: dict[tuple[int, int], frozenset] = {}
+        protected = set()
         for rule in denies:
             prefix = literal_prefix(rule.pattern)
             path = "/"
@@ -238,12 +240,13 @@ class PathRules:
                 st = os.stat(prefix)
             except OSError:
                 continue
+            key = (st.st_dev, st.st_ino)
             if rule.regex.match(prefix):
-                key = (st.st_dev, st.st_ino)
                 denied[key] = denied.get(key, frozenset()) | rule.modes
                 protected.add(key)
-                dirs = dirs or _stat.S_ISDIR(st.st_mode)
-        return denied, dirs, protected
+            if rule.pattern == prefix.rstrip("/") + "/**" and _stat.S_ISDIR(st.st_mode):
+                trees[key] = trees.get(key, frozenset()) | rule.modes
+        return denied, trees, protected
 
     def allows(self, path: str, modes) -> bool:
         """True when every mode in ``modes`` is allowed for ``path``."""
@@ -259,8 +262,9 @@ class PathRules:
         """Is ``path`` matched by a deny rule (any mode), or an ancestor of something one could match?"""
         return self._ancestry is not None and self._ancestry.match(path) is not None
 
-    def inode_denied(self, st: os.stat_result, modes) -> bool:
-        denied = self.denied_inodes.get((st.st_dev, st.st_ino))
+    def inode_denied(self, st: os.stat_result, modes, table=None) -> bool:
+        """Is the object ``st`` (in ``table``: default, the objects deny rules name) denied ``modes``?"""
+        denied = (self.denied_inodes if table is None else table).get((st.st_dev, st.st_ino))
         return denied is not None and not denied.isdisjoint(modes)
 
 
@@ -434,11 +438,11 @@ class FsHandler(Handler):
         st = os.fstat(fd)
         if self.rules.inode_denied(st, modes):
             return False
-        return not self.rules.denied_dirs or not self._ancestor_denied(fd, st, modes)
+        return not self.rules.denied_trees or not self._ancestor_denied(fd, st, modes)
 
     def _ancestor_denied(self, fd: int, st: os.stat_result, modes) -> bool:
         """Walk up from the object with ``..`` (which crosses mount points as the kernel's walk
-        does) and look for a denied directory inode. Fails closed when the parent of a
+        does) and look for the directory of a ``D/**`` deny rule. Fails closed when the parent of a
         non-directory cannot be confirmed (it was renamed during the check)."""
         with as_supervisor():
             if _stat.S_ISDIR(st.st_mode):
@@ -459,7 +463,7 @@ class FsHandler(Handler):
             try:
                 for _ in range(4096):
                     here = os.fstat(cur)
-                    if self.rules.inode_denied(here, modes):
+                    if self.rules.inode_denied(here, modes, self.rules.denied_trees):
                         return True
                     up = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
                     there = os.fstat(up)
