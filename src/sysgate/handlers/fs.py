@@ -28,8 +28,8 @@ Guaranteed (each is a test running a compiled C attack program, compared with th
   count), or its inode is a recorded one — and when the *new name* is such a path (nothing
   is moved, linked, symlinked or created into or above a denied area, nor replaces a
   protected directory). So glob denies hold after renames exactly as literal ones do.
-  Other names of denied objects are denied by inode: a file named by a wildcard-free deny
-  rule, and everything under a directory ``D`` of a ``D/**`` deny (the opened object's
+  Other names of denied objects are denied by inode: the object a wildcard-free deny rule
+  names, and everything under the directory ``D`` of a ``D/**`` deny (the opened object's
   ancestors are walked with ``..``, which crosses mounts as the kernel does): hard links
   and bind mounts made before the run do not reach them.
 * **The target's credentials decide** every open and change: the worker thread takes the
@@ -61,6 +61,9 @@ link needs read *and* write on the file, so a new name cannot widen access).
 
 Not guaranteed (documented differences and open ends):
 
+* The rename guard is conservative: with a ``**`` component every path at or under the
+  part before it counts as possibly holding a match (``deny /**/x`` forbids every rename and
+  link), and a new file is not created at a path that is, or is above, a possible match.
 * Deny patterns whose literal prefix does not exist at load have no recorded inodes; their
   paths are still protected from renames/links/symlinks by name, and the target cannot
   create the denied area itself (``mkdir`` of an ancestor is allowed: it makes the real
