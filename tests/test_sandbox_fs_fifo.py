@@ -53,6 +53,22 @@ int main(int argc, char **argv) {
     D = argv[2];
     char path[4096];
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!strcmp(argv[1], "intrw")) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, NULL);
+        snprintf(path, sizeof path, "%s/lonely", D);
+        alarm(1);
+        int fd = open(path, O_WRONLY);
+        printf("intrw %d\n", fd < 0 ? errno : 0);
+        usleep(300000);
+        fd = open(path, O_RDONLY | O_NONBLOCK);    /* now a reader exists: a leftover writer would connect */
+        usleep(300000);
+        char c;
+        printf("phantom-writer %d\n", (int)read(fd, &c, 1) < 0 ? errno : 0);   /* EOF (0): no writer */
+        return 0;
+    }
     if (!strcmp(argv[1], "intr")) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -165,4 +181,14 @@ def test_reopening_an_anonymous_pipe_without_writer_does_not_wait(tmp_path):
     kernel = subprocess.run([exe, "pipe", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert kernel.stdout == "pipe-reopen 0 read 0\n"
     code, out = run([exe, "pipe", str(tmp_path)], FsHandler(["allow read /**"]), timeout=30)
+    assert out == kernel.stdout, out
+
+
+def test_a_signal_cancels_a_waiting_fifo_writer_like_the_kernel(tmp_path):
+    d = str(tmp_path)
+    os.mkfifo(f"{d}/lonely")
+    exe = cprog(PROGRAM)
+    kernel = subprocess.run([exe, "intrw", d], capture_output=True, text=True, timeout=30)
+    assert kernel.stdout == "intrw 4\nphantom-writer 0\n", kernel.stdout
+    code, out = run([exe, "intrw", d], FsHandler(["allow read /**", f"allow rw {d}/**"]), timeout=30)
     assert out == kernel.stdout, out
