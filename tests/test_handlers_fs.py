@@ -189,3 +189,63 @@ for where in ("{tree}/ok", "{tree}"):
     code, out = run(["/usr/bin/python3", "-S", "-c", script], fs_for(tree))
     assert "plain ALLOWED" in out and "beneath -18" in out and "noescape -13" in out, out   # EXDEV, EACCES
     assert "tmpfile ok" in out and "tmpfile 13" in out
+
+
+def test_deny_rules_literal_prefix_and_what_they_could_contain():
+    from sysgate.handlers.fs import literal_prefix
+
+    assert literal_prefix("/T/v/vault/**") == "/T/v/vault" and literal_prefix("/etc/shadow") == "/etc/shadow"
+    assert literal_prefix("/home/*/x") == "/home" and literal_prefix("/a/b*c/d") == "/a" and literal_prefix("/*") == "/"
+    rules = PathRules(["deny /T/v/vault/**", "deny /T/g/*/secret", "allow rw /**"])
+    for path in ("/", "/T", "/T/v", "/T/v/vault", "/T/v/vault/a/b", "/T/g", "/T/g/a", "/T/g/a/secret"):
+        assert rules.could_contain(path), path
+    for path in ("/U", "/T/v2", "/T/v/vaults", "/T/g/a/b", "/T/g/a/secret/x", "/T/w"):
+        assert not rules.could_contain(path), path
+    spanning = PathRules(["deny /T/x**y/z"])      # ** inside a component spans directories:
+    assert spanning.could_contain("/T/x/deep/y") and spanning.could_contain("/T/anything")
+    assert not spanning.could_contain("/U")
+    assert not PathRules(["allow rw /**"]).could_contain("/")
+
+
+def test_device_opens_do_not_keep_o_nonblock():
+    """Devices are opened O_NONBLOCK (never block a worker); the flag is cleared like the target asked."""
+    code, out = run(["/usr/bin/python3", "-S", "-c",
+                     "import os,fcntl;fd=os.open('/dev/null',os.O_RDONLY);"
+                     "print(fcntl.fcntl(fd,fcntl.F_GETFL)&os.O_NONBLOCK);"
+                     "fd=os.open('/dev/null',os.O_RDONLY|os.O_NONBLOCK);print(fcntl.fcntl(fd,fcntl.F_GETFL)&os.O_NONBLOCK)"],
+                    FsHandler(["allow read /**"]))
+    assert out.split() == ["0", str(os.O_NONBLOCK)], out
+
+
+def _components(draw_from):
+    from hypothesis import strategies as st
+
+    return st.lists(st.sampled_from(draw_from), min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+def test_could_contain_covers_every_ancestor_of_every_match():
+    """Soundness of the rename guard: whatever a deny pattern matches, that path and all its
+    ancestors count as holding something denied (else a rename could carry it out)."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=300, deadline=None)
+    @given(_components(["a", "b", "*", "?", "**", "a*", "*b", "a**"]), _components(["a", "b", "ab", "ba", "x"]))
+    def check(pattern, path):
+        rules = PathRules([f"deny {pattern}"])
+        if rules.rules[0].regex.match(path):
+            parts = path.split("/")
+            for i in range(1, len(parts) + 1):
+                assert rules.could_contain("/".join(parts[:i]) or "/"), (pattern, path, i)
+
+    check()
+
+
+def test_a_literal_directory_deny_does_not_deny_its_contents(tmp_path):
+    """Only ``D/**`` denies a tree (also by inode); ``deny D`` denies the directory object alone."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("INSIDE\n")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "y").write_text("TREE\n")
+    code, out = sh(f"cat {tmp_path}/d/x; ls {tmp_path}/d; cat {tmp_path}/t/y",
+                   FsHandler([*SYSTEM, f"deny {tmp_path}/d", f"deny {tmp_path}/t/**", "allow read /**"]))
+    assert "INSIDE" in out and "TREE" not in out and out.count("Permission denied") == 2, out

@@ -47,8 +47,9 @@ class Handler:
         return getattr(self, "_" + n.syscall)(n)
 
     def install(self, sup, *, group: str | None = None, only=None) -> None:
-        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that the
-        running kernel knows, natively or in a compat ABI it decodes (i386 ``chown32``…)."""
+        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that exist
+        on one of the ABIs it decodes (native or compat: i386 ``stat64``, ``chown32``… have no
+        x86_64 twin)."""
         from .. import syscalls
 
         arches = self.arches or same_flags_arches()

@@ -1,48 +1,99 @@
-"""``fs``: path allow/deny rules enforced without a TOCTOU window.
+"""``fs``: path allow/deny rules enforced by emulation, without a TOCTOU window.
 
-The supervisor never lets the kernel act on a path it checked (no CONTINUE). For each
-notified call it reads the path argument **once**, resolves it itself relative to the
-target's root, cwd or dirfd (``/proc/TID/root``, ``/proc/TID/cwd``, ``/proc/TID/fd/N``)
-with openat2(2) (``RESOLVE_IN_ROOT`` for absolute paths so ``..`` and absolute symlinks
-stay inside the target's root; ``RESOLVE_NO_MAGICLINKS`` always), first as an ``O_PATH``
-fd (no device open side effects), then checks the *opened object's* real path (and inode,
-for denied files named without wildcards) against the rules, and only then reopens that
-very inode with the requested flags and injects it with ``SECCOMP_ADDFD_FLAG_SEND``.
-Rewriting the path buffer, symlinks and ``../`` cannot reach a denied file: the check
-applies to what was opened, not to what was asked for.
+How a call is served. The supervisor never lets the kernel act on a path it checked (no
+CONTINUE). For each notified call it reads the path argument **once**, resolves it itself
+relative to the target's root, cwd or dirfd (``/proc/TID/root``, ``/proc/TID/cwd``,
+``/proc/TID/fd/N``) with openat2(2) (``RESOLVE_IN_ROOT`` for absolute paths so ``..`` and
+absolute symlinks stay inside the target's root; ``RESOLVE_NO_MAGICLINKS`` always), first as
+an ``O_PATH`` fd (no device open side effects), checks the *opened object* against the rules,
+and only then reopens that very inode with the requested flags and injects it with
+``SECCOMP_ADDFD_FLAG_SEND``. Rewriting the path buffer, symlinks and ``../`` cannot reach a
+denied file: the check applies to what was opened, not to what was asked for.
 
-Calls and how they are served:
+Guaranteed (each is a test running a compiled C attack program, compared with the kernel):
 
-* ``open``, ``openat``, ``openat2``, ``creat``: emulated as above (``O_CLOEXEC`` honoured).
-  New files are created only at ``<checked parent>/<name>`` with ``O_EXCL|O_NOFOLLOW``;
-  ``O_TRUNC`` is applied after the check.
-* ``stat``, ``lstat``, ``newfstatat``, ``statx``: emulated on the checked fd; the kernel
-  fills the struct in the supervisor and it is copied into the target's output buffer.
-* ``access``, ``faccessat``, ``faccessat2``: emulated (``faccessat2(fd, "", AT_EMPTY_PATH|AT_EACCESS)``
-  with the target's fsuid/fsgid, so effective rather than real ids decide).
-* ``readlink``, ``readlinkat``: emulated (the link text is copied into the target's buffer).
-* ``mkdir(at)``, ``unlink(at)``, ``rmdir``, ``rename(at|at2)``, ``symlink(at)``: the parent
-  directory is resolved and the new/removed name checked for ``write``; the supervisor then
-  acts on that directory fd and the single last component.
-* ``link``, ``linkat``: the existing file must be allowed for read *and* write (a new name
-  for it must not widen access), the new name for write.
+* **The rules see real paths** (as the target sees them, inside its root): symlinks, ``..``,
+  dirfds, the cwd, ``openat2`` without RESOLVE flags, i386 ``int $0x80`` calls and a thread
+  rewriting the path buffer all end at the object's real path. ``/proc/self`` is rewritten to
+  the target; ``/dev/stdin``, ``/dev/fd/N`` and ``/proc/self/fd/N`` reopen the target's own
+  fd N (rules apply when it is a file); every other magic link (``/proc/self/root``,
+  ``/proc/PID/cwd``…) fails with ``ELOOP``.
+* **Deny rules follow objects, not names.** For each deny pattern, its *literal prefix* (the
+  path before the first glob character, cut at a ``/``) is taken; at load, the (dev, ino) of
+  every existing directory on that prefix and of the prefix itself are recorded
+  (:class:`PathRules`). Then rename, renameat2 (also ``RENAME_EXCHANGE``, both ways) and
+  link are refused (``EACCES``) when the object moved or linked *is or may hold* something a
+  deny rule matches — its real path is matched by a deny rule or is an ancestor of a path one
+  could match (:meth:`PathRules.could_contain`; a ``**`` component makes everything below it
+  count), or its inode is a recorded one — and when the *new name* is such a path (nothing
+  is moved, linked, symlinked or created into or above a denied area, nor replaces a
+  protected directory). So glob denies hold after renames exactly as literal ones do.
+  Other names of denied objects are denied by inode: the object a wildcard-free deny rule
+  names, and everything under the directory ``D`` of a ``D/**`` deny (the opened object's
+  ancestors are walked with ``..``, which crosses mounts as the kernel does): hard links
+  and bind mounts made before the run do not reach them.
+* **The target's credentials decide** every open and change: the worker thread takes the
+  target's fsuid, fsgid, supplementary groups *and effective capabilities* (per-thread
+  ``capset``; see :func:`.target.acting_as`), so a root target without capabilities, a
+  normal user and a user with a supplementary group get the kernel's own answers. A target
+  in another user namespace than the supervisor's is refused everything (``EACCES``, fail
+  closed): its ids and capabilities cannot be reproduced here.
+* **The supervisor never blocks on the target's behalf.** A FIFO or device is opened with
+  ``O_NONBLOCK`` (cleared afterwards unless the target asked for it). A FIFO open that must
+  wait for the other end is finished by :class:`FifoWaiter` on its own thread, never in a
+  pool worker; the waiting reader holds a read end meanwhile (as a blocked reader counts as
+  one in the kernel), a waiting writer retries every 20 ms. A signal that interrupts the
+  target's call (or its death) cancels the wait within one interval and our end is closed.
+* ``O_PATH`` opens work: seccomp's ADDFD cannot install an ``O_PATH`` file (EBADF), so the
+  target gets a real read-only fd of the checked directory or regular file, opened with its
+  own credentials.
+* i386 ``stat``/``lstat``/``oldstat``/``oldlstat``/``stat64``/``lstat64``/``fstatat64`` and
+  ``statx`` are emulated with the kernel's compat layouts (:mod:`.statlayout`), byte for
+  byte (untouched padding included); other foreign layouts get ``ENOSYS``; x32 is refused.
+
+Calls: ``open``, ``openat``, ``openat2``, ``creat`` (``O_CLOEXEC`` honoured; new files only
+at ``<checked parent>/<name>`` with ``O_EXCL|O_NOFOLLOW``, ``O_TRUNC`` applied after the
+check); the stat family above; ``access``/``faccessat``/``faccessat2`` (effective ids decide);
+``readlink(at)``; ``mkdir(at)``, ``unlink(at)``, ``rmdir``, ``rename(at|at2)``,
+``symlink(at)``, ``link(at)`` (the parent directory is resolved and the name checked for
+``write``; the supervisor acts on that directory fd and the single last component; a hard
+link needs read *and* write on the file, so a new name cannot widen access).
 
 Every other path-taking call (chmod, chown, xattrs, truncate, statfs, utimes, mknod,
 getdents, watches, exec, chdir, handles, mount calls…) is served by the mixin in
 :mod:`.fsmeta`, whose docstring says how; fd-based calls act on files already opened here.
 
-Denied paths fail with ``EACCES``. Opening a FIFO blocks a worker thread until the other
-end opens, as it would block the target; past the handler deadline (``deadline``, else
-the supervisor's ``handler_timeout``) the call fails closed. Work is done with the target's fsuid/fsgid/groups
-(a root target keeps the supervisor's capabilities, even if its own were reduced), the
-target's umask applies to created files (on top of the supervisor's own umask).
-Limits: rules see paths as the target sees them (inside its root); ``/proc/self`` is
-rewritten to the target; magic links are not followed, except that ``/dev/stdin``,
-``/dev/fd/N`` and ``/proc/self/fd/N`` reopen the target's own fd N (rules apply when it is
-a file); other magic links fail with ``ELOOP``. Hard links made before the run are
-separate names (rules are path based, as in AppArmor; wildcard-free deny rules also
-deny the inode). Creating through a dangling symlink fails with ``EACCES``. Only the
-native architecture's stat layout is emulated (other ABIs get ``ENOSYS``).
+Not guaranteed (documented differences and open ends):
+
+* The rename guard is conservative: with a ``**`` component every path at or under the
+  part before it counts as possibly holding a match (``deny /**/x`` forbids every rename and
+  link), and a new file is not created at a path that is, or is above, a possible match.
+* Deny patterns whose literal prefix does not exist at load have no recorded inodes; their
+  paths are still protected from renames/links/symlinks by name, and the target cannot
+  create the denied area itself (``mkdir`` of an ancestor is allowed: it makes the real
+  place). Inodes are recorded in the supervisor's own mount namespace. A pattern whose
+  literal prefix goes through a symlink never matches (rules match real paths): name the
+  real path. Hard links made *before the run* to files under a glob-denied directory are
+  separate names (only ``D/**`` directories and literal files are inode-protected); a
+  non-directory whose parent cannot be confirmed during the ancestor walk (renamed at that
+  moment, or unlinked) is refused.
+* An ``O_PATH`` open yields an ``O_RDONLY`` fd (``F_GETFL`` differs, ``read`` works), needs
+  read permission where O_PATH would not, and fails with ``EOPNOTSUPP`` for FIFOs, sockets,
+  devices and symlinks (``O_PATH|O_NOFOLLOW``).
+* FIFOs: a reader waits until a writer is *present* (checked with a non-consuming tee(2));
+  a writer that opened and closed between two checks without writing is missed (the
+  kernel's blocked reader would have returned). A waiting writer is not counted as a writer
+  by the kernel meanwhile. At most 256 opens wait per handler (more: ``EAGAIN``). Devices
+  are opened with ``O_NONBLOCK`` (a tty/serial line does not wait for carrier).
+* Not decided here: fd-based calls (they act on files already opened through here;
+  ``fstat`` of an fd is the kernel's) and io_uring (the sandbox base refuses it); exec,
+  chdir, handles and mount calls are the :mod:`.fsmeta` mixin's (its docstring says which
+  are emulated, refused or let through, and why).
+* Namespace changes act on the checked parent directory's fd: if another thread renames
+  that directory meanwhile, the change lands at its new place (which can never be inside or
+  above a denied area: such renames are refused), and allow rules were judged on the old one.
+* Denied paths fail with ``EACCES``; creating through a dangling symlink fails with
+  ``EACCES``; the target's umask applies on top of the supervisor's own.
 """
 from __future__ import annotations
 
@@ -52,26 +103,29 @@ import os
 import re
 import stat as _stat
 import struct
+import threading
 from dataclasses import dataclass
 
 from ..errors import SysgateError
-from ..kernel import abi
+from ..kernel import abi, notify
 from ..kernel import sys as ksys
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
+from . import statlayout
 from .fsmeta import MetadataCalls
-from .target import AT_FDCWD, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
+from . import statlayout
+from .target import (AT_FDCWD, acting_as, as_supervisor, credentials, fetch_fd, read_exact, read_string,
+                     same_user_namespace, signed32, write_memory)
 
 EACCES = Reply.errno(errno.EACCES)
 RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_EACCESS = 0x1000, 0x100, 0x200
-_AT_REMOVEDIR, _AT_SYMLINK_FOLLOW = 0x200, 0x400
+_AT_REMOVEDIR, _AT_SYMLINK_FOLLOW, _AT_NO_AUTOMOUNT = 0x200, 0x400, 0x800
+_RENAME_EXCHANGE = 0x2
 _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
-_STAT_SIZE = {"x86_64": 144, "aarch64": 128, "riscv64": 128, "s390x": 144, "ppc64le": 144}
 _STATX_SIZE = 256
 _OPEN_HOW = struct.Struct("=QQQ")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -153,27 +207,54 @@ def _glob_body(pattern: str) -> str:
 
 
 class PathRules:
-    """An ordered rule list: the first rule matching (path, mode) decides; else ``default``."""
+    """An ordered rule list: the first rule matching (path, mode) decides; else ``default``.
+
+    Deny rules also protect *objects*, not only names (see the module docstring):
+    :meth:`could_contain` tells whether a path is, or is an ancestor of, something a deny
+    rule matches (such a path must not be moved, linked or replaced), and the (dev, ino)
+    of what the deny rules name at load time are kept to deny other names of them.
+    """
 
     def __init__(self, rules=(), default: str = "deny"):
         check_default("fs", default)
         self.rules = [r if isinstance(r, PathRule) else parse_rule(r) for r in rules]
         self.default = default
         self._compiled = [(r.verdict == "allow", r.modes, r.regex) for r in self.rules]
-        self.denied_inodes = self._literal_denials()
+        denies = [r for r in self.rules if r.verdict == "deny"]
+        bodies = [b for r in denies for b in _ancestry(r.pattern)]
+        self._ancestry = re.compile("(?:" + "|".join(bodies) + r")\Z", re.S) if bodies else None
+        self.denied_inodes, self.denied_trees, self.protected_inodes = self._inodes(denies)
 
-    def _literal_denials(self) -> set[tuple[int, int]]:
-        """(dev, ino) of files denied by wildcard-free rules, so other names of them are denied too."""
-        found = set()
-        for rule in self.rules:
-            if rule.verdict == "deny" and not any(c in rule.pattern for c in "*?"):
+    @staticmethod
+    def _inodes(denies):
+        """(dev, ino) -> denied modes for what deny rules name at load: the object a rule names
+        (a literal path, or ``D`` of ``D/**``), and the directories ``D`` of ``D/**`` rules whose
+        whole tree is denied; and the (dev, ino) of every existing directory on each deny rule's
+        literal prefix (the path before its first glob), which renames and links must not move."""
+        denied: dict[tuple[int, int], frozenset] = {}
+        trees: dict[tuple[int, int], frozenset] = {}
+        protected = set()
+        for rule in denies:
+            prefix = literal_prefix(rule.pattern)
+            path = "/"
+            for part in [p for p in prefix.split("/") if p] or [""]:
+                path = os.path.join(path, part)
                 try:
-                    st = os.stat(rule.pattern)
+                    st = os.stat(path)
                 except OSError:
-                    continue
-                if _stat.S_ISREG(st.st_mode):
-                    found.add((st.st_dev, st.st_ino))
-        return found
+                    break
+                protected.add((st.st_dev, st.st_ino))
+            try:
+                st = os.stat(prefix)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if rule.regex.match(prefix):
+                denied[key] = denied.get(key, frozenset()) | rule.modes
+                protected.add(key)
+            if rule.pattern == prefix.rstrip("/") + "/**" and _stat.S_ISDIR(st.st_mode):
+                trees[key] = trees.get(key, frozenset()) | rule.modes
+        return denied, trees, protected
 
     def allows(self, path: str, modes) -> bool:
         """True when every mode in ``modes`` is allowed for ``path``."""
@@ -184,6 +265,38 @@ class PathRules:
             if mode in modes and regex.match(path):
                 return allow
         return self.default == "allow"
+
+    def could_contain(self, path: str) -> bool:
+        """Is ``path`` matched by a deny rule (any mode), or an ancestor of something one could match?"""
+        return self._ancestry is not None and self._ancestry.match(path) is not None
+
+    def inode_denied(self, st: os.stat_result, modes, table=None) -> bool:
+        """Is the object ``st`` (in ``table``: default, the objects deny rules name) denied ``modes``?"""
+        denied = (self.denied_inodes if table is None else table).get((st.st_dev, st.st_ino))
+        return denied is not None and not denied.isdisjoint(modes)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The directory (or, without wildcards, the path) a pattern names before its first glob."""
+    cut = min((i for i in (pattern.find("*"), pattern.find("?")) if i >= 0), default=-1)
+    if cut < 0:
+        return pattern
+    return pattern[:cut].rpartition("/")[0] or "/"
+
+
+def _ancestry(pattern: str) -> list[str]:
+    """Regex bodies matching the paths a deny ``pattern`` matches and all their possible
+    ancestors: ``/``, then each leading run of components; a component holding ``**`` can
+    span any depth, so everything at or under the part before it counts."""
+    parts = [p for p in pattern.split("/") if p]
+    out = [re.escape("/")]
+    for j, part in enumerate(parts):
+        head = "/" + "/".join(parts[:j])
+        if "**" in part:
+            out.append((_glob_body(head) if j else "") + r"(?:/.*)?")
+            return out
+        out.append(_glob_body("/" + "/".join(parts[:j + 1])))
+    return out
 
 
 # --- resolution -------------------------------------------------------------------------
@@ -228,7 +341,8 @@ class Resolver:
     def base_fd(self, dirfd: int) -> int:
         where = f"/proc/{self.n.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.n.pid}/fd/{dirfd}"
         try:
-            fd = self._keep(os.open(where, os.O_PATH | os.O_CLOEXEC))
+            with as_supervisor():       # our right to look at the target, not its own rights
+                fd = self._keep(os.open(where, os.O_PATH | os.O_CLOEXEC))
         except FileNotFoundError:
             if not self.n.valid():
                 raise TargetGone(f"notification {self.n.id} is no longer valid") from None
@@ -297,6 +411,7 @@ class FsHandler(MetadataCalls, Handler):
 
     name = "fs"
     syscalls = ("open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx",
+                "stat64", "lstat64", "fstatat64", "oldstat", "oldlstat",
                 "access", "faccessat", "faccessat2", "readlink", "readlinkat",
                 "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
                 "symlink", "symlinkat", "link", "linkat") + MetadataCalls.meta_syscalls
@@ -306,23 +421,67 @@ class FsHandler(MetadataCalls, Handler):
         self.rules = rules if isinstance(rules, PathRules) else PathRules(rules, default)
         self.as_target = as_target
         self.deadline = deadline        # None: the supervisor's handler_timeout
+        self.waiter = FifoWaiter()
+
+    def close(self) -> None:
+        self.waiter.close()
 
     def handle(self, n):
         creds = credentials(n)          # an OSError becomes the errno reply in Handler.__call__
+        if self.as_target and not same_user_namespace(n):
+            return EACCES               # its ids and capabilities cannot be reproduced here
         with Resolver(n, creds) as resolver, acting_as(creds if self.as_target else None):
             return getattr(self, "_" + n.syscall)(n, creds, resolver)
 
     # --- checks
     def check(self, resolver: Resolver, fd: int, modes) -> bool:
-        """Are ``modes`` allowed on the object behind our ``fd``?"""
+        """Are ``modes`` allowed on the object behind our ``fd``? Its real path decides, and
+        then its inode and, when deny rules name directories, the inodes of its ancestors
+        (other names of a denied object: hard links, bind mounts)."""
         view = resolver.view(fd_path(fd))
         if view is None or not self.rules.allows(view, modes):
             return False
-        if self.rules.denied_inodes:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) in self.rules.denied_inodes:
-                return False
-        return True
+        if not self.rules.denied_inodes:
+            return True
+        st = os.fstat(fd)
+        if self.rules.inode_denied(st, modes):
+            return False
+        return not self.rules.denied_trees or not self._ancestor_denied(fd, st, modes)
+
+    def _ancestor_denied(self, fd: int, st: os.stat_result, modes) -> bool:
+        """Walk up from the object with ``..`` (which crosses mount points as the kernel's walk
+        does) and look for the directory of a ``D/**`` deny rule. Fails closed when the parent of a
+        non-directory cannot be confirmed (it was renamed during the check)."""
+        with as_supervisor():
+            if _stat.S_ISDIR(st.st_mode):
+                cur = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            else:
+                head, _, name = fd_path(fd).rpartition("/")
+                try:
+                    cur = os.open(head or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    return True
+                try:
+                    again = os.stat(name, dir_fd=cur, follow_symlinks=False)
+                except OSError:
+                    again = None
+                if again is None or (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                    os.close(cur)
+                    return True
+            try:
+                for _ in range(4096):
+                    here = os.fstat(cur)
+                    if self.rules.inode_denied(here, modes, self.rules.denied_trees):
+                        return True
+                    up = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+                    there = os.fstat(up)
+                    os.close(cur)
+                    cur = up
+                    if (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino):
+                        return False
+                return True
+            finally:
+                os.close(cur)
 
     # --- open family
     def _open(self, n, creds, resolver):
@@ -343,7 +502,8 @@ class FsHandler(MetadataCalls, Handler):
         size = a[3]
         if size < _OPEN_HOW.size or size > 4096:
             return Reply.errno(errno.EINVAL if size < _OPEN_HOW.size else errno.E2BIG)
-        raw = read_exact(n, a[2], size)
+        with as_supervisor():
+            raw = read_exact(n, a[2], size)
         if any(raw[_OPEN_HOW.size:]):
             return Reply.errno(errno.E2BIG)
         flags, mode, resolve = _OPEN_HOW.unpack_from(raw)
@@ -352,19 +512,23 @@ class FsHandler(MetadataCalls, Handler):
         return self._do_open(n, creds, resolver, signed32(a[0]), a[1], flags, mode, resolve)
 
     def _do_open(self, n, creds, resolver, dirfd, address, flags, mode, resolve):
-        path = n.read_string(address)            # read once; never looked at again
+        path = read_string(n, address)            # read once; never looked at again
         cloexec = bool(flags & os.O_CLOEXEC)
         fd = self._open_checked(resolver, creds, dirfd, path, flags, mode, resolve)
         if fd is None:
             return EACCES
+        if isinstance(fd, PendingFifo):
+            return self.waiter.take(n, fd, cloexec)
         try:
             n.inject_fd(fd, send=True, cloexec=cloexec)
         finally:
             os.close(fd)
         return None
 
-    def _open_checked(self, resolver, creds, dirfd, path, flags, mode, resolve) -> int | None:
-        """Our fd for the target's open, or None when the rules deny it."""
+    def _open_checked(self, resolver, creds, dirfd, path, flags, mode, resolve):
+        """Our fd for the target's open (or a :class:`PendingFifo`), or None when the rules deny it."""
+        if flags & os.O_PATH:               # the kernel ignores every other flag with O_PATH
+            flags &= os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         modes = _open_modes(flags)
         tmpfile = flags & _O_TMPFILE == _O_TMPFILE
         walk = os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY))
@@ -405,9 +569,9 @@ class FsHandler(MetadataCalls, Handler):
         try:
             if not name or name in (b".", b".."):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-            if not self.rules.allows(view, {"write"}):
+            if not self.rules.allows(view, {"write"}) or self.rules.could_contain(view):
                 return None
-            create = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)) | \
+            create = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_PATH)) | \
                 os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
             try:
                 return os.open(name, create, mode & ~creds.umask, dir_fd=dfd)
@@ -418,7 +582,7 @@ class FsHandler(MetadataCalls, Handler):
         finally:
             os.close(dfd)
 
-    def _reopen_own_fd(self, resolver, creds, number: int, flags: int, modes) -> int | None:
+    def _reopen_own_fd(self, resolver, creds, number: int, flags: int, modes):
         """``/dev/stdin``, ``/proc/self/fd/N``…: reopen the target's own fd N, as the kernel would."""
         dup = fetch_fd(resolver.n, number, creds)
         try:
@@ -438,7 +602,7 @@ class FsHandler(MetadataCalls, Handler):
     # --- metadata family
     def _lookup(self, n, creds, resolver, dirfd, address, flags, modes=("read",)) -> int:
         """Our O_PATH fd for a stat/access/readlink-style path argument; OSError(EACCES) if denied."""
-        path = n.read_string(address) if address else b""
+        path = read_string(n, address) if address else b""
         if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
             path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
         if not path and flags & AT_EMPTY_PATH:
@@ -460,30 +624,45 @@ class FsHandler(MetadataCalls, Handler):
     def _lstat(self, n, creds, resolver):
         return self._emulate_stat(n, creds, resolver, AT_FDCWD, n.args[0], n.args[1], AT_SYMLINK_NOFOLLOW)
 
+    _stat64, _lstat64, _oldstat, _oldlstat = _stat, _lstat, _stat, _lstat
+
     def _newfstatat(self, n, creds, resolver):
         a = n.args
         return self._emulate_stat(n, creds, resolver, signed32(a[0]), a[1], a[2], a[3] & 0xFFFFFFFF)
 
+    _fstatat64 = _newfstatat
+
     def _emulate_stat(self, n, creds, resolver, dirfd, address, buf, flags):
-        size = _STAT_SIZE.get(n.arch) if n.arch == abi.native_arch() else None
-        if size is None:
+        """The stat family: the kernel's own bytes for the native layout, a struct built like the
+        kernel's compat code for the layouts in :mod:`.statlayout`, ENOSYS for any other."""
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | _AT_NO_AUTOMOUNT):
+            return Reply.errno(errno.EINVAL)
+        native = n.arch == abi.native_arch()
+        size = statlayout.NATIVE_STAT_SIZE.get(n.arch) if native else None
+        compat = None if native else statlayout.COMPAT.get((n.arch, n.syscall))
+        if size is None and compat is None:
             return ENOSYS
-        fd = self._lookup(n, creds, resolver, dirfd, address, flags)
+        fd = self._lookup(n, creds, resolver, dirfd, address, flags & ~_AT_NO_AUTOMOUNT)
         try:
-            out = ctypes.create_string_buffer(size)
-            ksys.raw_syscall("newfstatat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
-                             ctypes.c_int(AT_EMPTY_PATH))
+            if compat is not None:
+                chunks = compat(os.fstat(fd))
+            else:
+                out = ctypes.create_string_buffer(size)
+                ksys.raw_syscall("newfstatat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
+                                 ctypes.c_int(AT_EMPTY_PATH))
+                chunks = [(0, out.raw)]
         finally:
             os.close(fd)
-        write_memory(n, buf, out.raw)
+        for offset, data in chunks:
+            write_memory(n, buf + offset, data)
         return Reply.value(0)
 
     def _statx(self, n, creds, resolver):
         a = n.args
-        if n.arch != abi.native_arch():
+        if n.arch not in statlayout.STATX_ARCHES:
             return ENOSYS
         flags, mask = a[2] & 0xFFFFFFFF, a[3] & 0xFFFFFFFF
-        fd = self._lookup(n, creds, resolver, signed32(a[0]), a[1], flags)
+        fd = self._lookup(n, creds, resolver, signed32(a[0]), a[1], flags & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH))
         try:
             out = ctypes.create_string_buffer(_STATX_SIZE)
             sync = flags & 0x6000                     # AT_STATX_SYNC_TYPE
@@ -544,18 +723,19 @@ class FsHandler(MetadataCalls, Handler):
 
     # --- namespace changes: checked parent + one component, done by the supervisor as the target
     def _changed(self, resolver, dirfd, address, n):
-        """(our parent dir fd, name) for a path the call creates or removes; EACCES when denied."""
-        dfd, name, view = resolver.parent(dirfd, n.read_string(address).rstrip(b"/") or b"/")
+        """(our parent dir fd, name, the path as the target sees it) for a path the call creates or
+        removes; EACCES when denied."""
+        dfd, name, view = resolver.parent(dirfd, read_string(n, address).rstrip(b"/") or b"/")
         if not name or name in (b".", b".."):
             os.close(dfd)
             raise OSError(errno.EBUSY if name else errno.ENOENT, "not a removable or creatable name")
         if not self.rules.allows(view, {"write"}):
             os.close(dfd)
             raise OSError(errno.EACCES, "denied by the fs rules")
-        return dfd, name
+        return dfd, name, view
 
     def _in_parent(self, resolver, dirfd, address, n, action):
-        dfd, name = self._changed(resolver, dirfd, address, n)
+        dfd, name, _ = self._changed(resolver, dirfd, address, n)
         try:
             action(name, dfd)
         finally:
@@ -592,24 +772,54 @@ class FsHandler(MetadataCalls, Handler):
         return self._renameat2(n, creds, resolver, (a[0], a[1], a[2], a[3], 0))
 
     def _renameat2(self, n, creds, resolver, args=None):
+        """Both names are checked for write; the moved object must not be, nor hold, anything a
+        deny rule matches (by path and by the inodes recorded at load), and the new name must not
+        be, nor lie above, anything a deny rule could match (RENAME_EXCHANGE moves both ways)."""
         olddir, old, newdir, new, flags = args or n.args[:5]
-        ofd, oname = self._changed(resolver, signed32(olddir), old, n)
+        flags &= 0xFFFFFFFF
+        ofd, oname, oview = self._changed(resolver, signed32(olddir), old, n)
         try:
-            nfd, nname = self._changed(resolver, signed32(newdir), new, n)
+            nfd, nname, nview = self._changed(resolver, signed32(newdir), new, n)
             try:
+                self._may_move(ofd, oname, oview)
+                self._may_place(nfd, nname, nview)
+                if flags & _RENAME_EXCHANGE:
+                    self._may_move(nfd, nname, nview)
+                    self._may_place(ofd, oname, oview)
                 ksys.raw_syscall("renameat2", ctypes.c_int(ofd), ctypes.c_char_p(oname), ctypes.c_int(nfd),
-                                 ctypes.c_char_p(nname), ctypes.c_uint(flags & 0xFFFFFFFF))
+                                 ctypes.c_char_p(nname), ctypes.c_uint(flags))
             finally:
                 os.close(nfd)
         finally:
             os.close(ofd)
         return Reply.value(0)
 
+    def _may_move(self, dfd: int, name: bytes, view: str) -> None:
+        """OSError(EACCES) unless the object at ``view`` may get another name."""
+        if self.rules.could_contain(view):
+            raise OSError(errno.EACCES, "it is, or holds, what a deny rule protects")
+        if self.rules.protected_inodes:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if (st.st_dev, st.st_ino) in self.rules.protected_inodes:
+                raise OSError(errno.EACCES, "it is, or holds, what a deny rule protects")
+
+    def _may_place(self, dfd: int, name: bytes, view: str) -> None:
+        """OSError(EACCES) unless something may appear at ``view`` (replacing what is there)."""
+        self._may_move(dfd, name, view)   # the same two tests: the path, and what it replaces
+
     def _symlink(self, n, creds, resolver, dirfd=AT_FDCWD, args=None):
         text_address, address = (args or n.args)[:2]
-        text = n.read_string(text_address)        # the link's content: data, not a path we follow
-        return self._in_parent(resolver, dirfd, address, n,
-                               lambda name, dfd: os.symlink(text, name, dir_fd=dfd))
+        text = read_string(n, text_address)        # the link's content: data, not a path we follow
+        dfd, name, view = self._changed(resolver, dirfd, address, n)
+        try:
+            self._may_place(dfd, name, view)      # a symlink there would redirect a protected path
+            os.symlink(text, name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        return Reply.value(0)
 
     def _symlinkat(self, n, creds, resolver):
         a = n.args
@@ -621,7 +831,8 @@ class FsHandler(MetadataCalls, Handler):
 
     def _linkat(self, n, creds, resolver, args=None):
         """A new name for an existing file: the file must be allowed for read and write (else a
-        hard link would smuggle it under an allowed name)."""
+        hard link would smuggle it under an allowed name) and be nothing a deny rule protects;
+        the new name must be allowed for write and not be a protected path."""
         olddir, old, newdir, new, flags = args or n.args[:5]
         flags &= 0xFFFFFFFF
         if flags & ~(_AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
@@ -630,8 +841,16 @@ class FsHandler(MetadataCalls, Handler):
         src = self._lookup(n, creds, resolver, signed32(olddir), old, follow | (flags & AT_EMPTY_PATH),
                            ("read", "write"))
         try:
-            self._in_parent(resolver, signed32(newdir), new, n,
-                            lambda name, dfd: os.link(f"/proc/self/fd/{src}", name, dst_dir_fd=dfd))
+            view = resolver.view(fd_path(src))
+            st = os.fstat(src)
+            if view is None or self.rules.could_contain(view) or (st.st_dev, st.st_ino) in self.rules.protected_inodes:
+                return EACCES
+            dfd, name, nview = self._changed(resolver, signed32(newdir), new, n)
+            try:
+                self._may_place(dfd, name, nview)
+                os.link(f"/proc/self/fd/{src}", name, dst_dir_fd=dfd)
+            finally:
+                os.close(dfd)
         finally:
             os.close(src)
         return Reply.value(0)
@@ -661,14 +880,198 @@ def _open_modes(flags: int) -> set[str]:
     return modes
 
 
-def _reopen(pathfd: int, flags: int) -> int:
-    """Open the inode behind our O_PATH fd with the target's flags (the check already passed)."""
+def _reopen(pathfd: int, flags: int):
+    """Open the inode behind our O_PATH fd with the target's flags (the check already passed).
+
+    Never blocks: a FIFO or device is opened with O_NONBLOCK (the flag is then cleared
+    unless the target asked for it); a FIFO open that would wait for the other end becomes a
+    :class:`PendingFifo`, finished by the :class:`FifoWaiter`. ``O_PATH`` is served with a
+    real open (see :func:`_path_substitute`)."""
+    st = os.fstat(pathfd)
     if flags & os.O_PATH:
-        return os.dup(pathfd)
-    if _stat.S_ISLNK(os.fstat(pathfd).st_mode):
+        return _path_substitute(pathfd, st)
+    if _stat.S_ISLNK(st.st_mode):
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
     keep = flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
-    return os.open(f"/proc/self/fd/{pathfd}", keep | os.O_CLOEXEC | os.O_NOCTTY)
+    target = f"/proc/self/fd/{pathfd}"
+    if not (_stat.S_ISFIFO(st.st_mode) or _stat.S_ISCHR(st.st_mode) or _stat.S_ISBLK(st.st_mode)) \
+            or flags & os.O_NONBLOCK:
+        return os.open(target, keep | os.O_CLOEXEC | os.O_NOCTTY)
+    fifo = _stat.S_ISFIFO(st.st_mode)
+    try:
+        fd = os.open(target, keep | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        if not (fifo and exc.errno == errno.ENXIO):
+            raise
+        return PendingFifo(os.dup(pathfd), keep, None)     # a writer with no reader yet
+    if fifo and keep & os.O_ACCMODE == os.O_RDONLY and fd_path(pathfd).startswith("/") \
+            and not _fifo_has_writer(fd):                  # (an anonymous pipe never waits)
+        return PendingFifo(None, keep, fd)                 # a reader with no writer yet
+    _clear_nonblock(fd)
+    return fd
+
+
+def _clear_nonblock(fd: int) -> None:
+    os.set_blocking(fd, True)
+
+
+def _path_substitute(pathfd: int, st: os.stat_result) -> int:
+    """Our fd for an ``O_PATH`` open. seccomp's ADDFD cannot install O_PATH files (the
+    kernel's fget() skips them: EBADF), so a directory is opened ``O_RDONLY|O_DIRECTORY`` and
+    a regular file ``O_RDONLY``, with the target's credentials: the target gets an fd it
+    could have opened itself, for an object the rules allow it to read. Other objects
+    (FIFOs, sockets, devices, symlinks with O_NOFOLLOW) cannot be opened without side
+    effects: EOPNOTSUPP."""
+    if _stat.S_ISDIR(st.st_mode):
+        extra = os.O_DIRECTORY
+    elif _stat.S_ISREG(st.st_mode):
+        extra = os.O_NOCTTY
+    else:
+        raise OSError(errno.EOPNOTSUPP, "O_PATH of a special file cannot be emulated")
+    return os.open(f"/proc/self/fd/{pathfd}", os.O_RDONLY | os.O_CLOEXEC | extra)
+
+
+_SPLICE_F_NONBLOCK = 0x02
+
+
+def _fifo_has_writer(fd: int) -> bool:
+    """Would a blocking read-only open of this FIFO have returned? True when a writer is there
+    (or data is waiting). tee(2) of one byte into a scratch pipe tells without consuming:
+    > 0 data, EAGAIN empty with a writer, 0 empty without one."""
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        return ksys.raw_syscall("tee", ctypes.c_int(fd), ctypes.c_int(w), ctypes.c_size_t(1),
+                                ctypes.c_uint(_SPLICE_F_NONBLOCK)) > 0
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+class PendingFifo:
+    """A FIFO open that must wait for the other end: ``reader`` is our open O_NONBLOCK read
+    end (we count as a reader while waiting, as a blocked reader does in the kernel), or
+    ``pathfd`` an O_PATH fd of a FIFO a writer is waiting to open (retried O_NONBLOCK, which
+    fails with ENXIO and no side effect while there is no reader)."""
+
+    __slots__ = ("pathfd", "flags", "reader", "n", "cloexec")
+
+    def __init__(self, pathfd, flags, reader):
+        self.pathfd, self.flags, self.reader = pathfd, flags, reader
+
+    def ready(self) -> int | None:
+        """Our blocking-mode fd for the target once the other end is there, else None."""
+        if self.reader is not None:
+            if not _fifo_has_writer(self.reader):
+                return None
+            fd, self.reader = self.reader, None
+        else:
+            try:
+                fd = os.open(f"/proc/self/fd/{self.pathfd}", self.flags | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    return None
+                raise
+        _clear_nonblock(fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in (self.pathfd, self.reader):
+            if fd is not None:
+                os.close(fd)
+        self.pathfd = self.reader = None
+
+
+class FifoWaiter:
+    """Finishes FIFO opens that wait for the other end, on its own thread, never in a worker
+    of the supervisor's pool (a few FIFOs without a writer would otherwise wedge the pool).
+
+    The worker that checked the open claims the notification (so neither the loop's default
+    verdict nor its deadline answers it) and hands it here. Every ``interval`` seconds each
+    waiting open is retried; it ends when the other end comes (the fd is injected with
+    ADDFD|SEND), when the target's call is no longer pending (ID_VALID: a signal or its death
+    cancelled it; our end is closed, as the kernel drops an interrupted opener's), or when
+    the supervisor is gone. At most ``limit`` opens wait at once (more fail with EAGAIN).
+    """
+
+    interval = 0.02
+    limit = 256
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._waits: list[PendingFifo] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def take(self, n, pending: PendingFifo, cloexec: bool):
+        """Own ``n`` until ``pending`` completes (called in the worker that checked the open)."""
+        with self._cond:
+            full = len(self._waits) >= self.limit or self._closed
+        if full or not n.try_claim():       # a missed deadline already answered it
+            pending.close()
+            return Reply.errno(errno.EAGAIN) if full else None
+        pending.n, pending.cloexec = n, cloexec
+        with self._cond:
+            self._waits.append(pending)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sysgate-fs-fifo", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waits and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                waits = list(self._waits)
+            done = [w for w in waits if self._step(w)]
+            for w in done:
+                w.close()
+            with self._cond:
+                self._waits = [w for w in self._waits if w not in done]
+                if self._waits:
+                    self._cond.wait(self.interval)
+
+    @staticmethod
+    def _step(w: PendingFifo) -> bool:
+        """One attempt; True when ``w`` is finished (answered or abandoned)."""
+        n = w.n
+        try:
+            if n.listener.fd < 0 or not n.valid():
+                return True
+            fd = w.ready()
+            if fd is None:
+                return False
+            try:
+                notify.addfd(n.listener.fd, n.id, fd, cloexec=w.cloexec, send=True)
+            except OSError:
+                pass                        # gone meanwhile (ENOENT/ESRCH) or cannot take it
+            finally:
+                os.close(fd)
+            return True
+        except OSError as exc:
+            _send_errno(n, exc.errno or errno.EIO)
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            waits, self._waits = self._waits, []
+            self._cond.notify()
+        for w in waits:
+            w.close()
+
+
+def _send_errno(n, error: int) -> None:
+    """Answer a notification the :class:`FifoWaiter` owns (it was claimed by the worker)."""
+    try:
+        n._send(0, error, 0)
+    except OSError:
+        pass
 
 
 def split_path(path: bytes) -> tuple[bytes, bytes]:

@@ -30,6 +30,7 @@ inotify_add_watch                         read        added to the target's own 
 fanotify_mark                             read        inode marks likewise; mount/filesystem marks EPERM
 name_to_handle_at                         --          EOPNOTSUPP (callers fall back to paths)
 open_by_handle_at                         --          EPERM: a handle names an inode without a path
+open_tree                                 read        an O_PATH open (OPEN_TREE_CLONE: EPERM)
 :data:`REFUSED` (chroot, mount calls...)  --          EPERM
 chdir, fchdir                             --          CONTINUE without reading anything (no decision)
 execve, execveat                          read        refused when denied; allowed ones CONTINUE:
@@ -66,7 +67,7 @@ from dataclasses import dataclass
 from ..kernel import abi
 from ..kernel import sys as ksys
 from ..supervisor import Reply
-from .target import AT_FDCWD, fetch_fd, read_exact, signed32, write_memory
+from .target import AT_FDCWD, fetch_fd, read_exact, read_string, signed32, write_memory
 
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW = 0x1000, 0x100
 _AT_PATH_FLAGS = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
@@ -113,10 +114,11 @@ ABI = {
 #: path-taking calls a sandbox never lets through: they change what a path names (mount table,
 #: root) or act on files system-wide. EPERM is the kernel's own answer to a caller without the
 #: capability, so programs already handle it.
-#: ``open_tree`` without OPEN_TREE_CLONE is only an O_PATH open, but an O_PATH fd cannot be injected
-#: (SECCOMP_IOCTL_NOTIF_ADDFD takes its file with fget(), which skips O_PATH files: EBADF).
+#: (``open_tree`` without OPEN_TREE_CLONE is only an O_PATH open and is served as one by
+#: :meth:`MetadataCalls._open_tree`; cloning a mount is refused there.)
 REFUSED = ("chroot", "pivot_root", "mount", "umount", "umount2", "move_mount", "fspick", "mount_setattr",
-           "open_tree", "open_tree_attr", "acct", "swapon", "swapoff", "quotactl", "uselib")
+           "open_tree_attr", "acct", "swapon", "swapoff", "quotactl", "uselib")
+_OPEN_TREE_CLONE = 1
 
 #: calls whose allowed case ends in CONTINUE after the path was checked: the guarantee is weaker
 #: (the policy layer can warn). Everything else is emulated or refused.
@@ -156,7 +158,7 @@ class MetadataCalls:
                      "utime", "utimes", "futimesat", "utimensat", "utimensat_time64",
                      "mknod", "mknodat", "getdents", "getdents64", "inotify_add_watch", "fanotify_mark",
                      "name_to_handle_at", "open_by_handle_at", "chdir", "fchdir", "execve", "execveat",
-                     "file_getattr", "file_setattr") + REFUSED
+                     "file_getattr", "file_setattr", "open_tree") + REFUSED
     weak_guarantees = WEAK
 
     # --- helpers
@@ -200,7 +202,7 @@ class MetadataCalls:
     # --- extended attributes
     def _xattr_name(self, n, address) -> bytes:
         try:
-            name = n.read_string(address, XATTR_NAME_MAX + 1)
+            name = read_string(n, address, XATTR_NAME_MAX + 1)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
                 raise OSError(errno.ERANGE, "xattr name too long") from None
@@ -473,7 +475,7 @@ class MetadataCalls:
 
     def _checked_open(self, n, resolver, address, walk, dirfd=AT_FDCWD) -> int:
         """Our O_PATH fd for a path argument opened with ``walk``, checked for read."""
-        obj = resolver.open(dirfd, n.read_string(address), walk)
+        obj = resolver.open(dirfd, read_string(n, address), walk)
         if not self.check(resolver, obj, ("read",)):
             os.close(obj)
             raise OSError(errno.EACCES, "denied by the fs rules")
@@ -517,6 +519,15 @@ class MetadataCalls:
     def _refused(self, n, creds, resolver):
         return Reply.errno(errno.EPERM)
 
+    def _open_tree(self, n, creds, resolver):
+        """Without OPEN_TREE_CLONE, open_tree is an O_PATH open of the path: served as one (so
+        the rules apply); a clone of a mount would change what paths name: EPERM."""
+        dirfd, address, flags = signed32(n.args[0]), n.args[1], n.args[2] & 0xFFFFFFFF
+        if flags & _OPEN_TREE_CLONE:
+            return Reply.errno(errno.EPERM)
+        oflags = os.O_PATH | (flags & os.O_CLOEXEC) | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
+        return self._do_open(n, creds, resolver, dirfd, address, oflags, 0, 0)
+
     def _name_to_handle_at(self, n, creds, resolver):
         return Reply.errno(errno.EOPNOTSUPP)
 
@@ -540,7 +551,7 @@ class MetadataCalls:
     def _do_exec(self, n, creds, resolver, dirfd, address, flags):
         """Refuse a denied binary (EACCES); an allowed one runs by CONTINUE (:data:`WEAK`).
         ``/proc/self/exe`` (a magic link our resolver does not follow) is the target's own binary."""
-        path = n.read_string(address) if address else b""
+        path = read_string(n, address) if address else b""
         if resolver.target_path(path) in (b"/proc/%d/exe" % creds.tgid, b"/proc/%d/task/%d/exe" % (creds.tgid, n.pid)):
             fd = os.open(f"/proc/{n.pid}/exe", os.O_PATH | os.O_CLOEXEC)
             n.check_valid()

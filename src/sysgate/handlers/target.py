@@ -2,10 +2,13 @@
 
 * :func:`credentials` reads the thread's ids, groups, umask and capabilities from
   ``/proc/<tid>/status`` (checked with ID_VALID afterwards: the tid may be recycled).
-* :func:`acting_as` runs filesystem work with the thread's fsuid/fsgid/groups: the
-  calls are per-thread (raw syscalls, not glibc's process-wide wrappers), so only the
-  calling supervisor thread changes identity, and switching fsuid away from 0 drops the
-  root filesystem capabilities, which the switch back restores.
+* :func:`acting_as` runs filesystem work with the thread's fsuid/fsgid/groups *and*
+  effective capabilities: the calls are per-thread (raw syscalls, not glibc's
+  process-wide wrappers), so only the calling supervisor thread changes identity, and the
+  kernel decides what the supervisor does on the target's behalf exactly as it would for
+  the target. :func:`as_supervisor` switches back inside it for /proc and pidfd work.
+* :func:`same_user_namespace`: ids and capabilities of a target in another user
+  namespace cannot be reproduced by the supervisor (callers fail closed).
 * :func:`write_memory` writes a syscall's *output* buffer (see its docstring).
 * :func:`fetch_fd` duplicates one of the target's fds (pidfd_getfd) into the supervisor.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -41,45 +45,189 @@ class Credentials:
         return bool(self.cap_effective >> cap & 1)
 
 
+def _status_field(data: bytes, key: bytes) -> list[bytes]:
+    """The whitespace-separated values of ``key:`` in a /proc status text (empty when absent)."""
+    start = data.find(b"\n" + key + b":")
+    if start < 0:
+        return []
+    start += len(key) + 2
+    end = data.find(b"\n", start)
+    return data[start:end if end >= 0 else len(data)].split()
+
+
 def credentials(n) -> Credentials:
-    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting."""
-    fields: dict[str, list[str]] = {}
+    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting.
+
+    On every emulated call: ``/proc/<tid>/status`` is read with one read(2) and only the
+    fields used are parsed."""
     try:
-        with open(f"/proc/{n.pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                fields[key] = value.split()
+        fd = os.open(f"/proc/{n.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TargetGone(f"thread {n.pid} is gone") from None
+    try:
+        data = b"\n" + os.read(fd, 16384)
+    except ProcessLookupError:
+        raise TargetGone(f"thread {n.pid} is gone") from None
+    finally:
+        os.close(fd)
+    n.check_valid()
+    uid, gid = _status_field(data, b"Uid"), _status_field(data, b"Gid")
+    umask = _status_field(data, b"Umask")
+    cap = _status_field(data, b"CapEff")
+    return Credentials(tgid=int(_status_field(data, b"Tgid")[0]), uid=int(uid[0]), gid=int(gid[0]),
+                       fsuid=int(uid[3]), fsgid=int(gid[3]),
+                       groups=tuple(map(int, _status_field(data, b"Groups"))),
+                       umask=int(umask[0], 8) if umask else 0o022,
+                       cap_effective=int(cap[0], 16) if cap else 0)
+
+
+def same_user_namespace(n) -> bool:
+    """Is ``n``'s thread in the supervisor's user namespace? (Its ids and capabilities mean
+    something else in another one: the supervisor cannot act with them.)"""
+    try:
+        theirs = os.stat(f"/proc/{n.pid}/ns/user")
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
     n.check_valid()
-    return Credentials(tgid=int(fields["Tgid"][0]), uid=int(fields["Uid"][0]), gid=int(fields["Gid"][0]),
-                       fsuid=int(fields["Uid"][3]), fsgid=int(fields["Gid"][3]),
-                       groups=tuple(int(g) for g in fields.get("Groups", [])),
-                       umask=int(fields.get("Umask", ["0022"])[0], 8),
-                       cap_effective=int(fields.get("CapEff", ["0"])[0], 16))
+    ours = _own_user_namespace()
+    return (theirs.st_dev, theirs.st_ino) == ours
 
 
-_identity_lock = threading.local()
+@functools.cache
+def _own_user_namespace() -> tuple[int, int]:
+    st = os.stat("/proc/self/ns/user")
+    return st.st_dev, st.st_ino
+
+
+# --- acting as the target ------------------------------------------------------------
+_CAP_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _capget() -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of the calling thread."""
+    header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
+    ksys.raw_syscall("capget", ctypes.byref(header), data)
+    return tuple(getattr(data[0], f) | getattr(data[1], f) << 32 for f in ("effective", "permitted", "inheritable"))
+
+
+def _capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling *thread's* capability sets (capset(2) with pid 0 acts on this thread only)."""
+    header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
+    for i in (0, 1):
+        data[i].effective = effective >> 32 * i & 0xFFFFFFFF
+        data[i].permitted = permitted >> 32 * i & 0xFFFFFFFF
+        data[i].inheritable = inheritable >> 32 * i & 0xFFFFFFFF
+    ksys.raw_syscall("capset", ctypes.byref(header), data)
+
+
+_CAP_SETGID, _CAP_SETUID = 6, 7
+
+
+def _setfsid(name: str, value: int, verify: bool) -> None:
+    """setfsuid/setfsgid. The call reports no error: without CAP_SETUID/CAP_SETGID (``verify``)
+    the value is read back, and a switch that did not happen fails closed."""
+    ksys.raw_syscall(name, ctypes.c_uint(value))
+    if verify and ksys.raw_syscall(name, ctypes.c_uint(0xFFFFFFFF)) != value:
+        raise OSError(errno.EPERM, f"{name}({value}) did not take effect")
+
+
+@dataclass
+class _Identity:
+    fsuid: int
+    fsgid: int
+    groups: list[int]
+    caps: tuple[int, int, int]
+
+    @property
+    def verify(self) -> bool:
+        return (self.caps[0] >> _CAP_SETUID & 1 and self.caps[0] >> _CAP_SETGID & 1) == 0
+
+
+def _own_identity() -> _Identity:
+    """The supervisor thread's own identity, read once per thread (it does not change its ids)."""
+    own = getattr(_state, "own", None)
+    if own is None:
+        own = _state.own = _Identity(os.geteuid(), os.getegid(), os.getgroups(), _capget())
+    return own
+
+
+def _apply(fsuid: int, fsgid: int, groups, effective: int, own: _Identity) -> None:
+    """Switch this thread to fsuid/fsgid/groups and the effective capability set ``effective``.
+    The order matters: setfsuid away from 0 clears the filesystem capabilities from the
+    effective set (and back to 0 raises them), so the capabilities are set last."""
+    if list(groups) != own.groups:
+        _set_groups(groups)
+    _setfsid("setfsgid", fsgid, own.verify)
+    _setfsid("setfsuid", fsuid, own.verify)
+    _capset(effective, own.caps[1], own.caps[2])
+
+
+_state = threading.local()
 
 
 @contextlib.contextmanager
 def acting_as(creds: Credentials | None):
-    """Run the body with ``creds``' fsuid/fsgid/groups in this thread (no-op for None or fsuid 0)."""
-    if creds is None or (creds.fsuid == 0 and creds.fsgid == 0) or getattr(_identity_lock, "active", False):
+    """Run the body with ``creds``' fsuid, fsgid, supplementary groups and *effective
+    capabilities* in this thread, so that the kernel's permission checks on what the
+    supervisor does are the ones it would make for the target (a root target that dropped
+    its capabilities is refused what it would be refused). All calls are per-thread raw
+    syscalls (not glibc's process-wide wrappers); the supervisor's permitted set is kept so
+    the ``finally`` can restore everything. No-op for None, when nested, or when the target
+    already has the supervisor's identity. The target's effective set is limited to our
+    permitted one (capset cannot raise beyond it)."""
+    if creds is None or getattr(_state, "saved", None) is not None:
         yield
         return
-    saved_groups = os.getgroups()
-    _identity_lock.active = True
+    own = _own_identity()
+    effective = creds.cap_effective & own.caps[1]
+    if (creds.fsuid, creds.fsgid, sorted(creds.groups), effective) == \
+            (own.fsuid, own.fsgid, sorted(own.groups), own.caps[0]):
+        yield
+        return
+    _state.saved, _state.creds = own, creds
     try:
-        _set_groups(creds.groups)
-        ksys.raw_syscall("setfsgid", ctypes.c_uint(creds.fsgid))
-        ksys.raw_syscall("setfsuid", ctypes.c_uint(creds.fsuid))
+        _apply(creds.fsuid, creds.fsgid, creds.groups, effective, own)
         yield
     finally:
-        ksys.raw_syscall("setfsuid", ctypes.c_uint(os.geteuid()))
-        ksys.raw_syscall("setfsgid", ctypes.c_uint(os.getegid()))
-        _set_groups(saved_groups)
-        _identity_lock.active = False
+        _state.saved = _state.creds = None
+        _restore(own, creds)
+
+
+def _restore(own: _Identity, creds: Credentials) -> None:
+    """Back to the supervisor's identity: capabilities first (setfsuid and setgroups need them)."""
+    _capset(*own.caps)
+    _setfsid("setfsuid", own.fsuid, own.verify)
+    _setfsid("setfsgid", own.fsgid, own.verify)
+    if list(creds.groups) != own.groups:
+        _set_groups(own.groups)
+    if own.caps[0] != own.caps[1]:
+        _capset(*own.caps)        # setfsuid back to 0 raised the filesystem capabilities: exact again
+
+
+@contextlib.contextmanager
+def as_supervisor():
+    """Inside :func:`acting_as`: run the body with the supervisor's own identity again (to
+    open ``/proc/<tid>/…`` links or call pidfd_getfd, which check *our* right to inspect the
+    target, not the target's rights), then switch back."""
+    own, creds = getattr(_state, "saved", None), getattr(_state, "creds", None)
+    if own is None:
+        yield
+        return
+    _restore(own, creds)
+    _state.saved = None
+    try:
+        yield
+    finally:
+        _apply(creds.fsuid, creds.fsgid, creds.groups, creds.cap_effective & own.caps[1], own)
+        _state.saved = own
 
 
 def _set_groups(groups) -> None:
@@ -101,7 +249,8 @@ def write_memory(n, address: int, data: bytes) -> None:
         return
     n.check_valid()
     try:
-        written = ksys.process_vm_writev(n.pid, address, data)
+        with as_supervisor():
+            written = ksys.process_vm_writev(n.pid, address, data)
     except OSError as exc:
         if not n.valid():
             raise TargetGone(f"notification {n.id} is no longer valid") from None
@@ -113,13 +262,21 @@ def write_memory(n, address: int, data: bytes) -> None:
     n.check_valid()
 
 
+def read_string(n, address: int, limit: int | None = None) -> bytes:
+    """A NUL-terminated string argument of ``n`` (:meth:`Notification.read_string`), read with the
+    supervisor's own right to read target memory, also inside :func:`acting_as`."""
+    with as_supervisor():
+        return n.read_string(address) if limit is None else n.read_string(address, limit)
+
+
 def read_exact(n, address: int, length: int) -> bytes:
     """Exactly ``length`` bytes of target memory for ``n`` (:meth:`Notification.read_memory`);
     OSError(EFAULT) when the range runs into unmapped memory, as the kernel's copy-in would.
-    Nothing is read (no ID_VALID either) for ``length`` 0."""
+    Read with the supervisor's own rights, as :func:`read_string`. Nothing is read (no ID_VALID either) for ``length`` 0."""
     if not length:
         return b""
-    data = n.read_memory(address, length)
+    with as_supervisor():
+        data = n.read_memory(address, length)
     if len(data) < length:
         raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
     return data
@@ -129,17 +286,19 @@ def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
     """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread's process (pidfd_getfd).
 
     OSError(EBADF) when it has no such fd. The pidfd is opened per call: children of a
-    launched target share its listener but not its fd table.
+    launched target share its listener but not its fd table (O_PATH fds too). Runs with the
+    supervisor's identity (see :func:`as_supervisor`).
     """
     tgid = (creds or credentials(n)).tgid
-    try:
-        pidfd = os.pidfd_open(tgid)
-    except ProcessLookupError:
-        raise TargetGone(f"thread {n.pid} is gone") from None
-    try:
-        dup = ksys.pidfd_getfd(pidfd, fd)
-    finally:
-        os.close(pidfd)
+    with as_supervisor():
+        try:
+            pidfd = os.pidfd_open(tgid)
+        except ProcessLookupError:
+            raise TargetGone(f"thread {n.pid} is gone") from None
+        try:
+            dup = ksys.pidfd_getfd(pidfd, fd)
+        finally:
+            os.close(pidfd)
     if not n.valid():
         os.close(dup)
         raise TargetGone(f"notification {n.id} is no longer valid")

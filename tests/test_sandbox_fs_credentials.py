@@ -1,0 +1,152 @@
+"""Issue 11, attack 2: every open and change is decided with the target's own credentials
+(fsuid, fsgid, supplementary groups and effective capabilities), exactly as the kernel would:
+each case runs the same C program with and without sysgate and compares the answers."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from cprog import cprog
+from handlers_support import run
+from sysgate.handlers.fs import FsHandler
+
+# argv: MODE DIR; MODE: root | nocaps | user | group. Prints one "name errno" line per try.
+PROBE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static const char *D;
+static const char *p(const char *rel) { static char b[4][4096]; static int i; i = (i + 1) % 4;
+    snprintf(b[i], 4096, "%s/%s", D, rel); return b[i]; }
+static void try_open(const char *name, const char *rel, int flags) {
+    int fd = open(p(rel), flags, 0644);
+    printf("%s %d\n", name, fd < 0 ? errno : 0);
+    if (fd >= 0) close(fd);
+}
+int main(int argc, char **argv) {
+    const char *mode = argv[1];
+    D = argv[2];
+    if (!strcmp(mode, "nocaps")) {
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[2];
+        memset(d, 0, sizeof d);
+        if (syscall(SYS_capset, &h, d)) { perror("capset"); return 1; }
+    } else if (!strcmp(mode, "user") || !strcmp(mode, "group")) {
+        gid_t g = 4242;
+        if (setgroups(!strcmp(mode, "group"), &g) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) {
+            perror("drop"); return 1;
+        }
+    }
+    try_open("nobody-0600", "nobody-0600", O_RDONLY);
+    try_open("root-0600", "root-0600", O_RDONLY);
+    try_open("group-0640", "group-0640", O_RDONLY);
+    try_open("group-0640-write", "group-0640", O_WRONLY);
+    try_open("create-in-nobody-0700", "nobody-dir/new", O_WRONLY | O_CREAT);
+    try_open("create-in-root-0755", "root-dir/new", O_WRONLY | O_CREAT);
+    printf("mkdir %d\n", mkdir(p("nobody-dir/sub"), 0755) ? errno : 0);
+    printf("unlink %d\n", unlink(p("root-dir/keep")) ? errno : 0);
+    printf("access-w %d\n", access(p("root-0600"), W_OK) ? errno : 0);
+    return 0;
+}
+"""
+
+
+@pytest.fixture
+def base(needs_root):
+    d = tempfile.mkdtemp(prefix="sysgate-creds-")
+    os.chmod(d, 0o755)
+
+    def make(name, mode, uid, gid):
+        path = os.path.join(d, name)
+        with open(path, "w") as fh:
+            fh.write(name + "\n")
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+
+    make("nobody-0600", 0o600, 65534, 65534)
+    make("root-0600", 0o600, 0, 0)
+    make("group-0640", 0o640, 0, 4242)
+    for name, uid, mode in (("nobody-dir", 65534, 0o700), ("root-dir", 0, 0o755)):
+        os.mkdir(os.path.join(d, name))
+        os.chown(os.path.join(d, name), uid, uid)
+        os.chmod(os.path.join(d, name), mode)
+    with open(os.path.join(d, "root-dir", "keep"), "w"):
+        pass
+    yield d
+    shutil.rmtree(d)
+
+
+def reset(d):
+    for leftover in ("nobody-dir/new", "root-dir/new"):
+        if os.path.exists(os.path.join(d, leftover)):
+            os.unlink(os.path.join(d, leftover))
+    if os.path.isdir(os.path.join(d, "nobody-dir", "sub")):
+        os.rmdir(os.path.join(d, "nobody-dir", "sub"))
+    if not os.path.exists(os.path.join(d, "root-dir", "keep")):
+        open(os.path.join(d, "root-dir", "keep"), "w").close()
+
+
+@pytest.mark.parametrize("mode", ["root", "nocaps", "user", "group"])
+def test_decisions_match_the_kernel(base, mode):
+    exe = cprog(PROBE)
+    reset(base)
+    kernel = subprocess.run([exe, mode, base], capture_output=True, text=True)
+    assert kernel.returncode == 0, kernel.stderr
+    reset(base)
+    code, out = run([exe, mode, base], FsHandler(["allow read /**", f"allow rw {base}/**"]))
+    assert code == 0, out
+    assert out == kernel.stdout, f"sysgate:\n{out}\nkernel:\n{kernel.stdout}"
+
+
+def test_the_cases_differ(base):
+    """The four identities really get different answers from the kernel (the comparison means something)."""
+    exe = cprog(PROBE)
+    seen = set()
+    for mode in ("root", "nocaps", "user", "group"):
+        reset(base)
+        seen.add(subprocess.run([exe, mode, base], capture_output=True, text=True).stdout)
+    assert len(seen) == 4
+
+
+def test_setpriv_without_capabilities_is_refused_a_foreign_0600_file(base):
+    code, out = run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", "cat", f"{base}/nobody-0600"],
+                    FsHandler(["allow read /**"]))
+    assert "nobody-0600" not in out.splitlines() and "Permission denied" in out, out
+
+
+USERNS = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    if (unshare(CLONE_NEWUSER)) { perror("unshare"); return 1; }
+    int fd = open(argv[1], O_RDONLY);
+    printf("open %d\n", fd < 0 ? errno : 0);
+    return 0;
+}
+"""
+
+
+def test_a_target_in_another_user_namespace_is_refused(tmp_path):
+    """Its ids and capabilities mean something else there: the supervisor cannot act as it (fail closed)."""
+    public = tmp_path / "public"
+    public.write_text("x\n")
+    public.chmod(0o644)
+    exe = cprog(USERNS)
+    kernel = subprocess.run([exe, str(public)], capture_output=True, text=True)
+    assert kernel.stdout == "open 0\n", kernel.stderr
+    code, out = run([exe, str(public)], FsHandler(["allow read /**"]))
+    assert out == "open 13\n", out
