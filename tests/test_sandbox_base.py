@@ -276,3 +276,11 @@ def test_base_only_narrows_the_policy(rule_list, default, syscall, call_args):
         assert got == (mine if is_refusal(mine) else Action("notify", handler=base.routes[syscall]))
     else:
         assert got == mine
+
+
+def test_demo_runs_under_the_sandbox():
+    res = subprocess.run([sys.executable, "-m", "sysgate.demo"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "sysgate run --sandbox" in res.stdout and "sysgate-sandbox" in res.stdout
+    assert "/etc/shadow: Permission denied" in res.stdout
+    assert "chroot: cannot change root directory to '/': Operation not permitted" in res.stdout

@@ -58,12 +58,16 @@ class Base:
         pieces = []
         for handler, missing in self.unanswered.items():
             if missing:
-                names = ", ".join(f"{s} ({'/'.join(a)})" if len(a) < len(self.arches) else s
-                                  for s, a in missing.items())
-                pieces.append(f"{handler} does not answer {names}: refused (EPERM)")
+                names = [f"{s} ({'/'.join(a)})" if len(a) < len(self.arches) else s for s in missing
+                         for a in [missing[s]]]
+                pieces.append(f"refused (EPERM), the {handler} handler does not answer them: {_few(names)}")
         if self.left:
-            pieces.append(f"left to the kernel (the fs handler does not answer them): {', '.join(self.left)}")
+            pieces.append(f"left to the kernel, the fs handler does not answer them: {', '.join(self.left)}")
         return "sandbox: " + "; ".join(pieces) if pieces else None
+
+
+def _few(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 #: ABIs a kernel of this architecture runs besides its own (x32 stays off unless asked).
