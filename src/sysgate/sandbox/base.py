@@ -114,6 +114,8 @@ def build_base(arches: list[str], parts) -> Base:
     if "net" in parts:
         _families(base, "net", surface.PEER_FAMILIES)
         _net_refusals(base)
+    refused = {r.syscall for r in base.refusals if r.condition is None}
+    base.routes = {s: h for s, h in base.routes.items() if s not in refused}   # e.g. fs answering chroot
     return base
 
 
