@@ -1,7 +1,9 @@
 /* Ways to read a file that the fs rules deny, each around the fs handler rather than through it.
  * usage: attack MODE PRIVATE_DIR PUBLIC_DIR   (the secret is PRIVATE_DIR/secret)
  * Prints "SECRET via MODE: <content>" when it read the file, else "refused: STEP: errno N".
- * ("packet" instead opens a packet socket, which reaches any peer without a checked call.) */
+ * The network modes reach a peer instead, 127.0.0.1:PORT given as PRIVATE_DIR: "packet" opens a
+ * packet socket (write() on it reaches any peer), "sendmmsg" sends a UDP datagram, "socketcall"
+ * (i386) connects over TCP through the multiplexer. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -171,6 +174,33 @@ int main(int argc, char **argv) {
         printf("SECRET via %s: a packet socket\n", mode);
         return 0;
     }
+    struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(atoi(private_dir)),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (!strcmp(mode, "sendmmsg")) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct iovec iov = {"datagram", 8};
+        struct mmsghdr msg = {.msg_hdr = {.msg_name = &peer, .msg_namelen = sizeof peer, .msg_iov = &iov,
+                                          .msg_iovlen = 1}};
+        if (s < 0)
+            return refused("socket");
+        if (sendmmsg(s, &msg, 1, 0) != 1)
+            return refused("sendmmsg");
+        printf("SECRET via %s: sent\n", mode);
+        return 0;
+    }
+#ifdef SYS_socketcall
+    if (!strcmp(mode, "socketcall")) {
+        unsigned long create[3] = {AF_INET, SOCK_STREAM, 0};
+        long s = syscall(SYS_socketcall, 1 /* SYS_SOCKET */, create);
+        if (s < 0)
+            return refused("socketcall socket");
+        unsigned long connect[3] = {s, (unsigned long)&peer, sizeof peer};
+        if (syscall(SYS_socketcall, 3 /* SYS_CONNECT */, connect) < 0)
+            return refused("socketcall connect");
+        printf("SECRET via %s: connected\n", mode);
+        return 0;
+    }
+#endif
     printf("unknown mode %s\n", mode);
     return 2;
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,46 @@ def test_net_part_refuses_packet_sockets_only_with_net_rules(box):
     assert fs_only.stdout.startswith("SECRET via packet"), fs_only.stderr       # no net rules: no net promise
     net = sysgate("run", "--sandbox", "--handlers", handlers(box, net={"rules": []}), "--", *argv)
     assert net.stdout == "refused: socket: errno 1\n", net.stdout + net.stderr
+
+
+@pytest.fixture
+def peers():
+    """A UDP and a TCP listener on 127.0.0.1, which the net rules (none: deny all) forbid."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket()
+    for sock in (udp, tcp):
+        sock.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp.setblocking(False)
+    yield udp, tcp
+    udp.close()
+    tcp.close()
+
+
+def peer_only(tmp_path) -> str:
+    """connect, bind, sendto and sendmsg routed to net on x86_64 and i386; the rest left."""
+    (tmp_path / "net.policy").write_text("default: allow\narch: x86_64, i386\n"
+                                         "connect, bind, sendto, sendmsg: notify(net)\n")
+    return str(tmp_path / "net.policy")
+
+
+@pytest.mark.parametrize("mode, m32", [("sendmmsg", False), ("socketcall", True)])
+def test_peer_calls_beside_connect_reach_a_denied_peer_only_without_the_base(tmp_path, box, peers, mode, m32):
+    udp, tcp = peers
+    port = (udp if mode == "sendmmsg" else tcp).getsockname()[1]
+    argv = [attack(m32), mode, str(port), "-"]
+    config = handlers(box, net={"rules": []})
+    assert subprocess.run(argv, capture_output=True, text=True).stdout.startswith(f"SECRET via {mode}")
+    walked = sysgate("run", "--force", "--policy", peer_only(tmp_path), "--handlers", config, "--", *argv)
+    assert walked.stdout.startswith(f"SECRET via {mode}"), walked.stdout + walked.stderr
+    if mode == "sendmmsg":
+        assert udp.recv(100) == b"datagram" and udp.recv(100) == b"datagram"   # native, then walked around
+    boxed = sysgate("run", "--sandbox", "--handlers", config, "--", *argv)
+    # refused by the filter (EPERM) while the net handler does not answer the call, else denied by it
+    assert boxed.stdout.startswith("refused: ") and "SECRET" not in boxed.stdout, boxed.stdout + boxed.stderr
+    if mode == "sendmmsg":
+        with pytest.raises(BlockingIOError):
+            udp.recv(100)
 
 
 # --- warnings: policy check and run -------------------------------------------------------------
