@@ -58,8 +58,8 @@ class Base:
         pieces = []
         for handler, missing in self.unanswered.items():
             if missing:
-                names = [f"{s} ({'/'.join(a)})" if len(a) < len(self.arches) else s for s in missing
-                         for a in [missing[s]]]
+                names = [name if len(where) == len(self.arches) else f"{name} ({'/'.join(where)})"
+                         for name, where in missing.items()]
                 pieces.append(f"refused (EPERM), the {handler} handler does not answer them: {_few(names)}")
         if self.left:
             pieces.append(f"left to the kernel, the fs handler does not answer them: {', '.join(self.left)}")
