@@ -137,6 +137,14 @@ def test_policy_cannot_re_allow_what_the_base_refuses(tmp_path, box):
         assert res.stdout == f"refused: {refusal}\n", res.stdout + res.stderr
 
 
+def test_sandbox_setting_in_the_policy_is_the_same_base(tmp_path, box):
+    (tmp_path / "p.policy").write_text("sandbox: fs\ndefault: allow\narch: x86_64, i386\nchroot: allow\n")
+    for mode, refusal in (("chroot", "chroot: errno 1"), ("open", "open: errno 13")):
+        res = sysgate("run", "--policy", str(tmp_path / "p.policy"), "--handlers", handlers(box),
+                      "--", attack(), mode, f"{box}/private", f"{box}/public")
+        assert res.stdout == f"refused: {refusal}\n", res.stdout + res.stderr
+
+
 def test_policy_refusals_stay_and_its_allows_become_routes(tmp_path, box):
     (tmp_path / "p.policy").write_text("default: allow\narch: x86_64, i386\n"
                                        "open: errno(EROFS)\nopenat2: allow\n")
@@ -325,3 +333,10 @@ def test_demo_runs_under_the_sandbox():
     assert "sysgate run --sandbox" in res.stdout and "sysgate-sandbox" in res.stdout
     assert "/etc/shadow: Permission denied" in res.stdout
     assert "chroot: cannot change root directory to '/': Operation not permitted" in res.stdout
+
+
+@settings(max_examples=200, deadline=None)
+@given(rules, st.sampled_from(ACTIONS))
+def test_nothing_to_warn_about_under_any_base(rule_list, default):
+    policy = Policy(default=default, arches=["x86_64", "i386"], rules=rule_list)
+    assert coverage_warnings(apply_base(policy, ["fs", "net"])) == []
