@@ -158,7 +158,7 @@ def build(args):
         filt = Filter.load(args.filter)
         if args.log:
             filt.flags["log"] = True
-        return filt, (PolicyReporter() if filt.notifies else None), checked(filt.handler_policy(), args)
+        return filt, (PolicyReporter() if filt.notifies else None), secure_policy(filt.handler_policy(), args)
     if args.handlers is not None and not (args.policy or args.profile or args.sandbox):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
@@ -166,7 +166,7 @@ def build(args):
         from ..policy.loader import load_policy
         from ..sandbox.base import default_policy
 
-        pol = checked(load_policy(path) if path else default_policy(), args)
+        pol = secure_policy(load_policy(path) if path else default_policy(), args)
         filt = Filter.from_policy(pol, log=args.log)
         return filt, (PolicyReporter() if filt.notifies else None), pol
     if args.notify_all:
@@ -176,7 +176,7 @@ def build(args):
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter(), None
 
 
-def checked(policy, args):
+def secure_policy(policy, args):
     """``policy`` with the secure base under it (``--sandbox``: the fs part, and the net part
     when ``--handlers`` configures net), or as it is when its fs/net routes cannot be walked
     around; else SysgateError naming what is unsafe in one line (``--force``: a warning)."""
