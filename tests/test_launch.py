@@ -475,7 +475,7 @@ def test_cli_run_fs_handler_allows_and_denies_files(tmp_path):
     config = {**fs_config(tmp_path),
               "audit": {"log": str(tmp_path / "audit.jsonl"), "wrap": True, "summary": False}}
     (tmp_path / "handlers.json").write_text(json.dumps(config))
-    res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", str(tmp_path / "handlers.json"),
+    res = sysgate_run("--force", "--policy", fs_policy(tmp_path), "--handlers", str(tmp_path / "handlers.json"),
                       "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     assert "secret: Permission denied" in res.stderr and "secret text" not in res.stdout
@@ -502,7 +502,7 @@ def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
     res = sysgate_run("--policy", str(tmp_path / "a.policy"), "--", "cat", "/etc/hostname")
     assert res.returncode == 0 and '"syscall": "openat"' in res.stderr
     # notify(fs) without a section: fs denies everything (fail closed), with a warning
-    res = sysgate_run("--policy", fs_policy(tmp_path), "--", "sh", "-c", "cat public", cwd=tmp_path)
+    res = sysgate_run("--force", "--policy", fs_policy(tmp_path), "--", "sh", "-c", "cat public", cwd=tmp_path)
     assert res.returncode != 0 and res.stdout == ""
     assert "handler 'fs' has no section in --handlers: it denies every call" in res.stderr
 
@@ -519,7 +519,7 @@ def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
 def test_cli_run_bad_handler_config_is_one_line_before_the_command(tmp_path, policy, config, message):
     pytest.importorskip("sysgate.policy.loader")
     need_compiler()
-    (tmp_path / "p.policy").write_text(f"default: allow\n{policy}\n")
+    (tmp_path / "p.policy").write_text(f"default: errno(EPERM)\n{policy}\n")   # nothing left to the kernel
     marker = tmp_path / "ran"
     res = sysgate_run("--policy", str(tmp_path / "p.policy"), *(["--handlers", config] if config else []),
                       "--", "touch", str(marker))
@@ -560,12 +560,12 @@ def test_cli_run_stored_filter_routes_named_handlers(tmp_path):
 
     Filter.from_policy(load_policy(fs_policy(tmp_path))).save(tmp_path / "f.json")
     config = json.dumps(fs_config(tmp_path))
-    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--handlers", config,
+    res = sysgate_run("--force", "--filter", str(tmp_path / "f.json"), "--handlers", config,
                       "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     assert "secret: Permission denied" in res.stderr and "uname(" in res.stderr
     # without a config, fs denies everything (fail closed), as with --policy
-    res = sysgate_run("--filter", str(tmp_path / "f.json"), "--", "sh", "-c", "cat public", cwd=tmp_path)
+    res = sysgate_run("--force", "--filter", str(tmp_path / "f.json"), "--", "sh", "-c", "cat public", cwd=tmp_path)
     assert res.returncode != 0 and res.stdout == ""
     assert "handler 'fs' has no section in --handlers: it denies every call" in res.stderr
     # routes stored without the policy that decides them: refused before the command starts
@@ -585,7 +585,7 @@ def test_cli_run_record_then_replay_show(tmp_path):
 
     config = json.dumps(fs_config(tmp_path))
     rec = tmp_path / "rec.jsonl"
-    res = sysgate_run("--policy", fs_policy(tmp_path), "--handlers", config, "--record", str(rec),
+    res = sysgate_run("--force", "--policy", fs_policy(tmp_path), "--handlers", config, "--record", str(rec),
                       "--", "sh", "-c", FS_SCRIPT, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout == "public text\nrc=1\n", res.stderr
     count = int(re.search(r"sysgate: (\d+) notifications recorded to ", res.stderr).group(1))

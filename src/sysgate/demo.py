@@ -1,9 +1,10 @@
 """The main job's demo (``./dev run``): a shell script supervised under a seccomp policy.
 
-The policy lets most syscalls run in the kernel, refuses ``mkdir`` in the filter itself,
-and sends ``openat`` and ``uname`` to the supervisor: the ``fs`` handler opens allowed
-paths itself and injects the fd (no TOCTOU), the ``identity`` handler answers ``uname``
-with a fake host name, and ``audit`` records every decision as a JSON line.
+``sysgate run --sandbox`` puts the secure base (:mod:`sysgate.sandbox.base`) under a short
+policy: every path syscall the ``fs`` handler answers goes to it (it opens allowed paths
+itself and injects the fd: no TOCTOU), view changes such as ``chroot`` and io_uring are
+refused by the filter, the policy's own ``mkdir`` refusal stays, the ``identity`` handler
+answers ``uname`` with a fake host name, and ``audit`` records every decision as a JSON line.
 """
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import sys
 import tempfile
 
 POLICY = """\
-# sysgate demo policy
+# sysgate demo policy; run with --sandbox: every path syscall goes to notify(fs)
 default: allow
 mkdir, mkdirat: errno(EPERM)          # refused by the BPF filter, no supervisor involved
-openat: notify(fs)                    # the supervisor opens the file itself and injects the fd
 uname: notify(identity)               # answered by the supervisor
 """
 
@@ -31,6 +31,7 @@ echo "1. cat /etc/hostname (allowed by the fs handler):"; cat /etc/hostname
 echo "2. cat /etc/shadow (denied by the fs handler):"; cat /etc/shadow 2>&1 | head -1
 echo "3. mkdir /tmp/sysgate-demo (denied by the filter):"; mkdir /tmp/sysgate-demo-$$ 2>&1
 echo "4. uname -n (answered by the supervisor):"; uname -n
+echo "5. chroot / true (refused by the sandbox base):"; chroot / true 2>&1 || true
 """
 
 
@@ -48,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(config, f, indent=2)
         print("== policy\n" + POLICY)
         print("== handlers\n" + json.dumps(HANDLERS, indent=2) + "\n")
-        print("== sysgate run --policy demo.policy --handlers handlers.json -- sh -c '...'", flush=True)
-        rc = sysgate(["run", "--policy", policy, "--handlers", handlers, "--", "sh", "-c", SCRIPT])
+        print("== sysgate run --sandbox --policy demo.policy --handlers handlers.json -- sh -c '...'", flush=True)
+        rc = sysgate(["run", "--sandbox", "--policy", policy, "--handlers", handlers, "--", "sh", "-c", SCRIPT])
         print(f"\n== exit status {rc}; audit records of the interesting calls:")
         with open(audit) as f:
             records = [json.loads(line) for line in f]
         for rec in records:
-            if any(word in rec["call"] for word in ("/etc/hostname", "/etc/shadow", "uname")):
+            if rec["syscall"] == "uname" or any(f'"{path}"' in rec["call"] for path in ("/etc/hostname", "/etc/shadow")):
                 print(f"  [pid {rec['pid']}] {rec['call']} {rec.get('result', rec['verdict'])}"
                       f"  ({rec['latency_us']:.0f} µs)")
     return rc

@@ -45,9 +45,11 @@ def _load(args, warnings: list[str]):
 
 def run_check(args) -> int:
     from ..policy.printer import action_text
+    from ..sandbox.coverage import coverage_warnings
 
     warnings: list[str] = []
     policy = _load(args, warnings)
+    warnings += [f"{args.file}: policy {w}" for w in coverage_warnings(policy)]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     conditional = sum(1 for r in policy.rules if r.condition is not None)

@@ -21,6 +21,13 @@ compiled from such a policy keeps its routes and is served the same way.
 
 ``--record FILE`` writes every notification and the reply it got to FILE (JSON lines) for
 ``sysgate replay``.
+
+``--sandbox`` puts the secure base under the policy (default: allow everything else): every
+path syscall the fs handler answers goes to it, view changes (chroot, mount, namespaces),
+io_uring and file handles are refused, and with a ``net`` section in ``--handlers`` every
+peer-naming syscall goes to the net handler. Without it, a policy that routes some path or
+peer syscalls to fs/net but leaves others to the kernel is refused (one line naming them)
+unless ``--force`` is given.
 """
 from __future__ import annotations
 
@@ -57,6 +64,11 @@ def register(sub) -> None:
                    help="config of the handlers a --policy or --filter names (notify(NAME)): "
                         "a JSON file or inline JSON")
     p.add_argument("--record", metavar="FILE", help="record every notification and its reply for sysgate replay")
+    p.add_argument("--sandbox", action="store_true",
+                   help="put the secure base under the policy: all path syscalls to fs, no view changes "
+                        "or io_uring; with a net section in --handlers, all peer-naming syscalls to net")
+    p.add_argument("--force", action="store_true",
+                   help="run a policy whose fs/net routes can be walked around (see policy check)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
@@ -140,18 +152,21 @@ def build(args):
     from ..filter import Filter
     from ..kernel import abi
 
+    if args.sandbox and (args.filter or args.notify_all):
+        raise SysgateError("--sandbox needs --policy or --profile (or neither): a stored filter is already compiled")
     if args.filter:
         filt = Filter.load(args.filter)
         if args.log:
             filt.flags["log"] = True
-        return filt, (PolicyReporter() if filt.notifies else None), filt.handler_policy()
-    if args.handlers is not None and not (args.policy or args.profile):
+        return filt, (PolicyReporter() if filt.notifies else None), secure_policy(filt.handler_policy(), args)
+    if args.handlers is not None and not (args.policy or args.profile or args.sandbox):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
-    if path:
+    if path or args.sandbox:
         from ..policy.loader import load_policy
+        from ..sandbox.base import default_policy
 
-        pol = load_policy(path)
+        pol = secure_policy(load_policy(path) if path else default_policy(), args)
         filt = Filter.from_policy(pol, log=args.log)
         return filt, (PolicyReporter() if filt.notifies else None), pol
     if args.notify_all:
@@ -159,6 +174,33 @@ def build(args):
     if args.log:
         return Filter.from_program([ret(abi.SECCOMP_RET_LOG)], name="log-all"), None, None
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="audit"), AuditReporter(), None
+
+
+def secure_policy(policy, args):
+    """``policy`` with the secure base under it (``--sandbox``: the fs part, and the net part
+    when ``--handlers`` configures net), or as it is when its fs/net routes cannot be walked
+    around; else SysgateError naming what is unsafe in one line (``--force``: a warning)."""
+    from ..sandbox import base, coverage
+
+    if policy is None:
+        return None
+    if args.sandbox:
+        from ..handlers import registry
+
+        parts = ["fs", *(["net"] if "net" in registry.load_config(args.handlers) else [])]
+        policy = base.apply_base(policy, parts)
+    if policy.sandbox:
+        note = base.notice(policy)
+        if note:
+            _print(f"sysgate: {note}")
+        return policy
+    warnings = coverage.warnings_line(policy)
+    if warnings and not args.force:
+        raise SysgateError(f"policy {policy.name!r} is not a sandbox: it {warnings} "
+                           f"(--sandbox adds the secure base, --force runs it as it is)")
+    if warnings:
+        _print(f"sysgate: warning: policy {policy.name!r} is not a sandbox: it {warnings}")
+    return policy
 
 
 def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None):

@@ -2,7 +2,8 @@
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
 ``config.json``, or a Docker/podman profile template) by its leading ``{``; anything
-else is the sysgate policy language.
+else is the sysgate policy language. A policy saying ``sandbox: fs, net`` gets the secure
+base (:mod:`sysgate.sandbox.base`) here, so every command compiles the same rules.
 """
 from __future__ import annotations
 
@@ -41,4 +42,9 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     if detect_format(text) == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
-    return parse_policy(text, filename, base_dir=base, warn=warn)
+    policy = parse_policy(text, filename, base_dir=base, warn=warn)
+    if policy.sandbox:
+        from ..sandbox.base import apply_base
+
+        policy = apply_base(policy)
+    return policy

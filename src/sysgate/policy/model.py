@@ -145,6 +145,8 @@ class Policy:
     #: OCI ``listenerPath`` / ``listenerMetadata``: where a runtime sends the notify fd
     listener_path: str | None = None
     listener_metadata: str | None = None
+    #: parts of the secure base (``fs``, ``net``: :mod:`sysgate.sandbox.base`) under the rules
+    sandbox: list[str] = field(default_factory=list)
     #: non-fatal diagnostics from the parser/importer ("file:line:col: message")
     warnings: list[str] = field(default_factory=list, compare=False)
 

@@ -9,6 +9,7 @@ statement continues over newlines inside ``( )`` / ``{ }`` or after a ``\\``::
     bad_arch: kill_process         # action for any other architecture (the default)
     allow_x32: false               # x32 syscall numbers on x86_64 (implied by arch: x32)
     flags: log, spec_allow         # seccomp filter flags to install with
+    sandbox: fs, net               # the secure base under the rules (sysgate.sandbox.base)
     include "common.policy"        # relative to this file; cycles are an error
 
     # rules: SYSCALLS: ACTION | CONDITION [-> ACTION]
@@ -64,7 +65,8 @@ from .model import Action, And, Cmp, Not, Or, Policy, Rule
 
 ACTION_WORDS = ("allow", "errno", "kill", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
 ACTION_HELP = "allow, errno(N), kill, kill_thread, kill_process, trap, trap(N), log, notify, notify(NAME), trace(N)"
-SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags")
+SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags", "sandbox")
+SANDBOX_PARTS = ("fs", "net")
 RELATIONS = ("==", "!=", "<", "<=", ">", ">=")
 WIDTH_CASTS = {"u32": 32, "u64": 64}
 
@@ -138,6 +140,7 @@ def _build(state: _State, filename: str) -> Policy:
                     arches=setting("arch", None) or [abi.native_arch()],
                     rules=state.rules, bad_arch=setting("bad_arch", Action("kill_process")),
                     allow_x32=setting("allow_x32", False), flags=setting("flags", []),
+                    sandbox=setting("sandbox", []),
                     name=Path(filename).stem if not filename.startswith("<") else "policy")
     known = [a for a in policy.arches if a in syscalls.arches()]
     for name, tok, file in state.named:
@@ -237,6 +240,8 @@ class _Parser:
             if tok.text not in ("true", "false", "yes", "no"):
                 raise self.error(f"allow_x32 takes true or false, not {_describe(tok)}", tok)
             value = tok.text in ("true", "yes")
+        elif name == "sandbox":
+            value = [self.sandbox_part(tok) for tok in self.name_list("fs or net")]
         else:
             value = [self.flag_name(tok) for tok in self.name_list("a filter flag")]
         self.end_of_statement()
@@ -268,6 +273,11 @@ class _Parser:
             known = ", ".join(k.lower() for k in abi.FILTER_FLAGS)
             raise self.error(f"unknown filter flag {tok.text!r}; known: {known}", tok)
         return key
+
+    def sandbox_part(self, tok: Token) -> str:
+        if tok.text not in SANDBOX_PARTS:
+            raise self.error(f"unknown sandbox part {tok.text!r}; known: {', '.join(SANDBOX_PARTS)}", tok)
+        return tok.text
 
     def rule(self) -> None:
         first = self.peek()
