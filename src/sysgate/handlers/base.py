@@ -47,12 +47,13 @@ class Handler:
         return getattr(self, "_" + n.syscall)(n)
 
     def install(self, sup, *, group: str | None = None, only=None) -> None:
-        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that the
-        running kernel knows."""
+        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that some
+        architecture it decodes has (``socketcall`` and ``olduname`` exist only for i386)."""
         from .. import syscalls
 
+        arches = self.arches or same_flags_arches()
         for name in self.syscalls if only is None else only:
-            if syscalls.number(None, name) is not None:
+            if any(syscalls.number(arch, name) is not None for arch in arches):
                 sup.on(name, self, group=group)
 
     def close(self) -> None:
