@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #ifndef MSG_FASTOPEN
@@ -56,6 +57,13 @@ static void *blocker(void *arg) {
     return NULL;
 }
 static void noop(int sig) { (void)sig; }
+
+static volatile int g_stop; static struct sockaddr_in g_flip; static int g_ok, g_bad;
+static void *flipper(void *arg) {
+    (void)arg;
+    while (!g_stop) { g_flip.sin_port = htons(g_bad); g_flip.sin_port = htons(g_ok); }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
@@ -143,11 +151,13 @@ int main(int argc, char **argv) {
             int s = socket(family_of(argv[i+1]), SOCK_STREAM, 0);
             struct iovec iov = {"tfo-msg", 7}; struct msghdr m = {&ss, len, &iov, 1, 0, 0, 0};
             out(op, sendmsg(s, &m, MSG_FASTOPEN)); i += 2; close(s);
-        } else if (!strcmp(op, "defer_connect")) {              /* TCP_FASTOPEN_CONNECT then sendto with address */
+        } else if (!strcmp(op, "defer_connect")) {              /* TCP_FASTOPEN_CONNECT: connect sends no SYN */
             len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
             int s = socket(family_of(argv[i+1]), SOCK_STREAM, 0), one = 1;
             setsockopt(s, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof one);
-            out(op, sendto(s, "deferred", 8, 0, (void *)&ss, len)); i += 2; close(s);
+            long r = connect(s, (void *)&ss, len);
+            if (r == 0) r = write(s, "deferred", 8);
+            out(op, r); i += 2; close(s);
         } else if (!strcmp(op, "raw")) {                        /* raw ALLOWED_IP ALLOWED_PORT DST_IP DST_PORT */
             int s = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
             len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
@@ -203,6 +213,47 @@ int main(int argc, char **argv) {
             int s = socket(AF_INET, SOCK_STREAM, 0), ms = 500;
             setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
             out(op, connect(s, (void *)&ss, len)); i += 2; close(s);
+        } else if (!strcmp(op, "flip")) {                       /* flip OKPORT BADPORT N: race the sockaddr */
+            g_ok = atoi(argv[i+1]); g_bad = atoi(argv[i+2]); int n = atoi(argv[i+3]), okc = 0;
+            g_flip.sin_family = AF_INET; g_flip.sin_addr.s_addr = htonl(0x7f000001); g_flip.sin_port = htons(g_ok);
+            pthread_t t; pthread_create(&t, NULL, flipper, NULL);
+            for (int k = 0; k < n; k++) {
+                int s = socket(AF_INET, SOCK_STREAM, 0);
+                if (connect(s, (void *)&g_flip, sizeof g_flip) == 0) okc++;
+                close(s);
+            }
+            g_stop = 1; pthread_join(t, NULL);
+            printf("flip %d 0\n", okc); fflush(stdout); i += 3;
+        } else if (!strcmp(op, "fork")) {                       /* fork HOST OK BAD: a socket made before fork */
+            int s = socket(AF_INET, SOCK_STREAM, 0), u = socket(AF_INET, SOCK_STREAM, 0);
+            pid_t child = fork();
+            if (child == 0) {
+                len = addr_of(argv[i+1], atoi(argv[i+3]), &ss);
+                out("fork_child_bad", connect(s, (void *)&ss, len));
+                len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
+                long r = connect(u, (void *)&ss, len);
+                if (r == 0) r = write(u, "forked", 6);
+                out("fork_child_ok", r); _exit(0);
+            }
+            int st; waitpid(child, &st, 0);
+            len = addr_of(argv[i+1], atoi(argv[i+3]), &ss);
+            out("fork_parent_bad", connect(s, (void *)&ss, len));
+            i += 3; close(s); close(u);
+        } else if (!strcmp(op, "unspec")) {                     /* unspec OKPORT BADPORT: AF_UNSPEC tricks (UDP) */
+            struct sockaddr_in a = {0}; a.sin_family = AF_INET; a.sin_addr.s_addr = htonl(0x7f000001);
+            int s = socket(AF_INET, SOCK_DGRAM, 0);
+            a.sin_port = htons(atoi(argv[i+1]));
+            out("unspec_connect_ok", connect(s, (void *)&a, sizeof a));
+            a.sin_family = AF_UNSPEC; a.sin_port = htons(atoi(argv[i+2]));
+            out("unspec_sendto", sendto(s, "unspec", 6, 0, (void *)&a, sizeof a));   /* udp reads it as AF_INET */
+            out("unspec_connect", connect(s, (void *)&a, sizeof a));                 /* dissolves, names no peer */
+            out("unspec_send_after", send(s, "after", 5, 0));
+            i += 2; close(s);
+        } else if (!strcmp(op, "udpconnect")) {                 /* udpconnect HOST PORT: connect then send */
+            len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
+            int s = socket(family_of(argv[i+1]), SOCK_DGRAM, 0);
+            out(op, connect(s, (void *)&ss, len));
+            out("udpconnect_send", send(s, "udpc", 4, 0)); i += 2; close(s);
         } else {
             fprintf(stderr, "unknown op %s\n", op); return 2;
         }

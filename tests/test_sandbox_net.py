@@ -177,3 +177,154 @@ def test_socketcall_condition_routes_only_address_subcalls():
     notified = {name for name, nr in SOCKETCALL.items() if cond.evaluate((nr, 0, 0, 0, 0, 0))}
     assert notified == {"bind", "connect", "listen", "sendto", "sendmsg", "sendmmsg"}
     assert {"connect", "bind", "listen", "sendto", "sendmsg", "sendmmsg", "socketcall"} <= set(NetHandler.syscalls)
+
+
+def codes(out: str) -> list[tuple[str, int, int]]:
+    """Every ``tag ret errno`` line, in order."""
+    return [(w[0], int(w[1]), int(w[2])) for w in (line.split() for line in out.splitlines())
+            if len(w) >= 3 and w[1].lstrip("-").isdigit()]
+
+
+# --- what already worked: direct calls, AF_UNSPEC, mapped/IPv6, the flipping race, fork ----------
+def test_direct_forbidden_peers_tcp_udp_unix_abstract_v6(attack, servers, tmp_path):
+    ok_tcp, bad_tcp, ok_udp, bad_udp = servers.tcp(), servers.tcp(), servers.udp(), servers.udp()
+    bad_v6 = servers.tcp("::1")
+    ok_unix, bad_unix = servers.unix(tmp_path / "ok.sock"), servers.unix(tmp_path / "bad.sock")
+    abstract = f"@sysgate-{os.getpid()}-{tmp_path.name}"
+    servers.unix("\0" + abstract[1:])
+    args = ["connect", "tcp", "127.0.0.1", ok_tcp, "dconnect", "tcp", "127.0.0.1", bad_tcp,
+            "sendto", "127.0.0.1", ok_udp, "sendto", "127.0.0.1", bad_udp, "udpconnect", "127.0.0.1", bad_udp,
+            "connect", "tcp", "::ffff:127.0.0.1", bad_tcp, "connect", "tcp", "::1", bad_v6,
+            "connect", "unix", f"unix:{ok_unix}", 0, "dconnect", "unix", f"unix:{bad_unix}", 0,
+            "dconnect", "unix", abstract, 0, "unspec", ok_udp, bad_udp]
+    rules = [f"allow connect,send 127.0.0.1:{ok_tcp},{ok_udp}", f"allow connect unix:{ok_unix}"]
+    for arch in ("x86_64", "i386"):
+        out = sandboxed(attack[arch], args, rules)
+        assert codes(out) == [
+            ("connect", 5, 0), ("dconnect", -1, EACCES), ("sendto", 6, 0), ("sendto", -1, EACCES),
+            ("udpconnect", -1, EACCES), ("udpconnect_send", -1, errno.EDESTADDRREQ),
+            ("connect", -1, EACCES), ("connect", -1, EACCES), ("connect", 5, 0), ("dconnect", -1, EACCES),
+            ("dconnect", -1, EACCES), ("unspec_connect_ok", 0, 0), ("unspec_sendto", -1, EACCES),
+            ("unspec_connect", 0, 0), ("unspec_send_after", -1, errno.EDESTADDRREQ)], (arch, out)
+    got = servers.settle()
+    assert got.count(b"hello") == 4 and got.count(b"sendto") == 2
+    assert not {b"udpc", b"unspec", b"after"} & set(got)
+    plain = codes(unsandboxed(attack["x86_64"], args))          # the kernel alone: all reached
+    assert ("unspec_sendto", 6, 0) in plain and ("dconnect", 5, 0) in plain
+
+
+def test_thread_flipping_the_sockaddr_never_connects_to_the_forbidden_port(attack, servers):
+    ok, bad = servers.tcp(backlog=128), servers.tcp(backlog=128)
+    out = sandboxed(attack["x86_64"], ["flip", ok, bad, 3000], [f"allow connect 127.0.0.1:{ok}"])
+    (tag, connected, _), = codes(out)
+    assert tag == "flip" and connected > 0
+    servers.settle()
+    bad_sock = servers.socks[1]
+    bad_sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        bad_sock.accept()           # nothing ever reached the forbidden listener (its loop also saw none)
+    assert len(servers.got) == connected
+
+
+def test_sockets_shared_across_fork_are_checked_in_the_child(attack, servers):
+    ok, bad = servers.tcp(), servers.tcp()
+    out = sandboxed(attack["x86_64"], ["fork", "127.0.0.1", ok, bad], [f"allow connect 127.0.0.1:{ok}"])
+    assert sorted(codes(out)) == [("fork_child_bad", -1, EACCES), ("fork_child_ok", 6, 0),
+                                  ("fork_parent_bad", -1, EACCES)], out
+    assert servers.settle() == [b"forked"]
+
+
+# --- 2. sendmmsg ----------------------------------------------------------------------------------
+def test_sendmmsg_checks_every_message_and_counts_like_the_kernel(attack, servers):
+    ok1, ok2, bad = servers.udp(), servers.udp(), servers.udp()
+    rules = [f"allow send 127.0.0.1:{ok1},{ok2}"]
+    for arch in ("x86_64", "i386"):
+        out = sandboxed(attack[arch], ["mmsg", "127.0.0.1", ok1, ok2, bad, "mmsg", "127.0.0.1", bad, ok1, ok2],
+                        rules)
+        lines = [line.split() for line in out.splitlines()]
+        assert lines == [["mmsg", "2", "0", "2", "2", "77"],          # partial success: 2 sent, msg_len set
+                         ["mmsg", "-1", str(EACCES), "77", "77", "77"]], (arch, out)
+    assert sorted(servers.settle()) == [b"m1", b"m1", b"m2", b"m2"]
+    plain = unsandboxed(attack["x86_64"], ["mmsg", "127.0.0.1", ok1, ok2, bad])
+    assert plain.split() == ["mmsg", "3", "0", "2", "2", "2"]
+
+
+# --- 3. TCP fast open is a connect ---------------------------------------------------------------
+def test_fast_open_and_deferred_connect_are_checked_as_connects(attack, servers):
+    ok, bad = servers.tfo(), servers.tfo()
+    rules = [f"allow connect 127.0.0.1:{ok}", f"allow send 127.0.0.1:{bad}"]    # send must not open TCP
+    args = ["fastopen", "127.0.0.1", bad, "fastopen_msg", "127.0.0.1", bad, "defer_connect", "127.0.0.1", bad,
+            "mmsg_fastopen", "127.0.0.1", bad, "fastopen", "127.0.0.1", ok, "mmsg_fastopen", "127.0.0.1", ok]
+    for arch in ("x86_64", "i386"):
+        out = sandboxed(attack[arch], args, rules)
+        assert codes(out) == [("fastopen", -1, EACCES), ("fastopen_msg", -1, EACCES), ("defer_connect", -1, EACCES),
+                              ("mmsg_fastopen", -1, EACCES), ("fastopen", 8, 0), ("mmsg_fastopen", 1, 0)], (arch, out)
+    got = servers.settle()
+    assert sorted(got) == sorted([b"tfo-data", b"mmsg-tfo"] * 2), got
+    plain = codes(unsandboxed(attack["x86_64"], args))
+    assert plain[:4] == [("fastopen", 8, 0), ("fastopen_msg", 7, 0), ("defer_connect", 8, 0),
+                         ("mmsg_fastopen", 1, 0)], plain                     # the kernel alone connects
+
+
+# --- 4. socket types and raw sockets -------------------------------------------------------------
+def test_rules_check_the_socket_type(attack, servers):
+    tcp_port = servers.tcp()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", tcp_port))              # the same port number for UDP
+    udp.settimeout(0.5)
+    servers.socks.append(udp)
+    out = sandboxed(attack["x86_64"], ["connect", "tcp", "127.0.0.1", tcp_port, "sendto", "127.0.0.1", tcp_port,
+                                       "udpconnect", "127.0.0.1", tcp_port],
+                    [f"allow connect tcp 127.0.0.1:{tcp_port}"])
+    assert codes(out) == [("connect", 5, 0), ("sendto", -1, EACCES), ("udpconnect", -1, EACCES),
+                          ("udpconnect_send", -1, errno.EDESTADDRREQ)], out
+    with pytest.raises(TimeoutError):
+        udp.recv(100)
+    out = sandboxed(attack["x86_64"], ["sendto", "127.0.0.1", tcp_port, "connect", "tcp", "127.0.0.1", tcp_port],
+                    [f"allow send,connect udp 127.0.0.1:{tcp_port}"])
+    assert codes(out) == [("sendto", 6, 0), ("connect", -1, EACCES)], out
+    assert udp.recv(100) == b"sendto"
+
+
+def test_raw_socket_connected_to_an_allowed_address_cannot_send(attack, servers):
+    """IP_HDRINCL: the packet's own header names 127.0.0.2, whatever the socket is connected to."""
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.2", 0))
+    victim.settimeout(0.5)
+    servers.socks.append(victim)
+    port = victim.getsockname()[1]
+    args = ["raw", "127.0.0.1", 9, "127.0.0.2", port]
+    out = sandboxed(attack["x86_64"], args, ["allow connect,send 127.0.0.1", "allow any *"], default="allow")
+    assert codes(out) == [("raw_connect", -1, EACCES), ("raw_send", -1, errno.EDESTADDRREQ),
+                          ("raw_sendto", -1, EACCES)], out
+    with pytest.raises(TimeoutError):
+        victim.recv(100)
+    out = sandboxed(attack["x86_64"], args, ["allow connect,send raw 127.0.0.1"])    # explicitly allowed
+    assert codes(out) == [("raw_connect", 0, 0), ("raw_send", 35, 0), ("raw_sendto", 35, 0)], out
+    assert victim.recv(100) == b"RAWLEAK"      # what a raw rule allows: any packet
+
+
+# --- 5. unix rules follow inodes -----------------------------------------------------------------
+def test_hard_link_to_a_denied_socket_under_an_allowed_name_is_refused(attack, servers, tmp_path):
+    secret = servers.unix(tmp_path / "secret.sock")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    os.link(secret, allowed / "x.sock")
+    servers.unix(allowed / "fine.sock")
+    rules = [f"deny connect unix:{secret}", f"allow connect unix:{allowed}/*"]
+    out = sandboxed(attack["x86_64"], ["dconnect", "unix", f"unix:{allowed}/x.sock", 0,
+                                       "connect", "unix", f"unix:{allowed}/fine.sock", 0], rules)
+    assert codes(out) == [("dconnect", -1, EACCES), ("connect", 5, 0)], out
+    assert servers.settle() == [b"hello"]
+
+
+def test_deny_rule_inode_is_looked_up_at_connect_time_too(attack, servers, tmp_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    handler_rules = [f"deny connect unix:{tmp_path}/late.sock", f"allow connect unix:{allowed}/*"]
+    handler = NetHandler(handler_rules)                  # loaded before the socket exists
+    late = servers.unix(tmp_path / "late.sock")
+    os.link(late, allowed / "y.sock")
+    code, out = run([attack["x86_64"], "dconnect", "unix", f"unix:{allowed}/y.sock", "0"], handler,
+                    policy=net_policy(handler))
+    assert codes(out) == [("dconnect", -1, EACCES)], out
