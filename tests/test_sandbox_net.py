@@ -328,3 +328,87 @@ def test_deny_rule_inode_is_looked_up_at_connect_time_too(attack, servers, tmp_p
     code, out = run([attack["x86_64"], "dconnect", "unix", f"unix:{allowed}/y.sock", "0"], handler,
                     policy=net_policy(handler))
     assert codes(out) == [("dconnect", -1, EACCES)], out
+
+
+# --- 6. slow connects do not starve the workers; allowed connects answer like the kernel ----------
+@pytest.fixture
+def full_backlog():
+    """A listener whose accept queue is full: further SYNs are dropped, connects hang in SYN_SENT."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    held = [socket.create_connection(("127.0.0.1", port))]
+    for _ in range(2):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        held.append(c)
+    yield port
+    for s in held + [srv]:
+        s.close()
+
+
+def test_blocked_connects_do_not_starve_an_allowed_connect(attack, servers, full_backlog):
+    ok = servers.tcp()
+    handler = NetHandler([f"allow connect 127.0.0.1:{full_backlog},{ok}"])
+    started = time.monotonic()
+    code, out = run([attack["x86_64"], "flood", "127.0.0.1", str(full_backlog), "8", "connect", "tcp", "127.0.0.1",
+                     str(ok)], handler, policy=net_policy(handler), timeout=20)
+    assert codes(out) == [("connect", 5, 0)], out
+    assert servers.settle() == [b"hello"]
+    # 8 connects still waiting for the full listener and the allowed one went through: the pool
+    # (4 workers) held none of them (before, the allowed connect failed after the 30 s deadline)
+    assert time.monotonic() - started < 15
+
+
+def test_allowed_connects_answer_like_the_kernel(attack, full_backlog):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()[1]
+    closed.close()
+    args = ["eintr", "127.0.0.1", full_backlog, "nonblock", "127.0.0.1", full_backlog,
+            "sndtimeo", "127.0.0.1", full_backlog, "usertimeout", "127.0.0.1", full_backlog,
+            "connect", "tcp", "127.0.0.1", refused]
+    expected = [("eintr", -1, errno.EINTR), ("nonblock", -1, errno.EINPROGRESS), ("sndtimeo", -1, errno.EINPROGRESS),
+                ("usertimeout", -1, errno.ETIMEDOUT), ("connect", -1, errno.ECONNREFUSED)]
+    assert codes(unsandboxed(attack["x86_64"], args)) == expected
+    handler = NetHandler([f"allow connect 127.0.0.1:{full_backlog},{refused}"])
+    code, out = run([attack["x86_64"], *map(str, args)], handler, policy=net_policy(handler))
+    assert codes(out) == expected, out
+    assert handler.waiter.pending() == 0          # the interrupted one was dropped, the others answered
+
+
+# --- 7. emulated results are the kernel's ------------------------------------------------------------
+def test_sendmsg_name_lengths_match_the_kernel(attack, servers):
+    port = servers.udp()
+    args = [a for n in (0, 200, -1, 16) for a in ("namelen", "127.0.0.1", port, n)]
+    plain = unsandboxed(attack["x86_64"], args)
+    assert "namelen0 2 0" in " ".join(plain.split()) and "sendtolen200 -1 22" in " ".join(plain.split())
+    for arch in ("x86_64", "i386"):
+        out = sandboxed(attack[arch], args, [f"allow connect,send 127.0.0.1:{port}"])
+        assert out.split() == plain.split(), (arch, out, plain)
+
+
+def test_unix_bind_names_the_socket_with_the_targets_path(attack, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    args = ["bindunix", f"unix:{tmp_path}/d/a.sock", "bindunix", f"unix:{tmp_path}/link/b.sock",
+            "bindunix", f"unix:{tmp_path}/elsewhere/c.sock"]
+    out = sandboxed(attack["x86_64"], args, [f"allow bind unix:{tmp_path}/d/*"])
+    assert out.split("\n")[:3] == [f"bindunix 0 0 {tmp_path}/d/a.sock", f"bindunix 0 0 {tmp_path}/link/b.sock",
+                                   f"bindunix -1 {EACCES} -"], out
+    assert sorted(os.listdir(tmp_path / "d")) == ["a.sock", "b.sock"] and not os.listdir(tmp_path / "elsewhere")
+    os.unlink(tmp_path / "d" / "a.sock")
+    os.unlink(tmp_path / "d" / "b.sock")
+    assert unsandboxed(attack["x86_64"], args[:4]).split("\n")[:2] == out.split("\n")[:2]
+
+
+def test_listen_on_an_unbound_socket_is_a_wildcard_bind(attack):
+    assert codes(sandboxed(attack["x86_64"], ["listen"], ["allow bind 127.0.0.1"])) == [("listen", -1, EACCES)]
+    assert codes(sandboxed(attack["x86_64"], ["listen"], ["allow bind 0.0.0.0:0"])) == [("listen", 0, 0)]
+    assert codes(sandboxed(attack["i386"], ["sc_listen"], ["allow bind *:0"])) == [("sc_listen", 0, 0)]

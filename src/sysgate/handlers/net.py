@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from ..kernel import abi
 from ..policy.model import Cmp, Or
 from ..supervisor import Reply
-from . import netmsg, sockaddr
+from . import netmsg, sockaddr, unixbind
 from .base import Handler, same_flags_arches
 from .fs import Resolver, fd_path
 from .netrules import NetRule, NetRules, parse_rule
@@ -213,9 +213,10 @@ class NetHandler(Handler):
         try:
             addr = sockaddr.parse(raw)
         except ValueError:
-            return raw                      # too short for its family: the kernel says EINVAL
-        if addr.family == socket.AF_UNIX and addr.address and not addr.address.startswith(b"\0"):
-            return self._unix_destination(n, sock, op, addr.address, stack)
+            raise OSError(errno.EINVAL, "address too short for its family") from None   # as the kernel
+        path = _unix_path(raw)
+        if path is not None:
+            return self._unix_destination(n, sock, op, path, stack)
         if not self.rules.allows(op, addr, sock.info):
             raise _Denied()
         if op == "bind" and addr.port and addr.port < _unprivileged_port_start() \
@@ -224,28 +225,20 @@ class NetHandler(Handler):
         return raw
 
     def _unix_destination(self, n, sock: _Sock, op: str, path: bytes, stack) -> bytes:
-        """Resolve a unix socket path like an open (target root/cwd), check it, reach it through our
-        fd. The caller makes the call itself inside ``acting_as(sock.creds)`` (the kernel checks
-        the socket file's permissions then)."""
+        """Resolve a unix socket path like an open (target root/cwd), check the socket file, reach
+        it through our fd. The caller makes the call inside ``acting_as(sock.creds)`` (the kernel
+        checks the socket file's permissions then). Binds go through :meth:`_bind_unix`."""
         with Resolver(n, sock.creds) as resolver, acting_as(sock.creds):
-            if op == "bind":
-                dfd, name, view = resolver.parent(AT_FDCWD, path)
-                stack.callback(os.close, dfd)
-                if not name or name in (b".", b".."):
-                    raise OSError(errno.EINVAL, "no socket name")
-                real = view.encode()
-                local = b"/proc/self/fd/%d/%s" % (dfd, name)
-            else:
-                pfd = resolver.open(AT_FDCWD, path, os.O_PATH | os.O_CLOEXEC)
-                stack.callback(os.close, pfd)
-                st = os.fstat(pfd)
-                if not _stat.S_ISSOCK(st.st_mode):
-                    raise OSError(errno.ECONNREFUSED, "not a socket")
-                view = resolver.view(fd_path(pfd))
-                real = None if view is None else view.encode()
-                if (st.st_dev, st.st_ino) in self.rules.denied_inodes(op, sock.info, _lookup_in(resolver)):
-                    raise _Denied()
-                local = b"/proc/self/fd/%d" % pfd
+            pfd = resolver.open(AT_FDCWD, path, os.O_PATH | os.O_CLOEXEC)
+            stack.callback(os.close, pfd)
+            st = os.fstat(pfd)
+            if not _stat.S_ISSOCK(st.st_mode):
+                raise OSError(errno.ECONNREFUSED, "not a socket")
+            view = resolver.view(fd_path(pfd))
+            real = None if view is None else view.encode()
+            if (st.st_dev, st.st_ino) in self.rules.denied_inodes(op, sock.info, _lookup_in(resolver)):
+                raise _Denied()
+            local = b"/proc/self/fd/%d" % pfd
         if real is None or not self.rules.allows(op, sockaddr.SockAddr(socket.AF_UNIX, real), sock.info):
             raise _Denied()
         if len(local) >= _SUN_PATH:
@@ -255,10 +248,27 @@ class NetHandler(Handler):
     # --- the calls ----------------------------------------------------------------------------
     def _bind(self, n, sock: _Sock, address: int, length: int):
         raw = self._read_address(n, address, length)
+        path = _unix_path(raw)
+        if path is not None:
+            return self._bind_unix(n, sock, path)
         with contextlib.ExitStack() as stack:
             dest = self._destination(n, sock, "bind", raw, stack)
-            with acting_as(sock.creds):
-                return _result(_libc.bind(sock.fd, dest, len(dest)))
+            return _result(_libc.bind(sock.fd, dest, len(dest)))
+
+    def _bind_unix(self, n, sock: _Sock, path: bytes):
+        """Check the new socket's place (its resolved parent + name) and bind it under the
+        target's own path bytes there (:mod:`.unixbind`)."""
+        with Resolver(n, sock.creds) as resolver, acting_as(sock.creds):
+            dfd, name, view = resolver.parent(AT_FDCWD, path)
+        try:
+            if not name or name in (b".", b".."):
+                return Reply.errno(errno.EINVAL if not name else errno.EADDRINUSE)
+            if not self.rules.allows("bind", sockaddr.SockAddr(socket.AF_UNIX, view.encode()), sock.info):
+                raise _Denied()
+            err = unixbind.bind_named(sock.fd, dfd, path, name, sock.creds)
+            return Reply.errno(err) if err else Reply.value(0)
+        finally:
+            os.close(dfd)
 
     def _listen(self, sock: _Sock, backlog: int):
         info = sock.info
@@ -350,6 +360,17 @@ class NetHandler(Handler):
             if count < len(msg.data):
                 break                       # a short send ends the batch, as in the kernel
         return Reply.value(sent)
+
+
+def _unix_path(raw: bytes) -> bytes | None:
+    """The pathname of a unix sockaddr (None: another family, abstract or unnamed)."""
+    try:
+        addr = sockaddr.parse(raw)
+    except ValueError:
+        return None
+    if addr.family == socket.AF_UNIX and addr.address and not addr.address.startswith(b"\0"):
+        return addr.address
+    return None
 
 
 def _send_op(sock: _Sock) -> str:
