@@ -93,13 +93,9 @@ _SUN_PATH = 108
 _SOCKADDR_MAX = 128
 _QUICK_CONNECT = 0.02       # a worker waits this long for a connect before handing it to the waiter
 
-#: socketcall(2) sub-call numbers (linux/net.h) and the number of argument words each takes
-SOCKETCALL = {"socket": 1, "bind": 2, "connect": 3, "listen": 4, "accept": 5, "getsockname": 6, "getpeername": 7,
-              "socketpair": 8, "send": 9, "recv": 10, "sendto": 11, "recvfrom": 12, "shutdown": 13,
-              "setsockopt": 14, "getsockopt": 15, "sendmsg": 16, "recvmsg": 17, "accept4": 18, "recvmmsg": 19,
-              "sendmmsg": 20}
 _SOCKETCALL_WORDS = {1: 3, 2: 3, 3: 3, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 4, 11: 6, 12: 6, 13: 2, 14: 5,
                      15: 5, 16: 3, 17: 3, 18: 4, 19: 5, 20: 4}
+SOCKETCALL = sockaddr.SOCKETCALL
 _SOCKETCALL_NAMES = {v: k for k, v in SOCKETCALL.items()}
 #: the socketcall sub-calls that name an address or bind one: the only ones a policy must notify
 SOCKETCALL_NOTIFIED = frozenset(SOCKETCALL[c] for c in ("bind", "connect", "listen", "sendto", "sendmsg",

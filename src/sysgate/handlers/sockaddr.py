@@ -11,6 +11,11 @@ from dataclasses import dataclass
 _FAMILY = struct.Struct("=H")
 _IN = struct.Struct("!H4s")        # after the family: port, address
 _IN6 = struct.Struct("!HI16s")     # port, flowinfo, address (the scope id follows)
+#: socketcall(2) sub-call numbers (linux/net.h)
+SOCKETCALL = {"socket": 1, "bind": 2, "connect": 3, "listen": 4, "accept": 5, "getsockname": 6, "getpeername": 7,
+              "socketpair": 8, "send": 9, "recv": 10, "sendto": 11, "recvfrom": 12, "shutdown": 13,
+              "setsockopt": 14, "getsockopt": 15, "sendmsg": 16, "recvmsg": 17, "accept4": 18, "recvmmsg": 19,
+              "sendmmsg": 20}
 _AF_PACKET = 17
 _SOCK_PACKET = 10
 _ICMP = (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6)
