@@ -57,6 +57,8 @@ static void *blocker(void *arg) {
     return NULL;
 }
 static void noop(int sig) { (void)sig; }
+static volatile int g_pipes;
+static void count_pipe(int sig) { (void)sig; g_pipes++; }
 
 static volatile int g_stop; static struct sockaddr_in g_flip; static int g_ok, g_bad;
 static void *flipper(void *arg) {
@@ -254,6 +256,16 @@ int main(int argc, char **argv) {
             int s = socket(family_of(argv[i+1]), SOCK_DGRAM, 0);
             out(op, connect(s, (void *)&ss, len));
             out("udpconnect_send", send(s, "udpc", 4, 0)); i += 2; close(s);
+        } else if (!strcmp(op, "sigpipe")) {                    /* sigpipe HOST PORT: the peer closes, we send */
+            signal(SIGPIPE, count_pipe);
+            len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
+            int s = socket(AF_INET, SOCK_STREAM, 0);
+            out("sigpipe_connect", connect(s, (void *)&ss, len));
+            usleep(300000);
+            struct iovec iov = {"pipe", 4}; struct msghdr m = {0, 0, &iov, 1, 0, 0, 0};
+            for (int k = 0; k < 3; k++) { long r = sendmsg(s, &m, 0); if (r < 0) { out("sigpipe_send", r); break; } usleep(100000); }
+            long r = sendmsg(s, &m, MSG_NOSIGNAL); out("sigpipe_nosignal", r);
+            printf("sigpipes %d 0\n", g_pipes); fflush(stdout); i += 2; close(s);
         } else {
             fprintf(stderr, "unknown op %s\n", op); return 2;
         }

@@ -412,3 +412,26 @@ def test_listen_on_an_unbound_socket_is_a_wildcard_bind(attack):
     assert codes(sandboxed(attack["x86_64"], ["listen"], ["allow bind 127.0.0.1"])) == [("listen", -1, EACCES)]
     assert codes(sandboxed(attack["x86_64"], ["listen"], ["allow bind 0.0.0.0:0"])) == [("listen", 0, 0)]
     assert codes(sandboxed(attack["i386"], ["sc_listen"], ["allow bind *:0"])) == [("sc_listen", 0, 0)]
+
+
+def test_emulated_send_on_a_broken_connection_raises_sigpipe_like_the_kernel(attack):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def close_each():
+        for _ in range(2):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            time.sleep(0.1)          # after the connect returned (a blocked connect woken late could see the RST)
+            conn.close()
+    threading.Thread(target=close_each, daemon=True).start()
+    args = ["sigpipe", "127.0.0.1", port]
+    plain = codes(unsandboxed(attack["x86_64"], args))
+    out = sandboxed(attack["x86_64"], args, [f"allow connect 127.0.0.1:{port}"])
+    srv.close()
+    assert codes(out) == plain, (out, plain)
+    assert ("sigpipes", 1, 0) in plain and ("sigpipe_nosignal", -1, errno.EPIPE) in plain

@@ -68,6 +68,7 @@ import fcntl
 import ipaddress
 import os
 import select
+import signal
 import socket
 import stat as _stat
 import struct
@@ -75,10 +76,11 @@ import time
 from dataclasses import dataclass
 
 from ..kernel import abi
+from ..kernel import sys as ksys
 from ..policy.model import Cmp, Or
 from ..supervisor import Reply
 from . import netmsg, sockaddr, unixbind
-from .base import Handler, same_flags_arches
+from .base import Handler, oserror_reply, same_flags_arches
 from .fs import Resolver, fd_path
 from .netrules import NetRule, NetRules, parse_rule
 from .netwait import Wait, Waiter
@@ -91,6 +93,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _CAP_NET_BIND_SERVICE = 10
 _SUN_PATH = 108
 _SOCKADDR_MAX = 128
+_MSG_NOSIGNAL = 0x4000
 _QUICK_CONNECT = 0.02       # a worker waits this long for a connect before handing it to the waiter
 
 _SOCKETCALL_WORDS = {1: 3, 2: 3, 3: 3, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 4, 11: 6, 12: 6, 13: 2, 14: 5,
@@ -149,6 +152,20 @@ class NetHandler(Handler):
         except _Denied:
             return self.denied
 
+    def _sigpipe(self, n, reply: Reply, flags: int) -> Reply | None:
+        """A send that failed with EPIPE raises SIGPIPE in the sending thread unless MSG_NOSIGNAL;
+        the kernel raised it in ours (ignored), so answer first, then signal the target's thread."""
+        if reply is None or reply.error != errno.EPIPE or flags & _MSG_NOSIGNAL:
+            return reply
+        tgid = credentials(n).tgid
+        n.answer_later()
+        if n.send_later(reply):
+            try:
+                ksys.raw_syscall("tgkill", ctypes.c_int(tgid), ctypes.c_int(n.pid), ctypes.c_int(signal.SIGPIPE))
+            except OSError:
+                pass                            # the thread is gone
+        return None
+
     def _socketcall(self, n):
         call = n.args[0] & 0xFFFFFFFF
         words = _SOCKETCALL_WORDS.get(call)
@@ -172,13 +189,12 @@ class NetHandler(Handler):
         if call == "listen":
             return self._on_socket(n, fd, lambda s: self._listen(s, signed32(a[1])))
         if call == "sendto":
-            return self._on_socket(n, fd, lambda s: self._sendto(n, s, a))
+            return self._sigpipe(n, self._on_socket(n, fd, lambda s: self._sendto(n, s, a)), a[3])
         if call == "sendmsg":
             lay = netmsg.layout(n.arch)
-            return self._on_socket(n, fd, lambda s: Reply.value(self._send_message(
-                n, s, netmsg.read_msghdr(n, a[1], lay, stream=s.info.connection), a[2])))
+            return self._sigpipe(n, self._on_socket(n, fd, lambda s: self._sendmsg(n, s, a[1], lay, a[2])), a[2])
         if call == "sendmmsg":
-            return self._on_socket(n, fd, lambda s: self._sendmmsg(n, s, a[1], a[2], a[3]))
+            return self._sigpipe(n, self._on_socket(n, fd, lambda s: self._sendmmsg(n, s, a[1], a[2], a[3])), a[3])
         return Reply.errno(errno.ENOSYS)
 
     def _on_socket(self, n, fd: int, action):
@@ -327,6 +343,13 @@ class NetHandler(Handler):
             with acting_as(sock.creds):
                 return _result(_libc.sendto(sock.fd, data, len(data), flags, dest, len(dest)))
 
+    def _sendmsg(self, n, sock: _Sock, address: int, lay: netmsg.Layout, flags: int) -> Reply:
+        msg = netmsg.read_msghdr(n, address, lay, stream=sock.info.connection)
+        try:
+            return Reply.value(self._send_message(n, sock, msg, flags))
+        except OSError as exc:
+            return oserror_reply(exc)
+
     def _send_message(self, n, sock: _Sock, msg: netmsg.Message, flags: int) -> int:
         """Send one decoded message on ``sock``; the byte count, or OSError / _Denied."""
         if msg.control:
@@ -348,9 +371,11 @@ class NetHandler(Handler):
                 msg = netmsg.read_msghdr(n, entry, lay, stream=sock.info.connection)
                 count = self._send_message(n, sock, msg, flags)
                 write_memory(n, entry + lay.msg_len_offset, struct.pack("=I", count))
-            except (OSError, _Denied):
+            except (OSError, _Denied) as exc:
                 if sent:
                     break
+                if isinstance(exc, OSError):
+                    return oserror_reply(exc)
                 raise
             sent += 1
             if count < len(msg.data):
