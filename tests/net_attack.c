@@ -60,7 +60,7 @@ static void noop(int sig) { (void)sig; }
 static volatile int g_pipes;
 static void count_pipe(int sig) { (void)sig; g_pipes++; }
 
-static volatile int g_stop; static struct sockaddr_in g_flip; static int g_ok, g_bad;
+static volatile int g_stop; static volatile struct sockaddr_in g_flip; static int g_ok, g_bad;
 static void *flipper(void *arg) {
     (void)arg;
     while (!g_stop) { g_flip.sin_port = htons(g_bad); g_flip.sin_port = htons(g_ok); }
@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
             pthread_t t; pthread_create(&t, NULL, flipper, NULL);
             for (int k = 0; k < n; k++) {
                 int s = socket(AF_INET, SOCK_STREAM, 0);
-                if (connect(s, (void *)&g_flip, sizeof g_flip) == 0) okc++;
+                if (connect(s, (const void *)&g_flip, sizeof g_flip) == 0) okc++;
                 close(s);
             }
             g_stop = 1; pthread_join(t, NULL);
