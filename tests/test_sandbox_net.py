@@ -434,3 +434,11 @@ def test_emulated_send_on_a_broken_connection_raises_sigpipe_like_the_kernel(att
     srv.close()
     assert codes(out) == plain, (out, plain)
     assert ("sigpipes", 1, 0) in plain and ("sigpipe_nosignal", -1, errno.EPIPE) in plain
+
+
+def test_socketcall_condition_is_the_policy_text_the_readme_shows():
+    from sysgate.policy.parser import parse_policy
+
+    policy = parse_policy("arch: x86_64, i386\ndefault: allow\n"
+                          "socketcall: call in {2, 3, 4, 11, 16, 20} -> notify(net)\n")
+    assert policy.rules[0].condition == socketcall_condition()
