@@ -22,7 +22,8 @@ Calls (every one, on every architecture: :attr:`NetHandler.syscalls`):
   ephemeral port, so that is checked as a **bind** of ``0.0.0.0:0`` / ``[::]:0``.
 * ``sendto``, ``sendmsg``, ``sendmmsg`` with an address: on a stream or seqpacket socket
   the address can only open a connection (``MSG_FASTOPEN``, ``TCP_FASTOPEN_CONNECT``, SCTP),
-  so it is checked as a **connect**; on datagram and raw sockets as a **send**. Without an
+  so it is checked as a **connect** (on an already connected TCP socket the kernel would
+  ignore it: a forbidden one is refused all the same); on datagram and raw sockets as a **send**. Without an
   address the message goes to the connected peer, which was checked when connecting:
   ``sendto`` with a NULL address (registers only) is CONTINUEd, the others are emulated
   with the data read once. ``msg_name``/``msg_namelen`` follow the kernel exactly (see
@@ -54,7 +55,8 @@ Not covered -- what the rules do *not* see:
 Limits: the kernel records the supervisor as the connecting/sending process, so
 ``SO_PEERCRED`` and ``SCM_CREDENTIALS`` of an emulated unix call name sysgate, not the
 target; an emulated send to a peer whose buffer is full holds a worker until it drains
-(like the target would wait); while a blocking connect is started the socket is briefly
+(like the target would wait), and if a signal interrupts the target meanwhile the kernel
+answers it ``EINTR`` while the supervisor's send may still complete; while a blocking connect is started the socket is briefly
 ``O_NONBLOCK`` (a microsecond window another target thread could observe with ``F_GETFL``);
 a stream send carries at most 1 MiB per call (a short write, as stream sockets may do).
 vDSO time calls never reach seccomp (see :mod:`.identity`).
