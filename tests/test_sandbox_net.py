@@ -102,6 +102,13 @@ class Server:
         self._serve(s, stream=True)
         return str(path)
 
+    def unix_dgram(self, path) -> str:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(str(path))
+        self.socks.append(s)
+        self._serve(s, stream=False)
+        return str(path)
+
     def _serve(self, s, stream):
         def loop():
             s.settimeout(0.2)
@@ -442,3 +449,19 @@ def test_socketcall_condition_is_the_policy_text_the_readme_shows():
     policy = parse_policy("arch: x86_64, i386\ndefault: allow\n"
                           "socketcall: call in {2, 3, 4, 11, 16, 20} -> notify(net)\n")
     assert policy.rules[0].condition == socketcall_condition()
+
+
+def test_unix_datagrams_to_forbidden_paths_and_abstract_names_are_refused(attack, servers, tmp_path):
+    ok = servers.unix_dgram(tmp_path / "ok.dgram")
+    bad = servers.unix_dgram(tmp_path / "bad.dgram")
+    abstract = f"@sysgate-dgram-{os.getpid()}-{tmp_path.name}"
+    servers.unix_dgram("\0" + abstract[1:])
+    (tmp_path / "alias.dgram").symlink_to(bad)
+    args = ["sendto", f"unix:{ok}", 0, "sendto", f"unix:{bad}", 0, "sendto", f"unix:{tmp_path}/alias.dgram", 0,
+            "sendto", abstract, 0, "mmsg", f"unix:{bad}", 0, 0, 0]
+    for arch in ("x86_64", "i386"):
+        out = sandboxed(attack[arch], args, [f"allow send unix:{ok}"])
+        assert out.split("\n")[:5] == ["sendto 6 0", f"sendto -1 {EACCES}", f"sendto -1 {EACCES}",
+                                        f"sendto -1 {EACCES}", f"mmsg -1 {EACCES} 77 77 77"], (arch, out)
+    assert servers.settle() == [b"sendto", b"sendto"]
+    assert unsandboxed(attack["x86_64"], args).split("\n")[:4] == ["sendto 6 0"] * 4      # the kernel: all sent
