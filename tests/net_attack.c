@@ -210,6 +210,11 @@ int main(int argc, char **argv) {
             int s = socket(AF_INET, SOCK_STREAM, 0); struct timeval tv = {0, 300000};
             setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
             out(op, connect(s, (void *)&ss, len)); i += 2; close(s);
+        } else if (!strcmp(op, "unix_sndtimeo")) {              /* unix_sndtimeo PATH: full backlog, 300 ms */
+            len = addr_of(argv[i+1], 0, &ss);
+            int s = socket(AF_UNIX, SOCK_STREAM, 0); struct timeval tv = {0, 300000};
+            setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            out(op, connect(s, (void *)&ss, len)); i += 1; close(s);
         } else if (!strcmp(op, "usertimeout")) {                /* usertimeout HOST PORT: TCP_USER_TIMEOUT 500 ms */
             len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
             int s = socket(AF_INET, SOCK_STREAM, 0), ms = 500;

@@ -465,3 +465,34 @@ def test_unix_datagrams_to_forbidden_paths_and_abstract_names_are_refused(attack
                                         f"sendto -1 {EACCES}", f"mmsg -1 {EACCES} 77 77 77"], (arch, out)
     assert servers.settle() == [b"sendto", b"sendto"]
     assert unsandboxed(attack["x86_64"], args).split("\n")[:4] == ["sendto 6 0"] * 4      # the kernel: all sent
+
+
+def test_unix_connect_to_a_full_backlog_waits_like_the_kernel(attack, tmp_path):
+    path = str(tmp_path / "full.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(0)
+    held = []
+    for _ in range(2):                          # fill the backlog (non-blocking: the last one fails)
+        c = socket.socket(socket.AF_UNIX)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            pass
+        held.append(c)
+    args = ["unix_sndtimeo", f"unix:{path}"]
+    plain = codes(unsandboxed(attack["x86_64"], args))
+    assert plain == [("unix_sndtimeo", -1, errno.EAGAIN)]
+    handler = NetHandler([f"allow connect unix:{path}"])
+    code, out = run([attack["x86_64"], *args], handler, policy=net_policy(handler))
+    assert codes(out) == plain, out
+    # without a timeout it waits until the server accepts (the waiter retries; no worker held)
+    timer = threading.Timer(0.5, lambda: held.append(srv.accept()[0]))
+    timer.start()
+    handler = NetHandler([f"allow connect unix:{path}"])
+    code, out = run([attack["x86_64"], "connect", "unix", f"unix:{path}", "0"], handler, policy=net_policy(handler))
+    timer.join()
+    assert codes(out) == [("connect", 5, 0)], out
+    for s in held + [srv]:
+        s.close()
