@@ -57,6 +57,13 @@ static void *blocker(void *arg) {
     return NULL;
 }
 static void noop(int sig) { (void)sig; }
+
+static void *dgram_blocker(void *arg) {
+    struct sockaddr_storage ss; socklen_t l = addr_of((const char *)arg, 0, &ss);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    sendto(s, "stuck", 5, 0, (void *)&ss, l);                  /* the receiver's queue is full: blocks */
+    return NULL;
+}
 static volatile int g_pipes;
 static void count_pipe(int sig) { (void)sig; g_pipes++; }
 
@@ -196,6 +203,14 @@ int main(int argc, char **argv) {
             g_host = argv[i+1]; g_port = atoi(argv[i+2]);
             for (int k = 0; k < atoi(argv[i+3]); k++) { pthread_t t; pthread_create(&t, NULL, blocker, NULL); }
             usleep(300000); i += 3;
+        } else if (!strcmp(op, "dgram_flood")) {                /* dgram_flood unix:PATH N: N blocked sends */
+            for (int k = 0; k < atoi(argv[i+2]); k++) { pthread_t t; pthread_create(&t, NULL, dgram_blocker, argv[i+1]); }
+            usleep(300000); i += 2;
+        } else if (!strcmp(op, "dgram_timeo")) {                /* dgram_timeo unix:PATH: 300 ms SO_SNDTIMEO */
+            len = addr_of(argv[i+1], 0, &ss);
+            int s = socket(AF_UNIX, SOCK_DGRAM, 0); struct timeval tv = {0, 300000};
+            setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            out(op, sendto(s, "late", 4, 0, (void *)&ss, len)); i += 1; close(s);
         } else if (!strcmp(op, "eintr")) {                      /* eintr HOST PORT: alarm interrupts a connect */
             struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = noop; sigaction(SIGALRM, &sa, NULL);
             len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);

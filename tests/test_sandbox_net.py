@@ -496,3 +496,27 @@ def test_unix_connect_to_a_full_backlog_waits_like_the_kernel(attack, tmp_path):
     assert codes(out) == [("connect", 5, 0)], out
     for s in held + [srv]:
         s.close()
+
+
+def test_sends_blocked_on_a_full_peer_do_not_starve_an_allowed_connect(attack, servers, tmp_path):
+    path = str(tmp_path / "full.dgram")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(path)                             # never read
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        while True:
+            filler.sendto(b"x", socket.MSG_DONTWAIT, path)
+    except BlockingIOError:
+        pass                                    # its queue is full: blocking sends to it wait
+    ok = servers.tcp()
+    args = ["dgram_timeo", f"unix:{path}"]
+    plain = codes(unsandboxed(attack["x86_64"], args))
+    assert plain == [("dgram_timeo", -1, errno.EAGAIN)]
+    handler = NetHandler([f"allow send unix:{path}", f"allow connect 127.0.0.1:{ok}"])
+    started = time.monotonic()
+    code, out = run([attack["x86_64"], *args, "dgram_flood", f"unix:{path}", "8", "connect", "tcp", "127.0.0.1",
+                     str(ok)], handler, policy=net_policy(handler), timeout=20)
+    assert codes(out) == plain + [("connect", 5, 0)], out
+    assert time.monotonic() - started < 15
+    sink.close()
+    filler.close()

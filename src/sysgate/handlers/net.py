@@ -23,8 +23,8 @@ Calls (every one, on every architecture: :attr:`NetHandler.syscalls`):
 * ``sendto``, ``sendmsg``, ``sendmmsg`` with an address: on a stream or seqpacket socket
   the address can only open a connection (``MSG_FASTOPEN``, ``TCP_FASTOPEN_CONNECT``, SCTP),
   so it is checked as a **connect** (on an already connected TCP socket the kernel would
-  ignore it: a forbidden one is refused all the same); on datagram and raw sockets as a **send**. Without an
-  address the message goes to the connected peer, which was checked when connecting:
+  ignore it: a forbidden one is refused all the same); on datagram and raw sockets as a
+  **send**. Without an address the message goes to the connected peer, checked at connect:
   ``sendto`` with a NULL address (registers only) is CONTINUEd, the others are emulated
   with the data read once. ``msg_name``/``msg_namelen`` follow the kernel exactly (see
   :mod:`.netmsg`). ``sendmmsg`` checks every message's address and, like the kernel,
@@ -50,15 +50,22 @@ Not covered -- what the rules do *not* see:
 * io_uring (``IORING_OP_CONNECT``/``SENDMSG`` run in kernel threads seccomp never sees:
   the sandbox refuses ``io_uring_setup``);
 * raw sockets and ``AF_PACKET`` are refused unless a ``raw`` rule allows them; a raw rule
-  allows any packet (``IP_HDRINCL`` writes its own destination).
+  allows any packet (``IP_HDRINCL`` writes its own destination);
+* addresses given by ``setsockopt``: SCTP ``SCTP_SOCKOPT_CONNECTX``/``BINDX`` (SCTP is not
+  built into this kernel), ``IP_OPTIONS`` source routes; subflows MPTCP opens to addresses
+  the (allowed) peer announces; a netlink socket's ``write`` reaches the kernel without an
+  address -- limit ``socket()`` families and protocols in the policy.
 
 Limits: the kernel records the supervisor as the connecting/sending process, so
-``SO_PEERCRED`` and ``SCM_CREDENTIALS`` of an emulated unix call name sysgate, not the
-target; an emulated send to a peer whose buffer is full holds a worker until it drains
-(like the target would wait), and if a signal interrupts the target meanwhile the kernel
-answers it ``EINTR`` while the supervisor's send may still complete; while a blocking connect is started the socket is briefly
-``O_NONBLOCK`` (a microsecond window another target thread could observe with ``F_GETFL``);
-a stream send carries at most 1 MiB per call (a short write, as stream sockets may do).
+``SO_PEERCRED`` and ``SCM_CREDENTIALS`` of an emulated unix call name sysgate, and LSM
+hooks (SELinux, AppArmor) judge the supervisor, not the target (cgroup BPF hooks see the
+socket's cgroup, the target's). A blocking ``sendto``/``sendmsg`` that would wait (full send
+buffer or peer queue) is tried with ``MSG_DONTWAIT`` and finished by the waiter like a
+connect (``SO_SNDTIMEO`` gives ``EAGAIN``), so a stream send may return a short count where
+the kernel would have waited for all of it; ``sendmmsg`` still waits in its worker (the
+pool's deadline bounds it). A connect is started non-blocking by flipping ``O_NONBLOCK``
+on the shared file for the one call (another target thread could see it with ``F_GETFL``).
+A stream send carries at most 1 MiB per call (a short write, as stream sockets may do).
 vDSO time calls never reach seccomp (see :mod:`.identity`).
 """
 from __future__ import annotations
@@ -95,7 +102,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _CAP_NET_BIND_SERVICE = 10
 _SUN_PATH = 108
 _SOCKADDR_MAX = 128
-_MSG_NOSIGNAL = 0x4000
+_MSG_NOSIGNAL, _MSG_DONTWAIT = 0x4000, 0x40
 _QUICK_CONNECT = 0.02       # a worker waits this long for a connect before handing it to the waiter
 
 _SOCKETCALL_WORDS = {1: 3, 2: 3, 3: 3, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 4, 11: 6, 12: 6, 13: 2, 14: 5,
@@ -321,13 +328,17 @@ class NetHandler(Handler):
             wait = Wait(n, attempt, held.close, fd=dup if inet else None,
                         until=None if not timeout else time.monotonic() + timeout,
                         on_timeout=Reply.errno(errno.EINPROGRESS if inet else errno.EAGAIN))
-            try:
-                n.answer_later()
-            except Exception:
-                held.close()
-                raise
-            self.waiter.add(wait)
-            return None
+            return self._later(n, wait, held)
+
+    def _later(self, n, wait: Wait, held: contextlib.ExitStack) -> None:
+        """Take ``n``'s reply over and let the waiter thread send it."""
+        try:
+            n.answer_later()
+        except Exception:
+            held.close()
+            raise
+        self.waiter.add(wait)
+        return None
 
     def _sendto(self, n, sock: _Sock, a):
         _, buf, length, flags, address, addrlen = a
@@ -337,20 +348,56 @@ class NetHandler(Handler):
         else:
             raw = b"" if address else None  # an address of length 0 is not read: the protocol decides
         data = netmsg.gather(n, [(buf, length)], stream=sock.info.connection)
-        if not raw:
-            empty = b"\0" if raw is not None else None     # non-NULL pointer with length 0, or NULL
-            return _result(_libc.sendto(sock.fd, data, len(data), flags, empty, 0))
         with contextlib.ExitStack() as stack:
-            dest = self._destination(n, sock, _send_op(sock), raw, stack)
-            with acting_as(sock.creds):
-                return _result(_libc.sendto(sock.fd, data, len(data), flags, dest, len(dest)))
+            if not raw:
+                dest = b"\0" if raw is not None else None     # non-NULL pointer with length 0, or NULL
+                size = 0
+            else:
+                dest = self._destination(n, sock, _send_op(sock), raw, stack)
+                size = len(dest)
+            return self._send(n, sock, flags, stack,
+                              lambda fd, extra: _check(_libc.sendto(fd, data, len(data), flags | extra, dest, size)))
 
     def _sendmsg(self, n, sock: _Sock, address: int, lay: netmsg.Layout, flags: int) -> Reply:
         msg = netmsg.read_msghdr(n, address, lay, stream=sock.info.connection)
+        if msg.control:
+            return Reply.errno(errno.EPERM)
+        flags &= 0xFFFFFFFF
+        with contextlib.ExitStack() as stack:
+            name = None if msg.name is None else self._destination(n, sock, _send_op(sock), msg.name, stack)
+            return self._send(n, sock, flags, stack, lambda fd, extra: _check(_sendmsg(fd, name, msg.data, flags | extra)))
+
+    def _send(self, n, sock: _Sock, flags: int, stack: contextlib.ExitStack, send) -> Reply | None:
+        """``send(fd, extra_flags) -> count`` as the target; a blocking send that would wait (full
+        peer queue or send buffer) is finished by the waiter thread, so it holds no worker."""
+        def attempt(fd: int, extra: int) -> Reply:
+            with acting_as(sock.creds):
+                try:
+                    return Reply.value(send(fd, extra))
+                except BlockingIOError:
+                    raise
+                except OSError as exc:
+                    return oserror_reply(exc)
+        if flags & _MSG_DONTWAIT or fcntl.fcntl(sock.fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+            try:
+                return attempt(sock.fd, 0)
+            except BlockingIOError as exc:
+                return oserror_reply(exc)
         try:
-            return Reply.value(self._send_message(n, sock, msg, flags))
-        except OSError as exc:
-            return oserror_reply(exc)
+            return attempt(sock.fd, _MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        dup = os.dup(sock.fd)
+        stack.callback(os.close, dup)
+        timeout = _sndtimeo(dup)
+        held = stack.pop_all()
+        # POLLOUT is exact for a stream's send buffer; a datagram peer's full queue is not
+        # visible to poll, so those are retried every slice.
+        wait = Wait(n, lambda: attempt(dup, _MSG_DONTWAIT), held.close,
+                    fd=dup if sock.info.inet and sock.info.type == socket.SOCK_STREAM else None,
+                    until=None if not timeout else time.monotonic() + timeout,
+                    on_timeout=Reply.errno(errno.EAGAIN))
+        return self._later(n, wait, held)
 
     def _send_message(self, n, sock: _Sock, msg: netmsg.Message, flags: int) -> int:
         """Send one decoded message on ``sock``; the byte count, or OSError / _Denied."""
