@@ -150,3 +150,33 @@ def test_socketcall_is_decoded_by_sub_call():
 
     n = FakeNotification("socketcall", [3, 0x1000], arch="i386")
     assert format_call(n, read=False) == "socketcall(SYS_CONNECT, 0x1000)"
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(["allow", "deny", "connect", "bind", "send", "any", "tcp", "udp", "raw", "stream", "*",
+                          "127.0.0.1:80", "[::1]:1-2", "unix:/x/**", "10.0.0.0/8", "1.2.3.4:99999", "connect,send",
+                          "tcp,udp", "x", "", "[", ":", "unix:@a*"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_WORDS, max_size=5).map(" ".join) | st.text(max_size=40))
+def test_rule_parser_accepts_or_reports_one_error(text):
+    try:
+        rule = parse_rule(text)
+    except SysgateError as exc:
+        assert str(exc).startswith("net rule")
+        return
+    assert rule.verdict in ("allow", "deny") and rule.ops and rule.kinds <= {"tcp", "udp", "icmp", "stream",
+                                                                            "dgram", "seqpacket", "raw"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=130))
+def test_sockaddr_parse_never_fails_otherwise(raw):
+    try:
+        addr = sockaddr.parse(raw)
+    except ValueError:
+        assert len(raw) < 26
+        return
+    assert str(addr)
