@@ -130,8 +130,15 @@ class Server:
                     return
         threading.Thread(target=loop, daemon=True).start()
 
-    def settle(self, seconds=0.3):
-        time.sleep(seconds)          # let the server threads record what arrived
+    def settle(self, quiet=0.3, limit=5.0):
+        """What arrived, once the server threads recorded nothing new for ``quiet`` seconds."""
+        end, seen, last = time.monotonic() + limit, -1, time.monotonic()
+        while time.monotonic() < end:
+            if len(self.got) != seen:
+                seen, last = len(self.got), time.monotonic()
+            elif time.monotonic() - last >= quiet:
+                break
+            time.sleep(0.05)
         return self.got
 
     def close(self):
@@ -229,7 +236,7 @@ def test_thread_flipping_the_sockaddr_never_connects_to_the_forbidden_port(attac
     bad_sock.setblocking(False)
     with pytest.raises(BlockingIOError):
         bad_sock.accept()           # nothing ever reached the forbidden listener
-    assert len(servers.settle(1)) == connected
+    assert len(servers.settle(quiet=1)) == connected
 
 
 def test_sockets_shared_across_fork_are_checked_in_the_child(attack, servers):
