@@ -527,3 +527,12 @@ def test_sends_blocked_on_a_full_peer_do_not_starve_an_allowed_connect(attack, s
     assert time.monotonic() - started < 15
     sink.close()
     filler.close()
+
+
+def test_past_max_waits_a_worker_waits_itself(attack, full_backlog):
+    """The waiter's bound (each wait holds an fd): beyond it connects still answer like the kernel."""
+    handler = NetHandler([f"allow connect 127.0.0.1:{full_backlog}"], max_waits=0)
+    code, out = run([attack["x86_64"], "eintr", "127.0.0.1", str(full_backlog), "sndtimeo", "127.0.0.1",
+                     str(full_backlog)], handler, policy=net_policy(handler))
+    assert codes(out) == [("eintr", -1, errno.EINTR), ("sndtimeo", -1, errno.EINPROGRESS)], out
+    assert handler.waiter.pending() == 0

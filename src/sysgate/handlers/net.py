@@ -92,7 +92,7 @@ from . import netmsg, sockaddr, unixbind
 from .base import Handler, oserror_reply, same_flags_arches
 from .fs import Resolver, fd_path
 from .netrules import NetRule, NetRules, parse_rule
-from .netwait import Wait, Waiter
+from .netwait import Wait, Waiter, wait_here
 from .target import AT_FDCWD, Credentials, acting_as, credentials, fetch_fd, read_exact, signed32, write_memory
 
 __all__ = ["NetHandler", "NetRule", "NetRules", "parse_rule", "SOCKETCALL", "SOCKETCALL_NOTIFIED",
@@ -142,12 +142,13 @@ class NetHandler(Handler):
     blocking = True
 
     def __init__(self, rules=(), default: str = "deny", *, errno_denied: int = errno.EACCES,
-                 deadline: float | None = 30.0):
+                 deadline: float | None = 30.0, max_waits: int = 1024):
         self.rules = rules if isinstance(rules, NetRules) else NetRules(rules, default)
         self.denied = Reply.errno(errno_denied)
         self.deadline = deadline
         self.arches = same_flags_arches() - {"x32"}       # x32's compat structs are not decoded
         self.waiter = Waiter()
+        self.max_waits = max_waits
 
     def close(self) -> None:
         self.waiter.close()
@@ -330,8 +331,12 @@ class NetHandler(Handler):
                         on_timeout=Reply.errno(errno.EINPROGRESS if inet else errno.EAGAIN))
             return self._later(n, wait, held)
 
-    def _later(self, n, wait: Wait, held: contextlib.ExitStack) -> None:
-        """Take ``n``'s reply over and let the waiter thread send it."""
+    def _later(self, n, wait: Wait, held: contextlib.ExitStack) -> Reply | None:
+        """Take ``n``'s reply over and let the waiter thread send it. Past ``max_waits`` waiting
+        calls (each holds an fd) the worker waits itself, bounded by the pool's deadline."""
+        if self.waiter.pending() >= self.max_waits:
+            with held:
+                return wait_here(wait)
         try:
             n.answer_later()
         except Exception:

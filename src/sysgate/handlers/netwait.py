@@ -42,6 +42,24 @@ class Wait:
     done: bool = field(default=False)
 
 
+def wait_here(wait: Wait) -> Reply | None:
+    """Wait for ``wait`` in the calling thread (when the waiter is full): the same slices and
+    checks; None when the target stopped waiting."""
+    poller = select.poll()
+    if wait.fd is not None:
+        poller.register(wait.fd, select.POLLOUT)
+    while wait.n.valid():
+        ready = bool(poller.poll(SLICE * 1000)) if wait.fd is not None else (time.sleep(SLICE) or True)
+        if ready:
+            try:
+                return wait.finish()
+            except BlockingIOError:
+                pass
+        if wait.until is not None and time.monotonic() >= wait.until:
+            return wait.on_timeout
+    return None
+
+
 class Waiter:
     """The waiter thread (started on first use) and its waits."""
 
