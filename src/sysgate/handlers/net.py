@@ -370,7 +370,7 @@ class NetHandler(Handler):
         flags &= 0xFFFFFFFF
         with contextlib.ExitStack() as stack:
             name = None if msg.name is None else self._destination(n, sock, _send_op(sock), msg.name, stack)
-            return self._send(n, sock, flags, stack, lambda fd, extra: _check(_sendmsg(fd, name, msg.data, flags | extra)))
+            return self._send(n, sock, flags, stack, lambda fd, extra: _check(_libc_sendmsg(fd, name, msg.data, flags | extra)))
 
     def _send(self, n, sock: _Sock, flags: int, stack: contextlib.ExitStack, send) -> Reply | None:
         """``send(fd, extra_flags) -> count`` as the target; a blocking send that would wait (full
@@ -405,14 +405,15 @@ class NetHandler(Handler):
         return self._later(n, wait, held)
 
     def _send_message(self, n, sock: _Sock, msg: netmsg.Message, flags: int) -> int:
-        """Send one decoded message on ``sock``; the byte count, or OSError / _Denied."""
+        """Send one message of a ``sendmmsg`` batch on ``sock`` (in this worker); the byte count,
+        or OSError / _Denied."""
         if msg.control:
             raise OSError(errno.EPERM, "control messages are not emulated")
         flags &= 0xFFFFFFFF
         with contextlib.ExitStack() as stack:
             name = None if msg.name is None else self._destination(n, sock, _send_op(sock), msg.name, stack)
             with acting_as(sock.creds):
-                return _check(_sendmsg(sock.fd, name, msg.data, flags))
+                return _check(_libc_sendmsg(sock.fd, name, msg.data, flags))
 
     def _sendmmsg(self, n, sock: _Sock, vec: int, vlen: int, flags: int):
         """Like ``__sys_sendmmsg``: stop at the first failure; the count sent if any, else the error."""
@@ -497,7 +498,7 @@ def _sndtimeo(fd: int) -> float:
     return sec + usec / 1e6
 
 
-def _sendmsg(fd: int, name: bytes | None, data: bytes, flags: int) -> int:
+def _libc_sendmsg(fd: int, name: bytes | None, data: bytes, flags: int) -> int:
     iov = _Iovec(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p), len(data))
     name_buf = ctypes.create_string_buffer(name, len(name)) if name else None
     msg = _Msghdr(ctypes.cast(name_buf, ctypes.c_void_p) if name_buf else None, len(name) if name else 0,
