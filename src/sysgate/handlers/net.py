@@ -370,7 +370,8 @@ class NetHandler(Handler):
         flags &= 0xFFFFFFFF
         with contextlib.ExitStack() as stack:
             name = None if msg.name is None else self._destination(n, sock, _send_op(sock), msg.name, stack)
-            return self._send(n, sock, flags, stack, lambda fd, extra: _check(_libc_sendmsg(fd, name, msg.data, flags | extra)))
+            return self._send(n, sock, flags, stack,
+                              lambda fd, extra: _check(_libc_sendmsg(fd, name, msg.data, flags | extra)))
 
     def _send(self, n, sock: _Sock, flags: int, stack: contextlib.ExitStack, send) -> Reply | None:
         """``send(fd, extra_flags) -> count`` as the target; a blocking send that would wait (full
