@@ -64,6 +64,19 @@ static void *dgram_blocker(void *arg) {
     sendto(s, "stuck", 5, 0, (void *)&ss, l);                  /* the receiver's queue is full: blocks */
     return NULL;
 }
+
+static long mmsg_to(const char *host, int timeo_ms) {                /* 2 datagrams with sendmmsg */
+    struct sockaddr_storage ss; socklen_t l = addr_of(host, 0, &ss);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (timeo_ms) { struct timeval tv = {0, timeo_ms * 1000}; setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); }
+    struct iovec iov = {"mm", 2}; struct mmsghdr mm[2];
+    memset(mm, 0, sizeof mm);
+    for (int k = 0; k < 2; k++) { mm[k].msg_hdr.msg_name = &ss; mm[k].msg_hdr.msg_namelen = l; mm[k].msg_hdr.msg_iov = &iov; mm[k].msg_hdr.msg_iovlen = 1; }
+    long r = sendmmsg(s, mm, 2, 0);
+    int e = errno; close(s); errno = e;
+    return r;
+}
+static void *mmsg_blocker(void *arg) { mmsg_to((const char *)arg, 0); return NULL; }
 static volatile int g_pipes;
 static void count_pipe(int sig) { (void)sig; g_pipes++; }
 
@@ -206,6 +219,11 @@ int main(int argc, char **argv) {
         } else if (!strcmp(op, "dgram_flood")) {                /* dgram_flood unix:PATH N: N blocked sends */
             for (int k = 0; k < atoi(argv[i+2]); k++) { pthread_t t; pthread_create(&t, NULL, dgram_blocker, argv[i+1]); }
             usleep(300000); i += 2;
+        } else if (!strcmp(op, "mmsg_flood")) {                 /* mmsg_flood unix:PATH N: N blocked sendmmsg */
+            for (int k = 0; k < atoi(argv[i+2]); k++) { pthread_t t; pthread_create(&t, NULL, mmsg_blocker, argv[i+1]); }
+            usleep(300000); i += 2;
+        } else if (!strcmp(op, "mmsg_timeo")) {                 /* mmsg_timeo unix:PATH: SO_SNDTIMEO 300 ms */
+            out(op, mmsg_to(argv[i+1], 300)); i += 1;
         } else if (!strcmp(op, "dgram_timeo")) {                /* dgram_timeo unix:PATH: 300 ms SO_SNDTIMEO */
             len = addr_of(argv[i+1], 0, &ss);
             int s = socket(AF_UNIX, SOCK_DGRAM, 0); struct timeval tv = {0, 300000};

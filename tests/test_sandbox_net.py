@@ -516,13 +516,13 @@ def test_sends_blocked_on_a_full_peer_do_not_starve_an_allowed_connect(attack, s
     except BlockingIOError:
         pass                                    # its queue is full: blocking sends to it wait
     ok = servers.tcp()
-    args = ["dgram_timeo", f"unix:{path}"]
+    args = ["dgram_timeo", f"unix:{path}", "mmsg_timeo", f"unix:{path}"]
     plain = codes(unsandboxed(attack["x86_64"], args))
-    assert plain == [("dgram_timeo", -1, errno.EAGAIN)]
+    assert plain == [("dgram_timeo", -1, errno.EAGAIN), ("mmsg_timeo", -1, errno.EAGAIN)]
     handler = NetHandler([f"allow send unix:{path}", f"allow connect 127.0.0.1:{ok}"])
     started = time.monotonic()
-    code, out = run([attack["x86_64"], *args, "dgram_flood", f"unix:{path}", "8", "connect", "tcp", "127.0.0.1",
-                     str(ok)], handler, policy=net_policy(handler), timeout=20)
+    code, out = run([attack["x86_64"], *args, "dgram_flood", f"unix:{path}", "4", "mmsg_flood", f"unix:{path}", "4",
+                     "connect", "tcp", "127.0.0.1", str(ok)], handler, policy=net_policy(handler), timeout=20)
     assert codes(out) == plain + [("connect", 5, 0)], out
     assert time.monotonic() - started < 15
     sink.close()

@@ -62,9 +62,11 @@ hooks (SELinux, AppArmor) judge the supervisor, not the target (cgroup BPF hooks
 socket's cgroup, the target's). A blocking ``sendto``/``sendmsg`` that would wait (full send
 buffer or peer queue) is tried with ``MSG_DONTWAIT`` and finished by the waiter like a
 connect (``SO_SNDTIMEO`` gives ``EAGAIN``), so a stream send may return a short count where
-the kernel would have waited for all of it; ``sendmmsg`` still waits in its worker (the
-pool's deadline bounds it). A connect is started non-blocking by flipping ``O_NONBLOCK``
-on the shared file for the one call (another target thread could see it with ``F_GETFL``).
+the kernel would have waited for all of it; a ``sendmmsg`` batch continues in the waiter
+from the message that would wait (read and checked again then). A connect is started
+non-blocking by flipping ``O_NONBLOCK`` on the shared file for that one call (another
+target thread could see it with ``F_GETFL``). SIGPIPE is raised for sends answered by a
+worker, not for those the waiter finishes.
 A stream send carries at most 1 MiB per call (a short write, as stream sockets may do).
 vDSO time calls never reach seccomp (see :mod:`.identity`).
 """
@@ -405,38 +407,71 @@ class NetHandler(Handler):
                     on_timeout=Reply.errno(errno.EAGAIN))
         return self._later(n, wait, held)
 
-    def _send_message(self, n, sock: _Sock, msg: netmsg.Message, flags: int) -> int:
-        """Send one message of a ``sendmmsg`` batch on ``sock`` (in this worker); the byte count,
+    def _send_message(self, n, sock: _Sock, fd: int, msg: netmsg.Message, flags: int) -> int:
+        """Send one message of a ``sendmmsg`` batch on our ``fd`` of ``sock``; the byte count,
         or OSError / _Denied."""
         if msg.control:
             raise OSError(errno.EPERM, "control messages are not emulated")
-        flags &= 0xFFFFFFFF
         with contextlib.ExitStack() as stack:
             name = None if msg.name is None else self._destination(n, sock, _send_op(sock), msg.name, stack)
             with acting_as(sock.creds):
-                return _check(_libc_sendmsg(sock.fd, name, msg.data, flags))
+                return _check(_libc_sendmsg(fd, name, msg.data, flags))
 
     def _sendmmsg(self, n, sock: _Sock, vec: int, vlen: int, flags: int):
-        """Like ``__sys_sendmmsg``: stop at the first failure; the count sent if any, else the error."""
-        lay = netmsg.layout(n.arch)
-        vlen = min(vlen & 0xFFFFFFFF, netmsg.UIO_MAXIOV)
-        sent = 0
-        for i in range(vlen):
-            entry = vec + i * lay.mmsghdr_size
+        """Like ``__sys_sendmmsg``: stop at the first failure; the count sent if any, else the
+        error. A blocking socket that would wait hands the rest of the batch to the waiter."""
+        flags &= 0xFFFFFFFF
+        batch = _Batch(vec, min(vlen & 0xFFFFFFFF, netmsg.UIO_MAXIOV), netmsg.layout(n.arch))
+        if flags & _MSG_DONTWAIT or fcntl.fcntl(sock.fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+            return self._batch_step(n, sock, sock.fd, batch, flags, wait=False)
+        try:
+            return self._batch_step(n, sock, sock.fd, batch, flags | _MSG_DONTWAIT, wait=True)
+        except BlockingIOError:
+            pass
+        held = contextlib.ExitStack()
+        dup = os.dup(sock.fd)
+        held.callback(os.close, dup)
+        timeout = _sndtimeo(dup)
+        wait = Wait(n, lambda: self._batch_step(n, sock, dup, batch, flags | _MSG_DONTWAIT, wait=True), held.close,
+                    fd=dup if sock.info.inet and sock.info.type == socket.SOCK_STREAM else None,
+                    until=None if not timeout else time.monotonic() + timeout,
+                    on_timeout=lambda: Reply.value(batch.sent) if batch.sent else Reply.errno(errno.EAGAIN))
+        return self._later(n, wait, held)
+
+    def _batch_step(self, n, sock: _Sock, fd: int, batch: "_Batch", flags: int, *, wait: bool) -> Reply:
+        """Send the batch's next messages; BlockingIOError (only when ``wait``) when the next one
+        must wait for room (it is read and checked again then, as the kernel would copy it again)."""
+        lay = batch.layout
+        while batch.index < batch.vlen:
+            entry = batch.vec + batch.index * lay.mmsghdr_size
             try:
                 msg = netmsg.read_msghdr(n, entry, lay, stream=sock.info.connection)
-                count = self._send_message(n, sock, msg, flags)
+                count = self._send_message(n, sock, fd, msg, flags)
                 write_memory(n, entry + lay.msg_len_offset, struct.pack("=I", count))
+            except BlockingIOError:
+                if wait:
+                    raise
+                return Reply.value(batch.sent) if batch.sent else Reply.errno(errno.EAGAIN)
             except (OSError, _Denied) as exc:
-                if sent:
+                if batch.sent:
                     break
-                if isinstance(exc, OSError):
-                    return oserror_reply(exc)
-                raise
-            sent += 1
+                return oserror_reply(exc) if isinstance(exc, OSError) else self.denied
+            batch.sent += 1
+            batch.index += 1
             if count < len(msg.data):
                 break                       # a short send ends the batch, as in the kernel
-        return Reply.value(sent)
+        return Reply.value(batch.sent)
+
+
+@dataclass
+class _Batch:
+    """Where a ``sendmmsg`` batch stands (shared by the worker and the waiter)."""
+
+    vec: int
+    vlen: int
+    layout: netmsg.Layout
+    index: int = 0
+    sent: int = 0
 
 
 def _unix_path(raw: bytes) -> bytes | None:

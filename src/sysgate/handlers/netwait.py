@@ -29,16 +29,19 @@ SLICE = 0.05
 
 @dataclass(eq=False)
 class Wait:
-    """One target waiting for its connect: ``finish()`` -> the Reply (BlockingIOError: not yet);
-    ``fd`` is polled for POLLOUT when not None; ``until`` (monotonic) answers ``on_timeout``;
-    ``close()`` releases what the wait holds."""
+    """One target waiting for its connect or send: ``finish()`` -> the Reply (BlockingIOError:
+    not yet); ``fd`` is polled for POLLOUT when not None; ``until`` (monotonic) answers
+    ``on_timeout`` (a Reply, or a callable making one); ``close()`` releases what it holds."""
 
     n: object
     finish: object
     close: object
     fd: int | None = None
     until: float | None = None
-    on_timeout: Reply | None = None
+    on_timeout: object = None
+
+    def timed_out(self) -> Reply:
+        return self.on_timeout() if callable(self.on_timeout) else self.on_timeout
     done: bool = field(default=False)
 
 
@@ -56,7 +59,7 @@ def wait_here(wait: Wait) -> Reply | None:
             except BlockingIOError:
                 pass
         if wait.until is not None and time.monotonic() >= wait.until:
-            return wait.on_timeout
+            return wait.timed_out()
     return None
 
 
@@ -145,7 +148,7 @@ class Waiter:
                 except BlockingIOError:
                     reply = None
             if reply is None and wait.until is not None and now >= wait.until:
-                reply = wait.on_timeout
+                reply = wait.timed_out()
             if reply is not None:
                 wait.done = True
                 wait.n.send_later(reply)
