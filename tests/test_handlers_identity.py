@@ -43,3 +43,60 @@ def test_getrandom_is_reproducible_per_seed(target_c):
     # and without the handler the bytes differ from run to run
     real = [subprocess.run([target_c, "random", "32"], capture_output=True, text=True).stdout for _ in range(2)]
     assert real[0] != real[1]
+
+
+UNAME_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+#ifdef __i386__
+    char old[5 * 65], oldold[5 * 9];
+    memset(old, 'x', sizeof old); memset(oldold, 'x', sizeof oldold);
+    long r1 = syscall(SYS_olduname, old), r2 = syscall(SYS_oldolduname, oldold);
+    printf("old %ld %s %.65s\n", r1, old + 65, old + 4 * 65);
+    printf("oldold %ld %s %d\n", r2, oldold + 9, oldold[9 + 8]);
+#else
+    struct timespec t;
+    for (int id = -2; id < 13; id++) {
+        long r = syscall(SYS_clock_gettime, id, &t);
+        printf("%d:%ld/%d ", id, r, r < 0 ? errno : 0);
+    }
+    long r = syscall(SYS_clock_gettime, 12345, &t);
+    printf("12345:%ld/%d\n", r, r < 0 ? errno : 0);
+#endif
+    return 0;
+}
+"""
+
+
+def _compat(*handlers):
+    from handlers_support import notify_policy
+
+    policy = notify_policy(*handlers)
+    policy.arches = ["x86_64", "i386"]
+    return policy
+
+
+def test_i386_olduname_and_oldolduname_see_the_fake_hostname():
+    from cprog import cprog
+
+    exe = cprog(UNAME_C, m32=True)
+    handler = IdentityHandler(hostname="sandbox-long-name", machine="i686")
+    code, out = run([exe], handler, policy=_compat(handler))
+    assert out.splitlines() == ["old 0 sandbox-long-name i686", "oldold 0 sandbox- 0"], out
+    real = subprocess.run([exe], capture_output=True, text=True).stdout
+    assert real.split()[2] == os.uname().nodename        # the kernel alone: the host's name
+
+
+def test_clock_ids_are_validated_like_the_kernel():
+    from cprog import cprog
+
+    exe = cprog(UNAME_C)
+    code, out = run([exe], TimeHandler(start=1_000_000_000))
+    real = subprocess.run([exe], capture_output=True, text=True).stdout
+    assert out.split() == real.split(), (out, real)      # same result and errno for every id
+    assert "12345:-1/22" in out and "0:0/0" in out and "10:-1/22" in out

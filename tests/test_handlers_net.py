@@ -119,3 +119,64 @@ def test_bind_privileged_port_needs_the_capability():
     assert "80 error 13" in out and "0 bound True" in out, out
     code, out = run(PY + [script.replace("(80, 0)", "(0,)")], NetHandler(["deny bind *"]))
     assert "0 error 13" in out
+
+
+def test_rule_socket_types_and_raw_sockets():
+    from sysgate.handlers.sockaddr import SocketInfo
+
+    tcp = SocketInfo(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    udp = SocketInfo(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    raw = SocketInfo(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    packet = SocketInfo(17, socket.SOCK_DGRAM, 0)                       # AF_PACKET, even not SOCK_RAW
+    unix = SocketInfo(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0)
+    local = sockaddr.SockAddr(socket.AF_INET, ipaddress.ip_address("127.0.0.1"), 53)
+    rules = NetRules(["allow connect tcp 127.0.0.1:53", "allow send udp,icmp *:53", "allow any seqpacket *"])
+    assert rules.allows("connect", local, tcp) and not rules.allows("connect", local, udp)
+    assert rules.allows("send", local, udp) and not rules.allows("send", local, tcp)
+    assert rules.allows("bind", sockaddr.SockAddr(socket.AF_UNIX, b"/x"), unix)
+    everything = NetRules(["allow any *"], default="allow")
+    assert everything.allows("send", local, udp)
+    assert not everything.allows("send", local, raw) and not everything.allows("bind", local, packet)
+    assert NetRules(["allow send raw 127.0.0.1"]).allows("send", local, raw)
+    assert parse_rule({"allow": "send", "type": "udp", "cidr": "10.0.0.0/8"}).kinds == {"udp"}
+    for bad in ("allow connect tcpx 1.2.3.4", "allow connect tcp udp 1.2.3.4:1", {"allow": "send", "type": "x"}):
+        with pytest.raises(SysgateError):
+            parse_rule(bad)
+
+
+def test_socketcall_is_decoded_by_sub_call():
+    from sysgate.handlers.decode import format_call
+    from sysgate.testing import FakeNotification
+
+    n = FakeNotification("socketcall", [3, 0x1000], arch="i386")
+    assert format_call(n, read=False) == "socketcall(SYS_CONNECT, 0x1000)"
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(["allow", "deny", "connect", "bind", "send", "any", "tcp", "udp", "raw", "stream", "*",
+                          "127.0.0.1:80", "[::1]:1-2", "unix:/x/**", "10.0.0.0/8", "1.2.3.4:99999", "connect,send",
+                          "tcp,udp", "x", "", "[", ":", "unix:@a*"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_WORDS, max_size=5).map(" ".join) | st.text(max_size=40))
+def test_rule_parser_accepts_or_reports_one_error(text):
+    try:
+        rule = parse_rule(text)
+    except SysgateError as exc:
+        assert str(exc).startswith("net rule")
+        return
+    assert rule.verdict in ("allow", "deny") and rule.ops and rule.kinds <= {"tcp", "udp", "icmp", "stream",
+                                                                            "dgram", "seqpacket", "raw"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=130))
+def test_sockaddr_parse_never_fails_otherwise(raw):
+    try:
+        addr = sockaddr.parse(raw)
+    except ValueError:
+        assert len(raw) < 26
+        return
+    assert str(addr)

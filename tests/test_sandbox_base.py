@@ -251,7 +251,7 @@ def test_net_warnings_name_the_other_peer_calls():
     policy = load_text("default: allow\narch: x86_64, i386\nconnect: notify(net)\n", "n.policy")
     (first, *_) = coverage_warnings(policy)
     assert first.startswith("routes connect to notify(net) but leaves bind, sendto, sendmsg, sendmmsg, socketcall")
-    x86_only = load_text("default: allow\nconnect, bind, sendto, sendmsg, sendmmsg: notify(net)\n"
+    x86_only = load_text("default: allow\nconnect, bind, listen, sendto, sendmsg, sendmmsg: notify(net)\n"
                          "@mount, io_uring_setup, io_uring_enter, io_uring_register, setns: errno(EPERM)\n"
                          "name_to_handle_at, open_by_handle_at, clone3: errno(EPERM)\n"
                          "unshare: errno(EPERM)\nclone: flags & (CLONE_NEWNS | CLONE_NEWUSER) -> errno(EPERM)\n",

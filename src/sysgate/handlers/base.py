@@ -47,9 +47,9 @@ class Handler:
         return getattr(self, "_" + n.syscall)(n)
 
     def install(self, sup, *, group: str | None = None, only=None) -> None:
-        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that exist
-        on one of the ABIs it decodes (native or compat: i386 ``stat64``, ``chown32``… have no
-        x86_64 twin)."""
+        """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that some
+        architecture it decodes has (compat-only names: i386 ``stat64``, ``chown32``,
+        ``socketcall``, ``olduname``…)."""
         from .. import syscalls
 
         arches = self.arches or same_flags_arches()

@@ -100,6 +100,15 @@ def family(value: int) -> str:
     return _prefixed("AF_").get(value, str(value))
 
 
+def socketcall_name(value: int) -> str:
+    """``SYS_CONNECT`` for socketcall's sub-call 3 (the number when unknown)."""
+    name = _SOCKETCALL_NAMES.get(value)
+    return f"SYS_{name.upper()}" if name else str(value)
+
+
+_SOCKETCALL_NAMES = {v: k for k, v in sockaddr.SOCKETCALL.items()}
+
+
 def access_mode(value: int) -> str:
     if value == 0:
         return "F_OK"
@@ -128,9 +137,10 @@ _DECODERS = {
     ("socket", "type"): lambda v, s: socket_type(v), ("socketpair", "type"): lambda v, s: socket_type(v),
     ("access", "mode"): lambda v, s: access_mode(v), ("faccessat", "mode"): lambda v, s: access_mode(v),
     ("faccessat2", "mode"): lambda v, s: access_mode(v),
+    ("socketcall", "call"): lambda v, s: socketcall_name(v),
 }
 _AT_SYSCALLS_FLAGS = ("flags", "flag")
-_SOCKADDR_CALLS = {"connect": (1, 2), "bind": (1, 2), "sendto": (4, 5)}
+_SOCKADDR_CALLS = {"connect": (1, 2), "bind": (1, 2), "sendto": (4, 5)}     # (address, length) arguments
 _OCTAL = ("mode",)
 
 

@@ -323,6 +323,16 @@ class Notification:
                 raise TargetGone(f"notification {self.id}: target gone during ADDFD") from None
             raise
 
+    def answer_later(self) -> None:
+        """Take the reply over: neither the worker pool nor the deadline will answer; the caller
+        must send it with :meth:`send_later` (a handler that waits elsewhere, such as a connect
+        completing, without holding a worker). Raises ReplyError when already answered."""
+        self._claim()
+
+    def send_later(self, reply: Reply) -> bool:
+        """Send the reply taken over with :meth:`answer_later`. False when the target is gone."""
+        return self._send(reply.val, reply.error, reply.flags)
+
 
 class SharedNotification(Notification):
     """A notification handed to a worker thread: the worker and the loop (deadline) race to
