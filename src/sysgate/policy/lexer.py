@@ -1,10 +1,12 @@
 """Tokenizer of the policy language (see :mod:`sysgate.policy.parser` for the language).
 
 Newlines end statements except inside ``( )`` and ``{ }`` or after a
-backslash, so long conditions can span several lines.
+backslash, so long conditions can span several lines. Strings are double-quoted,
+with JSON's escapes.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ class Token:
     text: str
     line: int
     column: int
-    value: int | None = None   # for NUMBER
+    value: int | str | None = None   # NUMBER: its value; STRING: the text it stands for
 
 
 _TOKEN = re.compile(r"""
@@ -26,7 +28,7 @@ _TOKEN = re.compile(r"""
   | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)(?P<bad>[A-Za-z_][A-Za-z0-9_]*)?
   | (?P<group>@[A-Za-z0-9][A-Za-z0-9_-]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<string>"[^"\n]*")
+  | (?P<string>"(?:[^"\\\n]|\\[^\n])*")
   | (?P<op>->|==|!=|<=|>=|&&|\|\||[<>!&|~(){},:-])
 """, re.VERBOSE)
 
@@ -55,6 +57,8 @@ def tokenize(text: str, filename: str) -> list[Token]:
                 tokens.append(Token("NEWLINE", "\n", line, column))
         elif kind == "number":
             tokens.append(Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column)))
+        elif kind == "string":
+            tokens.append(Token("STRING", chunk, line, column, _string(chunk, filename, line, column)))
         elif kind != "space":
             tok = Token(kind.upper() if kind != "op" else "OP", chunk, line, column)
             if chunk in _CLOSE:
@@ -79,6 +83,15 @@ def tokenize(text: str, filename: str) -> list[Token]:
     tokens.append(Token("NEWLINE", "\n", line, pos - line_start + 1))
     tokens.append(Token("EOF", "", line, pos - line_start + 1))
     return tokens
+
+
+def _string(text: str, filename: str, line: int, column: int) -> str:
+    """A double-quoted string with JSON's escapes (``\\"``, ``\\\\``, ``\\n``, ``\\u00e9``)."""
+    try:
+        return json.loads(text, strict=False)
+    except ValueError as exc:
+        raise SourceError(f"malformed string {text[:40]!r}: {getattr(exc, 'msg', exc)}", filename, line,
+                          column) from None
 
 
 def _number(text: str, filename: str, line: int, column: int) -> int:

@@ -41,4 +41,10 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     if detect_format(text) == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
-    return parse_policy(text, filename, base_dir=base, warn=warn)
+    policy = parse_policy(text, filename, base_dir=base, warn=warn)
+    if caps is not None or kernel is not None:
+        message = f"{filename}: capabilities and kernel version select rules of JSON profiles only; ignored"
+        policy.warnings.append(message)
+        if warn:
+            warn(message)
+    return policy

@@ -500,6 +500,11 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
         out["listenerMetadata"] = policy.listener_metadata
     if policy.bad_arch.kind not in ("kill_thread", "kill_process"):
         say(f"bad_arch {policy.bad_arch} has no OCI equivalent; runc uses kill_thread")
+    narrow = [n for n in policy.syscalls() if any(_has_32bit_test(r.condition) for r in policy.rules if r.syscall == n)]
+    if narrow:
+        shown = ", ".join(narrow[:8]) + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
+        say(f"{shown}: 32-bit argument tests become 64-bit comparisons in OCI (libseccomp's width); "
+            f"a call with the upper half of such an argument set no longer matches them")
     entries: list[dict] = []
     for name in policy.syscalls():
         rules = [r for r in policy.rules if r.syscall == name]
@@ -509,6 +514,20 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
                 entries.append(_entry(name, action, list(args), say))
     out["syscalls"] = _merge_names(entries)
     return out
+
+
+def _has_32bit_test(expr: Expr | None) -> bool:
+    stack = [expr] if expr is not None else []
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Cmp):
+            if e.width == 32:
+                return True
+        elif isinstance(e, Not):
+            stack.append(e.item)
+        else:
+            stack.extend(e.items)
+    return False
 
 
 def _entry(name: str, action: Action, args: list[Cmp], say) -> dict:

@@ -9,6 +9,8 @@ statement continues over newlines inside ``( )`` / ``{ }`` or after a ``\\``::
     bad_arch: kill_process         # action for any other architecture (the default)
     allow_x32: false               # x32 syscall numbers on x86_64 (implied by arch: x32)
     flags: log, spec_allow         # seccomp filter flags to install with
+    listener_path: "/run/agent.sock"   # OCI listenerPath: where a runtime sends the notify fd
+    listener_metadata: "opaque"    # OCI listenerMetadata, sent along (strings have JSON escapes)
     include "common.policy"        # relative to this file; cycles are an error
 
     # rules: SYSCALLS: ACTION | CONDITION [-> ACTION]
@@ -64,7 +66,10 @@ from .model import Action, And, Cmp, Not, Or, Policy, Rule
 
 ACTION_WORDS = ("allow", "errno", "kill", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
 ACTION_HELP = "allow, errno(N), kill, kill_thread, kill_process, trap, trap(N), log, notify, notify(NAME), trace(N)"
-SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags")
+SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags", "listener_path", "listener_metadata")
+#: Deepest nesting of ``( )``, ``!`` and ``-``/``~`` in one expression (deeper input is an error,
+#: not a RecursionError in the parser or in whatever walks the condition afterwards).
+MAX_NESTING = 100
 RELATIONS = ("==", "!=", "<", "<=", ">", ">=")
 WIDTH_CASTS = {"u32": 32, "u64": 64}
 
@@ -138,6 +143,7 @@ def _build(state: _State, filename: str) -> Policy:
                     arches=setting("arch", None) or [abi.native_arch()],
                     rules=state.rules, bad_arch=setting("bad_arch", Action("kill_process")),
                     allow_x32=setting("allow_x32", False), flags=setting("flags", []),
+                    listener_path=setting("listener_path", None), listener_metadata=setting("listener_metadata", None),
                     name=Path(filename).stem if not filename.startswith("<") else "policy")
     known = [a for a in policy.arches if a in syscalls.arches()]
     for name, tok, file in state.named:
@@ -154,6 +160,7 @@ class _Parser:
         self.tokens = tokenize(text, filename)
         self.pos = 0
         self.local_settings: dict[str, int] = {}
+        self.nesting = 0
 
     # --- token helpers ---------------------------------------------------------------
     def peek(self, ahead: int = 0) -> Token:
@@ -202,7 +209,7 @@ class _Parser:
         self.next()
         target = self.next()
         self.end_of_statement()
-        path = os.path.join(self.base_dir, target.text[1:-1])
+        path = os.path.join(self.base_dir, target.value)
         real = os.path.realpath(path)
         if real in self.state.stack:
             chain = " -> ".join(os.path.basename(p) for p in [*self.state.stack, real])
@@ -211,7 +218,7 @@ class _Parser:
             return
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:       # ValueError: not UTF-8, a NUL or a lone surrogate in the name
             raise self.error(f"cannot include {target.text}: {getattr(exc, 'strerror', None) or exc}",
                              target) from None
         self.state.stack.append(real)
@@ -232,6 +239,13 @@ class _Parser:
             value = self.action()
         elif name == "arch":
             value = [self.arch_name(tok) for tok in self.name_list("an architecture name")]
+        elif name in ("listener_path", "listener_metadata"):
+            tok = self.next()
+            if tok.kind != "STRING":
+                raise self.error(f"{name} takes a double-quoted string, not {_describe(tok)}", tok)
+            if not tok.value:
+                raise self.error(f"{name} must not be empty", tok)
+            value = tok.value
         elif name == "allow_x32":
             tok = self.next()
             if tok.text not in ("true", "false", "yes", "no"):
@@ -401,9 +415,19 @@ class _Parser:
             items.append(self.need_condition(operand()))
         return items[0] if len(items) == 1 else BoolOp(kind, items)
 
+    def nested(self, parse):
+        """``parse()`` one level deeper, refusing more than MAX_NESTING levels."""
+        if self.nesting >= MAX_NESTING:
+            raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
+        self.nesting += 1
+        try:
+            return parse()
+        finally:
+            self.nesting -= 1
+
     def unary(self) -> Node:
         if self.accept("!"):
-            return Negate(self.need_condition(self.unary()))
+            return Negate(self.need_condition(self.nested(self.unary)))
         return self.comparison()
 
     def comparison(self) -> Node:
@@ -428,7 +452,7 @@ class _Parser:
     def primary(self) -> Node:
         tok = self.peek()
         if self.accept("("):
-            node = self.or_()
+            node = self.nested(self.or_)
             self.expect(")")
             return node
         if tok.kind == "NAME" and tok.text in WIDTH_CASTS and self.at("(", 1):
@@ -466,11 +490,11 @@ class _Parser:
     def value_term(self) -> int:
         tok = self.next()
         if tok.text == "-" and tok.kind == "OP":
-            return -self.value_term()
+            return -self.nested(self.value_term)
         if tok.text == "~" and tok.kind == "OP":
-            return ~self.value_term()
+            return ~self.nested(self.value_term)
         if tok.text == "(" and tok.kind == "OP":
-            result = self.value()
+            result = self.nested(self.value)
             self.expect(")")
             return result
         if tok.kind == "NUMBER":
