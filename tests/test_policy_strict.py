@@ -417,3 +417,9 @@ def test_convert_to_oci_warns_about_32_bit_tests(tmp_path):
     assert out.returncode == 0
     assert out.stderr == ("warning: write: 32-bit argument tests become 64-bit comparisons in OCI (libseccomp's "
                           "width); a call with the upper half of such an argument set no longer matches them\n")
+
+
+@pytest.mark.parametrize("name", ["\\u0000", "\\ud800", "a\\u0000b"])
+def test_include_names_that_cannot_be_paths_are_errors(name):
+    with pytest.raises(SourceError, match="cannot include"):
+        parse_policy(f'include "{name}"\n', "x.policy", base_dir="/nonexistent")

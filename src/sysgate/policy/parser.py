@@ -210,7 +210,10 @@ class _Parser:
         target = self.next()
         self.end_of_statement()
         path = os.path.join(self.base_dir, target.value)
-        real = os.path.realpath(path)
+        try:
+            real = os.path.realpath(path)
+        except ValueError as exc:                   # a NUL or a lone surrogate in the name
+            raise self.error(f"cannot include {target.text}: {exc}", target) from None
         if real in self.state.stack:
             chain = " -> ".join(os.path.basename(p) for p in [*self.state.stack, real])
             raise self.error(f"include cycle: {chain}", target)
