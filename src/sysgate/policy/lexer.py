@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from sys import intern
 from dataclasses import dataclass
 
 from ..errors import SourceError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     kind: str      # NAME GROUP NUMBER STRING OP NEWLINE EOF
     text: str
@@ -33,12 +34,19 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 _CLOSE = {"(": ")", "{": "}"}
+_KINDS = {"name": "NAME", "group": "GROUP", "op": "OP"}
 
 
 def tokenize(text: str, filename: str) -> list[Token]:
     """Split ``text`` into tokens; raises SourceError on characters outside the language
     and on unbalanced brackets."""
-    tokens: list[Token] = []
+    return list(iter_tokens(text, filename))
+
+
+def iter_tokens(text: str, filename: str):
+    """:func:`tokenize` one token at a time, so a parser holds only the statement it reads
+    (a million-line policy would otherwise be tens of millions of objects at once). Names and
+    operators are interned: they repeat."""
     stack: list[Token] = []          # open brackets
     line, line_start, pos = 1, 0, 0
     while pos < len(text):
@@ -54,13 +62,13 @@ def tokenize(text: str, filename: str) -> list[Token]:
             raise SourceError(f"malformed number {chunk!r}", filename, line, column)
         if kind == "newline":
             if not stack:
-                tokens.append(Token("NEWLINE", "\n", line, column))
+                yield Token("NEWLINE", "\n", line, column)
         elif kind == "number":
-            tokens.append(Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column)))
+            yield Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column))
         elif kind == "string":
-            tokens.append(Token("STRING", chunk, line, column, _string(chunk, filename, line, column)))
+            yield Token("STRING", chunk, line, column, _string(chunk, filename, line, column))
         elif kind != "space":
-            tok = Token(kind.upper() if kind != "op" else "OP", chunk, line, column)
+            tok = Token(_KINDS[kind], intern(chunk), line, column)
             if chunk in _CLOSE:
                 stack.append(tok)
             elif chunk in (")", "}"):
@@ -70,7 +78,7 @@ def tokenize(text: str, filename: str) -> list[Token]:
                 if _CLOSE[opener.text] != chunk:
                     raise SourceError(f"{chunk!r} does not match {opener.text!r} opened at "
                                       f"{opener.line}:{opener.column}", filename, line, column)
-            tokens.append(tok)
+            yield tok
         # advance the line counter over everything consumed
         newlines = chunk.count("\n")
         if newlines:
@@ -80,9 +88,8 @@ def tokenize(text: str, filename: str) -> list[Token]:
     if stack:
         opener = stack[-1]
         raise SourceError(f"{opener.text!r} is never closed", filename, opener.line, opener.column)
-    tokens.append(Token("NEWLINE", "\n", line, pos - line_start + 1))
-    tokens.append(Token("EOF", "", line, pos - line_start + 1))
-    return tokens
+    yield Token("NEWLINE", "\n", line, pos - line_start + 1)
+    yield Token("EOF", "", line, pos - line_start + 1)
 
 
 def _string(text: str, filename: str, line: int, column: int) -> str:

@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections import deque
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Callable, Union
 
@@ -61,7 +63,7 @@ from .. import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from . import constants, groups
-from .lexer import Token, tokenize
+from .lexer import Token, iter_tokens
 from .model import Action, And, Cmp, Not, Or, Policy, Rule
 
 ACTION_WORDS = ("allow", "errno", "kill", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
@@ -111,7 +113,7 @@ class _State:
     settings: dict[str, tuple[object, str, int]] = field(default_factory=dict)  # name -> (value, file, line)
     rules: list[Rule] = field(default_factory=list)
     decided: dict[str, tuple[str, int]] = field(default_factory=dict)   # syscall -> unconditional rule
-    named: list[tuple[str, Token, str]] = field(default_factory=list)   # explicit syscall, token, file
+    named: list[tuple[str, int, int, str]] = field(default_factory=list)  # syscall, line, column, file
     warnings: list[str] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)                      # files being included
     done: set[str] = field(default_factory=set)
@@ -146,9 +148,9 @@ def _build(state: _State, filename: str) -> Policy:
                     listener_path=setting("listener_path", None), listener_metadata=setting("listener_metadata", None),
                     name=Path(filename).stem if not filename.startswith("<") else "policy")
     known = [a for a in policy.arches if a in syscalls.arches()]
-    for name, tok, file in state.named:
+    for name, line, column, file in state.named:
         if known and all(syscalls.number(a, name) is None for a in known):
-            state.warnings.append(f"{file}:{tok.line}:{tok.column}: syscall {name!r} does not exist on "
+            state.warnings.append(f"{file}:{line}:{column}: syscall {name!r} does not exist on "
                                   f"{', '.join(policy.arches)}; its rules have no effect")
     policy.warnings = state.warnings
     return policy
@@ -157,18 +159,23 @@ def _build(state: _State, filename: str) -> Policy:
 class _Parser:
     def __init__(self, text: str, filename: str, base_dir: str, state: _State):
         self.file, self.base_dir, self.state = filename, base_dir, state
-        self.tokens = tokenize(text, filename)
-        self.pos = 0
+        self.stream = iter_tokens(text, filename)
+        self.buffer: deque[Token] = deque()
         self.local_settings: dict[str, int] = {}
         self.nesting = 0
 
     # --- token helpers ---------------------------------------------------------------
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        while len(self.buffer) <= ahead:
+            if self.buffer and self.buffer[-1].kind == "EOF":
+                return self.buffer[-1]
+            self.buffer.append(next(self.stream))
+        return self.buffer[ahead]
 
     def next(self) -> Token:
         tok = self.peek()
-        self.pos += 1
+        if tok.kind != "EOF":
+            self.buffer.popleft()
         return tok
 
     def at(self, text: str, ahead: int = 0) -> bool:
@@ -179,7 +186,11 @@ class _Parser:
         return self.next() if self.at(text) else None
 
     def error(self, message: str, tok: Token | None = None) -> SourceError:
+        """A SourceError at ``tok``; an error of the tokenizer later in the file comes first (as
+        if the file had been tokenized before parsing: an unclosed '(' explains the rest)."""
         tok = tok or self.peek()
+        for _ in self.stream:
+            pass
         return SourceError(message, self.file, tok.line, tok.column)
 
     def expect(self, text: str, what: str | None = None) -> Token:
@@ -330,7 +341,8 @@ class _Parser:
                     raise self.error(f"unknown syscall {tok.text!r}{_hint(tok.text, syscalls.all_names())}", tok)
                 names.append(tok.text)
                 explicit.add(tok.text)
-                self.state.named.append((tok.text, tok, self.file))
+                if tok.text in _partial_names():           # on some architecture only: checked when arch: is known
+                    self.state.named.append((tok.text, tok.line, tok.column, self.file))
             else:
                 raise self.error(f"expected a syscall name or @group, found {_describe(tok)}", tok)
             if not self.accept(","):
@@ -548,6 +560,14 @@ class _Parser:
         if not -(1 << (width - 1)) <= value < (1 << width):
             raise self.error(f"{value:#x} does not fit the {width}-bit argument {arg.tok.text!r} of {syscall}", tok)
         return value & ((1 << width) - 1)
+
+
+@cache
+def _partial_names() -> frozenset[str]:
+    """Syscalls missing on some architecture: only a rule naming one of these can name a
+    syscall that does not exist on the policy's architectures."""
+    arches = syscalls.arches()
+    return frozenset(n for n in syscalls.all_names() if any(syscalls.number(a, n) is None for a in arches))
 
 
 def _has_arg(syscall: str, name: str) -> bool:
