@@ -79,14 +79,18 @@ def _constant(name: str):
 
 def member(where: str, key: str) -> str:
     """The JSON path of ``key`` in the object at ``where`` (``$.syscalls``, ``$["a b"]``)."""
-    return f"{where}.{key}" if key.isidentifier() and key.isascii() else f"{where}[{short(key)}]"
+    plain = isinstance(key, str) and key.isidentifier() and key.isascii()
+    return f"{where}.{key}" if plain else f"{where}[{short(key)}]"
 
 
 def short(value, limit: int = 40) -> str:
     """``value`` for a message: JSON text of a scalar (cut at ``limit``), else its kind."""
     if isinstance(value, (list, dict)):
         return kind(value)
-    text = json.dumps(value) if not isinstance(value, float) or value == value else "NaN"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):         # not a JSON value (a Python caller's tuple, ...)
+        text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

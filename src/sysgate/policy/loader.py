@@ -1,8 +1,8 @@
 """Load a policy from a file in any supported format.
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
-``config.json``, or a Docker/podman profile template) by its leading ``{``; anything
-else is the sysgate policy language.
+``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
+its leading ``{``; anything else is the sysgate policy language.
 """
 from __future__ import annotations
 
