@@ -6,9 +6,9 @@ with ``load_policy`` (each in a fresh subprocess so the numbers do not mix):
 * load time (wall clock and CPU: the CPU time does not depend on other load) for 5,000 / 20,000 / 200,000 conditional entries (``--sizes`` to change),
   spread over a few syscalls with alternating actions, each ``arg1 == i`` — the shape
   that made the overlap check quadratic;
-* peak memory (ru_maxrss of the subprocess, and the JSON text size) for 1,000,000
-  unconditional entries (``--rules`` to change), against the same process only
-  reading the file.
+* peak memory (ru_maxrss of the subprocess, and the file size) for 1,000,000
+  unconditional entries (``--rules`` to change) of a JSON profile and of a text policy,
+  against the same process only reading the file.
 
 Not a test: it prints numbers. ``python benchmarks/policy_load.py [--sizes 5000,20000]``.
 """
@@ -98,6 +98,16 @@ def main() -> int:
             print(f"{args.rules:>9,} unconditional entries ({size / 2**20:.0f} MiB of JSON): load {elapsed:.2f} s "
                   f"({cpu:.2f} s CPU), "
                   f"{rules} rules, peak RSS {maxrss / 1024:.0f} MiB (reading the file alone: {base / 1024:.0f} MiB)")
+            path = os.path.join(tmp, "uncond.policy")
+            with open(path, "w") as fh:
+                fh.write("default: errno(EPERM)\n")
+                fh.writelines(f"{UNCONDITIONAL[i % len(UNCONDITIONAL)]}: allow\n" for i in range(args.rules))
+            size = os.path.getsize(path)
+            _, _, _, base = run_child("read", path, args.src)
+            elapsed, cpu, rules, maxrss = run_child("load", path, args.src)
+            print(f"{args.rules:>9,} unconditional text rules ({size / 2**20:.0f} MiB of text): load {elapsed:.2f} s "
+                  f"({cpu:.2f} s CPU), {rules:,} rules, peak RSS {maxrss / 1024:.0f} MiB (reading the file alone: "
+                  f"{base / 1024:.0f} MiB)")
     return 0
 
 
