@@ -55,7 +55,7 @@ import difflib
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Callable, Union
 
@@ -305,7 +305,7 @@ class _Parser:
             action, condition = self.action(), None
         else:
             condition = self.condition()
-            action = self.action() if self.accept("->") else Action("allow")
+            action = self.action() if self.accept("->") else _action("allow")
         self.end_of_statement()
         shadowed = []
         for syscall in targets:
@@ -370,18 +370,18 @@ class _Parser:
                              tok)
         word = tok.text
         if word in ("allow", "log", "kill_thread", "kill_process", "kill"):
-            return Action("kill_thread" if word == "kill" else word)
+            return _action("kill_thread" if word == "kill" else word)
         if word == "notify":
             if not self.accept("("):
-                return Action("notify")
+                return _action("notify")
             handler = self.next()
             if handler.kind != "NAME":
                 raise self.error(f"notify(...) takes a handler name, found {_describe(handler)}", handler)
             self.expect(")")
-            return Action("notify", handler=handler.text)
+            return _action("notify", handler=handler.text)
         if not self.at("("):
             if word == "trap":
-                return Action("trap")
+                return _action("trap")
             raise self.error(f"{word} needs a value, e.g. {word}(EPERM)" if word == "errno"
                              else f"{word} needs a value, e.g. {word}(1)")
         self.next()
@@ -399,7 +399,7 @@ class _Parser:
         if not 0 <= value <= limit:
             raise self.error(f"{word} value must be 0..{limit}, not {value}", value_tok)
         self.expect(")")
-        return Action(word, value)
+        return _action(word, value)
 
     # --- conditions --------------------------------------------------------------------
     def condition(self) -> Node:
@@ -560,6 +560,10 @@ class _Parser:
         if not -(1 << (width - 1)) <= value < (1 << width):
             raise self.error(f"{value:#x} does not fit the {width}-bit argument {arg.tok.text!r} of {syscall}", tok)
         return value & ((1 << width) - 1)
+
+
+#: One Action object per distinct action: a policy of a million rules has a handful of actions.
+_action = lru_cache(maxsize=1024)(Action)
 
 
 @cache
