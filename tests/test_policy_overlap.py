@@ -1,10 +1,11 @@
 """policy.overlap: the grouped search finds an overlap exactly when comparing every pair does,
 and single-literal compatibility agrees with evaluating the comparisons on candidate values."""
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.policy.model import Cmp
-from sysgate.policy.overlap import compatible, find_overlap
+from sysgate.policy.overlap import TooComplex, compatible, find_overlap
 
 U64 = 2 ** 64 - 1
 VALUES = [0, 1, 2, 3, 5, 7, 8, 0xFF, 0x100, U64 - 1, U64]
@@ -76,3 +77,12 @@ def test_many_equal_tests_are_checked_without_comparing_every_pair():
     assert find_overlap(items, budget=200_000) is None
     items.append((20_000, {0: Cmp(0, "==", 1)}, 1))           # no test on arg1: overlaps one with another action
     assert find_overlap(items, budget=200_000) is not None
+
+
+def test_budget_ends_a_search_grouping_cannot_split():
+    """Rules without an equality test to group by are compared pairwise: past the budget the
+    search says so (the importer then warns) instead of running for minutes."""
+    disjoint = [(i, {0: Cmp(0, "<=", 5) if i % 2 else Cmp(0, ">=", 6)}, i % 2) for i in range(400)]
+    assert find_overlap(disjoint) is None
+    with pytest.raises(TooComplex):
+        find_overlap(disjoint, budget=1000)

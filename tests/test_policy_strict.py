@@ -423,3 +423,10 @@ def test_convert_to_oci_warns_about_32_bit_tests(tmp_path):
 def test_include_names_that_cannot_be_paths_are_errors(name):
     with pytest.raises(SourceError, match="cannot include"):
         parse_policy(f'include "{name}"\n', "x.policy", base_dir="/nonexistent")
+
+
+def test_json_with_a_byte_order_mark(tmp_path):
+    f = tmp_path / "bom.json"
+    f.write_bytes(b'\xef\xbb\xbf{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], '
+                  b'"action": "SCMP_ACT_ERRNO"}]}')
+    assert load_policy(str(f)).decide("read")[0] == Action("errno", errno.EPERM)

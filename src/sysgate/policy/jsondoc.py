@@ -25,6 +25,7 @@ _DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 def decode(text: str, filename: str):
     """The JSON value of ``text``; SourceError (with line and column when known) on invalid
     JSON, nesting deeper than :data:`MAX_DEPTH`, duplicate keys, NaN or Infinity."""
+    text = text.removeprefix("\ufeff")             # a byte order mark, as some editors write
     _check_depth(text, filename)
     try:
         return json.loads(text, object_pairs_hook=_object, parse_constant=_constant)

@@ -17,7 +17,7 @@ from .parser import parse_policy
 
 def detect_format(text: str) -> str:
     """``"oci"`` for JSON profiles, else ``"text"``."""
-    return "oci" if text.lstrip().startswith("{") else "text"
+    return "oci" if text.lstrip("\ufeff \t\r\n").startswith("{") else "text"
 
 
 def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
