@@ -3,7 +3,8 @@
 Prints, for generated runtime-spec profiles written to a temporary file and loaded
 with ``load_policy`` (each in a fresh subprocess so the numbers do not mix):
 
-* load time (wall clock and CPU: the CPU time does not depend on other load) for 5,000 / 20,000 / 200,000 conditional entries (``--sizes`` to change),
+* load time (wall clock, and CPU time, which does not depend on other load) for 5,000 /
+  20,000 / 200,000 conditional entries (``--sizes`` to change),
   spread over a few syscalls with alternating actions, each ``arg1 == i`` — the shape
   that made the overlap check quadratic;
 * peak memory (ru_maxrss of the subprocess, and the file size) for 1,000,000

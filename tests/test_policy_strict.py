@@ -353,7 +353,7 @@ DEEP_JSON = {
 def test_deep_policy_text_is_one_error(tmp_path, name):
     f = tmp_path / "deep.policy"
     f.write_text(DEEP_TEXT[name])
-    for command, code in ((["policy", "check", f], 2), (["compile", f], 2), (["run", "--policy", f, "--", "true"], 125)):
+    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--policy", f, "--", "true"], 125):
         assert f"expression nested deeper than {MAX_NESTING} levels" in one_error_line(sysgate(*command), code)
 
 
@@ -361,7 +361,7 @@ def test_deep_policy_text_is_one_error(tmp_path, name):
 def test_deep_json_is_one_error(tmp_path, name):
     f = tmp_path / "deep.json"
     f.write_text(DEEP_JSON[name])
-    for command, code in ((["policy", "check", f], 2), (["compile", f], 2), (["run", "--profile", f, "--", "true"], 125)):
+    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--profile", f, "--", "true"], 125):
         assert f"JSON nested deeper than {MAX_DEPTH} levels" in one_error_line(sysgate(*command), code)
 
 

@@ -321,7 +321,8 @@ class _Importer:
             at = f"{at_map}[{i}]"
             self.check_object(entry, _ARCH_MAP, ("architecture",), at)
             main = self.arch(entry["architecture"], member(at, "architecture"))
-            subs = [(self.arch(s, f"{member(at, 'subArchitectures')}[{j}]"), s, f"{member(at, 'subArchitectures')}[{j}]")
+            at_subs = member(at, "subArchitectures")
+            subs = [(self.arch(s, f"{at_subs}[{j}]"), s, f"{at_subs}[{j}]")
                     for j, s in enumerate(self.strings(entry, "subArchitectures", at))]
             if main == self.target and not chosen:
                 chosen = subs
@@ -416,7 +417,8 @@ class _Importer:
         if unknown:
             names = list(unknown)
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
-            self.warn(f"{where}: unknown syscalls ignored: {', '.join(n if n.isidentifier() else short(n) for n in names[:10])}{more}")
+            shown = ", ".join(n if n.isidentifier() else short(n) for n in names[:10])
+            self.warn(f"{where}: unknown syscalls ignored: {shown}{more}")
         rules: list[Rule] = []
         for name, (always, conditional) in per_syscall.items():
             if always is not None:
