@@ -430,3 +430,15 @@ def test_json_with_a_byte_order_mark(tmp_path):
     f.write_bytes(b'\xef\xbb\xbf{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], '
                   b'"action": "SCMP_ACT_ERRNO"}]}')
     assert load_policy(str(f)).decide("read")[0] == Action("errno", errno.EPERM)
+
+
+def test_include_chain_depth_is_limited(tmp_path):
+    from sysgate.policy.parser import MAX_INCLUDES
+
+    for i in range(200):
+        (tmp_path / f"{i}.policy").write_text(f'include "{i + 1}.policy"\nread: allow\n')
+    (tmp_path / "200.policy").write_text("read: allow\n")
+    assert f"includes nested deeper than {MAX_INCLUDES} files" in one_error_line(
+        sysgate("policy", "check", tmp_path / "0.policy"))
+    (tmp_path / f"{MAX_INCLUDES - 1}.policy").write_text("write: allow\n")
+    assert sysgate("policy", "check", tmp_path / "0.policy").returncode == 0

@@ -72,6 +72,8 @@ SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags", "listener_path"
 #: Deepest nesting of ``( )``, ``!`` and ``-``/``~`` in one expression (deeper input is an error,
 #: not a RecursionError in the parser or in whatever walks the condition afterwards).
 MAX_NESTING = 100
+#: Deepest chain of ``include`` (each level is a parser on the stack).
+MAX_INCLUDES = 32
 RELATIONS = ("==", "!=", "<", "<=", ">", ">=")
 WIDTH_CASTS = {"u32": 32, "u64": 64}
 
@@ -230,6 +232,8 @@ class _Parser:
             raise self.error(f"include cycle: {chain}", target)
         if real in self.state.done:
             return
+        if len(self.state.stack) >= MAX_INCLUDES:
+            raise self.error(f"includes nested deeper than {MAX_INCLUDES} files", target)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, ValueError) as exc:       # ValueError: not UTF-8, a NUL or a lone surrogate in the name
