@@ -35,6 +35,7 @@ import errno as errno_mod
 import json
 import os
 import re
+from functools import cache
 from itertools import product
 from typing import Callable
 
@@ -102,6 +103,7 @@ _TYPE_NAMES = {list: "a list", dict: "an object", str: "a string", int: "an inte
 _RELEASE = re.compile(r"(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:[-+~_.].*)?\Z", re.DOTALL)
 
 
+@cache
 def capability_names() -> frozenset[str]:
     """Every Linux capability name (``CAP_CHOWN`` … ``CAP_CHECKPOINT_RESTORE``)."""
     return frozenset(n for n in constants.table() if n.startswith("CAP_") and n != "CAP_LAST_CAP")
