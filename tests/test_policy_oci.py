@@ -97,19 +97,19 @@ def test_unknown_syscalls_are_ignored_with_a_warning():
         {"names": ["read", "not_a_syscall", "also_not"], "action": "SCMP_ACT_ALLOW"}]}, filename="x.json",
         warn=seen.append)
     assert [r.syscall for r in p.rules] == ["read"]
-    assert seen == p.warnings == ["x.json: unknown syscalls ignored: not_a_syscall, also_not"]
+    assert seen == p.warnings == ["x.json: $.syscalls: unknown syscalls ignored: not_a_syscall, also_not"]
 
 
 @pytest.mark.parametrize("profile, message", [
-    ({"defaultAction": "SCMP_ACT_FROB"}, "defaultAction: unknown action 'SCMP_ACT_FROB'"),
+    ({"defaultAction": "SCMP_ACT_FROB"}, "$.defaultAction: unknown action \"SCMP_ACT_FROB\""),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_KILL",
-                                                      "errnoRet": 1}]}, "syscalls[0]: errnoRet is only valid"),
+                                                      "errnoRet": 1}]}, "$.syscalls[0].errnoRet: is only valid with SCMP_ACT_ERRNO"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
                                                       "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
-     "syscalls[0].args[0]: index must be 0..5"),
+     "$.syscalls[0].args[0].index: must be 0..5, not 6"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
                                                       "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_XX"}]}]},
-     "unknown op 'SCMP_CMP_XX'"),
+     "$.syscalls[0].args[0].op: unknown op \"SCMP_CMP_XX\""),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
                                                       "args": [{"index": 0, "value": -1, "op": "SCMP_CMP_EQ"}]}]},
      "unsigned 64-bit"),
@@ -119,7 +119,7 @@ def test_unknown_syscalls_are_ignored_with_a_warning():
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
         {"names": ["read"], "action": "SCMP_ACT_LOG", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
-     "syscalls[1]: read: the same condition already has action errno(1)"),
+     "$.syscalls[1]: read: the same condition already has action errno(1)"),
     ([], "must be a JSON object"),
 ])
 def test_import_errors(profile, message):
@@ -194,7 +194,7 @@ def test_overlapping_rules_with_different_actions_are_warned():
              {"names": ["dup2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211,
               "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_GT"}]}]
     p = import_oci({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}, filename="o.json")
-    assert p.warnings == ["o.json: syscalls[0] and syscalls[1]: dup3 rules with different actions overlap; "
+    assert p.warnings == ["o.json: $.syscalls[0] and $.syscalls[1]: dup3 rules with different actions overlap; "
                           "libseccomp may not apply them in profile order, sysgate does"]
 
 

@@ -38,8 +38,13 @@ def _selection_options(p) -> None:
 
 def _load(args, warnings: list[str]):
     from ..policy.loader import load_policy
+    from ..policy.oci import parse_caps, parse_kernel
 
     caps = None if args.caps is None else [c.strip() for c in args.caps.split(",") if c.strip()]
+    if caps is not None:
+        parse_caps(caps)                        # checked even when a text policy will not use them
+    if args.kernel is not None:
+        parse_kernel(args.kernel)
     return load_policy(args.file, arch=args.arch, caps=caps, kernel=args.kernel, warn=warnings.append)
 
 

@@ -1,23 +1,26 @@
 """Tokenizer of the policy language (see :mod:`sysgate.policy.parser` for the language).
 
 Newlines end statements except inside ``( )`` and ``{ }`` or after a
-backslash, so long conditions can span several lines.
+backslash, so long conditions can span several lines. Strings are double-quoted,
+with JSON's escapes.
 """
 from __future__ import annotations
 
+import json
 import re
+from sys import intern
 from dataclasses import dataclass
 
 from ..errors import SourceError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     kind: str      # NAME GROUP NUMBER STRING OP NEWLINE EOF
     text: str
     line: int
     column: int
-    value: int | None = None   # for NUMBER
+    value: int | str | None = None   # NUMBER: its value; STRING: the text it stands for
 
 
 _TOKEN = re.compile(r"""
@@ -26,17 +29,24 @@ _TOKEN = re.compile(r"""
   | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)(?P<bad>[A-Za-z_][A-Za-z0-9_]*)?
   | (?P<group>@[A-Za-z0-9][A-Za-z0-9_-]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<string>"[^"\n]*")
+  | (?P<string>"(?:[^"\\\n]|\\[^\n])*")
   | (?P<op>->|==|!=|<=|>=|&&|\|\||[<>!&|~(){},:-])
 """, re.VERBOSE)
 
 _CLOSE = {"(": ")", "{": "}"}
+_KINDS = {"name": "NAME", "group": "GROUP", "op": "OP"}
 
 
 def tokenize(text: str, filename: str) -> list[Token]:
     """Split ``text`` into tokens; raises SourceError on characters outside the language
     and on unbalanced brackets."""
-    tokens: list[Token] = []
+    return list(iter_tokens(text, filename))
+
+
+def iter_tokens(text: str, filename: str):
+    """:func:`tokenize` one token at a time, so a parser holds only the statement it reads
+    (a million-line policy would otherwise be tens of millions of objects at once). Names and
+    operators are interned: they repeat."""
     stack: list[Token] = []          # open brackets
     line, line_start, pos = 1, 0, 0
     while pos < len(text):
@@ -52,11 +62,13 @@ def tokenize(text: str, filename: str) -> list[Token]:
             raise SourceError(f"malformed number {chunk!r}", filename, line, column)
         if kind == "newline":
             if not stack:
-                tokens.append(Token("NEWLINE", "\n", line, column))
+                yield Token("NEWLINE", "\n", line, column)
         elif kind == "number":
-            tokens.append(Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column)))
+            yield Token("NUMBER", chunk, line, column, _number(chunk, filename, line, column))
+        elif kind == "string":
+            yield Token("STRING", chunk, line, column, _string(chunk, filename, line, column))
         elif kind != "space":
-            tok = Token(kind.upper() if kind != "op" else "OP", chunk, line, column)
+            tok = Token(_KINDS[kind], intern(chunk), line, column)
             if chunk in _CLOSE:
                 stack.append(tok)
             elif chunk in (")", "}"):
@@ -66,7 +78,7 @@ def tokenize(text: str, filename: str) -> list[Token]:
                 if _CLOSE[opener.text] != chunk:
                     raise SourceError(f"{chunk!r} does not match {opener.text!r} opened at "
                                       f"{opener.line}:{opener.column}", filename, line, column)
-            tokens.append(tok)
+            yield tok
         # advance the line counter over everything consumed
         newlines = chunk.count("\n")
         if newlines:
@@ -76,9 +88,17 @@ def tokenize(text: str, filename: str) -> list[Token]:
     if stack:
         opener = stack[-1]
         raise SourceError(f"{opener.text!r} is never closed", filename, opener.line, opener.column)
-    tokens.append(Token("NEWLINE", "\n", line, pos - line_start + 1))
-    tokens.append(Token("EOF", "", line, pos - line_start + 1))
-    return tokens
+    yield Token("NEWLINE", "\n", line, pos - line_start + 1)
+    yield Token("EOF", "", line, pos - line_start + 1)
+
+
+def _string(text: str, filename: str, line: int, column: int) -> str:
+    """A double-quoted string with JSON's escapes (``\\"``, ``\\\\``, ``\\n``, ``\\u00e9``)."""
+    try:
+        return json.loads(text, strict=False)
+    except ValueError as exc:
+        raise SourceError(f"malformed string {text[:40]!r}: {getattr(exc, 'msg', exc)}", filename, line,
+                          column) from None
 
 
 def _number(text: str, filename: str, line: int, column: int) -> int:

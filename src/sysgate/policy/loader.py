@@ -1,9 +1,10 @@
 """Load a policy from a file in any supported format.
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
-``config.json``, or a Docker/podman profile template) by its leading ``{``; anything
-else is the sysgate policy language. A policy saying ``sandbox: fs, net`` gets the secure
-base (:mod:`sysgate.sandbox.base`) here, so every command compiles the same rules.
+``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
+its leading ``{``; anything else is the sysgate policy language. A policy saying
+``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
+command compiles the same rules.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .parser import parse_policy
 
 def detect_format(text: str) -> str:
     """``"oci"`` for JSON profiles, else ``"text"``."""
-    return "oci" if text.lstrip().startswith("{") else "text"
+    return "oci" if text.lstrip("\ufeff \t\r\n").startswith("{") else "text"
 
 
 def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
@@ -43,6 +44,11 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
     policy = parse_policy(text, filename, base_dir=base, warn=warn)
+    if caps is not None or kernel is not None:
+        message = f"{filename}: capabilities and kernel version select rules of JSON profiles only; ignored"
+        policy.warnings.append(message)
+        if warn:
+            warn(message)
     if policy.sandbox:
         from ..sandbox.base import apply_base
 

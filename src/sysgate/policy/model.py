@@ -19,7 +19,7 @@ from ..kernel import abi
 ACTION_KINDS = ("allow", "errno", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """A filter verdict. ``data`` is the errno / trace / trap value; ``handler`` names the
     supervisor handler for ``notify`` (e.g. ``notify(fs)``)."""
@@ -56,7 +56,7 @@ ALLOW = Action("allow")
 KILL_PROCESS = Action("kill_process")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cmp:
     """Compare syscall argument ``arg`` (0..5) with ``value``. ``op`` is one of
     ``== != < <= > >=`` or ``&==`` (masked equality with ``mask``)."""
@@ -91,7 +91,7 @@ class Cmp:
         return {"==": a == v, "!=": a != v, "<": a < v, "<=": a <= v, ">": a > v, ">=": a >= v}[self.op]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class And:
     items: tuple["Expr", ...]
 
@@ -99,7 +99,7 @@ class And:
         return all(i.evaluate(args) for i in self.items)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Or:
     items: tuple["Expr", ...]
 
@@ -107,7 +107,7 @@ class Or:
         return any(i.evaluate(args) for i in self.items)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Not:
     item: "Expr"
 
@@ -118,7 +118,7 @@ class Not:
 Expr = Union[Cmp, And, Or, Not]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """``syscall: condition -> action``; ``condition`` None means always."""
 

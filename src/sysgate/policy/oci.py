@@ -1,6 +1,8 @@
-"""OCI runtime-spec seccomp profiles and Docker/podman profile templates.
+"""OCI runtime-spec seccomp profiles, Docker/podman profile templates and Kubernetes
+Security Profiles Operator ``SeccompProfile`` objects.
 
-Import follows what runc does with a profile (and what libseccomp then makes of it):
+Import checks every field (unknown fields, types, required fields, values) and reports the
+first problem with its JSON path; then it follows what runc does with a profile (and what libseccomp then makes of it):
 
 * ``defaultAction``/``defaultErrnoRet``; ``errnoRet`` of ERRNO and TRACE rules defaults
   to EPERM; a rule whose action equals the default action is skipped (libseccomp refuses it);
@@ -14,7 +16,9 @@ Import follows what runc does with a profile (and what libseccomp then makes of 
 * libseccomp keeps one unconditional rule per syscall: the first one wins and
   replaces every conditional rule of that syscall; identical conditional rules
   merge; the same condition with two different actions is an error (as in runc);
-* syscall names unknown on every architecture are ignored with a warning.
+* syscall names unknown on every architecture are ignored with a warning;
+* a ``SeccompProfile``'s ``spec`` holds the runtime-spec fields; its ``baseProfileName``
+  names another object in the cluster and is an error here.
 
 Conditional rules keep the profile's order. libseccomp orders *overlapping*
 conditional rules with different actions by its own criteria (higher argument
@@ -30,12 +34,16 @@ from __future__ import annotations
 import errno as errno_mod
 import json
 import os
+import re
+from functools import cache
 from itertools import product
 from typing import Callable
 
 from .. import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
+from . import constants, jsondoc, overlap
+from .jsondoc import did_you_mean, kind, member, short
 from .model import Action, And, Cmp, Expr, Not, Or, Policy, Rule
 
 #: Capabilities Docker grants a container by default (moby's default capability set).
@@ -69,53 +77,100 @@ U64 = (1 << 64) - 1
 
 
 # --- import ----------------------------------------------------------------------------------
+#: libseccomp architectures sysgate cannot filter: a profile may name them for other hosts.
+FOREIGN_ARCHES = ("ppc", "parisc", "parisc64", "m68k", "sh", "sheb")
+#: Go's GOARCH spellings (Docker's ``includes.arches``) beyond ``abi.ARCH_ALIASES``.
+GO_ARCHES = {"386": "i386", "mipsle": "mipsel", "mips64le": "mipsel64"}
+#: Kubernetes Security Profiles Operator: API group/versions of its ``SeccompProfile`` kind.
+SPO_VERSIONS = tuple(f"security-profiles-operator.x-k8s.io/{v}" for v in ("v1", "v1beta1", "v1alpha1"))
+MAX_ERRNO = 4095        # the kernel caps SECCOMP_RET_ERRNO data at MAX_ERRNO
+
+# The fields of each object, with their JSON type. A runtime-spec ``linux.seccomp`` object uses
+# a subset of the Docker/podman template's (moby's and containers/common's Go types);
+# ``defaultErrno``/``errno`` are containers/common's errno names.
+_PROFILE = {"defaultAction": str, "defaultErrnoRet": int, "defaultErrno": str, "architectures": list,
+            "archMap": list, "flags": list, "listenerPath": str, "listenerMetadata": str, "syscalls": list}
+_SYSCALL = {"names": list, "name": str, "action": str, "errnoRet": int, "errno": str, "args": list,
+            "comment": str, "includes": dict, "excludes": dict}
+_ARG = {"index": int, "value": int, "valueTwo": int, "op": str}
+_FILTER = {"caps": list, "arches": list, "minKernel": str}
+_ARCH_MAP = {"architecture": str, "subArchitectures": list}
+_SPO_OBJECT = {"apiVersion": str, "kind": str, "metadata": dict, "spec": dict, "status": dict}
+_SPO_SPEC = {"disabled": bool, "baseProfileName": str, "defaultAction": str, "architectures": list, "flags": list,
+             "listenerPath": str, "listenerMetadata": str, "syscalls": list}
+_SPO_SYSCALL = {"names": list, "action": str, "errnoRet": int, "args": list}
+_TYPE_NAMES = {list: "a list", dict: "an object", str: "a string", int: "an integer", bool: "a boolean"}
+_RELEASE = re.compile(r"(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:[-+~_.].*)?\Z", re.DOTALL)
+
+
+@cache
+def capability_names() -> frozenset[str]:
+    """Every Linux capability name (``CAP_CHOWN`` … ``CAP_CHECKPOINT_RESTORE``)."""
+    return frozenset(n for n in constants.table() if n.startswith("CAP_") and n != "CAP_LAST_CAP")
+
+
+def parse_caps(names, what: str = "--caps") -> frozenset[str]:
+    """Capability names as Docker takes them (``SYS_ADMIN``, ``cap_sys_admin``, ``ALL``) as
+    ``CAP_*`` names; SysgateError for an unknown one."""
+    known = capability_names()
+    out: set[str] = set()
+    for name in names:
+        key = name.strip().upper() if isinstance(name, str) else ""
+        if key == "ALL":
+            out |= known
+            continue
+        key = key if key.startswith("CAP_") else "CAP_" + key
+        if key not in known:
+            raise SysgateError(f"{what}: unknown capability {short(name)}{did_you_mean(key, known)}")
+        out.add(key)
+    return frozenset(out)
+
+
+def parse_kernel(release, what: str = "--kernel") -> tuple[int, ...]:
+    """A kernel version (``6.1``, ``5.10.0-27-amd64``, or a tuple) as a tuple of numbers."""
+    if isinstance(release, tuple) and release and all(isinstance(p, int) and p >= 0 for p in release):
+        return release
+    version = _release(release)
+    if version is None:
+        raise SysgateError(f"{what}: {short(release)} is not a kernel version (expected X.Y or X.Y.Z, e.g. 6.1)")
+    return version
+
+
+def _release(text) -> tuple[int, ...] | None:
+    m = _RELEASE.match(text) if isinstance(text, str) else None
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
 def import_oci(data: dict | str, arch: str | None = None, *, filename: str = "<json>",
                warn: Callable[[str], None] | None = None, caps=None, kernel: str | tuple | None = None) -> Policy:
-    """A Policy from an OCI ``linux.seccomp`` object or a Docker/podman profile template.
+    """A Policy from an OCI ``linux.seccomp`` object, a runtime-spec ``config.json``, a
+    Docker/podman profile template, or a Kubernetes Security Profiles Operator
+    ``SeccompProfile`` (JSON text or the decoded value).
 
     ``arch`` is the target architecture (default: native); ``caps`` the container's
     capabilities for ``includes``/``excludes`` (default: Docker's default set);
-    ``kernel`` the kernel version for ``minKernel`` (default: the running kernel)."""
+    ``kernel`` the kernel version for ``minKernel`` (default: the running kernel).
+    Every field is checked: an unknown field, a wrong type, a missing required field or
+    a bad value is a SourceError naming its JSON path (``$.syscalls[3].names[0]``)."""
     if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"invalid JSON: {exc.msg}", filename, exc.lineno, exc.colno) from None
-    if isinstance(data, dict) and isinstance(data.get("linux"), dict) and "seccomp" in data["linux"]:
-        data = data["linux"]["seccomp"]       # a whole runtime-spec config.json
-    if not isinstance(data, dict):
-        raise SourceError("a seccomp profile must be a JSON object", filename)
-    return _Importer(data, arch, filename, warn, caps, kernel).policy()
+        data = jsondoc.decode(data, filename)
+    return _Importer(arch, filename, warn, caps, kernel).policy(data)
 
 
 class _Importer:
-    def __init__(self, data, arch, filename, warn, caps, kernel):
-        self.data, self.file = data, filename
+    def __init__(self, arch, filename, warn, caps, kernel):
+        self.file = filename
         self.target = abi.canonical_arch(arch) if arch else abi.native_arch()
-        self.caps = set(DOCKER_DEFAULT_CAPS if caps is None else caps)
-        self.kernel = _version(kernel if kernel is not None else os.uname().release)
+        self.caps = parse_caps(DOCKER_DEFAULT_CAPS if caps is None else caps)
+        self.kernel = parse_kernel(kernel if kernel is not None else os.uname().release,
+                                   "--kernel" if kernel is not None else "the running kernel's release")
         self.warnings: list[str] = []
         self.warn_cb = warn
+        self.known_syscalls = syscalls.all_names()
+        self.action_cache: dict[tuple, Action] = {}
 
     def error(self, where: str, message: str) -> SourceError:
-        return SourceError(f"{where}: {message}" if where else message, self.file)
-
-    def field(self, obj: dict, key: str, kind, where: str):
-        """``obj[key]`` checked to be of ``kind`` (list/dict/str/int); missing or null gives an empty value."""
-        value = obj.get(key)
-        if value is None:
-            return kind()
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            names = {list: "a list", dict: "an object", str: "a string", int: "a number"}
-            raise self.error(f"{where}.{key}" if where else key, f"must be {names[kind]}, not {json.dumps(value)}")
-        return value
-
-    def strings(self, obj: dict, key: str, where: str) -> list[str]:
-        items = self.field(obj, key, list, where)
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise self.error(f"{where}.{key}[{i}]" if where else f"{key}[{i}]", "must be a string")
-        return items
+        return SourceError(f"{where}: {message}", self.file)
 
     def warn(self, message: str) -> None:
         text = f"{self.file}: {message}"
@@ -123,192 +178,305 @@ class _Importer:
         if self.warn_cb:
             self.warn_cb(text)
 
-    def policy(self) -> Policy:
-        d = self.data
-        default = self.action(d.get("defaultAction", "SCMP_ACT_KILL"), d.get("defaultErrnoRet"), "defaultAction")
-        policy = Policy(default=default, arches=self.arches(), bad_arch=Action("kill_thread"),
-                        flags=self.flags(), listener_path=self.field(d, "listenerPath", str, "") or None,
-                        listener_metadata=self.field(d, "listenerMetadata", str, "") or None,
+    # --- shapes ------------------------------------------------------------------------
+    def check_object(self, obj, fields: dict, required: tuple, where: str) -> dict:
+        """``obj`` is an object with only ``fields`` (of their types; null counts as absent)
+        and every ``required`` one. ``where`` is the object's JSON path, or a function giving it
+        (built only for an error message)."""
+        if type(obj) is dict:                       # the fast path: nothing to report
+            for key, value in obj.items():
+                expected = fields.get(key)
+                if expected is None or (value is not None and type(value) is not expected):
+                    break
+            else:
+                for key in required:
+                    if obj.get(key) is None:
+                        break
+                else:
+                    return obj
+        where = where if isinstance(where, str) else where()
+        if type(obj) is not dict:
+            raise self.error(where, f"must be an object, not {kind(obj)}")
+        for key, value in obj.items():
+            expected = fields.get(key)
+            if expected is None:
+                hint = did_you_mean(key, fields) or f"; known fields: {', '.join(fields)}"
+                raise self.error(member(where, key), f"unknown field{hint}")
+            if value is not None and type(value) is not expected:
+                raise self.error(member(where, key), f"must be {_TYPE_NAMES[expected]}, not {kind(value)}")
+        for key in required:
+            if obj.get(key) is None:
+                raise self.error(member(where, key), "missing (a required field)")
+        return obj
+
+    def strings(self, obj: dict, key: str, where: str) -> list[str]:
+        items = obj.get(key) or []
+        for i, item in enumerate(items):
+            if type(item) is not str:
+                raise self.error(f"{member(where, key)}[{i}]", f"must be a string, not {kind(item)}")
+        return items
+
+    # --- the document ------------------------------------------------------------------------
+    def policy(self, data) -> Policy:
+        profile, where, fields, syscall_fields = self.unwrap(data)
+        self.check_object(profile, fields, ("defaultAction",), where)
+        default = self.action(profile, where, "defaultAction", "defaultErrnoRet", "defaultErrno")
+        policy = Policy(default=default, arches=self.arches(profile, where), bad_arch=Action("kill_thread"),
+                        flags=self.flags(profile, where), listener_path=profile.get("listenerPath") or None,
+                        listener_metadata=profile.get("listenerMetadata") or None,
                         name=os.path.splitext(os.path.basename(self.file))[0] if not self.file.startswith("<")
                         else "policy")
+        if policy.listener_metadata and not policy.listener_path:
+            self.warn(f"{member(where, 'listenerMetadata')}: has no effect without listenerPath")
         policy.allow_x32 = "x32" in policy.arches
-        policy.rules = self.rules(default)
+        policy.rules = self.rules(profile.get("syscalls") or [], default, member(where, "syscalls"), syscall_fields)
         policy.warnings = self.warnings
         return policy
 
-    def arches(self) -> list[str]:
-        names: list[str] = []
-        for i, entry in enumerate(self.field(self.data, "archMap", list, "")):
-            if not isinstance(entry, dict):
-                raise self.error(f"archMap[{i}]", "must be an object")
-            main = self.arch(self.field(entry, "architecture", str, f"archMap[{i}]"), f"archMap[{i}].architecture")
-            if main == self.target:
-                names = [main] + [self.arch(s, f"archMap[{i}].subArchitectures")
-                                  for s in self.strings(entry, "subArchitectures", f"archMap[{i}]")]
-                break
-        for i, name in enumerate(self.strings(self.data, "architectures", "")):
-            names.append(self.arch(name, f"architectures[{i}]"))
-        names = [n for n in dict.fromkeys([self.target, *names]) if n]
+    def unwrap(self, data):
+        """(the profile object, its JSON path, its fields, its rules' fields)."""
+        if type(data) is not dict:
+            raise self.error("$", f"a seccomp profile must be a JSON object, not {kind(data)}")
+        if "kind" in data or "apiVersion" in data:
+            return self.security_profiles_operator(data)
+        if "linux" in data or "ociVersion" in data:          # a whole runtime-spec config.json
+            linux = data.get("linux")
+            if type(linux) is not dict:
+                raise self.error("$.linux", "missing: this config.json has no seccomp profile" if linux is None
+                                 else f"must be an object, not {kind(linux)}")
+            if linux.get("seccomp") is None:
+                raise self.error("$.linux.seccomp", "missing: this config.json has no seccomp profile")
+            return linux["seccomp"], "$.linux.seccomp", _PROFILE, _SYSCALL
+        return data, "$", _PROFILE, _SYSCALL
+
+    def security_profiles_operator(self, data):
+        self.check_object(data, _SPO_OBJECT, ("apiVersion", "kind", "spec"), "$")
+        if data["kind"] != "SeccompProfile":
+            raise self.error("$.kind", f"{short(data['kind'])} is not a seccomp profile (sysgate reads the "
+                                       f"SeccompProfile kind of the Security Profiles Operator)")
+        if data["apiVersion"] not in SPO_VERSIONS:
+            raise self.error("$.apiVersion", f"unknown API version {short(data['apiVersion'])} for SeccompProfile"
+                                             f"{did_you_mean(data['apiVersion'], SPO_VERSIONS)} "
+                                             f"(known: {', '.join(SPO_VERSIONS)})")
+        spec = self.check_object(data["spec"], _SPO_SPEC, ("defaultAction",), "$.spec")
+        if spec.get("baseProfileName"):
+            raise self.error("$.spec.baseProfileName", f"{short(spec['baseProfileName'])} is a base profile in the "
+                                                       "cluster, which sysgate cannot resolve; merge its rules into "
+                                                       "spec.syscalls")
+        if spec.get("disabled"):
+            self.warn("$.spec.disabled: the profile is disabled (the operator does not install it)")
+        return spec, "$.spec", _SPO_SPEC, _SPO_SYSCALL
+
+    # --- settings ----------------------------------------------------------------------------
+    def action(self, obj: dict, where: str, key: str, errno_key: str, errno_name_key: str) -> Action:
+        name = obj[key]
+        kind_ = ACTIONS.get(name)
+        if kind_ is None:
+            raise self.error(member(where, key), f"unknown action {short(name)}{did_you_mean(name, ACTIONS)}")
+        ret, ename = obj.get(errno_key), obj.get(errno_name_key)
+        cached = self.action_cache.get((name, ret, ename))
+        if cached is not None:
+            return cached
+        if ename is not None:
+            value = constants.errno_value(ename)
+            if value is None:
+                raise self.error(member(where, errno_name_key), f"unknown errno name {short(ename)}"
+                                 f"{did_you_mean(ename, [n for n in constants.table() if n.startswith('E')])}")
+            if ret is not None and ret != value:
+                raise self.error(where, f"{errno_key} {ret} and {errno_name_key} {ename} ({value}) disagree")
+            ret = value
+        if ret is not None and kind_ not in ("errno", "trace"):
+            raise self.error(member(where, errno_key if errno_key in obj else errno_name_key),
+                             f"is only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {name}")
+        if kind_ in ("errno", "trace"):
+            value = errno_mod.EPERM if ret is None else ret
+            limit = MAX_ERRNO if kind_ == "errno" else 0xFFFF
+            if not 0 <= value <= limit:
+                raise self.error(member(where, errno_key), f"must be 0..{limit} for {name}, not {value}")
+            action = Action(kind_, value)
+        else:
+            action = Action(kind_)
+        self.action_cache[(name, obj.get(errno_key), ename)] = action
+        return action
+
+    def arch(self, name: str, where: str) -> str | None:
+        """Our name for an architecture of a profile; None for one libseccomp knows that sysgate
+        cannot filter; SourceError for an unknown one."""
+        key = name.strip().lower()
+        key = key[len("scmp_arch_"):] if key.startswith("scmp_arch_") else key
+        if key == "native":
+            return self.target
+        if key in FOREIGN_ARCHES:
+            return None
+        try:
+            return abi.canonical_arch(GO_ARCHES.get(key, key))
+        except ValueError:
+            candidates = ([f"SCMP_ARCH_{a}" for a in (*SCMP_ARCHES.values(), *map(str.upper, FOREIGN_ARCHES))]
+                          if name.upper().startswith("SCMP_ARCH_") else
+                          [*abi.AUDIT_ARCH, *abi.ARCH_ALIASES, *GO_ARCHES, *FOREIGN_ARCHES])
+            raise self.error(where, f"unknown architecture {short(name)}{did_you_mean(name, candidates)}") from None
+
+    def arches(self, profile: dict, where: str) -> list[str]:
+        chosen: list[tuple[str | None, str, str]] = []           # (arch, name, path)
+        at_map = member(where, "archMap")
+        for i, entry in enumerate(profile.get("archMap") or []):
+            at = f"{at_map}[{i}]"
+            self.check_object(entry, _ARCH_MAP, ("architecture",), at)
+            main = self.arch(entry["architecture"], member(at, "architecture"))
+            at_subs = member(at, "subArchitectures")
+            subs = [(self.arch(s, f"{at_subs}[{j}]"), s, f"{at_subs}[{j}]")
+                    for j, s in enumerate(self.strings(entry, "subArchitectures", at))]
+            if main == self.target and not chosen:
+                chosen = subs
+        at_list = member(where, "architectures")
+        for i, name in enumerate(self.strings(profile, "architectures", where)):
+            chosen.append((self.arch(name, f"{at_list}[{i}]"), name, f"{at_list}[{i}]"))
+        for arch, name, at in chosen:
+            if arch is None:
+                self.warn(f"{at}: architecture {name!r} is not supported by sysgate; its system calls get "
+                          f"the bad-architecture action (kill_thread)")
+        return list(dict.fromkeys([self.target, *(a for a, _, _ in chosen if a)]))
+
+    def flags(self, profile: dict, where: str) -> list[str]:
+        out = []
+        known = [f"SECCOMP_FILTER_FLAG_{k}" for k in abi.FILTER_FLAGS]
+        for i, flag in enumerate(self.strings(profile, "flags", where)):
+            key = flag.removeprefix("SECCOMP_FILTER_FLAG_")
+            if key not in abi.FILTER_FLAGS:
+                raise self.error(f"{member(where, 'flags')}[{i}]",
+                                 f"unknown filter flag {short(flag)}{did_you_mean(flag, known)}")
+            out.append(key)
+        return list(dict.fromkeys(out))
+
+    # --- rules --------------------------------------------------------------------------------
+    def names(self, entry: dict, where: str) -> list[str]:
+        names = self.strings(entry, "names", where)
+        if entry.get("name") is not None:
+            if names:
+                raise self.error(where, "use either 'name' or 'names', not both")
+            names = [entry["name"]]
+        if not names:
+            raise self.error(member(where, "names"), "missing or empty: a rule needs at least one syscall name")
         return names
 
-    def arch(self, name, where: str) -> str | None:
-        try:
-            return abi.canonical_arch(str(name))
-        except ValueError:
-            self.warn(f"{where}: architecture {name!r} is not supported; ignored")
-            return None
-
-    def flags(self) -> list[str]:
-        out = []
-        for i, flag in enumerate(self.strings(self.data, "flags", "")):
-            key = str(flag).removeprefix("SECCOMP_FILTER_FLAG_")
-            if key not in abi.FILTER_FLAGS:
-                raise self.error(f"flags[{i}]", f"unknown filter flag {flag!r}")
-            out.append(key)
-        return out
-
-    def action(self, name, errno_ret, where: str) -> Action:
-        kind = ACTIONS.get(name) if isinstance(name, str) else None
-        if kind is None:
-            raise self.error(where, f"unknown action {name!r}; known: {', '.join(ACTIONS)}")
-        if errno_ret is not None and kind not in ("errno", "trace"):
-            raise self.error(where, f"errnoRet is only valid with SCMP_ACT_ERRNO and SCMP_ACT_TRACE, not {name}")
-        if kind in ("errno", "trace"):
-            value = errno_mod.EPERM if errno_ret is None else errno_ret
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
-                raise self.error(where, f"errnoRet must be a number 0..65535, not {value!r}")
-            return Action(kind, value)
-        return Action(kind)
-
     def applies(self, entry: dict, where: str) -> bool:
-        inc = self.field(entry, "includes", dict, where)
-        exc = self.field(entry, "excludes", dict, where)
-        w_inc, w_exc = f"{where}.includes", f"{where}.excludes"
-        inc_arches = {_canonical_or_none(a) for a in self.strings(inc, "arches", w_inc)}
-        exc_arches = {_canonical_or_none(a) for a in self.strings(exc, "arches", w_exc)}
-        inc_kernel, exc_kernel = self.field(inc, "minKernel", str, w_inc), self.field(exc, "minKernel", str, w_exc)
-        if inc_arches and self.target not in inc_arches:
-            return False
-        if self.target in exc_arches:
-            return False
-        if not all(c in self.caps for c in self.strings(inc, "caps", w_inc)):
-            return False
-        if any(c in self.caps for c in self.strings(exc, "caps", w_exc)):
-            return False
-        if inc_kernel and self.kernel < _version(inc_kernel):
-            return False
-        if exc_kernel and self.kernel >= _version(exc_kernel):
-            return False
-        return True
+        """Whether a template rule's ``includes`` match the target and its ``excludes`` do not."""
+        inc, exc = entry.get("includes"), entry.get("excludes")
+        if not inc and not exc:
+            return True
+        verdicts = []
+        for key, obj in (("includes", inc or {}), ("excludes", exc or {})):
+            at = member(where, key)
+            self.check_object(obj, _FILTER, (), at)
+            arches = {self.arch(a, f"{member(at, 'arches')}[{i}]")
+                      for i, a in enumerate(self.strings(obj, "arches", at))}
+            caps = {self.cap(c, f"{member(at, 'caps')}[{i}]") for i, c in enumerate(self.strings(obj, "caps", at))}
+            kernel = obj.get("minKernel")
+            version = _release(kernel) if kernel else None
+            if kernel and version is None:
+                raise self.error(member(at, "minKernel"), f"{short(kernel)} is not a kernel version (X.Y or X.Y.Z)")
+            verdicts.append((arches, caps, version))
+        (inc_arches, inc_caps, inc_kernel), (exc_arches, exc_caps, exc_kernel) = verdicts
+        return ((not inc_arches or self.target in inc_arches) and self.target not in exc_arches
+                and inc_caps <= self.caps and not exc_caps & self.caps
+                and (inc_kernel is None or self.kernel >= inc_kernel)
+                and (exc_kernel is None or self.kernel < exc_kernel))
 
-    def rules(self, default: Action) -> list[Rule]:
-        entries = self.field(self.data, "syscalls", list, "")
-        per_syscall: dict[str, list[tuple[Expr | None, Action, str]]] = {}
-        unknown: list[str] = []
+    def cap(self, name: str, where: str) -> str:
+        if name not in capability_names():
+            raise self.error(where, f"unknown capability {short(name)}{did_you_mean(name, capability_names())}")
+        return name
+
+    def rules(self, entries: list, default: Action, where: str, fields: dict) -> list[Rule]:
+        """The profile's rules, as libseccomp keeps them: per syscall, the first unconditional
+        rule alone, else the conditional ones (identical ones merged)."""
+        per_syscall: dict[str, list] = {}            # name -> [(action, position) or None, [(cond, action, position)]]
+        unknown: dict[str, None] = {}
+        known, template = self.known_syscalls, fields is _SYSCALL
         for i, entry in enumerate(entries):
-            where = f"syscalls[{i}]"
-            if not isinstance(entry, dict):
-                raise self.error(where, "must be an object")
-            names = self.strings(entry, "names", where)
-            if self.field(entry, "name", str, where):
-                if names:
-                    raise self.error(where, "use either 'name' or 'names', not both")
-                names = [entry["name"]]
-            action = self.action(entry.get("action"), entry.get("errnoRet"), where)
-            if not self.applies(entry, where) or action == default:
+            at = f"{where}[{i}]"
+            self.check_object(entry, fields, ("action",), at)
+            names = self.names(entry, at)
+            action = self.action(entry, at, "action", "errnoRet", "errno")
+            args = entry.get("args")
+            conditions = self.conditions(args, at) if args else _ALWAYS
+            if (template and not self.applies(entry, at)) or action == default:
                 continue
-            conditions = self.conditions(self.field(entry, "args", list, where), where)
             for name in names:
-                if name not in syscalls.all_names():
-                    unknown.append(name)
+                if name not in known:
+                    unknown[name] = None
                     continue
+                slot = per_syscall.get(name)
+                if slot is None:
+                    slot = per_syscall[name] = [None, []]
+                elif slot[0] is not None:
+                    continue                         # an unconditional rule already decides
                 for cond in conditions:
-                    per_syscall.setdefault(name, []).append((cond, action, where))
+                    if cond is None:
+                        slot[0], slot[1] = (action, i), []
+                        break
+                    slot[1].append((cond, action, i))
         if unknown:
-            self.warn(f"unknown syscalls ignored: {', '.join(dict.fromkeys(unknown))}")
+            names = list(unknown)
+            more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+            shown = ", ".join(n if n.isidentifier() else short(n) for n in names[:10])
+            self.warn(f"{where}: unknown syscalls ignored: {shown}{more}")
         rules: list[Rule] = []
-        for name, items in per_syscall.items():
-            rules.extend(self.libseccomp_rules(name, items))
+        for name, (always, conditional) in per_syscall.items():
+            if always is not None:
+                rules.append(Rule(name, always[0], None, (f"{self.file}:{where}[{always[1]}]", 0)))
+            else:
+                rules.extend(self.conditional_rules(name, conditional, where))
         return rules
 
     def conditions(self, args: list, where: str) -> list[Expr | None]:
         """The conditions of one profile rule: one (an AND) or, when an index repeats, one per arg."""
         cmps = []
         for j, arg in enumerate(args):
-            at = f"{where}.args[{j}]"
-            if not isinstance(arg, dict):
-                raise self.error(at, "must be an object")
-            index, op = arg.get("index"), OPS.get(arg.get("op")) if isinstance(arg.get("op"), str) else None
-            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
-                raise self.error(at, f"index must be 0..5, not {index!r}")
-            if op is None:
-                raise self.error(at, f"unknown op {arg.get('op')!r}; known: {', '.join(OPS)}")
-            value, value2 = arg.get("value", 0), arg.get("valueTwo", 0)
-            for v in (value, value2):
-                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= U64:
-                    raise self.error(at, f"values must be unsigned 64-bit numbers, not {v!r}")
+            self.check_object(arg, _ARG, ("index", "op"), lambda: f"{member(where, 'args')}[{j}]")
+            index, op, value, value2 = arg["index"], OPS.get(arg["op"]), arg.get("value") or 0, arg.get("valueTwo") or 0
+            if not 0 <= index <= 5 or op is None or not 0 <= value <= U64 or not 0 <= value2 <= U64:
+                self.bad_arg(arg, f"{member(where, 'args')}[{j}]")
             cmps.append(Cmp(index, "&==", value2, mask=value) if op == "&==" else Cmp(index, op, value))
-        if not cmps:
-            return [None]
         if len({c.arg for c in cmps}) < len(cmps):
-            return list(cmps)
+            return cmps
         return [cmps[0] if len(cmps) == 1 else And(tuple(cmps))]
 
-    def libseccomp_rules(self, name: str, items) -> list[Rule]:
-        for cond, action, where in items:
-            if cond is None:
-                return [Rule(name, action, None, (f"{self.file}:{where}", 0))]
+    def bad_arg(self, arg: dict, at: str):
+        index, op_name = arg["index"], arg["op"]
+        if not 0 <= index <= 5:
+            raise self.error(member(at, "index"), f"must be 0..5, not {index}")
+        if op_name not in OPS:
+            raise self.error(member(at, "op"), f"unknown op {short(op_name)}{did_you_mean(op_name, OPS)}")
+        for key in ("value", "valueTwo"):
+            if not 0 <= (arg.get(key) or 0) <= U64:
+                raise self.error(member(at, key), f"must be an unsigned 64-bit number, not {short(arg[key])}")
+
+    def conditional_rules(self, name: str, items: list, where: str) -> list[Rule]:
         seen: dict[Expr, Action] = {}
-        rules = []
-        for cond, action, where in items:
+        rules, literals = [], []
+        for cond, action, i in items:
             if cond in seen:
                 if seen[cond] != action:
-                    raise self.error(where, f"{name}: the same condition already has action {seen[cond]} "
-                                            f"(libseccomp rejects conflicting rules)")
+                    raise self.error(f"{where}[{i}]", f"{name}: the same condition already has action "
+                                                      f"{seen[cond]} (libseccomp rejects conflicting rules)")
                 continue
             seen[cond] = action
-            rules.append(Rule(name, action, cond, (f"{self.file}:{where}", 0)))
-        self.warn_overlaps(name, rules)
+            rules.append(Rule(name, action, cond, (f"{self.file}:{where}[{i}]", 0)))
+            literals.append((i, {c.arg: c for c in (cond.items if isinstance(cond, And) else (cond,))}, action))
+        try:
+            pair = overlap.find_overlap(literals)
+        except overlap.TooComplex:
+            self.warn(f"{where}: {name}: {len(rules)} conditional rules are too many to check for overlaps "
+                      f"with different actions (libseccomp may not apply those in profile order)")
+            return rules
+        if pair:
+            self.warn(f"{where}[{pair[0]}] and {where}[{pair[1]}]: {name} rules with different actions overlap; "
+                      f"libseccomp may not apply them in profile order, sysgate does")
         return rules
 
-    def warn_overlaps(self, name: str, rules: list[Rule]) -> None:
-        """Conditional rules with different actions that can match the same call: libseccomp
-        orders those by its own criteria, not by the profile's order that sysgate keeps."""
-        for i, first in enumerate(rules):
-            for second in rules[i + 1:]:
-                if first.action != second.action and _may_overlap(first.condition, second.condition, name):
-                    self.warn(f"{first.source[0].rsplit(':', 1)[-1]} and {second.source[0].rsplit(':', 1)[-1]}: "
-                              f"{name} rules with different actions overlap; libseccomp may not apply them "
-                              f"in profile order, sysgate does")
-                    return
 
-
-def _may_overlap(a: Expr, b: Expr, syscall: str) -> bool:
-    """Whether some arguments satisfy both conjunctions ``a`` and ``b`` (of imported literals)."""
-    literals = [c for e in (a, b) for c in (e.items if isinstance(e, And) else (e,))]
-    try:
-        return bool(_simplify(literals, syscall))
-    except SysgateError:          # not expressible as single literals, but certainly satisfiable
-        return True
-
-
-def _canonical_or_none(name: str) -> str | None:
-    try:
-        return abi.canonical_arch(name)
-    except ValueError:
-        return None
-
-
-def _version(text) -> tuple[int, ...]:
-    if isinstance(text, tuple):
-        return text
-    parts = []
-    for piece in str(text).split("-")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts) or (0,)
+_ALWAYS: list = [None]
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -336,6 +504,11 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
         out["listenerMetadata"] = policy.listener_metadata
     if policy.bad_arch.kind not in ("kill_thread", "kill_process"):
         say(f"bad_arch {policy.bad_arch} has no OCI equivalent; runc uses kill_thread")
+    narrow = [n for n in policy.syscalls() if any(_has_32bit_test(r.condition) for r in policy.rules if r.syscall == n)]
+    if narrow:
+        shown = ", ".join(narrow[:8]) + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
+        say(f"{shown}: 32-bit argument tests become 64-bit comparisons in OCI (libseccomp's width); "
+            f"a call with the upper half of such an argument set no longer matches them")
     entries: list[dict] = []
     for name in policy.syscalls():
         rules = [r for r in policy.rules if r.syscall == name]
@@ -345,6 +518,20 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
                 entries.append(_entry(name, action, list(args), say))
     out["syscalls"] = _merge_names(entries)
     return out
+
+
+def _has_32bit_test(expr: Expr | None) -> bool:
+    stack = [expr] if expr is not None else []
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Cmp):
+            if e.width == 32:
+                return True
+        elif isinstance(e, Not):
+            stack.append(e.item)
+        else:
+            stack.extend(e.items)
+    return False
 
 
 def _entry(name: str, action: Action, args: list[Cmp], say) -> dict:

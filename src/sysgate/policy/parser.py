@@ -10,6 +10,8 @@ statement continues over newlines inside ``( )`` / ``{ }`` or after a ``\\``::
     allow_x32: false               # x32 syscall numbers on x86_64 (implied by arch: x32)
     flags: log, spec_allow         # seccomp filter flags to install with
     sandbox: fs, net               # the secure base under the rules (sysgate.sandbox.base)
+    listener_path: "/run/agent.sock"   # OCI listenerPath: where a runtime sends the notify fd
+    listener_metadata: "opaque"    # OCI listenerMetadata, sent along (strings have JSON escapes)
     include "common.policy"        # relative to this file; cycles are an error
 
     # rules: SYSCALLS: ACTION | CONDITION [-> ACTION]
@@ -52,7 +54,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections import deque
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Callable, Union
 
@@ -60,13 +64,18 @@ from .. import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from . import constants, groups
-from .lexer import Token, tokenize
+from .lexer import Token, iter_tokens
 from .model import Action, And, Cmp, Not, Or, Policy, Rule
 
 ACTION_WORDS = ("allow", "errno", "kill", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
 ACTION_HELP = "allow, errno(N), kill, kill_thread, kill_process, trap, trap(N), log, notify, notify(NAME), trace(N)"
-SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags", "sandbox")
+SETTINGS = ("default", "arch", "bad_arch", "allow_x32", "flags", "sandbox", "listener_path", "listener_metadata")
 SANDBOX_PARTS = ("fs", "net")
+#: Deepest nesting of ``( )``, ``!`` and ``-``/``~`` in one expression (deeper input is an error,
+#: not a RecursionError in the parser or in whatever walks the condition afterwards).
+MAX_NESTING = 100
+#: Deepest chain of ``include`` (each level is a parser on the stack).
+MAX_INCLUDES = 32
 RELATIONS = ("==", "!=", "<", "<=", ">", ">=")
 WIDTH_CASTS = {"u32": 32, "u64": 64}
 
@@ -108,7 +117,7 @@ class _State:
     settings: dict[str, tuple[object, str, int]] = field(default_factory=dict)  # name -> (value, file, line)
     rules: list[Rule] = field(default_factory=list)
     decided: dict[str, tuple[str, int]] = field(default_factory=dict)   # syscall -> unconditional rule
-    named: list[tuple[str, Token, str]] = field(default_factory=list)   # explicit syscall, token, file
+    named: list[tuple[str, int, int, str]] = field(default_factory=list)  # syscall, line, column, file
     warnings: list[str] = field(default_factory=list)
     stack: list[str] = field(default_factory=list)                      # files being included
     done: set[str] = field(default_factory=set)
@@ -141,11 +150,12 @@ def _build(state: _State, filename: str) -> Policy:
                     rules=state.rules, bad_arch=setting("bad_arch", Action("kill_process")),
                     allow_x32=setting("allow_x32", False), flags=setting("flags", []),
                     sandbox=setting("sandbox", []),
+                    listener_path=setting("listener_path", None), listener_metadata=setting("listener_metadata", None),
                     name=Path(filename).stem if not filename.startswith("<") else "policy")
     known = [a for a in policy.arches if a in syscalls.arches()]
-    for name, tok, file in state.named:
+    for name, line, column, file in state.named:
         if known and all(syscalls.number(a, name) is None for a in known):
-            state.warnings.append(f"{file}:{tok.line}:{tok.column}: syscall {name!r} does not exist on "
+            state.warnings.append(f"{file}:{line}:{column}: syscall {name!r} does not exist on "
                                   f"{', '.join(policy.arches)}; its rules have no effect")
     policy.warnings = state.warnings
     return policy
@@ -154,17 +164,23 @@ def _build(state: _State, filename: str) -> Policy:
 class _Parser:
     def __init__(self, text: str, filename: str, base_dir: str, state: _State):
         self.file, self.base_dir, self.state = filename, base_dir, state
-        self.tokens = tokenize(text, filename)
-        self.pos = 0
+        self.stream = iter_tokens(text, filename)
+        self.buffer: deque[Token] = deque()
         self.local_settings: dict[str, int] = {}
+        self.nesting = 0
 
     # --- token helpers ---------------------------------------------------------------
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        while len(self.buffer) <= ahead:
+            if self.buffer and self.buffer[-1].kind == "EOF":
+                return self.buffer[-1]
+            self.buffer.append(next(self.stream))
+        return self.buffer[ahead]
 
     def next(self) -> Token:
         tok = self.peek()
-        self.pos += 1
+        if tok.kind != "EOF":
+            self.buffer.popleft()
         return tok
 
     def at(self, text: str, ahead: int = 0) -> bool:
@@ -175,7 +191,11 @@ class _Parser:
         return self.next() if self.at(text) else None
 
     def error(self, message: str, tok: Token | None = None) -> SourceError:
+        """A SourceError at ``tok``; an error of the tokenizer later in the file comes first (as
+        if the file had been tokenized before parsing: an unclosed '(' explains the rest)."""
         tok = tok or self.peek()
+        for _ in self.stream:
+            pass
         return SourceError(message, self.file, tok.line, tok.column)
 
     def expect(self, text: str, what: str | None = None) -> Token:
@@ -205,16 +225,21 @@ class _Parser:
         self.next()
         target = self.next()
         self.end_of_statement()
-        path = os.path.join(self.base_dir, target.text[1:-1])
-        real = os.path.realpath(path)
+        path = os.path.join(self.base_dir, target.value)
+        try:
+            real = os.path.realpath(path)
+        except ValueError as exc:                   # a NUL or a lone surrogate in the name
+            raise self.error(f"cannot include {target.text}: {exc}", target) from None
         if real in self.state.stack:
             chain = " -> ".join(os.path.basename(p) for p in [*self.state.stack, real])
             raise self.error(f"include cycle: {chain}", target)
         if real in self.state.done:
             return
+        if len(self.state.stack) >= MAX_INCLUDES:
+            raise self.error(f"includes nested deeper than {MAX_INCLUDES} files", target)
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:       # ValueError: not UTF-8, a NUL or a lone surrogate in the name
             raise self.error(f"cannot include {target.text}: {getattr(exc, 'strerror', None) or exc}",
                              target) from None
         self.state.stack.append(real)
@@ -235,6 +260,13 @@ class _Parser:
             value = self.action()
         elif name == "arch":
             value = [self.arch_name(tok) for tok in self.name_list("an architecture name")]
+        elif name in ("listener_path", "listener_metadata"):
+            tok = self.next()
+            if tok.kind != "STRING":
+                raise self.error(f"{name} takes a double-quoted string, not {_describe(tok)}", tok)
+            if not tok.value:
+                raise self.error(f"{name} must not be empty", tok)
+            value = tok.value
         elif name == "allow_x32":
             tok = self.next()
             if tok.text not in ("true", "false", "yes", "no"):
@@ -287,7 +319,7 @@ class _Parser:
             action, condition = self.action(), None
         else:
             condition = self.condition()
-            action = self.action() if self.accept("->") else Action("allow")
+            action = self.action() if self.accept("->") else _action("allow")
         self.end_of_statement()
         shadowed = []
         for syscall in targets:
@@ -323,7 +355,8 @@ class _Parser:
                     raise self.error(f"unknown syscall {tok.text!r}{_hint(tok.text, syscalls.all_names())}", tok)
                 names.append(tok.text)
                 explicit.add(tok.text)
-                self.state.named.append((tok.text, tok, self.file))
+                if tok.text in _partial_names():           # on some architecture only: checked when arch: is known
+                    self.state.named.append((tok.text, tok.line, tok.column, self.file))
             else:
                 raise self.error(f"expected a syscall name or @group, found {_describe(tok)}", tok)
             if not self.accept(","):
@@ -351,18 +384,18 @@ class _Parser:
                              tok)
         word = tok.text
         if word in ("allow", "log", "kill_thread", "kill_process", "kill"):
-            return Action("kill_thread" if word == "kill" else word)
+            return _action("kill_thread" if word == "kill" else word)
         if word == "notify":
             if not self.accept("("):
-                return Action("notify")
+                return _action("notify")
             handler = self.next()
             if handler.kind != "NAME":
                 raise self.error(f"notify(...) takes a handler name, found {_describe(handler)}", handler)
             self.expect(")")
-            return Action("notify", handler=handler.text)
+            return _action("notify", handler=handler.text)
         if not self.at("("):
             if word == "trap":
-                return Action("trap")
+                return _action("trap")
             raise self.error(f"{word} needs a value, e.g. {word}(EPERM)" if word == "errno"
                              else f"{word} needs a value, e.g. {word}(1)")
         self.next()
@@ -380,7 +413,7 @@ class _Parser:
         if not 0 <= value <= limit:
             raise self.error(f"{word} value must be 0..{limit}, not {value}", value_tok)
         self.expect(")")
-        return Action(word, value)
+        return _action(word, value)
 
     # --- conditions --------------------------------------------------------------------
     def condition(self) -> Node:
@@ -411,9 +444,19 @@ class _Parser:
             items.append(self.need_condition(operand()))
         return items[0] if len(items) == 1 else BoolOp(kind, items)
 
+    def nested(self, parse):
+        """``parse()`` one level deeper, refusing more than MAX_NESTING levels."""
+        if self.nesting >= MAX_NESTING:
+            raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
+        self.nesting += 1
+        try:
+            return parse()
+        finally:
+            self.nesting -= 1
+
     def unary(self) -> Node:
         if self.accept("!"):
-            return Negate(self.need_condition(self.unary()))
+            return Negate(self.need_condition(self.nested(self.unary)))
         return self.comparison()
 
     def comparison(self) -> Node:
@@ -438,7 +481,7 @@ class _Parser:
     def primary(self) -> Node:
         tok = self.peek()
         if self.accept("("):
-            node = self.or_()
+            node = self.nested(self.or_)
             self.expect(")")
             return node
         if tok.kind == "NAME" and tok.text in WIDTH_CASTS and self.at("(", 1):
@@ -476,11 +519,11 @@ class _Parser:
     def value_term(self) -> int:
         tok = self.next()
         if tok.text == "-" and tok.kind == "OP":
-            return -self.value_term()
+            return -self.nested(self.value_term)
         if tok.text == "~" and tok.kind == "OP":
-            return ~self.value_term()
+            return ~self.nested(self.value_term)
         if tok.text == "(" and tok.kind == "OP":
-            result = self.value()
+            result = self.nested(self.value)
             self.expect(")")
             return result
         if tok.kind == "NUMBER":
@@ -531,6 +574,18 @@ class _Parser:
         if not -(1 << (width - 1)) <= value < (1 << width):
             raise self.error(f"{value:#x} does not fit the {width}-bit argument {arg.tok.text!r} of {syscall}", tok)
         return value & ((1 << width) - 1)
+
+
+#: One Action object per distinct action: a policy of a million rules has a handful of actions.
+_action = lru_cache(maxsize=1024)(Action)
+
+
+@cache
+def _partial_names() -> frozenset[str]:
+    """Syscalls missing on some architecture: only a rule naming one of these can name a
+    syscall that does not exist on the policy's architectures."""
+    arches = syscalls.arches()
+    return frozenset(n for n in syscalls.all_names() if any(syscalls.number(a, n) is None for a in arches))
 
 
 def _has_arg(syscall: str, name: str) -> bool:

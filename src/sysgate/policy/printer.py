@@ -3,6 +3,7 @@ equivalent policy (the same ``decide()`` for every syscall and argument)."""
 from __future__ import annotations
 
 import errno
+import json
 
 from .. import syscalls
 from .model import Action, And, Cmp, Expr, Not, Or, Policy
@@ -20,6 +21,10 @@ def format_policy(policy: Policy, *, header: str | None = None) -> str:
         lines.append("allow_x32: true")
     if policy.flags:
         lines.append(f"flags: {', '.join(f.lower() for f in policy.flags)}")
+    if policy.listener_path:
+        lines.append(f"listener_path: {json.dumps(policy.listener_path)}")
+    if policy.listener_metadata:
+        lines.append(f"listener_metadata: {json.dumps(policy.listener_metadata)}")
     lines.append("")
     for rule in policy.rules:
         if rule.condition is None:
