@@ -443,3 +443,46 @@ def test_send_unsigned_return_values_reach_the_target(val):
         target.kill()
         target.close()
         target.output.close()
+
+
+@pytest.mark.parametrize("val,printed,errors", [(2**63 + 5, 2**63 + 5, 0), (-4097, 2**64 - 4097, 0),
+                                                (2**64, 2**64 - 1, 1), (-2**63 - 1, 2**64 - 1, 1)])
+def test_handler_return_values_are_unsigned_or_fail_closed(val, printed, errors):
+    """Reply.value(2**63 + 5) reaches the target; a value wider than 64 bits is a handler error
+    answered with on_error_errno (it used to leave the target waiting: nothing was sent)."""
+    target = _getppid_notifier()
+    try:
+        with Supervisor(on_error_errno="EPERM") as sup:
+            sup.on("getppid", lambda n: Reply.value(val))
+            sup.add_target(target)
+            assert sup.run_until_idle(10)
+        assert target.wait(10) == 0 and int(target.output.read()) == printed
+        assert sup.stats.errors == errors
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
+
+
+def test_return_value_wider_than_64_bits_fails_closed():
+    target = _getppid_notifier()
+    seen = []
+
+    def handler(n):
+        try:
+            n.return_value(2**64)
+        except ValueError as exc:
+            seen.append(str(exc))
+            n.errno("E2BIG")
+
+    try:
+        with Supervisor() as sup:
+            sup.on("getppid", handler)
+            sup.add_target(target)
+            assert sup.run_until_idle(10)
+        assert seen == [f"return value {2**64} does not fit in 64 bits"]
+        assert target.wait(10) == 0 and int(target.output.read()) == 2**64 - 1      # -1: failed (E2BIG)
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
