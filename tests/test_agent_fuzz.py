@@ -107,11 +107,15 @@ def test_agent_survives_any_client_and_still_serves(agent, tmp_path):
     log = agent.text()[since:]
     assert len(re.findall(DROPPED, log)) == len(sent), log
     assert "Traceback" not in log and agent.proc.poll() is None
-    # a well-formed client is still served
+    # a well-formed client is still served, while a client that never finishes holds its connection
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(agent.socket)
+    silent.send(b'{"ociVersion": "1.0.2", "fds": ["seccompFd"], "st')
     target, out = spawn_mkdir(tmp_path, "after-fuzz", delay=0.1)
     with target:
         hand_over(agent.socket, target, "after-fuzz", "creating")
         assert target.wait(10) == 0
+    silent.close()
     out.seek(0)
     assert "Read-only file system" in out.read() and not (tmp_path / "after-fuzz").exists()
 
@@ -125,3 +129,22 @@ def test_deep_nesting_is_dropped_with_one_line(agent, tmp_path, data):
     line = agent.wait_log(rf"{DROPPED}pid {os.getpid()} uid 0: ([^\n]*)\n", since=since).group(2)
     assert "nested deeper than 32 levels" in line or "not valid JSON" in line
     assert "Traceback" not in agent.text()[since:] and agent.proc.poll() is None
+
+
+def test_agent_raises_its_fd_limit(tmp_path):
+    """Pending clients hold fds (up to 16 each): the agent lifts its soft RLIMIT_NOFILE to the hard one."""
+    import resource
+    import subprocess
+    import sys
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    sock = str(tmp_path / "limits.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", sock], stderr=subprocess.PIPE,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        assert b"ready on" in proc.stderr.readline() + proc.stderr.readline()
+        with open(f"/proc/{proc.pid}/limits") as f:
+            line = next(ln for ln in f if ln.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+    finally:
+        proc.terminate()
+        proc.wait(10)

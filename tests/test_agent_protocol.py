@@ -127,6 +127,10 @@ BAD = {
     "negative pid": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":-1,"metadata"'), 1, '"pid" must be a pid'),
     "huge number": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":' + b"9" * 5000 + b',"metadata"'), 1,
                     "not valid JSON"),
+    "newline in id": (RUNC_STATE.replace(b'"id":"c1"', b'"id":"c1\\nsysgate agent: INFO: forged"'), 1,
+                      '"state.id" contains control characters'),
+    "escape in status": (RUNC_STATE.replace(b'"status":"creating"', b'"status":"\\u001b[2J"'), 1,
+                         '"state.status" contains control characters'),
     "annotations list": (RUNC_STATE.replace(b'{"a":"b"}', b'["a"]'), 1, "annotations"),
 }
 
@@ -226,3 +230,12 @@ def test_parser_only_raises_protocol_errors(data):
         pass
     finally:
         os.close(fd)
+
+
+def test_object_end_survives_every_cut_and_empty_messages():
+    """Every cut of a state full of escapes, with an empty (fds-only) message at the cut."""
+    doc = json.dumps({"a": '\\"}{][\\\\', "b": ["\x07", {"c": '"'}], "d": "\\"}).encode()
+    for cut in range(len(doc) + 1):
+        scan = _ObjectEnd()
+        ends = [scan.feed(doc[:cut]), scan.feed(b""), scan.feed(doc[cut:])]
+        assert ends == [cut == len(doc), False, cut < len(doc)], cut

@@ -33,6 +33,7 @@ MAX_STATE_BYTES = 256 * 1024
 MAX_FDS = 16
 MAX_DEPTH = 32          # runc and crun send 3 levels; json.loads recurses once per level
 _PID_LIMIT = 2**31      # pid_t
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INT = array.array("i").itemsize
 
 
@@ -196,6 +197,9 @@ def parse_state(data: bytes, fds: list[int]) -> ContainerProcessState:
     )
     if not result.id:
         raise ProtocolError('"state.id" is empty')
+    for key, value in (("state.id", result.id), ("state.status", result.status), ("ociVersion", result.oci_version)):
+        if _CONTROL.search(value):      # they are logged: one line per event, no forged lines
+            raise ProtocolError(f'"{key}" contains control characters: {value[:64]!r}')
     mapping = dict(zip(names, fds))
     if not is_listener(mapping[SECCOMP_FD_NAME]):
         raise ProtocolError(f'"{SECCOMP_FD_NAME}" is not a seccomp listener fd')
@@ -222,6 +226,8 @@ class _ObjectEnd:
 
     def feed(self, chunk: bytes) -> bool:
         """True once the top-level object has closed; ProtocolError for what cannot become one."""
+        if not chunk:       # (an fds-only message): nothing to scan, and a pending escape stays pending
+            return False
         if not self.started:
             body = chunk.lstrip()
             if not body:
