@@ -148,3 +148,20 @@ def test_agent_raises_its_fd_limit(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_sigterm_right_after_ready_stops_the_agent(tmp_path):
+    """A SIGTERM between "ready" and the serving loop used to be forgotten (run() reset the flag)."""
+    import subprocess
+    import sys
+    for i in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", str(tmp_path / f"{i}.sock")],
+                                stderr=subprocess.PIPE)
+        try:
+            while b"ready on" not in proc.stderr.readline():
+                pass
+            proc.terminate()
+            assert proc.wait(20) == 0
+        finally:
+            proc.kill()
+            proc.wait()

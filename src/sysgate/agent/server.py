@@ -110,10 +110,10 @@ class Agent:
         log.info("listening on %s", self.socket_path)
 
     def run(self, until=None) -> None:
-        """Serve until :meth:`stop` (or ``until()`` is true, checked at least every 0.5 s)."""
+        """Serve until :meth:`stop` (or ``until()`` is true, checked at least every 0.5 s). A stop
+        requested before the call (a SIGTERM right after "ready") is kept: run returns at once."""
         if self._server is None:
             self.listen()
-        self._stopping = False
         while not self._stopping and not (until is not None and until()):
             self.run_once(0.5 if until is not None else None)
 
