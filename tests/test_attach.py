@@ -730,3 +730,19 @@ def test_attach_to_a_process_that_already_has_filters(count):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_cli_attach_to_a_filtered_process(tmp_path):
+    """`sysgate attach` on a process that already has filters (every container process) exits 0."""
+    prog = tmp_path / "prog.bpf"
+    prog.write_bytes(policy(notify_getppid=False))
+    proc = python_process(FILTERED, *(old_filter(k).hex() for k in range(2)))
+    try:
+        child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--bpf", str(prog)],
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode == 0 and "kill it" not in child.stderr, child.stderr
+        assert proc_status(proc.pid, proc.pid)["Seccomp_filters"] == "3"
+        assert ask(proc, "mkdir") == "errno 1" and ask(proc, "getpgid") == "errno 21"
+    finally:
+        proc.kill()
+        proc.wait()
