@@ -67,7 +67,8 @@ _identity_lock = threading.local()
 
 @contextlib.contextmanager
 def acting_as(creds: Credentials | None):
-    """Run the body with ``creds``' fsuid/fsgid/groups in this thread (no-op for None or fsuid 0)."""
+    """Run the body with ``creds``' fsuid/fsgid/groups in this thread (no-op for None, fsuid 0, or the
+    identity this thread already has)."""
     if (creds is None or (creds.fsuid == 0 and creds.fsgid == 0) or getattr(_identity_lock, "active", False)
             or _is_ours(creds)):      # already this identity: nothing to switch (and no privilege needed)
         yield

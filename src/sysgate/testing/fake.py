@@ -211,7 +211,8 @@ def own_credentials():
 
     from ..handlers.target import credentials
 
-    return credentials(SimpleNamespace(pid=os.getpid(), credentials=None, check_valid=lambda: None))
+    me = os.getpid()
+    return credentials(SimpleNamespace(pid=me, id=0, credentials=None, valid=lambda: True, check_valid=lambda: None))
 
 
 def run_handler(handler, n: Notification, *, default: Reply | None = None, on_error_errno: int | str = "EPERM"):
