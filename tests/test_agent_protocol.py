@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate import launch
-from sysgate.agent.protocol import (ContainerProcessState, ProtocolError, StateReader, encode_state, is_listener,
+from sysgate.agent.protocol import (ContainerProcessState, _ObjectEnd, ProtocolError, StateReader, encode_state, is_listener,
                                     parse_state)
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
@@ -118,6 +118,20 @@ BAD = {
     "bad pid": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":"x","metadata"'), 1, '"pid" must be'),
     "empty id": (RUNC_STATE.replace(b'"id":"c1"', b'"id":""'), 1, '"state.id" is empty'),
     "empty": (b"", 0, "empty container state"),
+    "deep": (b'{"a":' * 5000 + b"1" + b"}" * 5000, 1, "nested deeper than 32 levels"),
+    "deep arrays": (b'{"a":' + b"[" * 100000, 1, "nested deeper than 32 levels"),
+    "invalid utf-8": (RUNC_STATE.replace(b'"c1"', b'"c\xff"'), 1, "not valid JSON"),
+    "truncated": (RUNC_STATE[:60], 1, "not valid JSON"),
+    "huge pid": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":99999999999999999999,"metadata"'), 1,
+                 '"pid" must be a pid'),
+    "negative pid": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":-1,"metadata"'), 1, '"pid" must be a pid'),
+    "huge number": (RUNC_STATE.replace(b'"pid":16569,"metadata"', b'"pid":' + b"9" * 5000 + b',"metadata"'), 1,
+                    "not valid JSON"),
+    "newline in id": (RUNC_STATE.replace(b'"id":"c1"', b'"id":"c1\\nsysgate agent: INFO: forged"'), 1,
+                      '"state.id" contains control characters'),
+    "escape in status": (RUNC_STATE.replace(b'"status":"creating"', b'"status":"\\u001b[2J"'), 1,
+                         '"state.status" contains control characters'),
+    "annotations list": (RUNC_STATE.replace(b'{"a":"b"}', b'["a"]'), 1, "annotations"),
 }
 
 
@@ -128,6 +142,26 @@ def test_bad_states_are_rejected_without_fd_leaks(name, listener_source):
     with pytest.raises(ProtocolError, match=message.replace("(", r"\(")):
         receive(data, [os.dup(listener_source) for _ in range(nfds)])
     assert open_fds() == before
+
+
+def test_parse_state_refuses_deep_nesting_itself(listener_source):
+    """parse_state is total on its own (the reader's depth cap is not its only guard)."""
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_state(b'{"a":' * 100000 + b"1" + b"}" * 100000, [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                    max_leaves=20), st.integers(1, 7), st.data())
+def test_object_end_is_found_in_any_split(value, parts, data):
+    """The scanner finds the end of any JSON object however the bytes are cut, escapes included."""
+    doc = json.dumps({"x": value, "s": '\\"{[}]'}).encode()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(doc)), max_size=parts)))
+    pieces = [doc[a:b] for a, b in zip([0] + cuts, cuts + [len(doc)])]
+    scan = _ObjectEnd(max_depth=1000)
+    ends = [scan.feed(piece) for piece in pieces]
+    assert [i for i, end in enumerate(ends) if end] == [max(i for i, piece in enumerate(pieces) if piece)]
 
 
 def test_fd_that_is_not_a_listener_is_rejected():
@@ -196,3 +230,12 @@ def test_parser_only_raises_protocol_errors(data):
         pass
     finally:
         os.close(fd)
+
+
+def test_object_end_survives_every_cut_and_empty_messages():
+    """Every cut of a state full of escapes, with an empty (fds-only) message at the cut."""
+    doc = json.dumps({"a": '\\"}{][\\\\', "b": ["\x07", {"c": '"'}], "d": "\\"}).encode()
+    for cut in range(len(doc) + 1):
+        scan = _ObjectEnd()
+        ends = [scan.feed(doc[:cut]), scan.feed(b""), scan.feed(doc[cut:])]
+        assert ends == [cut == len(doc), False, cut < len(doc)], cut

@@ -655,3 +655,94 @@ def test_cli_attach_bad_handler_config_leaves_the_process_alone(tmp_path, option
     finally:
         victim.kill()
         victim.wait()
+
+
+# --- targets that already carry filters (every container process) -----------------
+OLD_FILTER_SYSCALLS = ("getsid", "getpgid", "getpriority")   # old filter k answers the k-th with errno 20+k
+
+
+def old_filter(k: int) -> bytes:
+    nr = syscalls.number("x86_64", OLD_FILTER_SYSCALLS[k])
+    return pack([ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
+                 ret(abi.SECCOMP_RET_ERRNO | (20 + k)), ret(abi.SECCOMP_RET_ALLOW)])
+
+
+FILTERED = """
+import ctypes, os, sys
+from sysgate.kernel import sys as ksys
+from sysgate import syscalls
+libc = ctypes.CDLL(None, use_errno=True)
+ksys.set_no_new_privs()
+for program in sys.argv[1:]:
+    ksys.seccomp_set_filter(bytes.fromhex(program))
+print("ready", flush=True)
+for line in sys.stdin:      # a syscall name (called with zero arguments): prints its result or errno
+    name = line.strip()
+    if name == "mkdir":
+        result = libc.mkdir(b"/nonexistent-dir/x", 0o755)
+    else:
+        result = libc.syscall(syscalls.number("x86_64", name), 0, 0)
+    print(f"errno {ctypes.get_errno()}" if result == -1 else f"= {result}", flush=True)
+"""
+
+
+def ask(proc: subprocess.Popen, name: str) -> str:
+    proc.stdin.write(name + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
+def test_ptrace_seccomp_filters_lists_the_newest_first():
+    """The kernel's PTRACE_SECCOMP_GET_FILTER index 0 is the *oldest* filter (whatever ptrace(2)
+    says); seccomp_filters() turns that into newest first, as attach needs."""
+    from sysgate import ptrace
+    programs = [old_filter(k) for k in range(3)] + [pack([ret(abi.SECCOMP_RET_ALLOW)])]
+    proc = python_process(FILTERED, *(p.hex() for p in programs))
+    try:
+        ptrace.seize(proc.pid)
+        ptrace.interrupt(proc.pid)
+        assert ptrace.wait(proc.pid).is_interrupt
+        assert ptrace.ptrace(ptrace.PTRACE_SECCOMP_GET_FILTER, proc.pid, 0, 0) * 8 == len(programs[0])
+        assert ptrace.seccomp_filters(proc.pid) == programs[::-1]
+        ptrace.detach(proc.pid)
+        assert ask(proc, "getsid") == "errno 20"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_attach_to_a_process_that_already_has_filters(count):
+    """The new filter is verified as the newest, is in force, and the old ones still apply."""
+    proc = python_process(FILTERED, *(old_filter(k).hex() for k in range(count)))
+    try:
+        with attach(proc.pid, policy()) as target:
+            assert target.warnings == []
+            assert proc_status(proc.pid, proc.pid)["Seccomp_filters"] == str(count + 1)
+            assert ask(proc, "mkdir") == "errno 1"                      # the new filter
+            proc.stdin.write("getppid\n")
+            proc.stdin.flush()
+            answer_getppid(target.listener_fd, proc.pid, 1)
+            assert proc.stdout.readline().strip() == "= 4242"
+            for k in range(count):                                      # the old ones
+                assert ask(proc, OLD_FILTER_SYSCALLS[k]) == f"errno {20 + k}"
+            assert ask(proc, "getuid") == "= 0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cli_attach_to_a_filtered_process(tmp_path):
+    """`sysgate attach` on a process that already has filters (every container process) exits 0."""
+    prog = tmp_path / "prog.bpf"
+    prog.write_bytes(policy(notify_getppid=False))
+    proc = python_process(FILTERED, *(old_filter(k).hex() for k in range(2)))
+    try:
+        child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--bpf", str(prog)],
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode == 0 and "kill it" not in child.stderr, child.stderr
+        assert proc_status(proc.pid, proc.pid)["Seccomp_filters"] == "3"
+        assert ask(proc, "mkdir") == "errno 1" and ask(proc, "getpgid") == "errno 21"
+    finally:
+        proc.kill()
+        proc.wait()

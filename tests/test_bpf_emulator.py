@@ -99,7 +99,7 @@ def test_corner_case_values():
     assert run(CORNERS["args hi"]) == 1 and run(CORNERS["args lo"]) == 7
 
 
-@pytest.mark.parametrize("arch", ["s390x", "ppc64", "x86_64", "aarch64"])
+@pytest.mark.parametrize("arch", ["s390x", "ppc64le", "x86_64", "aarch64"])
 def test_seccomp_data_follows_the_arch_byte_order(arch):
     data = abi.SeccompData(7, abi.AUDIT_ARCH[arch], 0x11_22334455, (0xAAAA_0000BBBB, 2, 3, 4, 5, 6))
     big = abi.is_big_endian(arch)

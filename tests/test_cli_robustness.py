@@ -26,6 +26,8 @@ FILES = {
     "ok.bpf": b"ld [0]\nret #0x7fff0000\n",
     "pol.txt": b"default: allow\nmkdir: errno(EPERM)\n",
     "notify.txt": b"default: allow\nmkdir: notify(fs)\n",
+    "guard.txt": b"default: allow\nopenat: notify(fs)\nuname: notify(guard)\n",
+    "typo.txt": b"default: allow\nuname: notify(identiy)\n",
     "p.json": b'{"defaultAction": "SCMP_ACT_ALLOW"}',
 }
 
@@ -53,6 +55,7 @@ def work(tmp_path_factory) -> Path:
         (d / name).write_bytes(data)
     (d / "dir").mkdir()
     for name, changes in {"f_arches": {"arches": ["nosuch"]}, "f_arches_str": {"arches": "x86_64"},
+                          "f_mips": {"arches": ["mips64"]},
                           "f_routes": {"metadata": {"handlers": {"openat": [5]}}},
                           "f_routes_list": {"metadata": {"handlers": [1]}}}.items():
         (d / f"{name}.json").write_bytes(stored_filter(**changes))
@@ -125,7 +128,8 @@ CASES = [
     (["record", "-o", "dir", "--", "true"], (2,), ["cannot write"]),
     (["record", "-o", "-", "--", "true"], (2,), ["record -o -", "give a file name"]),
     # run: its own errors are 125, the command's 126/127
-    (["run", "--"], (2,), ["no command given"]),
+    (["run", "--"], (125,), ["no command given"]),
+    (["run"], (125,), ["no command given"]),
     (["run", "--policy", "nope", "--", "true"], (125,), ["no such policy file"]),
     (["run", "--profile", "nosuch", "--", "true"], (125,), ["not found"]),
     (["run", "--filter", "garbage.bin", "--", "true"], (125,), ["not UTF-8"]),
@@ -203,6 +207,29 @@ CASES = [
 ]
 
 
+SUPPORTED = "supported: x86_64, i386, x32, aarch64, arm, riscv64, s390x, ppc64le"
+CASES += [
+    # unknown handler names: policy check refuses what run refuses, with the same lookup and message
+    (["policy", "check", "guard.txt"], (2,), ["guard.txt:3", "unknown handler 'guard'",
+                                              "(known: audit, container, fs, identity, net, random, time)"]),
+    (["policy", "check", "typo.txt"], (2,), ["typo.txt:2", "unknown handler 'identiy'", "did you mean 'identity'?"]),
+    (["run", "--policy", "typo.txt", "--", "true"], (125,), ["unknown handler 'identiy'", "did you mean 'identity'?"]),
+    # architectures without syscall tables: refused everywhere, with the one supported list
+    *[(argv, codes, ["not supported", SUPPORTED]) for argv, codes in (
+        (["policy", "convert", "--to", "text", "--arch", "mips64", "p.json"], (2,)),
+        (["policy", "check", "--arch", "mips64", "p.json"], (2,)),
+        (["compile", "--arch", "mips64", "pol.txt"], (2,)),
+        (["syscalls", "--arch", "loongarch64"], (2,)),
+        (["asm", "--arch", "ppc64", "ok.bpf"], (2,)),
+        (["disasm", "--arch", "s390", "ok.raw"], (2,)),
+        (["emulate", "--arch", "mipsel", "--syscall", "1", "ok.raw"], (2,)),
+        (["learn", "-o", "x.txt", "--arch", "mips", "--", "true"], (2,)),
+        (["run", "--filter", "f_mips.json", "--", "true"], (125,)),
+    )],
+    (["syscalls", "--arch", "vax"], (2,), ["unknown architecture 'vax'", SUPPORTED]),
+]
+
+
 @pytest.mark.parametrize("argv,codes,words", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
 def test_bad_input_is_one_line(work, argv, codes, words):
     assert_one_line_error(sysgate(argv, work), codes, *words)
@@ -258,3 +285,20 @@ def test_sigint_midway(work, argv):
     _, err = proc.communicate(timeout=20)
     assert b"Traceback" not in err, err
     assert proc.returncode in (0, 130, 128 + signal.SIGINT, -signal.SIGINT), (proc.returncode, err)
+
+
+def test_version(work):
+    from sysgate import __version__
+    proc = sysgate(["--version"], work)
+    assert proc.returncode == 0 and proc.stdout.decode() == f"sysgate {__version__}\n", proc
+    assert proc.stderr == b""
+
+
+def test_policy_check_accepts_every_builtin_handler(work):
+    from sysgate.handlers import registry
+    text = "default: allow\n" + "".join(f"{nr}: notify({name})\n" for nr, name in
+                                       zip(("uname", "openat", "connect", "mkdir", "clock_gettime", "getrandom",
+                                            "read"), registry.names()))
+    (work / "builtins.txt").write_text(text)
+    proc = sysgate(["policy", "check", "builtins.txt"], work)
+    assert proc.returncode == 0 and b": ok: " in proc.stdout, proc

@@ -168,7 +168,7 @@ def test_real_profiles_load_without_errors():
     load_policy(str(DATA / "docker-default.json"), arch="x86_64", warn=seen.append)
     assert all("unknown syscalls ignored: some_future_syscall" in w for w in seen), seen
     if os.path.exists(PODMAN):
-        for arch in ("x86_64", "aarch64", "s390x", "mips64", "ppc64le"):
+        for arch in ("x86_64", "aarch64", "s390x", "ppc64le"):     # mips64: no syscall table, refused as a target
             load_policy(PODMAN, arch=arch, caps=["ALL"])
 
 

@@ -366,3 +366,123 @@ def test_proc_mem_fallback_matches_process_vm_readv():
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+# --- ioctl argument packing (kernel/notify.py): every value reaches the kernel or is EINVAL
+def _getppid_notifier():
+    """A Python target whose getppid notifies; it prints getppid's raw return value."""
+    from sysgate import launch
+    from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
+    from sysgate.syscalls import number
+    import sys
+    nr = number(abi.native_arch(), "getppid")
+    program = [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
+               ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
+    code = ("import ctypes; libc = ctypes.CDLL(None); libc.syscall.restype = ctypes.c_long; "
+            f"print(libc.syscall({nr}) & (2**64 - 1))")
+    r, w = os.pipe()
+    try:
+        target = launch.spawn([sys.executable, "-c", code], program, stdout=w)
+    finally:
+        os.close(w)
+    target.output = os.fdopen(r)
+    return target
+
+
+@pytest.mark.parametrize("flags", [0x80000000, 0xFFFFFFFF, 2**32, 2**63, 2**64 - 1])
+def test_set_flags_with_high_bits_reaches_the_kernel(flags):
+    from sysgate.kernel import notify
+    target = _getppid_notifier()
+    try:
+        with pytest.raises(OSError) as raised:      # not OverflowError: the kernel answers EINVAL
+            notify.set_flags(target.listener, flags)
+        assert raised.value.errno == errno.EINVAL
+        notify.set_flags(target.listener, 0)
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
+
+
+def test_ioctl_values_wider_than_the_field_are_einval_not_truncated():
+    from sysgate.kernel import notify
+    target = _getppid_notifier()
+    try:
+        for call in (lambda: notify.set_flags(target.listener, 2**64 + abi.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP),
+                     lambda: notify.set_flags(target.listener, -2**63 - 1),
+                     lambda: notify.send(target.listener, 2**64, 0),
+                     lambda: notify.send(target.listener, 1, flags=2**32 | abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE),
+                     lambda: notify.addfd(target.listener, 1, 2**32),
+                     lambda: notify.id_valid(target.listener, -2**64)):
+            with pytest.raises(OSError, match="does not fit") as raised:
+                call()
+            assert raised.value.errno == errno.EINVAL
+        # in range, even with the top bit set: the kernel decides
+        assert notify.id_valid(target.listener, 2**64 - 1) is False                         # ENOENT
+        with pytest.raises(OSError) as raised:
+            notify.addfd(target.listener, 2**63, srcfd=-1)
+        assert raised.value.errno == errno.EBADF
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
+
+
+@pytest.mark.parametrize("val", [2**63 + 5, 2**64 - 4096 - 1, 2**31])
+def test_send_unsigned_return_values_reach_the_target(val):
+    from sysgate.kernel import notify
+    target = _getppid_notifier()
+    try:
+        ready, _, _ = select.select([target.listener], [], [], 10)
+        assert ready, "no notification"
+        n = notify.recv(target.listener)
+        notify.send(target.listener, n.id, val=val)
+        assert target.wait(10) == 0
+        assert int(target.output.read()) == val
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
+
+
+@pytest.mark.parametrize("val,printed,errors", [(2**63 + 5, 2**63 + 5, 0), (-4097, 2**64 - 4097, 0),
+                                                (2**64, 2**64 - 1, 1), (-2**63 - 1, 2**64 - 1, 1)])
+def test_handler_return_values_are_unsigned_or_fail_closed(val, printed, errors):
+    """Reply.value(2**63 + 5) reaches the target; a value wider than 64 bits is a handler error
+    answered with on_error_errno (it used to leave the target waiting: nothing was sent)."""
+    target = _getppid_notifier()
+    try:
+        with Supervisor(on_error_errno="EPERM") as sup:
+            sup.on("getppid", lambda n: Reply.value(val))
+            sup.add_target(target)
+            assert sup.run_until_idle(10)
+        assert target.wait(10) == 0 and int(target.output.read()) == printed
+        assert sup.stats.errors == errors
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()
+
+
+def test_return_value_wider_than_64_bits_fails_closed():
+    target = _getppid_notifier()
+    seen = []
+
+    def handler(n):
+        try:
+            n.return_value(2**64)
+        except ValueError as exc:
+            seen.append(str(exc))
+            n.errno("E2BIG")
+
+    try:
+        with Supervisor() as sup:
+            sup.on("getppid", handler)
+            sup.add_target(target)
+            assert sup.run_until_idle(10)
+        assert seen == [f"return value {2**64} does not fit in 64 bits"]
+        assert target.wait(10) == 0 and int(target.output.read()) == 2**64 - 1      # -1: failed (E2BIG)
+    finally:
+        target.kill()
+        target.close()
+        target.output.close()

@@ -89,14 +89,19 @@ def set_regset(tid: int, data: bytes, note: int = NT_PRSTATUS) -> None:
 
 
 def seccomp_filters(tid: int) -> list[bytes]:
-    """The thread's seccomp filters as packed BPF, newest first (needs CAP_SYS_ADMIN; the thread stopped)."""
+    """The thread's seccomp filters as packed BPF, newest first (needs CAP_SYS_ADMIN; the thread stopped).
+
+    The kernel numbers them the other way: PTRACE_SECCOMP_GET_FILTER index 0 is the
+    *oldest* filter (get_nth_filter() walks ``count - index - 1`` links back from the
+    newest), whatever ptrace(2) says; tests/test_attach.py checks this on the running kernel.
+    """
     filters = []
     while True:
         try:
             count = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(filters), 0)
         except OSError as exc:
             if exc.errno == errno.ENOENT:  # no filter at that index
-                return filters
+                return filters[::-1]
             raise
         buf = ctypes.create_string_buffer(count * 8)
         ptrace(PTRACE_SECCOMP_GET_FILTER, tid, len(filters), ctypes.addressof(buf))

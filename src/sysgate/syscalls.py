@@ -16,8 +16,6 @@ from .errors import SysgateError
 from .kernel import abi
 
 _DATA = os.path.join(os.path.dirname(__file__), "data")
-#: Preferred listing order; other generated tables follow alphabetically.
-_ORDER = ("x86_64", "i386", "x32", "aarch64", "arm", "riscv64", "s390x", "ppc64le")
 _MAX_NR = 0x7FFFFFFF
 
 
@@ -60,10 +58,14 @@ def _read_json(*parts: str) -> dict:
         return json.load(fh)
 
 
-@cache
 def _available() -> tuple[str, ...]:
-    found = {f[:-5] for f in os.listdir(os.path.join(_DATA, "syscalls")) if f.endswith(".json")}
-    return tuple(a for a in _ORDER if a in found) + tuple(sorted(found - set(_ORDER)))
+    """The architectures with tables: :data:`abi.SUPPORTED_ARCHES` (one list for every message)."""
+    return abi.SUPPORTED_ARCHES
+
+
+def table_files() -> list[str]:
+    """The architectures ``data/syscalls`` has tables for (tests check it equals the supported list)."""
+    return sorted(f[:-5] for f in os.listdir(os.path.join(_DATA, "syscalls")) if f.endswith(".json"))
 
 
 @cache
@@ -92,13 +94,10 @@ def _canonical(arch: str | None) -> str:
 
 
 def arch_name(arch: str | None = None) -> str:
-    """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it has no table."""
+    """Canonical name of ``arch`` (None: the running kernel's); SysgateError if it is not supported."""
     if arch in _available():          # fast path: already canonical
         return arch
-    key = _canonical(arch)
-    if key not in _available():
-        raise SysgateError(f"no syscall table for {key}; tables exist for {', '.join(_available())}")
-    return key
+    return _canonical(arch)
 
 
 # --------------------------------------------------------------------------- numbers

@@ -11,14 +11,17 @@ leave the container blocked on its first notified syscall.
 
 :class:`StateReader` reads one connection incrementally (non-blocking friendly) and
 enforces limits so a broken or hostile client cannot exhaust the agent: a byte cap,
-an fd cap (extra fds are dropped by the kernel via MSG_CTRUNC), fds only in the
-first message, and nothing but the named fds kept open.
+a nesting cap (checked while the bytes arrive, before any JSON parser recurses), an fd
+cap (extra fds are dropped by the kernel via MSG_CTRUNC), fds only in the first
+message, and nothing but the named fds kept open. The end of the object is found by
+one linear scan over the bytes as they arrive, never by re-parsing what came so far.
 """
 from __future__ import annotations
 
 import array
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 
@@ -28,6 +31,9 @@ from ..kernel.notify import is_listener
 SECCOMP_FD_NAME = "seccompFd"
 MAX_STATE_BYTES = 256 * 1024
 MAX_FDS = 16
+MAX_DEPTH = 32          # runc and crun send 3 levels; json.loads recurses once per level
+_PID_LIMIT = 2**31      # pid_t
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INT = array.array("i").itemsize
 
 
@@ -81,6 +87,7 @@ class StateReader:
         self.received_fds: list[int] = []
         self.messages = 0
         self.done = False
+        self._scan = _ObjectEnd()
 
     def read(self) -> bool:
         """One recvmsg; True once the state is complete. Raises BlockingIOError if nothing is ready."""
@@ -107,7 +114,11 @@ class StateReader:
         self.data += chunk
         if len(self.data) > self.max_bytes:
             self._fail(f"container state larger than {self.max_bytes} bytes")
-        self.done = _whole_object(self.data)
+        try:
+            self.done = self._scan.feed(chunk)
+        except ProtocolError:
+            self.close()
+            raise
         return self.done
 
     def read_all(self, timeout: float | None = None) -> ContainerProcessState:
@@ -155,6 +166,8 @@ def parse_state(data: bytes, fds: list[int]) -> ContainerProcessState:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"container state is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("container state is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError("container state must be a JSON object")
     state = doc.get("state")
@@ -184,6 +197,9 @@ def parse_state(data: bytes, fds: list[int]) -> ContainerProcessState:
     )
     if not result.id:
         raise ProtocolError('"state.id" is empty')
+    for key, value in (("state.id", result.id), ("state.status", result.status), ("ociVersion", result.oci_version)):
+        if _CONTROL.search(value):      # they are logged: one line per event, no forged lines
+            raise ProtocolError(f'"{key}" contains control characters: {value[:64]!r}')
     mapping = dict(zip(names, fds))
     if not is_listener(mapping[SECCOMP_FD_NAME]):
         raise ProtocolError(f'"{SECCOMP_FD_NAME}" is not a seccomp listener fd')
@@ -193,13 +209,55 @@ def parse_state(data: bytes, fds: list[int]) -> ContainerProcessState:
     return result
 
 
-def _whole_object(data: bytearray) -> bool:
-    """True when ``data`` is one complete JSON object (cheap test first: ends with ``}``)."""
-    if not data.rstrip().endswith(b"}"):
-        return False
-    try:
-        return isinstance(json.loads(data.decode("utf-8")), dict)
-    except (UnicodeDecodeError, ValueError):
+class _ObjectEnd:
+    """Finds the end of one JSON object in a byte stream fed chunk by chunk.
+
+    Tracks strings, escapes and bracket depth only (the full parse comes once, at the
+    end), so the total work is linear in the bytes received, and a message nested
+    deeper than ``max_depth`` is refused before any recursive parser sees it.
+    """
+
+    _SPECIAL = re.compile(rb'[\\"{}\[\]]')
+
+    def __init__(self, max_depth: int = MAX_DEPTH):
+        self.max_depth = max_depth
+        self.depth = 0
+        self.started = self.in_string = self.escaped = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """True once the top-level object has closed; ProtocolError for what cannot become one."""
+        if not chunk:       # (an fds-only message): nothing to scan, and a pending escape stays pending
+            return False
+        if not self.started:
+            body = chunk.lstrip()
+            if not body:
+                return False
+            if body[:1] != b"{":
+                raise ProtocolError(f"container state is not valid JSON: a JSON object starts with '{{', "
+                                    f"this with {bytes(body[:16])!r}")
+            self.started = True
+        skip = 1 if self.escaped else 0       # the byte after a backslash at the end of the last chunk
+        self.escaped = False
+        for match in self._SPECIAL.finditer(chunk, skip):
+            at, char = match.start(), match.group()
+            if at < skip:
+                continue
+            if self.in_string:
+                if char == b"\\":
+                    skip = at + 2
+                    self.escaped = skip > len(chunk)
+                elif char == b'"':
+                    self.in_string = False
+            elif char == b'"':
+                self.in_string = True
+            elif char in (b"{", b"["):
+                self.depth += 1
+                if self.depth > self.max_depth:
+                    raise ProtocolError(f"container state nested deeper than {self.max_depth} levels")
+            else:
+                self.depth -= 1
+                if self.depth == 0:
+                    return True
         return False
 
 
@@ -217,8 +275,8 @@ def _field(obj: dict, key: str, kind: type, default=None):
     if value is None or (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ProtocolError(f'"{key}" must be a {kind.__name__}, not {type(value).__name__}'
                             if key in obj else f'"{key}" is missing')
-    if kind is int and value < 0:
-        raise ProtocolError(f'"{key}" must not be negative')
+    if kind is int and not 0 <= value < _PID_LIMIT:
+        raise ProtocolError(f'"{key}" must be a pid (0 to {_PID_LIMIT - 1}), not {value}')
     return value
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..errors import SysgateError
 from ..supervisor.loop import Supervisor
 from . import handlers as agent_handlers
-from .config import AgentConfig, ConfigError
+from .config import AgentConfig
 from .protocol import MAX_FDS, MAX_STATE_BYTES, ContainerProcessState, ProtocolError, StateReader
 
 log = logging.getLogger("sysgate.agent")
@@ -110,10 +110,10 @@ class Agent:
         log.info("listening on %s", self.socket_path)
 
     def run(self, until=None) -> None:
-        """Serve until :meth:`stop` (or ``until()`` is true, checked at least every 0.5 s)."""
+        """Serve until :meth:`stop` (or ``until()`` is true, checked at least every 0.5 s). A stop
+        requested before the call (a SIGTERM right after "ready") is kept: run returns at once."""
         if self._server is None:
             self.listen()
-        self._stopping = False
         while not self._stopping and not (until is not None and until()):
             self.run_once(0.5 if until is not None else None)
 
@@ -190,6 +190,17 @@ class Agent:
         if conn is None:
             return
         try:
+            self._serve(conn)
+        except Exception as exc:     # a bug reached by one client's bytes must not stop the others
+            self._forget(conn)
+            conn.reader.close()
+            conn.sock.close()
+            log.debug("internal error while serving %s", conn.peer, exc_info=True)
+            self._reject(conn, f"internal error while reading its state: {type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}", forget=False)
+
+    def _serve(self, conn: _Connection) -> None:
+        try:
             while not conn.reader.read():
                 pass
         except BlockingIOError:
@@ -240,13 +251,24 @@ class Agent:
                 container = self._new_container(state)
         except Exception as exc:     # ConfigError, OSError (pidfd of a dead pid), a handler factory bug
             log.error("container %s: refusing its listener (its notified syscalls will fail with ENOSYS): %s",
-                      state.id, exc, exc_info=not isinstance(exc, (ConfigError, OSError)))
+                      state.id, exc)
+            log.debug("container %s: refused because of", state.id, exc_info=True)
             state.close()
             self.rejected += 1
             return
-        container.connections += 1
         fd = state.take_fd()
-        lst = self.supervisor.add_listener(fd, group=state.id, on_release=self._released)
+        try:
+            lst = self.supervisor.add_listener(fd, group=state.id, on_release=self._released)
+        except Exception as exc:     # e.g. epoll refusing the fd: this listener only
+            os.close(fd)
+            state.close()
+            self.rejected += 1
+            log.error("container %s: refusing its listener (its notified syscalls will fail with ENOSYS): %s",
+                      state.id, exc)
+            if not container.listeners:
+                self._forget_container(container)
+            return
+        container.connections += 1
         container.listeners[lst] = state
         self._owner[lst] = container
         log.info("container %s: %s process %d joined group %s (connection %d, ociVersion %s, handlers: %s)",

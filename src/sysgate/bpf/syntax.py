@@ -93,7 +93,8 @@ def field_offset(base: str, index: int | None, half: str | None, arch: str) -> i
 # --------------------------------------------------------------------------- actions
 _ACTION_BY_VALUE = {value: name for name, value in abi.ACTIONS.items()}
 #: Names accepted in immediates besides the actions: the AUDIT_ARCH_* constants.
-ARCH_SYMBOLS = {f"AUDIT_ARCH_{name.upper()}": value for name, value in abi.AUDIT_ARCH.items() if name != "x32"}
+ARCH_SYMBOLS = {f"AUDIT_ARCH_{name.upper()}": value  # every kernel value, also of arches without tables
+                for name, value in (*abi.AUDIT_ARCH.items(), *abi.UNSUPPORTED_AUDIT_ARCH.items()) if name != "x32"}
 _ARCH_BY_VALUE = {value: name for name, value in ARCH_SYMBOLS.items()}
 
 

@@ -18,7 +18,10 @@ def _command_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="sysgate", description="Seccomp policies, BPF and supervision.")
+    parser.add_argument("--version", action="version", version=f"sysgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _command_modules():

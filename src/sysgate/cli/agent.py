@@ -35,6 +35,7 @@ def run(args) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="sysgate agent: %(levelname)s: %(message)s")
     config = AgentConfig.load(args.config) if args.config else AgentConfig()
+    _raise_fd_limit()
     agent = Agent(args.socket, config, connection_timeout=args.timeout)
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -49,3 +50,16 @@ def run(args) -> int:
             signal.signal(sig, old)
         agent.close()
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one: pending clients may hold up to max_fds fds each, and
+    every container process adds a listener; running out would refuse runtimes at accept()."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass

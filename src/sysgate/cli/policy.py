@@ -54,6 +54,7 @@ def run_check(args) -> int:
 
     warnings: list[str] = []
     policy = _load(args, warnings)
+    _check_handler_names(policy)
     warnings += [f"{args.file}: policy {w}" for w in coverage_warnings(policy)]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -62,6 +63,20 @@ def run_check(args) -> int:
           f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
     return 1 if warnings and args.strict else 0
+
+
+def _check_handler_names(policy) -> None:
+    """Every ``notify(NAME)`` must name a registered handler, as ``run`` requires."""
+    from ..errors import SourceError, SysgateError
+    from ..handlers import registry
+
+    for rule in policy.rules:
+        if rule.action.kind == "notify" and rule.action.handler:
+            try:
+                registry.lookup(rule.action.handler)
+            except SysgateError as exc:
+                file, line = rule.source or (policy.name, 0)
+                raise SourceError(str(exc), file, line) from None
 
 
 def run_convert(args) -> int:

@@ -74,8 +74,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
     try:
+        argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
         filt, reporter, policy = build(args)
         code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record)
     except SysgateError as exc:

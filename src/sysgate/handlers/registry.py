@@ -137,11 +137,23 @@ def describe() -> list[dict]:
     return rows
 
 
+def lookup(name: str):
+    """``(factory, options)`` of handler ``name``. The one check of a handler name, shared by
+    ``run``/``attach`` (through :func:`create`) and ``policy check``: an unknown name is a
+    SysgateError listing the known ones, with a did-you-mean."""
+    try:
+        return _FACTORIES[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, names(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SysgateError(f"unknown handler {name!r} (known: {', '.join(names())}){hint}") from None
+
+
 def create(name: str, config: dict | None = None):
     """The handler ``name`` built from its config section."""
-    if name not in _FACTORIES:
-        raise SysgateError(f"unknown handler {name!r} (known: {', '.join(names())})")
-    factory, options = _FACTORIES[name]
+    factory, options = lookup(name)
     config = check_options(name, config, options)
     try:
         handler = factory(**config)

@@ -165,6 +165,9 @@ AUDIT_ARCH_LE = 0x40000000
 AUDIT_ARCH_CONVENTION_MIPS64_N32 = 0x20000000
 X32_SYSCALL_BIT = 0x40000000
 
+#: The architectures sysgate supports, in listing order: exactly those it has syscall tables for
+#: (data/syscalls/<arch>.json; tests/test_syscalls.py checks that the two agree). Every arch
+#: selection goes through :func:`canonical_arch`, so every error names this one list.
 AUDIT_ARCH = {
     "x86_64": 0xC000003E,
     "i386": 0x40000003,
@@ -173,8 +176,14 @@ AUDIT_ARCH = {
     "arm": 0x40000028,
     "riscv64": 0xC00000F3,
     "s390x": 0x80000016,
-    "s390": 0x00000016,
     "ppc64le": 0xC0000015,
+}
+SUPPORTED_ARCHES = tuple(AUDIT_ARCH)
+
+#: AUDIT_ARCH values of architectures without syscall tables: named when seen (disassembly,
+#: notifications), refused when asked for.
+UNSUPPORTED_AUDIT_ARCH = {
+    "s390": 0x00000016,
     "ppc64": 0x80000015,
     "mips64": 0x80000008,
     "mipsel64": 0xC0000008,
@@ -200,7 +209,11 @@ def canonical_arch(name: str) -> str:
         key = key[len("scmp_arch_"):]
     key = ARCH_ALIASES.get(key, key)
     if key not in AUDIT_ARCH:
-        raise UnknownArchError(f"unknown architecture {name!r}; known: {', '.join(sorted(AUDIT_ARCH))}")
+        supported = ", ".join(SUPPORTED_ARCHES)
+        if key in UNSUPPORTED_AUDIT_ARCH:
+            raise UnknownArchError(f"architecture {name!r} is not supported (sysgate has no syscall table for it); "
+                                   f"supported: {supported}")
+        raise UnknownArchError(f"unknown architecture {name!r}; supported: {supported}")
     return key
 
 
@@ -222,7 +235,7 @@ def arch_from_audit(value: int, nr: int = 0) -> str:
     """Our arch name for an AUDIT_ARCH value (x32 is told apart by the nr bit)."""
     if value == AUDIT_ARCH["x86_64"] and nr & X32_SYSCALL_BIT and nr != -1:
         return "x32"
-    for name, audit in AUDIT_ARCH.items():
+    for name, audit in (*AUDIT_ARCH.items(), *UNSUPPORTED_AUDIT_ARCH.items()):
         if audit == value and name != "x32":
             return name
     return f"0x{value:08x}"

@@ -3,9 +3,12 @@
 These are the only functions that talk to a listener; the launcher and the
 supervisor both build on them. Errors surface as ``OSError`` with the
 kernel's errno (ENOENT = the target is gone or its syscall was interrupted).
+A value that cannot even be put into the kernel's field (wider than it) fails the
+same way, with EINVAL, instead of an OverflowError or struct.error.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -27,6 +30,32 @@ class RawNotification:
 
 _ZERO_NOTIF = bytes(abi.SECCOMP_NOTIF.size)
 _U64 = struct.Struct("=Q")
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _unsigned(value: int, bits: int, what: str) -> int:
+    """``value`` as the kernel's ``bits``-wide field reads it: negative values in two's complement,
+    values up to 2**bits - 1 as they are; anything wider is EINVAL (never silently truncated)."""
+    if not -(1 << (bits - 1)) <= value < (1 << bits):
+        raise OSError(errno.EINVAL, f"{what} {value} does not fit in {bits} bits")
+    return value & ((1 << bits) - 1)
+
+
+def _signed(value: int, bits: int, what: str) -> int:
+    """The same bits as :func:`_unsigned`, for a field ``struct`` packs as signed."""
+    value = _unsigned(value, bits, what)
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def _ioctl_value(fd: int, request: int, value: int) -> int:
+    """An ioctl whose argument is a number passed by value (the kernel's ``unsigned long``):
+    ``fcntl.ioctl`` takes only a C int, so 2**31 and above would not reach the kernel."""
+    result = _libc.ioctl(fd, request, _unsigned(value, 64, "ioctl argument"))
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
 
 
 def recv(listener: int) -> RawNotification:
@@ -39,7 +68,9 @@ def recv(listener: int) -> RawNotification:
 
 def send(listener: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
     """SECCOMP_IOCTL_NOTIF_SEND. ``error`` is a positive errno (0 = success with ``val``)."""
-    resp = bytearray(abi.SECCOMP_NOTIF_RESP.pack(notif_id, val, -abs(error), flags))
+    resp = bytearray(abi.SECCOMP_NOTIF_RESP.pack(
+        _unsigned(notif_id, 64, "notification id"), _signed(val, 64, "return value"),
+        _signed(-abs(error), 32, "errno"), _unsigned(flags, 32, "response flags")))
     fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SEND, resp, True)
 
 
@@ -62,7 +93,7 @@ def try_continue(listener: int, notif_id: int) -> bool:
 def id_valid(listener: int, notif_id: int) -> bool:
     """True while ``notif_id`` is still waiting for our reply."""
     try:
-        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(notif_id)), True)
+        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id"))), True)
         return True
     except OSError as exc:
         if exc.errno == errno.ENOENT:
@@ -82,14 +113,15 @@ def addfd(listener: int, notif_id: int, srcfd: int, newfd: int | None = None,
         flags |= abi.SECCOMP_ADDFD_FLAG_SETFD
     if send:
         flags |= abi.SECCOMP_ADDFD_FLAG_SEND
-    req = bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(notif_id, flags, srcfd, newfd or 0,
-                                                  os.O_CLOEXEC if cloexec else 0))
+    req = bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(
+        _unsigned(notif_id, 64, "notification id"), flags, _unsigned(srcfd, 32, "source fd"),
+        _unsigned(newfd or 0, 32, "target fd"), os.O_CLOEXEC if cloexec else 0))
     return fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ADDFD, req, True)  # True: the ioctl's return value
 
 
 def set_flags(listener: int, flags: int) -> None:
-    """SECCOMP_IOCTL_NOTIF_SET_FLAGS; the flags go by value (6.6+)."""
-    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, flags)
+    """SECCOMP_IOCTL_NOTIF_SET_FLAGS; the flags go by value (6.6+), as an unsigned long."""
+    _ioctl_value(listener, abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, flags)
 
 
 def enable_sync_wakeup(listener: int) -> bool:

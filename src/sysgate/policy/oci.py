@@ -306,10 +306,11 @@ class _Importer:
         key = key[len("scmp_arch_"):] if key.startswith("scmp_arch_") else key
         if key == "native":
             return self.target
-        if key in FOREIGN_ARCHES:
+        key = GO_ARCHES.get(key, key)
+        if key in FOREIGN_ARCHES or abi.ARCH_ALIASES.get(key, key) in abi.UNSUPPORTED_AUDIT_ARCH:
             return None
         try:
-            return abi.canonical_arch(GO_ARCHES.get(key, key))
+            return abi.canonical_arch(key)
         except ValueError:
             candidates = ([f"SCMP_ARCH_{a}" for a in (*SCMP_ARCHES.values(), *map(str.upper, FOREIGN_ARCHES))]
                           if name.upper().startswith("SCMP_ARCH_") else

@@ -229,8 +229,8 @@ class Supervisor(Routes):
                     result = self.default
                 elif result.__class__ is not Reply:
                     raise TypeError(f"a handler returns a Reply or None, not {result!r}")
-                n._state = REPLIED
                 _pack_resp(self._resp, 0, nid, result.val, -result.error, result.flags)
+                n._state = REPLIED      # only once packed: a failure above is answered by _failed
                 try:
                     _ioctl(lst.fd, _SEND, self._resp, True)
                 except OSError as exc:

@@ -64,13 +64,22 @@ def errno_value(e: int | str) -> int:
     return e
 
 
+def return_register(val: int) -> int:
+    """``val`` as the kernel's signed 64-bit ``seccomp_notif_resp.val``: unsigned values up to
+    2**64 - 1 pass in two's complement; anything wider is a ValueError (a handler bug, answered
+    like any other, instead of a reply that cannot be packed and leaves the target waiting)."""
+    if not -(1 << 63) <= val < (1 << 64):
+        raise ValueError(f"return value {val} does not fit in 64 bits")
+    return val - (1 << 64) if val >= (1 << 63) else val
+
+
 class Reply:
     """A verdict a handler can return (or configure as the supervisor's default)."""
 
     __slots__ = ("val", "error", "flags")
 
     def __init__(self, val: int = 0, error: int = 0, flags: int = 0):
-        self.val, self.error, self.flags = val, error, flags
+        self.val, self.error, self.flags = return_register(val), error, flags
 
     @classmethod
     def value(cls, val: int) -> "Reply":
@@ -276,6 +285,7 @@ class Notification:
 
     def return_value(self, value: int) -> bool:
         """Answer: the syscall returns ``value``. False when the target was already gone."""
+        value = return_register(value)
         self._claim()
         return self._send(value, 0, 0)
 

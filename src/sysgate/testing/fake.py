@@ -3,11 +3,17 @@
 :class:`FakeNotification` *is* a :class:`sysgate.supervisor.Notification` (same
 decoding of ``syscall``, ``arch``, ``args``, ``arguments``, same single-reply rule);
 only what would touch a listener or a process is replaced: target memory comes from
-a :class:`FakeMemory`, ``valid()`` is a flag, and replies are captured::
+a :class:`FakeMemory` (and writes go there), ``valid()`` is a flag, and replies are
+captured::
 
     n = FakeNotification("openat", (AT_FDCWD, 0x1000, 0), memory={0x1000: "/etc/shadow"})
     handler(n)                    # or run_handler(handler, n) for the supervisor's rules
     assert n.reply_kind == "errno" and n.verdict == Reply.errno("EACCES")
+
+The target *process* is this one unless told otherwise: ``pid`` defaults to ours, so the
+built-in handlers resolve paths against our root and working directory and fetch our fds,
+and ``credentials`` default to ours (:func:`sysgate.handlers.target.credentials` returns a
+notification's own credentials), so they decide as the user running the test, root or not.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ class FakeMemory:
         self._segments = {start: buf for start, buf in runs}
         self.faults = dict(faults or {})
         self.misses: list[tuple[int, int]] = []
+        self.writes: list[tuple[int, bytes]] = []
 
     def _segment(self, address: int) -> tuple[int, bytearray] | None:
         i = bisect.bisect_right(self._starts, address) - 1
@@ -70,6 +77,19 @@ class FakeMemory:
             raise OSError(_errno.EFAULT, os.strerror(_errno.EFAULT))
         start, data = found
         return bytes(data[address - start:address - start + length])
+
+    def write(self, address: int, data: bytes) -> None:
+        """Store ``data`` at ``address``, which must lie wholly inside one segment (EFAULT
+        otherwise, like a copy-out to unmapped memory); ``writes`` records each write."""
+        if address in self.faults:
+            err = self.faults[address]
+            raise OSError(err, os.strerror(err))
+        found = self._segment(address)
+        if found is None or address + len(data) > found[0] + len(found[1]):
+            raise OSError(_errno.EFAULT, os.strerror(_errno.EFAULT))
+        start, buf = found
+        buf[address - start:address - start + len(data)] = data
+        self.writes.append((address, bytes(data)))
 
     def read_cstring(self, address: int, limit: int = PATH_MAX) -> bytes | None:
         """The NUL-terminated string at ``address`` without the NUL; None when no NUL occurs in
@@ -110,13 +130,17 @@ class FakeNotification(Notification):
     :class:`Reply` the kernel would have got. ``alive = False`` makes every access raise
     :class:`TargetGone` and replies report the target gone (False), as after ENOENT.
     ``injected`` lists the ``inject_fd`` calls; ``fd_numbers`` the numbers they return.
+    ``pid`` (default: this process) is the thread whose root, cwd and fds handlers use;
+    ``credentials`` (a :class:`sysgate.handlers.target.Credentials`, default: this
+    process's) are what the handlers decide with.
     """
 
-    __slots__ = ("memory", "alive", "reply_kind", "verdict", "injected", "fd_numbers")
+    __slots__ = ("memory", "alive", "reply_kind", "verdict", "injected", "fd_numbers", "credentials")
 
-    def __init__(self, syscall: str | int, args=(), *, arch: str | None = None, memory=None, pid: int = 4242,
+    def __init__(self, syscall: str | int, args=(), *, arch: str | None = None, memory=None, pid: int | None = None,
                  id: int | None = None, instruction_pointer: int = 0, group: str = "default",
-                 state: dict | None = None, listener=None, alive: bool = True, fd_numbers=None):
+                 state: dict | None = None, listener=None, alive: bool = True, fd_numbers=None, credentials=None):
+        pid = os.getpid() if pid is None else pid
         arch = syscalls.arch_name(arch)
         nr = syscall if isinstance(syscall, int) else syscalls.resolve(arch, syscall)
         if len(args) > 6:
@@ -132,6 +156,7 @@ class FakeNotification(Notification):
         self.verdict = None
         self.injected: list[dict] = []
         self.fd_numbers = iter(fd_numbers) if fd_numbers is not None else itertools.count(3)
+        self.credentials = credentials if credentials is not None else own_credentials()
 
     # --- what touched the kernel ---------------------------------------------------
     def valid(self) -> bool:
@@ -150,6 +175,12 @@ class FakeNotification(Notification):
         if data is None:
             raise OSError(_errno.ENAMETOOLONG, "string argument longer than the limit")
         return data
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        """What :func:`sysgate.handlers.target.write_memory` does for a fake: into ``memory``."""
+        self._check_valid()
+        self.memory.write(address, data)
+        self._check_valid()
 
     def _send(self, val: int, error: int, flags: int) -> bool:
         self.verdict = Reply(val, error, flags)
@@ -172,6 +203,16 @@ class FakeNotification(Notification):
             self.verdict = Reply.value(number)
             self.reply_kind = "inject_fd"
         return number
+
+
+def own_credentials():
+    """This process's credentials, read the way the handlers read a target's."""
+    from types import SimpleNamespace
+
+    from ..handlers.target import credentials
+
+    me = os.getpid()
+    return credentials(SimpleNamespace(pid=me, id=0, credentials=None, valid=lambda: True, check_valid=lambda: None))
 
 
 def run_handler(handler, n: Notification, *, default: Reply | None = None, on_error_errno: int | str = "EPERM"):

@@ -143,7 +143,9 @@ def notification_from_record(doc: dict) -> FakeNotification:
     if doc["reply"].get("kind") == "inject_fd" and not numbers:
         numbers.append(doc["reply"]["value"])
     gone = doc["reply"].get("kind") == "gone"
-    return FakeNotification(doc["nr"], tuple(doc["args"]), arch=doc["arch"], pid=doc.get("pid", 0),
+    # the target is the replaying process (its root, cwd and credentials), never the recorded pid,
+    # which may belong to an unrelated process by now
+    return FakeNotification(doc["nr"], tuple(doc["args"]), arch=doc["arch"],
                             id=doc.get("id"), instruction_pointer=doc.get("ip", 0),
                             group=doc.get("group", "default"), memory=FakeMemory(segments, faults),
                             alive=not gone, fd_numbers=numbers or None)
