@@ -51,10 +51,9 @@ def test_bundle_found_behind_any_global_flags(globals_, command, before, form, b
     call = rargv.parse_runtime_argv(argv)
     assert call.argv == argv and call.command == command and call.creates
     assert call.bundle == bundle
-    flat = dict(pair for g in globals_ if len(g) == 2 or "=" in g[0]
-                for pair in [g if len(g) == 2 else g[0].split("=", 1)])
-    if "--log" in flat:
-        assert call.log_file == flat["--log"]
+    assert call.log_file == ("/l.json" if ["--log", "/l.json"] in globals_ else None)
+    assert call.log_format == ("json" if ["--log-format", "json"] in globals_ or ["--log-format=json"] in globals_
+                               else "text")
 
 
 @given(GLOBALS, st.sampled_from(["start", "state", "kill", "delete", "exec", "features", "ps", "events"]),
