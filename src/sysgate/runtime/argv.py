@@ -8,8 +8,6 @@ subcommand and the subcommand's flags before the container id.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..errors import SysgateError
 
 #: the wrapper's own options (each takes a value); everything after them belongs to the runtime
@@ -29,22 +27,25 @@ class UsageError(SysgateError):
     """The wrapper's own options are malformed."""
 
 
-@dataclass
 class WrapperOptions:
-    agent_socket: str | None = None
-    runtime: str = DEFAULT_RUNTIME
-    policy: str | None = None
-    metadata: str = ""
+    """The wrapper's own options (plain classes here: the wrapper runs before every runtime call,
+    so this module imports nothing slow)."""
+
+    def __init__(self):
+        self.agent_socket: str | None = None
+        self.runtime: str = DEFAULT_RUNTIME
+        self.policy: str | None = None
+        self.metadata: str = ""
 
 
-@dataclass
 class RuntimeCall:
     """What the wrapper needs to know about one runtime invocation."""
 
-    argv: list[str]
-    command: str | None = None
-    globals: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self.command: str | None = None
+        self.globals: dict[str, str] = {}
+        self.options: dict[str, str] = {}
 
     @property
     def creates(self) -> bool:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
-from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SysgateError
@@ -46,14 +44,14 @@ class AgentUnavailable(BundleError):
     """A NOTIFY profile names an agent socket nobody listens on."""
 
 
-@dataclass
 class Platform:
-    """What the platform (the wrapper's own options) asks for every container."""
+    """What the platform (the wrapper's own options) asks for every container.
 
-    agent_socket: str
-    metadata: str = ""
-    #: returns the default ``linux.seccomp`` object (called only for bundles without one)
-    default_profile: Callable[[], dict] | None = None
+    ``default_profile`` returns the default ``linux.seccomp`` object; it is called only for
+    bundles without one."""
+
+    def __init__(self, agent_socket: str, metadata: str = "", default_profile: Callable[[], dict] | None = None):
+        self.agent_socket, self.metadata, self.default_profile = agent_socket, metadata, default_profile
 
 
 def has_notify(seccomp: dict) -> bool:
@@ -163,9 +161,10 @@ def connect_bundle(bundle: str, platform: Platform, config_name: str = "config.j
 
 
 def write_atomically(path: str, data: bytes, mode: int) -> None:
-    directory = os.path.dirname(path) or "."
+    """A new file next to ``path`` (O_EXCL, never following a link), synced, then renamed over it."""
+    tmp = f"{path}.sysgate-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".sysgate-", suffix=".json", dir=directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise BundleError(f"cannot write {path}: {exc.strerror}") from None
     try:

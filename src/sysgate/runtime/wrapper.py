@@ -17,7 +17,6 @@ error of ``log.json``: that is the line ``docker run`` shows).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -25,7 +24,6 @@ import time
 
 from ..errors import SysgateError
 from .argv import DEFAULT_AGENT_SOCKET, RuntimeCall, WrapperOptions, parse_runtime_argv, split_wrapper_options
-from .bundle import Platform, connect_bundle
 
 PROG = "sysgate-runc"
 EXIT_ERROR = 2
@@ -55,6 +53,8 @@ def prepare(opts: WrapperOptions, call: RuntimeCall) -> None:
     """Everything the wrapper does before the runtime takes over (only create/run change anything)."""
     if not call.creates:
         return
+    from .bundle import Platform, connect_bundle      # only here: every other call stays fast
+
     platform = Platform(agent_socket=opts.agent_socket or DEFAULT_AGENT_SOCKET, metadata=opts.metadata,
                         default_profile=default_profile_loader(opts.policy) if opts.policy else None)
     connect_bundle(call.bundle, platform, call.config_name)
@@ -66,6 +66,8 @@ def report(message: str, call: RuntimeCall | None) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
     if call is None or not call.log_file:
         return
+    import json
+
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
     if call.log_format == "json":
