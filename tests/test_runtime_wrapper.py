@@ -128,6 +128,53 @@ def test_platform_default_only_without_a_profile(agent_socket):
     assert bare["linux"]["seccomp"]["syscalls"] == [NOTIFY_RULE]
 
 
+ACTIONS = st.sampled_from(["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_LOG", "SCMP_ACT_TRACE",
+                           "SCMP_ACT_NOTIFY"])
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                      max_size=3), max_leaves=8)
+SECCOMPS = st.fixed_dictionaries(
+    {"defaultAction": ACTIONS,
+     "syscalls": st.lists(st.fixed_dictionaries({"names": st.lists(st.sampled_from(["mkdir", "read", "x"]), max_size=2),
+                                                 "action": ACTIONS},
+                                                optional={"args": JSON_VALUES, "errnoRet": st.integers(0, 200)}),
+                          max_size=4)},
+    optional={"architectures": st.lists(st.sampled_from(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]), max_size=2),
+              "flags": st.lists(st.text(max_size=6), max_size=2), "listenerMetadata": st.text(max_size=8),
+              "extra": JSON_VALUES})
+
+
+@settings(max_examples=300, deadline=None)
+@given(SECCOMPS, st.dictionaries(st.sampled_from(["a", "io.sysgate.metadata", "io.sysgate.handlers"]),
+                                 st.text(st.characters(exclude_characters="\r\n"), max_size=6), max_size=2),
+       st.text(max_size=6))
+def test_rewrite_changes_nothing_but_the_listener(seccomp, annotations, platform_metadata):
+    """Whatever the profile, only listenerPath/listenerMetadata may change, and only for NOTIFY profiles."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as sock:
+        path = f"/tmp/sysgate-test-{os.getpid()}.sock"
+        if os.path.exists(path):
+            os.unlink(path)
+        sock.bind(path)
+        try:
+            config = seccomp_config(json.loads(json.dumps(seccomp)), dict(annotations))
+            changed = connect_config(config, Platform(path, platform_metadata))
+        finally:
+            os.unlink(path)
+    after = config["linux"]["seccomp"]
+    notify = seccomp["defaultAction"] == "SCMP_ACT_NOTIFY" or any(r["action"] == "SCMP_ACT_NOTIFY"
+                                                                   for r in seccomp["syscalls"])
+    if not notify:
+        assert not changed and after == seccomp
+        return
+    assert after["listenerPath"] == path
+    assert {k: v for k, v in after.items() if k not in ("listenerPath", "listenerMetadata")} == \
+        {k: v for k, v in seccomp.items() if k != "listenerMetadata"}
+    assert config["annotations"] == annotations
+    own = seccomp.get("listenerMetadata", "")
+    assert after.get("listenerMetadata", "").startswith(platform_metadata) and own in after.get("listenerMetadata", "")
+
+
 @pytest.mark.parametrize("config, message", [
     (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handler": "typo"}), "unknown annotation io.sysgate.handler"),
     (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handlers": "a\ndefault=continue"}), "must be one line"),
