@@ -62,7 +62,7 @@ def dockerd(tmp_path_factory, agent, profiles):
 
 
 @pytest.fixture(scope="module")
-def containerd(tmp_path_factory, agent):
+def containerd(tmp_path_factory, agent, profiles):
     why = rs.missing_daemon(rs.CONTAINERD, rs.CTR)
     if why:
         pytest.skip(why)
@@ -72,6 +72,8 @@ def containerd(tmp_path_factory, agent):
         daemon.stop()
         pytest.skip(f"containerd cannot start on this machine: {daemon.why_not}")
     daemon.wrapper = rs.write_wrapper(d / "sysgate-runc", "--agent-socket", agent.socket, "--metadata", DENY)
+    daemon.policy_wrapper = rs.write_wrapper(d / "sysgate-runc-policy", "--agent-socket", agent.socket,
+                                             "--metadata", DENY, "--policy", profiles["platform"])
     daemon.rootfs = rs.busybox_rootfs(d / "image")
     try:
         yield daemon
@@ -172,3 +174,16 @@ def test_containerd_unknown_annotation_refuses_the_container(containerd, tmp_pat
                          "/bin/sh", "-c", "echo started", options=["--annotation", "io.sysgate.handler=typo"])
     assert out.returncode != 0 and "started" not in out.stdout
     assert "sysgate-runc: " in out.stderr and "unknown annotation io.sysgate.handler" in out.stderr, out.stderr
+
+
+def test_containerd_platform_policy_for_containers_without_seccomp(containerd, agent, tmp_path):
+    """``ctr run`` without ``--seccomp`` gives runc no profile: the ``--policy`` default fills it in."""
+    cid = f"ctr-policy-{os.getpid()}"
+    out = containerd.run(containerd.policy_wrapper, rs.copy_rootfs(containerd.rootfs, tmp_path / "r"), cid,
+                         "/bin/sh", "-c", MKDIR)
+    assert out.stdout.split() == ["mkdir=1"] and "Read-only file system" in out.stderr, out.stdout + out.stderr
+    assert joined(agent, cid).group(3) == "mkdir-deny:EROFS"
+    cid = f"ctr-nopolicy-{os.getpid()}"
+    out = containerd.run(containerd.wrapper, rs.copy_rootfs(containerd.rootfs, tmp_path / "s"), cid,
+                         "/bin/sh", "-c", MKDIR)
+    assert out.stdout.split() == ["mkdir=0"], out.stdout + out.stderr        # the same run without --policy
