@@ -206,6 +206,9 @@ def test_unreadable_or_invalid_bundle(tmp_path):
     (tmp_path / "config.json").write_bytes(b"{\"linux\": \xff")
     with pytest.raises(BundleError, match="not a valid JSON config"):
         connect_bundle(str(tmp_path), Platform("/a.sock"))
+    (tmp_path / "config.json").write_text('{"linux": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(BundleError, match=r"not a valid JSON config \(nested too deeply\)"):
+        connect_bundle(str(tmp_path), Platform("/a.sock"))
 
 
 # --- the wrapper with real runc and crun -----------------------------------------------------

@@ -147,6 +147,8 @@ def connect_bundle(bundle: str, platform: Platform, config_name: str = "config.j
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not a valid JSON config ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"{path}: not a valid JSON config (nested too deeply)") from None
     if not isinstance(config, dict):
         raise BundleError(f"{path}: the config must be a JSON object")
     try:

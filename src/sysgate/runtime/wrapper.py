@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except SysgateError as exc:
         report(str(exc), call)
         return EXIT_ERROR
+    except (Exception, RecursionError) as exc:      # a bug must still refuse the container in one line
+        report(f"internal error ({type(exc).__name__}: {exc}); not starting the container", call)
+        return EXIT_ERROR
     sys.stdout.flush()
     sys.stderr.flush()
     try:
