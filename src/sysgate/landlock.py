@@ -69,6 +69,7 @@ class LandlockPlan:
     paths: list[tuple[str, int]] = field(default_factory=list)
     ports: list[tuple[int, int]] = field(default_factory=list)      # (rights, port)
     exec_paths: list[str] | None = None     # None: EXECUTE not handled
+    loose: list[str] = field(default_factory=list)      # paths granted as a superset of the rules
     layers: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -274,6 +275,7 @@ class _FsDeriver:
 
     def superset(self, path: str, mode: str, note: str) -> None:
         self.plan.paths.append((path, MODE_RIGHTS[mode]))
+        self.plan.loose.append(path)
         self.grades.add("superset")
         self.plan.notes.append("superset: " + note)
 
