@@ -325,3 +325,50 @@ def test_derived_grants_never_exceed_the_rules(fixed_tree, rules, default):
             under_loose = any(path == g or path.startswith(g.rstrip("/") + "/") for g in loose)
             if exact_grant and not under_loose:
                 assert path_rules.allows(path, {mode}), (texts, default, mode, path, plan.paths)
+
+
+# --- exact rules take plain opens off the notify path ------------------------------------------
+def _policy(text: str):
+    from sysgate.policy.parser import parse_policy
+
+    return parse_policy(text, "p")
+
+
+def test_exact_rules_take_plain_opens_off_the_notify_path(probe, tree):
+    text = "default: allow\nchroot: errno(EPERM)\nopen, openat, openat2, creat: notify(fs)\n"
+    rules = [f"allow read {tree}/ok/**", *system_rules(probe)]
+    plan = landlock.plan_for_policy(_policy(text), {"fs": {"rules": rules}})
+    lighter = landlock.without_open_routes(_policy(text), plan)
+    assert lighter is not None and plan.layers["fs"] == "exact"
+    at_fdcwd = (1 << 64) - 100
+    for flags, kind in ((os.O_RDONLY, "allow"), (os.O_WRONLY | os.O_CLOEXEC, "allow"), (os.O_PATH, "notify"),
+                        (os.O_WRONLY | os.O_CREAT, "notify"), (os.O_RDONLY | os.O_TRUNC, "notify"),
+                        (os.O_WRONLY | os.O_APPEND, "notify"), (os.O_TMPFILE | os.O_RDWR, "notify")):
+        assert lighter.decide("openat", (at_fdcwd, 0, flags, 0, 0, 0))[0].kind == kind, hex(flags)
+        assert lighter.decide("open", (0, flags, 0, 0, 0, 0))[0].kind == kind, hex(flags)
+    assert lighter.decide("creat")[0].kind == "notify" and lighter.decide("openat2")[0].kind == "notify"
+
+    policy = tree / "p.policy"
+    policy.write_text(text)
+    config = '{"fs": {"rules": %s}}' % str(rules).replace("'", '"')
+    for mode, notified in (("auto", False), ("off", True)):
+        record = tree / f"{mode}.jsonl"
+        out = sysgate("run", f"--landlock={mode}", "--record", record, "--policy", policy, "--handlers", config,
+                      "--", probe, "read", tree / "no/s", check_rc=0)
+        assert out.stdout.strip() == EACCES                         # the kernel, or the fs handler
+        opens = [line for line in record.read_text().splitlines()[1:] if '"syscall":"openat"' in line]
+        assert bool(opens) == notified, (mode, len(opens))
+
+
+def test_open_routes_stay_when_the_rules_are_not_exact_or_chroot_is_allowed(probe, tree):
+    routes = "open, openat, openat2, creat: notify(fs)\n"
+    exact = [f"allow read {tree}/ok/**"]
+    plan = landlock.plan_for_policy(_policy("default: allow\n" + routes), {"fs": {"rules": exact}})
+    assert landlock.without_open_routes(_policy("default: allow\n" + routes), plan) is None
+    assert any("chroot" in n for n in plan.notes)
+    guarded = "default: allow\nchroot: errno(EPERM)\n" + routes
+    for rules in ([f"deny {tree}/no/s", f"allow read {tree}/**"],     # stricter: a snapshot of siblings
+                  [f"allow read {tree}/*/a"]):                         # superset: a glob in the middle
+        plan = landlock.plan_for_policy(_policy(guarded), {"fs": {"rules": rules}})
+        assert plan.layers["fs"] != "exact"
+        assert landlock.without_open_routes(_policy(guarded), plan) is None

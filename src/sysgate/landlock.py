@@ -288,7 +288,12 @@ def _derive_fs(plan: LandlockPlan, rules, rights: int) -> None:
     for mode in ("read", "write"):
         deriver.cover("/", mode, True)
     for rule in rules.rules:
-        if rule.verdict == "deny" and _shape(rule.pattern)[0] == "exact":
+        kind, base = _shape(rule.pattern)
+        if rule.verdict == "allow" and kind != "glob" and not os.path.lexists(base):
+            deriver.grades.add("stricter")
+            plan.notes.append(f"stricter: {base} does not exist yet: Landlock grants nothing there (made later, "
+                              f"it stays refused)")
+        if rule.verdict == "deny" and kind == "exact":
             try:
                 st = os.stat(rule.pattern)
             except OSError:
@@ -405,6 +410,63 @@ def _elf_interp(f, head: bytes) -> str | None:
             f.seek(offset)
             return os.fsdecode(f.read(min(size, 4096)).split(b"\0", 1)[0]) or None
     return None
+
+
+# --- notify routes Landlock makes unnecessary --------------------------------------------------
+#: what a plain open needs from Landlock to decide it alone; the flags argument of each open call
+_OPEN_RIGHTS = ll.FS_READ_FILE | ll.FS_READ_DIR | ll.FS_WRITE_FILE
+_OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
+#: flags whose meaning for the rules (write, or no check at all) Landlock does not match: still notified.
+#: O_PATH is not checked by Landlock; O_CREAT/O_TRUNC/O_APPEND count as write for the rules even
+#: on a read-only open; O_TMPFILE (its __O_TMPFILE bit) is checked on the directory by the rules.
+_NOTIFIED_FLAGS = os.O_PATH | os.O_CREAT | os.O_TRUNC | os.O_APPEND | (os.O_TMPFILE & ~os.O_DIRECTORY)
+_REFUSING = ("errno", "kill_process", "kill_thread", "trap")
+
+
+def without_open_routes(policy, plan: LandlockPlan | None):
+    """A copy of ``policy`` in which plain opens (open/openat without O_PATH, O_CREAT, O_TRUNC,
+    O_APPEND, O_TMPFILE) are allowed outright -- Landlock alone decides them -- or None when
+    that could change a decision.
+
+    Only when the plan expresses the fs rules exactly (no superset, no snapshot of siblings),
+    handles every right an open needs, and the target cannot chroot unchecked (Landlock
+    sees real paths, the rules paths inside the target's root). The other opens, creat and
+    openat2 (its flags live in memory) stay notified."""
+    if plan is None or plan.layers.get("fs") != "exact":
+        return None
+    need = _OPEN_RIGHTS & ll.fs_rights(plan.abi)
+    if plan.handled_fs & need != need:
+        return None
+    if not _refused_or_fs(policy, "chroot"):
+        plan.notes.append("open routes kept: the policy lets chroot through, after which the rules (paths in the "
+                          "target's root) and Landlock (real paths) differ; refuse chroot or send it to notify(fs)")
+        return None
+    from dataclasses import replace
+
+    from .policy.model import ALLOW, Cmp, Rule
+
+    seen, rules, dropped = set(), [], []
+    for rule in policy.rules:
+        first = rule.syscall not in seen
+        seen.add(rule.syscall)
+        if first and rule.syscall in _OPEN_FLAGS_ARG and _routed(rule, "fs") and rule.action.handler == "fs":
+            cond = Cmp(_OPEN_FLAGS_ARG[rule.syscall], "&==", 0, mask=_NOTIFIED_FLAGS, width=32)
+            rules.append(Rule(rule.syscall, ALLOW, cond, rule.source))
+            dropped.append(rule.syscall)
+        rules.append(rule)
+    if not dropped:
+        return None
+    plan.notes.append(f"exact: {', '.join(dropped)} without O_PATH|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE are decided "
+                      f"by Landlock alone (not notified)")
+    return replace(policy, rules=rules)
+
+
+def _refused_or_fs(policy, syscall: str) -> bool:
+    rule = next((r for r in policy.rules if r.syscall == syscall), None)
+    action = rule.action if rule is not None else policy.default
+    if rule is not None and rule.condition is not None:
+        return False
+    return action.kind in _REFUSING or (action.kind == "notify" and action.handler == "fs")
 
 
 # --- choosing ---------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def run(args) -> int:
     try:
         filt, reporter, policy = build(args)
         wall = landlock_plan(args, policy)
+        filt, policy = unroute_landlocked(args, filt, policy, wall)
         code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record,
                                       landlock=wall)
     except SysgateError as exc:
@@ -157,6 +158,17 @@ def landlock_plan(args, policy):
     limits = args.no_exec_after_start or args.allow_exec
     return plan_for_policy(policy, args.handlers, mode=args.landlock,
                            exec_paths=list(args.allow_exec) if limits else None, warn=_print)
+
+
+def unroute_landlocked(args, filt, policy, wall):
+    """(filter, policy) with the open routes Landlock decides exactly no longer notified."""
+    from ..filter import Filter
+    from ..landlock import without_open_routes
+
+    lighter = without_open_routes(policy, wall) if policy is not None and not args.filter else None
+    if lighter is None:
+        return filt, policy
+    return Filter.from_policy(lighter, log=args.log), lighter
 
 
 def build(args):
