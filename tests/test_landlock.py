@@ -372,3 +372,39 @@ def test_open_routes_stay_when_the_rules_are_not_exact_or_chroot_is_allowed(prob
         plan = landlock.plan_for_policy(_policy(guarded), {"fs": {"rules": rules}})
         assert plan.layers["fs"] != "exact"
         assert landlock.without_open_routes(_policy(guarded), plan) is None
+
+
+def test_exec_limits_leave_cross_directory_renames_alone(tmp_path):
+    """Any fs ruleset refuses reparenting unless REFER is handled and granted: exec limits alone
+    must not turn ``mv a/x b/x`` into EXDEV."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("x")
+    code = f"import os; os.rename('{tmp_path}/a/x', '{tmp_path}/b/x'); print('renamed')"
+    plan = landlock.derive(exec_paths=[])
+    assert plan.handled_fs & ll.FS_EXECUTE
+    r, w = os.pipe()
+    target = launch.spawn([sys.executable, "-c", code], ALLOW, stdout=w, stderr=w, landlock=plan)
+    os.close(w)
+    with os.fdopen(r) as out:
+        text = out.read()
+    assert target.wait(10) == 0, text
+    assert (tmp_path / "b" / "x").exists()
+
+
+def test_policy_check_and_explain_name_the_layer(probe, tree):
+    policy = tree / "p.policy"
+    policy.write_text("default: allow\nchroot: errno(EPERM)\nopen, openat, openat2, creat: notify(fs)\n"
+                      "connect: notify(net)\n")
+    config = ('{"fs": {"rules": ["allow read %s/ok/**", "allow read %s/*/a"]}, '
+              '"net": {"rules": ["allow connect 127.0.0.1:80", "allow connect *:443"]}}' % (tree, tree))
+    out = sysgate("policy", "check", policy, "--handlers", config, check_rc=0).stdout
+    assert f"fs  allow read {tree}/ok/**: Landlock and notify" in out
+    assert f"fs  allow read {tree}/*/a: notify; Landlock only a superset (beneath {tree})" in out
+    assert "net allow connect 127.0.0.1:80: Landlock by port only (superset); notify checks the address" in out
+    assert "net allow connect *:443: Landlock (TCP connect/bind) and notify" in out
+    exact = '{"fs": {"rules": ["allow read %s/ok/**"]}}' % tree
+    out = sysgate("explain", policy, "openat", "AT_FDCWD", "0", "O_RDONLY", "--handlers", exact, check_rc=0).stdout
+    assert "layer: Landlock alone" in out
+    out = sysgate("explain", policy, "openat", "AT_FDCWD", "0", "O_PATH", "--handlers", exact, check_rc=0).stdout
+    assert "layer: notify(fs), with the Landlock wall under it" in out

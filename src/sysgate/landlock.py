@@ -131,6 +131,13 @@ def derive(fs=None, net=None, *, exec_paths=None, abi: int | None = None, scoped
         plan.handled_fs |= ll.FS_EXECUTE
         plan.exec_paths = [os.path.abspath(p) for p in exec_paths]
         plan.layers["exec"] = "exact"
+    if plan.handled_fs and abi >= 2 and not plan.handled_fs & ll.FS_REFER:
+        # Any fs ruleset refuses reparenting (EXDEV) unless REFER is handled and granted: rules that
+        # do not govern renames must not stop them. A move still may not gain Landlock rights.
+        plan.handled_fs |= ll.FS_REFER
+        plan.paths.append(("/", ll.FS_REFER))
+        plan.notes.append("REFER granted everywhere (renames are not the rules' business here); a move across "
+                          "directories that would gain Landlock rights still fails with EXDEV")
     if not (plan.handled_fs or plan.handled_net or plan.scoped):
         return None
     return plan
@@ -507,3 +514,63 @@ def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None,
             warn("sysgate: Landlock is not available on this kernel: the notify layer alone enforces the rules")
         return None
     return derive(fs, net, exec_paths=exec_paths, policy=policy)
+
+
+# --- which layer enforces what ------------------------------------------------------------------
+def rule_layers(policy, config=None) -> list[str]:
+    """One line per fs/net rule of ``config`` that ``policy`` uses: which layer enforces it under
+    ``sysgate run`` (for ``policy check --handlers`` and ``explain --handlers``)."""
+    plan = plan_for_policy(policy, config)
+    if plan is None:
+        why = "this kernel has no Landlock" if ll.abi_version() < 1 else "no fs/net rules or rights to derive from"
+        return [f"layers: notify only ({why})"]
+    plain = without_open_routes(policy, plan) is not None
+    lines = plan.summary()
+    from .handlers.registry import load_config
+
+    config = load_config(config)
+    for text in (config.get("fs") or {}).get("rules", ()):
+        lines.append(f"  fs  {text}: {_fs_layer(plan, text, plain)}")
+    for text in (config.get("net") or {}).get("rules", ()):
+        lines.append(f"  net {text}: {_net_layer(plan, text)}")
+    return lines
+
+
+def _fs_layer(plan: LandlockPlan, text, plain: bool) -> str:
+    from .handlers.fs import parse_rule
+
+    if not plan.handled_fs & _OPEN_RIGHTS:
+        return "notify (Landlock does not handle file access under this policy)"
+    rule = parse_rule(text)
+    kind, base = _shape(rule.pattern)
+    if kind == "glob":
+        return f"notify; Landlock only a superset (beneath {base})"
+    if rule.verdict == "allow" and not os.path.lexists(base):
+        return "notify; Landlock stricter (the path does not exist yet)"
+    if plain:
+        return "Landlock alone for plain opens; notify for the rest"
+    return "Landlock and notify"
+
+
+def _net_layer(plan: LandlockPlan, text) -> str:
+    from .handlers.net import parse_rule
+
+    rule = parse_rule(text)
+    if rule.unix is not None or not plan.handled_net or not rule.ops & {"connect", "bind"}:
+        return "notify"
+    if rule.network is not None and not rule.any_family:
+        return "Landlock by port only (superset); notify checks the address"
+    return "Landlock (TCP connect/bind) and notify (UDP, unix, sends)"
+
+
+def call_layer(policy, config, syscall: str, args: tuple) -> str:
+    """Which layer decides ``syscall(args)`` under ``sysgate run`` with handler ``config``."""
+    action, _ = policy.decide(syscall, args)
+    plan = plan_for_policy(policy, config)
+    lighter = without_open_routes(policy, plan)
+    if lighter is not None and action.kind == "notify" and lighter.decide(syscall, args)[0].kind == "allow":
+        return "layer: Landlock alone (exact fs rules: not notified under sysgate run)"
+    if action.kind != "notify" or action.handler not in ("fs", "net"):
+        return "layer: the seccomp filter"
+    handled = plan is not None and (plan.handled_fs if action.handler == "fs" else plan.handled_net)
+    return f"layer: notify({action.handler})" + (", with the Landlock wall under it" if handled else " alone")
