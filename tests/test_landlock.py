@@ -408,3 +408,68 @@ def test_policy_check_and_explain_name_the_layer(probe, tree):
     assert "layer: Landlock alone" in out
     out = sysgate("explain", policy, "openat", "AT_FDCWD", "0", "O_PATH", "--handlers", exact, check_rc=0).stdout
     assert "layer: notify(fs), with the Landlock wall under it" in out
+
+
+# --- ABI masks, scopes, missing Landlock ------------------------------------------------------------
+def test_rights_per_abi_are_what_the_kernel_accepts():
+    assert [ll.fs_rights(v) for v in range(1, 8)] == [0x1FFF, 0x3FFF, 0x7FFF, 0x7FFF, 0xFFFF, 0xFFFF, 0xFFFF]
+    version = ll.abi_version()
+    os.close(ll.create_ruleset(ll.fs_rights(version), ll.net_rights(version), ll.scopes(version)))
+    top = ll.fs_rights(version)
+    with pytest.raises(OSError) as exc:
+        ll.create_ruleset(top | (top + 1))          # the next, unknown, right
+    assert exc.value.errno == errno.EINVAL
+
+
+@pytest.mark.skipif(ll.abi_version() < 6, reason="scopes need Landlock ABI 6")
+def test_signal_scope_keeps_signals_inside_the_sandbox():
+    script = "import os; os.kill(os.getppid(), 0); print('reached')"
+    free = sysgate("run", "--log", "--", sys.executable, "-c", script, check_rc=0)
+    assert free.stdout.strip() == "reached"
+    scoped = sysgate("run", "--log", "--landlock-scope", "signal", "--", sys.executable, "-c", script)
+    assert scoped.returncode == 1 and "PermissionError" in scoped.stderr
+    bad = sysgate("run", "--landlock-scope", "everything", "--", "true")
+    assert bad.returncode == 125 and bad.stderr.count("\n") == 1
+
+
+def test_without_landlock_auto_says_so_once_and_on_fails(monkeypatch):
+    """The kernel answer is replaced (this kernel has Landlock): only the choice logic is tested."""
+    monkeypatch.setattr(ll, "_version", 0)
+    policy = _policy("default: allow\nopenat: notify(fs)\n")
+    said = []
+    assert landlock.plan_for_policy(policy, {"fs": {"rules": ["allow read /usr/**"]}}, warn=said.append) is None
+    assert len(said) == 1 and "not available" in said[0]
+    with pytest.raises(landlock.LandlockUnavailable):
+        landlock.plan_for_policy(policy, {}, mode="on")
+    with pytest.raises(landlock.LandlockUnavailable):
+        landlock.plan_for_policy(None, None, exec_paths=[])
+    assert landlock.plan_for_policy(policy, {}, mode="off") is None
+
+
+_NET_RULE = st.tuples(st.sampled_from(("allow", "deny")), st.sampled_from(("connect", "bind", "any")),
+                      st.sampled_from(("*", "*:80", "*:80-90", "127.0.0.0/8:85", "10.0.0.0/8", "[::1]:80",
+                                       "127.0.0.1:1-100", "unix:/run/**")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_NET_RULE, max_size=5), st.sampled_from(("allow", "deny")))
+def test_port_grants_cover_every_allowed_address_and_exact_means_exact(rules, default):
+    """Landlock must grant a port some address may use (else it refuses what the rules allow),
+    and an "exact" layer grants only ports every address may use."""
+    import ipaddress
+
+    from sysgate.handlers.sockaddr import SockAddr
+
+    net = NetRules([f"{v} {o} {w}" for v, o, w in rules], default)
+    plan = landlock.derive(None, net, abi=ll.abi_version())
+    addrs = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "10.1.2.3"), (socket.AF_INET6, "::1"),
+             (socket.AF_INET, "192.0.2.1")]
+    for op, right in (("connect", ll.NET_CONNECT_TCP), ("bind", ll.NET_BIND_TCP)):
+        handled = plan is not None and plan.handled_net & right
+        granted = {p for r, p in plan.ports if r == right} if handled else set(range(65536))
+        for port in (0, 1, 79, 80, 85, 90, 91, 100, 101, 443, 65535):
+            allowed = [net.allows(op, SockAddr(f, ipaddress.ip_address(a), port)) for f, a in addrs]
+            if any(allowed):
+                assert port in granted, (op, port)
+            if handled and plan.layers.get("net") == "exact" and port in granted:
+                assert all(allowed), (op, port)

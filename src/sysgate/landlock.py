@@ -42,6 +42,7 @@ from .errors import SysgateError
 from .kernel import landlock as ll
 
 MODES = ("off", "auto", "on")
+SCOPE_NAMES = {"signal": ll.SCOPE_SIGNAL, "abstract-unix": ll.SCOPE_ABSTRACT_UNIX_SOCKET}
 _READ = ll.FS_READ_FILE | ll.FS_READ_DIR | ll.FS_IOCTL_DEV
 _WRITE = (ll.FS_WRITE_FILE | ll.FS_REMOVE_DIR | ll.FS_REMOVE_FILE | ll.FS_MAKE_CHAR | ll.FS_MAKE_DIR
           | ll.FS_MAKE_REG | ll.FS_MAKE_SOCK | ll.FS_MAKE_FIFO | ll.FS_MAKE_BLOCK | ll.FS_MAKE_SYM
@@ -122,7 +123,9 @@ def derive(fs=None, net=None, *, exec_paths=None, abi: int | None = None, scoped
     abi = ll.abi_version() if abi is None else abi
     if abi < 1 or (fs is None and net is None and exec_paths is None and not scoped):
         return None
-    plan = LandlockPlan(abi, scoped=scoped & ll.scopes(abi))
+    if scoped & ~ll.scopes(abi):
+        raise LandlockUnavailable(f"Landlock ABI {abi} has no scopes (ABI 6 has)")
+    plan = LandlockPlan(abi, scoped=scoped)
     if fs is not None:
         _derive_fs(plan, fs, governed(policy, FS_CALLS, "fs", plan))
     if net is not None:
@@ -477,7 +480,19 @@ def _refused_or_fs(policy, syscall: str) -> bool:
 
 
 # --- choosing ---------------------------------------------------------------------------------
-def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None, warn=None) -> LandlockPlan | None:
+def parse_scopes(text: str | None) -> int:
+    """``"signal,abstract-unix"`` -> LANDLOCK_SCOPE_* bits (ABI 6: the sandbox may signal, or
+    connect to abstract unix sockets of, only processes inside its own Landlock domain)."""
+    bits = 0
+    for word in filter(None, (text or "").split(",")):
+        if word not in SCOPE_NAMES:
+            raise SysgateError(f"--landlock-scope: unknown scope {word!r} (known: {', '.join(SCOPE_NAMES)})")
+        bits |= SCOPE_NAMES[word]
+    return bits
+
+
+def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None, scoped: int = 0,
+                    warn=None) -> LandlockPlan | None:
     """What ``sysgate run --landlock=MODE`` enforces under ``policy``: the rules of the ``fs`` and
     ``net`` handler sections of ``config`` that the policy routes calls to, and exec limits.
 
@@ -486,8 +501,8 @@ def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None,
     if mode not in MODES:
         raise SysgateError(f"--landlock must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "off":
-        if exec_paths is not None:
-            raise SysgateError("exec limits (--no-exec-after-start, --allow-exec) need Landlock: "
+        if exec_paths is not None or scoped:
+            raise SysgateError("exec limits (--no-exec-after-start, --allow-exec) and scopes need Landlock: "
                                "not with --landlock=off")
         return None
     fs = net = None
@@ -506,14 +521,17 @@ def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None,
 
             section = config.get("net") or {}
             net = NetRules(section.get("rules", ()), section.get("default", "deny"))
-    if ll.abi_version() < 1:
-        if mode == "on" or exec_paths is not None:
-            raise LandlockUnavailable(f"{'--landlock=on' if mode == 'on' else 'exec limits'}: "
+    abi = ll.abi_version()
+    if abi < 1:
+        if mode == "on" or exec_paths is not None or scoped:
+            raise LandlockUnavailable(f"{'--landlock=on' if mode == 'on' else 'exec limits and scopes'}: "
                                       f"this kernel has no Landlock")
         if (fs or net) and warn is not None:
             warn("sysgate: Landlock is not available on this kernel: the notify layer alone enforces the rules")
         return None
-    return derive(fs, net, exec_paths=exec_paths, policy=policy)
+    if scoped & ~ll.scopes(abi):
+        raise LandlockUnavailable(f"--landlock-scope: Landlock ABI {abi} has no scopes (ABI 6 has)")
+    return derive(fs, net, exec_paths=exec_paths, policy=policy, scoped=scoped)
 
 
 # --- which layer enforces what ------------------------------------------------------------------

@@ -149,14 +149,17 @@ def add_landlock_options(p) -> None:
                    help="Landlock: the command may exec only its own binary (and its interpreter) again")
     p.add_argument("--allow-exec", metavar="PATH", action="append", default=[],
                    help="Landlock: also allow exec of PATH (a file, or every file beneath a directory); repeatable")
+    p.add_argument("--landlock-scope", metavar="SCOPES",
+                   help="Landlock (ABI 6): signal,abstract-unix: signals and abstract unix connects reach only "
+                        "processes inside the sandbox")
 
 
 def landlock_plan(args, policy):
     """The LandlockPlan for ``args`` under ``policy`` (None: no Landlock layer)."""
-    from ..landlock import plan_for_policy
+    from ..landlock import parse_scopes, plan_for_policy
 
     limits = args.no_exec_after_start or args.allow_exec
-    return plan_for_policy(policy, args.handlers, mode=args.landlock,
+    return plan_for_policy(policy, args.handlers, mode=args.landlock, scoped=parse_scopes(args.landlock_scope),
                            exec_paths=list(args.allow_exec) if limits else None, warn=_print)
 
 
