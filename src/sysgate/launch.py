@@ -177,7 +177,13 @@ def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdo
         raise LaunchError("no command given", 127)
     plan = _ChildPlan(argv, raw, flags, env, cwd, (stdin, stdout, stderr), pass_fds, sigmask)
     if landlock is not None:
-        plan.ruleset = landlock.ruleset(os.fsdecode(plan.path))
+        exe = os.path.join(os.fsdecode(plan.cwd or b"."), os.fsdecode(plan.path))   # as the child's execve sees it
+        try:
+            plan.ruleset = landlock.ruleset(exe)
+        except OSError as exc:
+            for fd in plan.child_only_fds():
+                os.close(fd)
+            raise LaunchError(f"cannot run {argv[0]!r}: Landlock ruleset: {exc.strerror}", 126, exc.errno) from None
     status_r, status_w = os.pipe()
     go_r, go_w = os.pipe()
     try:
