@@ -473,3 +473,8 @@ def test_port_grants_cover_every_allowed_address_and_exact_means_exact(rules, de
                 assert port in granted, (op, port)
             if handled and plan.layers.get("net") == "exact" and port in granted:
                 assert all(allowed), (op, port)
+
+
+def test_allow_exec_of_a_missing_file_is_an_error():
+    out = sysgate("run", "--log", "--allow-exec", "/nonexistent/sysgate-bin", "--", "true")
+    assert out.returncode == 125 and "does not exist" in out.stderr and out.stderr.count("\n") == 1

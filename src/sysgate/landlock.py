@@ -12,7 +12,9 @@ What a ruleset can say, and what each grant means (``notes`` says it per decisio
 
 * **exact** -- a subtree (``allow read /usr/**``) or a file the rules allow entirely
   becomes a ``path_beneath`` grant with the mode's rights (read: READ_FILE, READ_DIR;
-  write: WRITE_FILE, MAKE_*, REMOVE_*, REFER, TRUNCATE; both: IOCTL_DEV).
+  write: WRITE_FILE, MAKE_*, REMOVE_*, REFER, TRUNCATE; both: IOCTL_DEV). Exact for
+  opening files; creating, removing or renaming a granted root itself (``rmdir /tmp``
+  under ``allow rw /tmp/**``) needs rights on its parent and is refused by Landlock.
 * **stricter** -- a literal deny inside an allowed tree (``allow read /**`` + ``deny
   /etc/shadow``) is expressed by granting the siblings along the way, as they exist when
   the ruleset is made: the ancestors themselves (listing ``/etc``, creating in it) and
@@ -107,7 +109,7 @@ class LandlockPlan:
             os.close(pfd)
 
     def summary(self) -> list[str]:
-        """One line per layer and note, for ``sysgate run`` and ``explain``-style output."""
+        """One line per layer and note (``policy check --handlers``)."""
         lines = [f"landlock ABI {self.abi}: " + ", ".join(f"{k} {v}" for k, v in sorted(self.layers.items()))]
         return lines + [f"  {n}" for n in self.notes]
 
@@ -131,6 +133,9 @@ def derive(fs=None, net=None, *, exec_paths=None, abi: int | None = None, scoped
     if net is not None:
         _derive_net(plan, net, governed(policy, NET_CALLS, "net", plan))
     if exec_paths is not None:
+        missing = [p for p in exec_paths if not os.path.exists(p)]
+        if missing:
+            raise SysgateError(f"exec allow-list: {', '.join(map(repr, missing))} does not exist")
         plan.handled_fs |= ll.FS_EXECUTE
         plan.exec_paths = [os.path.abspath(p) for p in exec_paths]
         plan.layers["exec"] = "exact"
@@ -163,7 +168,6 @@ FS_CALLS = {
     ll.FS_REFER: _RENAMES + ("link", "linkat"),
 }
 NET_CALLS = {ll.NET_CONNECT_TCP: ("connect",), ll.NET_BIND_TCP: ("bind",)}
-_PEERS = {"fs": {"fs", "net"}, "net": {"net"}}      # bind to a unix path is checked by net
 
 
 def governed(policy, table: dict, handler: str, plan: LandlockPlan | None = None) -> int:
@@ -179,7 +183,7 @@ def governed(policy, table: dict, handler: str, plan: LandlockPlan | None = None
     arch = policy.arches[0] if policy.arches else None
     rights = 0
     for right, calls in table.items():
-        missing = [c for c in calls if number(arch, c) is not None and not _routed(first.get(c), handler)]
+        missing = [c for c in calls if number(arch, c) is not None and not _routed(first.get(c), handler, c)]
         if missing:
             if plan is not None:
                 plan.notes.append(f"not handled: {_right_names(right, handler)} ({', '.join(missing)} "
@@ -189,9 +193,12 @@ def governed(policy, table: dict, handler: str, plan: LandlockPlan | None = None
     return rights
 
 
-def _routed(rule, handler: str) -> bool:
+def _routed(rule, handler: str, syscall: str) -> bool:
+    """Does ``rule`` (the first for ``syscall``) send every call to ``handler``? A bind to a unix
+    path (MAKE_SOCK) is checked by ``net`` just as well."""
+    names = {handler, "net"} if syscall == "bind" else {handler}
     return rule is not None and rule.condition is None and rule.action.kind == "notify" \
-        and rule.action.handler in _PEERS[handler]
+        and rule.action.handler in names
 
 
 def _right_names(mask: int, handler: str) -> str:
@@ -459,7 +466,7 @@ def without_open_routes(policy, plan: LandlockPlan | None):
     for rule in policy.rules:
         first = rule.syscall not in seen
         seen.add(rule.syscall)
-        if first and rule.syscall in _OPEN_FLAGS_ARG and _routed(rule, "fs") and rule.action.handler == "fs":
+        if first and rule.syscall in _OPEN_FLAGS_ARG and _routed(rule, "fs", rule.syscall):
             cond = Cmp(_OPEN_FLAGS_ARG[rule.syscall], "&==", 0, mask=_NOTIFIED_FLAGS, width=32)
             rules.append(Rule(rule.syscall, ALLOW, cond, rule.source))
             dropped.append(rule.syscall)
