@@ -478,3 +478,15 @@ def test_port_grants_cover_every_allowed_address_and_exact_means_exact(rules, de
 def test_allow_exec_of_a_missing_file_is_an_error():
     out = sysgate("run", "--log", "--allow-exec", "/nonexistent/sysgate-bin", "--", "true")
     assert out.returncode == 125 and "does not exist" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_permitted_ancestor_rename_keeps_the_denied_tree_denied(probe, tree):
+    """Writes allowed everywhere, reads denied under the vault: renaming v succeeds, and the
+    vault, now at v2/vault, is still unreadable (rights stick to inodes, not to path strings)."""
+    rules = (f"deny read {tree}/v/vault/**", f"allow rw {tree}/**")
+    plan = fs_plan(probe, *rules)
+    out = run_probe(probe, "rename", tree / "v", tree / "v2", tree / "v2/vault/s", plan=plan)
+    assert out == f"rename ok\n{EACCES}"
+    os.rename(tree / "v2", tree / "v")
+    out = run_probe(probe, "rename", tree / "v", tree / "v2", tree / "v2/pub", plan=plan)
+    assert out == "rename ok\nok public"               # what was allowed moves along, still allowed
