@@ -34,12 +34,13 @@ from .bpf import insn as bpf
 from .errors import SysgateError
 from .install import filter_flags, install_error, policy_flag_options, program_bytes
 from .kernel import abi, notify
+from .kernel import landlock as _landlock
 from .kernel import sys as ksys
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MSG = struct.Struct("=iii")            # kind, stage/value, errno
 _MSG_LISTENER_FD, _MSG_SETUP_FAILED, _MSG_EXEC_FAILED = 1, 2, 3
-_STAGES = ("stdio", "cwd", "pass_fds", "signals", "no_new_privs", "seccomp")
+_STAGES = ("stdio", "cwd", "pass_fds", "signals", "no_new_privs", "landlock", "seccomp")
 
 
 class LaunchError(SysgateError):
@@ -138,7 +139,7 @@ def notifies(raw: bytes) -> bool:
 
 def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, pass_fds=(),
           sigmask=None, listener: bool | None = None, log: bool = False, spec_allow: bool = False,
-          wait_killable_recv: bool = False, group: str | None = None) -> Target:
+          wait_killable_recv: bool = False, group: str | None = None, landlock=None) -> Target:
     """Run ``argv`` with ``filter`` installed in the child only; returns a :class:`Target`.
 
     ``filter`` is a policy (its ``flags:`` log/spec_allow/wait_killable_recv apply too), a
@@ -148,13 +149,15 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
     objects with ``fileno()``; None inherits ours. ``pass_fds`` stay open in the target.
     ``sigmask`` is the target's signal mask (default: ours). ``listener`` forces (or
     suppresses) NEW_LISTENER; by default a listener is created when the program can
-    return USER_NOTIF. Raises :class:`LaunchError` when the command cannot be run.
+    return USER_NOTIF. ``landlock`` (a :class:`sysgate.landlock.LandlockPlan`) is enforced in the
+    child after no_new_privs and before the filter. Raises :class:`LaunchError` when the
+    command cannot be run.
     """
     from .filter import Filter
 
     if isinstance(filter, Filter):
         return filter.spawn(argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                            pass_fds=pass_fds, sigmask=sigmask)
+                            pass_fds=pass_fds, sigmask=sigmask, landlock=landlock)
     raw = program_bytes(filter)
     if listener is None:
         listener = notifies(raw)
@@ -163,22 +166,30 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
                          new_listener=listener,
                          wait_killable_recv=wait_killable_recv or "wait_killable_recv" in wanted)
     return launch(argv, raw, flags, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                  pass_fds=pass_fds, sigmask=sigmask, group=group)
+                  pass_fds=pass_fds, sigmask=sigmask, group=group, landlock=landlock)
 
 
 def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None,
-           pass_fds=(), sigmask=None, group: str | None = None, filter=None) -> Target:
+           pass_fds=(), sigmask=None, group: str | None = None, filter=None, landlock=None) -> Target:
     """:func:`spawn` with packed BPF and checked SECCOMP_FILTER_FLAG_* ``flags``."""
     argv = [os.fsdecode(a) for a in argv]
     if not argv:
         raise LaunchError("no command given", 127)
     plan = _ChildPlan(argv, raw, flags, env, cwd, (stdin, stdout, stderr), pass_fds, sigmask)
+    if landlock is not None:
+        exe = os.path.join(os.fsdecode(plan.cwd or b"."), os.fsdecode(plan.path))   # as the child's execve sees it
+        try:
+            plan.ruleset = landlock.ruleset(exe)
+        except OSError as exc:
+            for fd in plan.child_only_fds():
+                os.close(fd)
+            raise LaunchError(f"cannot run {argv[0]!r}: Landlock ruleset: {exc.strerror}", 126, exc.errno) from None
     status_r, status_w = os.pipe()
     go_r, go_w = os.pipe()
     try:
         pid = os.fork()
     except BaseException:
-        for fd in (status_r, status_w, go_r, go_w):
+        for fd in (status_r, status_w, go_r, go_w, *plan.child_only_fds()):
             os.close(fd)
         raise
     if pid == 0:
@@ -194,7 +205,7 @@ def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdo
         target.__exit__(None, None, None)
         raise
     finally:
-        for fd in (status_r, go_w, *plan.devnull):
+        for fd in (status_r, go_w, *plan.child_only_fds()):
             os.close(fd)
     return target
 
@@ -248,6 +259,7 @@ class _ChildPlan:
         self.pass_fds = tuple(pass_fds)
         self.sigmask = sigmask
         self.flags = flags
+        self.ruleset: int | None = None         # a Landlock ruleset fd to enforce before the filter
         self.new_listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
         self.prog_buf = ctypes.create_string_buffer(raw, len(raw))
         self.fprog = ksys.SockFprog(len(raw) // 8, ctypes.cast(self.prog_buf, ctypes.c_void_p))
@@ -257,6 +269,10 @@ class _ChildPlan:
         self.write = _libc.write
         self.execve = _libc.execve
         self.get_errno = ctypes.get_errno
+
+    def child_only_fds(self) -> list[int]:
+        """Fds opened for the child (DEVNULL, the Landlock ruleset) that the parent closes after the fork."""
+        return self.devnull + ([self.ruleset] if self.ruleset is not None else [])
 
     # --- runs in the forked child -------------------------------------------------
     def run_child(self, status_w: int, go_r: int) -> None:
@@ -285,8 +301,12 @@ class _ChildPlan:
             stage = 4
             ksys.set_no_new_privs()
             stage = 5
+            if self.ruleset is not None:        # before the filter: it must not see Landlock's calls
+                _landlock.restrict_self(self.ruleset)
+                os.close(self.ruleset)
+            stage = 6
             if self.new_listener:
-                probe = os.open("/dev/null", os.O_RDONLY)  # the listener will get this number
+                probe = os.dup(status_w)  # the listener will get this number (dup: no path for Landlock to refuse)
                 os.close(probe)
                 os.write(status_w, _MSG.pack(_MSG_LISTENER_FD, probe, 0))
             ksys.seccomp(abi.SECCOMP_SET_MODE_FILTER, self.flags, self.fprog)

@@ -1,4 +1,4 @@
-"""``sysgate check``: report the seccomp features of the running kernel."""
+"""``sysgate check``: report the seccomp features (and the Landlock ABI) of the running kernel."""
 from __future__ import annotations
 
 
@@ -12,14 +12,17 @@ def run(args) -> int:
     import json
 
     from ..kernel.features import detect
+    from ..kernel.landlock import abi_version
 
     f = detect()
+    landlock = abi_version()
     if args.json:
         print(json.dumps({"kernel": f.kernel, "arch": f.arch, "seccomp": f.seccomp_available,
                           "actions": f.actions, "flags": f.flags, "ioctls": f.ioctls,
-                          "notif_sizes": f.notif_sizes}, indent=2))
+                          "notif_sizes": f.notif_sizes, "landlock_abi": landlock}, indent=2))
         return 0 if f.seccomp_available else 1
     print(f"kernel {f.kernel} ({f.arch}); seccomp {'available' if f.seccomp_available else 'NOT available'}")
+    print(f"landlock: ABI {landlock}" if landlock else "landlock: NOT available (the notify layer works alone)")
     if not f.seccomp_available:
         return 1
     mark = lambda ok: "yes" if ok else "no "  # noqa: E731

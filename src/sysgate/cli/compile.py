@@ -43,6 +43,8 @@ def register(sub) -> None:
     p.add_argument("args", nargs="*", metavar="ARG",
                    help="arguments: numbers (negative ones are two's complement) or constants like AT_FDCWD")
     p.add_argument("--arch", help="architecture of the call (default: the policy's first)")
+    p.add_argument("--handlers", metavar="CONFIG",
+                   help="handler config (as for run): also say which layer (Landlock, notify) decides the call")
     p.set_defaults(func=run_explain)
 
 
@@ -215,6 +217,10 @@ def run_explain(args) -> int:
         why = f"rule '{rule.syscall}: ...'"
     call = f"{name}({', '.join(args.args)})"
     print(f"{call} -> {action_text(action)} by {why} ({count} instructions)")
+    if args.handlers is not None:
+        from ..landlock import call_layer
+
+        print(call_layer(policy, args.handlers, name, values))
     if ret != action.ret():
         print(f"note: the compiled filter returns {format_action(ret) or hex(ret)}", file=sys.stderr)
         return 1

@@ -15,6 +15,8 @@ def register(sub) -> None:
     check.add_argument("file", help="policy file (text or JSON; - for standard input)")
     _selection_options(check)
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
+    check.add_argument("--handlers", metavar="CONFIG",
+                       help="handler config (as for run): also say which layer (Landlock, notify) enforces each rule")
     check.set_defaults(func=run_check)
 
     convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
@@ -62,6 +64,10 @@ def run_check(args) -> int:
     print(f"{args.file}: ok: {len(policy.rules)} rules ({conditional} conditional) for "
           f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
+    if args.handlers is not None:
+        from ..landlock import rule_layers
+
+        print("\n".join(rule_layers(policy, args.handlers)))
     return 1 if warnings and args.strict else 0
 
 

@@ -69,6 +69,7 @@ def register(sub) -> None:
                         "or io_uring; with a net section in --handlers, all peer-naming syscalls to net")
     p.add_argument("--force", action="store_true",
                    help="run a policy whose fs/net routes can be walked around (see policy check)")
+    add_landlock_options(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
@@ -77,7 +78,10 @@ def run(args) -> int:
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
         filt, reporter, policy = build(args)
-        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record)
+        wall = landlock_plan(args, policy)
+        filt, policy = unroute_landlocked(args, filt, policy, wall)
+        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record,
+                                      landlock=wall)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
@@ -87,11 +91,11 @@ def run(args) -> int:
 
 
 def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
-                   record: str | None = None) -> tuple[int, object]:
+                   record: str | None = None, landlock=None) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
     handlers configured by ``handlers`` (see :func:`attach_handlers`), every other
     notification to ``reporter``. With ``record`` (a path), every notification and its reply
-    is also written there for ``sysgate replay``."""
+    is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
     from ..supervisor import Supervisor
     from ..testing import Recorder
 
@@ -104,7 +108,7 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             handler_set = attach_handlers(sup, policy, handlers, wrap=wrap)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
-            code, target = run_command(filt, argv, reporter, supervisor=sup)
+            code, target = run_command(filt, argv, reporter, supervisor=sup, landlock=landlock)
     finally:
         if handler_set is not None:
             handler_set.finish(sys.stderr)
@@ -123,7 +127,7 @@ def command_args(args, usage: str) -> list[str]:
     return argv
 
 
-def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int, object]:
+def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=None) -> tuple[int, object]:
     """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``
     (on ``supervisor`` when given).
 
@@ -134,7 +138,7 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int
 
     with SignalForwarder() as forwarder:
         try:
-            target = filt.spawn(argv, sigmask=forwarder.original_mask)
+            target = filt.spawn(argv, sigmask=forwarder.original_mask, landlock=landlock)
         except LaunchError as exc:
             _print(f"sysgate: {exc}")
             return exc.exit_code, None
@@ -144,6 +148,42 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int
         _print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
                f"(kill or an unhandled trap) stopped it")
     return code, target
+
+
+def add_landlock_options(p) -> None:
+    """``--landlock``, ``--no-exec-after-start``, ``--allow-exec`` (see the README's "Landlock layer")."""
+    from ..landlock import MODES
+
+    p.add_argument("--landlock", choices=MODES, default="auto",
+                   help="a kernel-enforced Landlock ruleset derived from the fs/net rules and exec limits: "
+                        "auto (default: when the kernel has it), on (fail without it), off (notify alone)")
+    p.add_argument("--no-exec-after-start", action="store_true",
+                   help="Landlock: the command may exec only its own binary (and its interpreter) again")
+    p.add_argument("--allow-exec", metavar="PATH", action="append", default=[],
+                   help="Landlock: also allow exec of PATH (a file, or every file beneath a directory); repeatable")
+    p.add_argument("--landlock-scope", metavar="SCOPES",
+                   help="Landlock (ABI 6): signal,abstract-unix: signals and abstract unix connects reach only "
+                        "processes inside the sandbox")
+
+
+def landlock_plan(args, policy):
+    """The LandlockPlan for ``args`` under ``policy`` (None: no Landlock layer)."""
+    from ..landlock import parse_scopes, plan_for_policy
+
+    limits = args.no_exec_after_start or args.allow_exec
+    return plan_for_policy(policy, args.handlers, mode=args.landlock, scoped=parse_scopes(args.landlock_scope),
+                           exec_paths=list(args.allow_exec) if limits else None, warn=_print)
+
+
+def unroute_landlocked(args, filt, policy, wall):
+    """(filter, policy) with the open routes Landlock decides exactly no longer notified."""
+    from ..filter import Filter
+    from ..landlock import without_open_routes
+
+    lighter = without_open_routes(policy, wall) if policy is not None and not args.filter else None
+    if lighter is None:
+        return filt, policy
+    return Filter.from_policy(lighter, log=args.log), lighter
 
 
 def build(args):
