@@ -118,16 +118,18 @@ def test_attack_reads_the_file_without_the_base_and_is_refused_with_it(tmp_path,
     argv = [*(NOBODY if as_nobody else []), attack(m32), mode, f"{box}/private", f"{box}/public"]
     native = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert native.stdout.startswith(f"SECRET via {mode}"), native.stdout + native.stderr
-    walked = sysgate("run", "--force", "--policy", weaker(tmp_path), "--handlers", handlers(box), "--", *argv)
-    # Without the refusals the view change itself goes through; the secret is then read, or (chroot
+    walked = sysgate("run", "--force", "--landlock=off", "--policy", weaker(tmp_path), "--handlers", handlers(box),
+                     "--", *argv)
+    # Without the refusals (and without the Landlock layer, which refuses mounts on its own) the view change itself goes through; the secret is then read, or (chroot
     # and bind mounts of a D/** deny) the fs handler's inode guard still refuses the open: defence in
     # depth. Under --sandbox the refusal is the view change itself, which only the base gives.
     assert walked.stdout.startswith(f"SECRET via {mode}") or walked.stdout == "refused: open: errno 13\n", \
         walked.stdout + walked.stderr
     assert not refusal.startswith("open") or walked.stdout.startswith("SECRET"), walked.stdout
-    boxed = sysgate("run", "--sandbox", "--handlers", handlers(box), "--", *argv)
-    assert boxed.stdout == f"refused: {refusal}\n", boxed.stdout + boxed.stderr
-    assert boxed.returncode == 1 and "TOPSECRET" not in boxed.stdout + boxed.stderr
+    for landlock in ("off", "on"):          # the base holds alone, and with the Landlock wall under it
+        boxed = sysgate("run", "--sandbox", f"--landlock={landlock}", "--handlers", handlers(box), "--", *argv)
+        assert boxed.stdout == f"refused: {refusal}\n", (landlock, boxed.stdout + boxed.stderr)
+        assert boxed.returncode == 1 and "TOPSECRET" not in boxed.stdout + boxed.stderr
 
 
 def test_sandbox_still_reads_what_the_rules_allow_and_denies_the_rest(box):
@@ -201,7 +203,8 @@ def test_peer_calls_beside_connect_reach_a_denied_peer_only_without_the_base(tmp
     argv = [attack(m32), mode, str(port), "-"]
     config = handlers(box, net={"rules": []})
     assert subprocess.run(argv, capture_output=True, text=True).stdout.startswith(f"SECRET via {mode}")
-    walked = sysgate("run", "--force", "--policy", peer_only(tmp_path), "--handlers", config, "--", *argv)
+    walked = sysgate("run", "--force", "--landlock=off", "--policy", peer_only(tmp_path), "--handlers", config,
+                     "--", *argv)
     assert walked.stdout.startswith(f"SECRET via {mode}"), walked.stdout + walked.stderr
     if mode == "sendmmsg":
         assert udp.recv(100) == b"datagram" and udp.recv(100) == b"datagram"   # native, then walked around

@@ -52,6 +52,7 @@ class Base:
     routes: dict[str, str] = field(default_factory=dict)             # syscall -> handler
     unanswered: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # handler -> syscall -> arches
     left: list[str] = field(default_factory=list)                     # path syscalls left to the policy
+    weak: list[str] = field(default_factory=list)                     # routed, but checked then CONTINUEd
 
     def notice(self) -> str | None:
         """One line naming what the handlers do not answer and the base therefore refuses."""
@@ -63,6 +64,10 @@ class Base:
                 pieces.append(f"refused (EPERM), the {handler} handler does not answer them: {_few(names)}")
         if self.left:
             pieces.append(f"left to the kernel, the fs handler does not answer them: {', '.join(self.left)}")
+        if self.weak:
+            pieces.append(f"checked, then run by CONTINUE, so a thread racing the checked memory can get past "
+                          f"the check (exec limits under Landlock, --no-exec-after-start/--allow-exec, are the "
+                          f"kernel's guard): {', '.join(self.weak)}")
         return "sandbox: " + "; ".join(pieces) if pieces else None
 
 
@@ -122,7 +127,9 @@ def build_base(arches: list[str], parts) -> Base:
 def _families(base: Base, handler: str, families, *, essential=frozenset()) -> None:
     """Route what ``handler`` answers; refuse the rest of each family (whole families it does
     not answer at all too, unless ``essential`` or fd-based)."""
-    answered = set(surface.handler_syscalls(handler))
+    answered, weak = surface.handler_facts(handler)
+    answered = set(answered)
+    base.weak += [name for name in weak if present(name, base.arches)]
     missing = base.unanswered.setdefault(handler, {})
     for family in families:
         covered = answered.intersection(family)

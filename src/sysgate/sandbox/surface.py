@@ -118,10 +118,16 @@ def peer_syscalls() -> list[str]:
 def handler_syscalls(name: str) -> tuple[str, ...]:
     """The syscalls the built-in handler ``name`` (as registered for ``notify(name)``) answers,
     read from the handler now, so that the sandbox follows what the handlers learn."""
+    return handler_facts(name)[0]
+
+
+def handler_facts(name: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(the syscalls handler ``name`` answers, those it only checks and then lets run by
+    CONTINUE with why that is weaker: its ``weak_guarantees``)."""
     from ..handlers import registry
 
     handler = registry.create(name)
     try:
-        return tuple(handler.syscalls)
+        return tuple(handler.syscalls), dict(getattr(handler, "weak_guarantees", {}))
     finally:
         handler.close()
