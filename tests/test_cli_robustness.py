@@ -302,3 +302,15 @@ def test_policy_check_accepts_every_builtin_handler(work):
     (work / "builtins.txt").write_text(text)
     proc = sysgate(["policy", "check", "builtins.txt"], work)
     assert proc.returncode == 0 and b": ok: " in proc.stdout, proc
+
+
+@pytest.mark.parametrize("argv, word", [(["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus"),
+                                        (["run", "--landlock=maybe", "--", "true"], "invalid choice")])
+def test_run_usage_errors_exit_125_like_its_own(work, argv, word):
+    """argparse's usage errors of `run` exit 125, not 2 (2 may be the command's own status)."""
+    proc = sysgate(argv, work, text=True)
+    assert proc.returncode == 125 and word in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_other_commands_keep_exit_2_for_usage_errors(work):
+    assert sysgate(["compile", "--bogus", "x"], work).returncode == 2

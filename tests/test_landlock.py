@@ -275,7 +275,7 @@ def test_check_reports_the_abi():
 
 def test_bad_landlock_mode_is_one_line():
     out = sysgate("run", "--landlock=maybe", "--", "true")
-    assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 125 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
 
 
 # --- the derivation never grants what the rules deny ---------------------------------------------

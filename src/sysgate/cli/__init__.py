@@ -52,13 +52,24 @@ class _ClosedStream:
         return False
 
 
+#: Exit status of a usage error, for commands whose other codes belong to the command they run
+#: (like env(1) and timeout(1): 125 is sysgate's own failure, 126/127 the command's).
+USAGE_ERROR_EXIT = {"run": 125}
+
+
 def main(argv: list[str] | None = None) -> int:
     if sys.stdin is None:
         sys.stdin = _ClosedStream("input")
     if sys.stdout is None:
         sys.stdout = _ClosedStream("output")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:       # argparse's usage errors exit 2; run keeps 125 for its own
+        command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+        if exc.code == 2 and command in USAGE_ERROR_EXIT:
+            raise SystemExit(USAGE_ERROR_EXIT[command]) from None
+        raise
     try:
         return int(args.func(args) or 0)
     except SysgateError as exc:

@@ -61,7 +61,8 @@ def run_check(args) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     conditional = sum(1 for r in policy.rules if r.condition is not None)
-    print(f"{args.file}: ok: {len(policy.rules)} rules ({conditional} conditional) for "
+    verdict = "not ok (--strict)" if warnings and args.strict else "ok"
+    print(f"{args.file}: {verdict}: {len(policy.rules)} rules ({conditional} conditional) for "
           f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
     if args.handlers is not None:
