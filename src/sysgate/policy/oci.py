@@ -317,6 +317,16 @@ class _Importer:
                           [*abi.AUDIT_ARCH, *abi.ARCH_ALIASES, *GO_ARCHES, *FOREIGN_ARCHES])
             raise self.error(where, f"unknown architecture {short(name)}{did_you_mean(name, candidates)}") from None
 
+    def filter_arch(self, name: str, where: str) -> str | None:
+        """An architecture of a template rule's ``includes``/``excludes``: Docker compares these
+        names as strings with the target's, so an unknown one only never matches (moby's own
+        default profile names ``mips3l64n32``): a warning, not an error."""
+        try:
+            return self.arch(name, where)
+        except SourceError as exc:
+            self.warn(f"{exc.message} (a name Docker compares as a string: it never matches)")
+            return None
+
     def arches(self, profile: dict, where: str) -> list[str]:
         chosen: list[tuple[str | None, str, str]] = []           # (arch, name, path)
         at_map = member(where, "archMap")
@@ -369,7 +379,7 @@ class _Importer:
         for key, obj in (("includes", inc or {}), ("excludes", exc or {})):
             at = member(where, key)
             self.check_object(obj, _FILTER, (), at)
-            arches = {self.arch(a, f"{member(at, 'arches')}[{i}]")
+            arches = {self.filter_arch(a, f"{member(at, 'arches')}[{i}]")
                       for i, a in enumerate(self.strings(obj, "arches", at))}
             caps = {self.cap(c, f"{member(at, 'caps')}[{i}]") for i, c in enumerate(self.strings(obj, "caps", at))}
             kernel = obj.get("minKernel")
