@@ -16,8 +16,6 @@ filter's default action to it, which we do not.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .. import syscalls
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
@@ -35,14 +33,15 @@ X32_SHARE = 0.01
 MAX_GAP = 256
 
 
-@dataclass
 class ArchView:
     """One AUDIT_ARCH value and the architectures dispatched under it."""
 
-    audit: int
-    arches: list[str]
-    ranges: list[Range] = field(default_factory=list)
-    root: Node | None = None
+    __slots__ = ("audit", "arches", "ranges", "root")
+
+    def __init__(self, audit: int, arches: list[str]):
+        self.audit, self.arches = audit, arches
+        self.ranges: list[Range] = []
+        self.root: Node | None = None
 
 
 def resolve(arch: str, name: str) -> int | None:
