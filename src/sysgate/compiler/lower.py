@@ -31,6 +31,9 @@ X32_SHARE = 0.01
 #: A gap this wide between syscall numbers ends a table's main block (ARM's private
 #: syscalls at 0xf0000 are not a reason to expect the million numbers before them).
 MAX_GAP = 256
+#: A syscall's argument checks raise its weight by at most 2**this: a tree is only about
+#: log2(ranges) deep, and several huge weights would push every other syscall down.
+MAX_CHECK_BOOST = 6
 
 
 class ArchView:
@@ -142,7 +145,7 @@ class Lowering:
         ranges = ranges_from(self._outcomes(arch), default, self._weights(arch), low, high)
         for r in ranges:
             if isinstance(r.node, Test):  # argument checks follow: reach them sooner
-                r.weight *= 2.0 ** zero_path(r.node, abi.OFFSET_NR)
+                r.weight *= 2.0 ** min(zero_path(r.node, abi.OFFSET_NR), MAX_CHECK_BOOST)
         return ranges
 
     def _view_ranges(self, view: ArchView, bad: Node) -> list[Range]:
