@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
-from operator import add
 
 from .graph import MAX32, Graph, Node
 
@@ -149,19 +148,29 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
     for i in range(n):
         root[i][i + 1] = i
     for length in range(2, n + 1):
+        span_leaves = length <= MAX_LEAF_SPAN
         for i in range(n - length + 1):
             j = i + length
-            lo_k = root[i][j - 1] if length > 2 and root[i][j - 1] > i else i + 1
-            hi_k = root[i + 1][j] if length > 2 and root[i + 1][j] < j else j - 1
-            sums = list(map(add, cost[i][lo_k:hi_k + 1], into[j][lo_k:hi_k + 1]))
-            best = min(sums)
-            root[i][j] = lo_k + sums.index(best)
+            row, column, roots = cost[i], into[j], root[i]
+            if length == 2:
+                best_k = lo_k = hi_k = i + 1
+            else:
+                lo_k, hi_k = roots[j - 1], root[i + 1][j]
+                best_k = lo_k = lo_k if lo_k > i else i + 1
+                hi_k = hi_k if hi_k < j else j - 1
+            best = row[lo_k] + column[lo_k]
+            for k in range(lo_k + 1, hi_k + 1):  # Knuth's window: usually a few splits
+                c = row[k] + column[k]
+                if c < best:
+                    best, best_k = c, k
+            roots[j] = best_k
             best += prefix[j] - prefix[i] + size_cost
-            leaf = leaves.get((i, j)) if length <= MAX_LEAF_SPAN else None
-            if leaf is not None and leaf.cost < best:
-                best = leaf.cost
-                chosen[(i, j)] = leaf
-            cost[i][j] = into[j][i] = best
+            if span_leaves:
+                leaf = leaves.get((i, j))
+                if leaf is not None and leaf.cost < best:
+                    best = leaf.cost
+                    chosen[(i, j)] = leaf
+            row[j] = column[i] = best
     plan: Plan = {}
     stack = [(0, n)]
     while stack:
