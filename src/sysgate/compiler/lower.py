@@ -108,10 +108,14 @@ class Lowering:
             if nr is not None:
                 by_nr.setdefault(nr, []).append(rule)
         outcomes = {}
+        default = g.ret(self.policy.default.ret())
+        rets: dict[int, Node] = {}  # id(action) -> its return (Action.ret() is not free)
         for nr, rules in by_nr.items():
-            node = g.ret(self.policy.default.ret())
+            node = default
             for rule in reversed(rules):
-                action = g.ret(rule.action.ret())
+                action = rets.get(id(rule.action))
+                if action is None:
+                    action = rets[id(rule.action)] = g.ret(rule.action.ret())
                 node = action if rule.condition is None else conditions.condition(rule.condition, action, node)
             outcomes[nr] = node
         return outcomes
