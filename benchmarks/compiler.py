@@ -6,10 +6,11 @@ golang-github-docker-docker-dev; tests/data/docker-default.json, a subset, if ab
 i386 and x32 sub-architectures, print: program length, mean and maximum number
 of instructions executed for every x86_64 syscall number 0..max+1 (zero
 arguments, run on sysgate's emulator), the same mean over the numbers that name a
-syscall, and the ratios to libseccomp with CTL_OPTIMIZE=2. libseccomp (the
-Debian python3-seccomp binding of /usr/bin/python3) gets the same rules; both
-programs must return the same action for every number. Exit status 1 if they
-differ or a target is missed (mean <= 0.6x and length <= 0.5x libseccomp -O2).
+syscall, and the ratios (mean, max, length) to libseccomp with CTL_OPTIMIZE=2.
+libseccomp (the Debian python3-seccomp binding of /usr/bin/python3) gets the same
+rules; both programs must return the same action for every number. Exit status 1
+if they differ or a target is missed: mean <= 0.6x and length <= 0.5x libseccomp
+-O2 on both profiles, and on podman's: mean <= 8.0, max <= 14 and length <= 250.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ PROFILES = {
 FALLBACK = {"docker": os.path.join(ROOT, "tests", "data", "docker-default.json")}
 ARCHES = ["x86_64", "i386", "x32"]
 TARGET_MEAN, TARGET_LENGTH = 0.6, 0.5
+#: Absolute targets per profile: mean and max instructions executed, program length.
+TARGETS = {"podman": {"mean": 8.0, "max": 14, "length": 250}}
 
 
 def measure(insns) -> dict:
@@ -79,6 +82,13 @@ def main() -> int:
         print(f"ratio to libseccomp -O2: mean {mean_ratio:.3f} (target <= {TARGET_MEAN}), "
               f"max {mine['max'] / ref['max']:.3f}, named mean {mine['named_mean'] / ref['named_mean']:.3f}, "
               f"length {length_ratio:.3f} (target <= {TARGET_LENGTH})")
+        targets = TARGETS.get(label.split()[0], {}) if label == label.split()[0] else {}
+        if targets:
+            missed = [f"{what} {mine[what]:.2f} > {limit}" for what, limit in targets.items()
+                      if mine[what] > limit]
+            print(f"targets: mean <= {targets['mean']}, max <= {targets['max']}, length <= {targets['length']}: "
+                  + ("met" if not missed else "MISSED (" + ", ".join(missed) + ")"))
+            ok &= not missed
         differ = [nr for nr, (a, b) in enumerate(zip(mine["actions"], ref["actions"])) if a != b]
         print(f"same action for all {len(ref['actions'])} numbers: {'yes' if not differ else 'NO'}"
               + (f" (differ: {differ[:10]})" if differ else ""))

@@ -19,6 +19,9 @@ def _numbers(policy, arch: str) -> list[int]:
     nrs = {syscalls.number(arch, r.syscall) for r in policy.rules} - {None}
     table = syscalls.table(arch)
     nrs |= {0, 1, max(table.values()), max(table.values()) + 1, 1000, MAX32, MAX32 - 1, X32_BIT, 0x7FFF_FFFF}
+    # the seams of the x32 sub-tree inside the x86_64 dispatch
+    x32_top = max(syscalls.table("x32").values())
+    nrs |= {X32_BIT - 1, X32_BIT | x32_top, X32_BIT | (x32_top + 1)}
     return sorted(nrs)
 
 

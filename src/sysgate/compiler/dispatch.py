@@ -11,7 +11,6 @@ weighted median (at most a couple of levels worse).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
 from itertools import accumulate
 
 from .graph import MAX32, Graph, Node
@@ -20,14 +19,16 @@ from .graph import MAX32, Graph, Node
 OPTIMAL_LIMIT = 600
 
 
-@dataclass
 class Range:
     """Numbers ``start..end`` (inclusive) all decided by ``node``; ``weight`` = expected frequency."""
 
-    start: int
-    end: int
-    node: Node
-    weight: float = 0.0
+    __slots__ = ("start", "end", "node", "weight")
+
+    def __init__(self, start: int, end: int, node: Node, weight: float = 0.0):
+        self.start, self.end, self.node, self.weight = start, end, node, weight
+
+    def __repr__(self) -> str:
+        return f"Range({self.start:#x}..{self.end:#x}, {self.node!r}, {self.weight:g})"
 
 
 def ranges_from(outcomes: dict[int, Node], fallback: Node, weights: dict[int, float],
@@ -76,83 +77,106 @@ def merge(parts: list[list[Range]]) -> list[Range]:
 
 #: A leaf may test this many single numbers with ``jeq`` before its background outcome.
 MAX_EXCEPTIONS = 6
+#: The longest span a leaf may cover: its exceptions and the background ranges between them.
+MAX_LEAF_SPAN = 2 * MAX_EXCEPTIONS + 1
 #: Price of one instruction of tree code, as a fraction of the total weight: among
 #: trees of (nearly) equal expected depth the smaller wins, and ranges that are almost
 #: never reached are tested with as few instructions as possible.
 SIZE_COST = 0.002
-#: Up to this many ranges every split is tried; above, Knuth's window (a heuristic once
-#: leaves with exceptions exist) keeps the search quadratic.
-EXHAUSTIVE_LIMIT = 120
 
 
-@dataclass
 class Leaf:
     """Ranges ``i..j-1`` handled without splitting: ``jeq`` for each exception, then ``background``."""
 
-    background: Node
-    exceptions: list[Range]
-    cost: float
+    __slots__ = ("background", "exceptions", "cost")
+
+    def __init__(self, background: Node, exceptions: list[Range], cost: float):
+        self.background, self.exceptions, self.cost = background, exceptions, cost
 
 
 Plan = dict  # (i, j) -> int (split index) | Leaf
 
 
-def _leaf(ranges: list[Range], i: int, j: int, size_cost: float) -> Leaf | None:
-    """The cheapest exception chain for ranges ``i..j-1``, if one is allowed."""
-    span = ranges[i:j]
-    wide = {id(r.node): r.node for r in span if r.start != r.end}
-    if len(wide) > 1 or j - i > 2 * MAX_EXCEPTIONS + 1:
-        return None
-    best = None
-    for background in (wide or {id(r.node): r.node for r in span}).values():
-        exceptions = sorted((r for r in span if r.node is not background), key=lambda r: -r.weight)
-        if len(exceptions) > MAX_EXCEPTIONS:
-            continue
-        rest = sum(r.weight for r in span if r.node is background)
-        cost = sum(r.weight * (n + 1) for n, r in enumerate(exceptions)) + rest * len(exceptions)
-        cost += size_cost * len(exceptions)
-        if best is None or cost < best.cost:
-            best = Leaf(background, exceptions, cost)
-    return best
+def _leaves(ranges: list[Range], size_cost: float) -> dict[tuple[int, int], Leaf]:
+    """The cheapest exception chain for every span ``i..j-1`` (2 <= j - i <= MAX_LEAF_SPAN) that
+    allows one: at most one node owns ranges wider than one number (it is the background; with
+    none, every node is tried) and at most MAX_EXCEPTIONS ranges are not the background's."""
+    out: dict[tuple[int, int], Leaf] = {}
+    n = len(ranges)
+    for i in range(n):
+        wide: Node | None = None
+        for j in range(i + 1, min(n, i + MAX_LEAF_SPAN) + 1):
+            r = ranges[j - 1]
+            if r.start != r.end:
+                if wide is not None and r.node is not wide:
+                    break  # two wide outcomes: neither this span nor any longer one is a leaf
+                wide = r.node
+            if j - i < 2:
+                continue
+            span = ranges[i:j]
+            best = None
+            for background in ((wide,) if wide is not None else {id(r.node): r.node for r in span}.values()):
+                exceptions = [r for r in span if r.node is not background]
+                if len(exceptions) > MAX_EXCEPTIONS:
+                    continue
+                exceptions.sort(key=lambda r: -r.weight)
+                rest = sum(r.weight for r in span if r.node is background)
+                m = len(exceptions)
+                cost = sum(r.weight * (k + 1) for k, r in enumerate(exceptions)) + (rest + size_cost) * m
+                if best is None or cost < best.cost:
+                    best = Leaf(background, exceptions, cost)
+            if best is not None:
+                out[(i, j)] = best
+    return out
 
 
-def plan_tree(ranges: list[Range]) -> Plan:
-    """How to test each sub-list ``(i, j)`` of ``ranges`` in the tree."""
+def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
+    """How to test each sub-list ``(i, j)`` of ``ranges`` in the tree: Knuth's dynamic programme
+    (the best root of ``i..j`` lies between those of ``i..j-1`` and ``i+1..j``), where a span may
+    also be an exception chain (:func:`_leaves`) when that is cheaper. An instruction costs
+    :data:`SIZE_COST` times ``total`` (default: the weight of ``ranges``)."""
     n = len(ranges)
     prefix = [0.0, *accumulate(r.weight for r in ranges)]
     if n > OPTIMAL_LIMIT:
         return _median_plan(ranges, prefix)
-    size_cost = SIZE_COST * prefix[n]
-    cost = [[0.0] * (n + 1) for _ in range(n + 1)]
+    size_cost = SIZE_COST * (prefix[n] if total is None else total)
+    leaves = _leaves(ranges, size_cost)
+    cost = [[0.0] * (n + 1) for _ in range(n + 1)]  # cost[i][j] of ranges i..j-1
+    into = [[0.0] * (n + 1) for _ in range(n + 1)]  # into[j][i] = cost[i][j], for row-wise sums
     root = [[0] * (n + 1) for _ in range(n + 1)]
-    leaves: dict[tuple[int, int], Leaf] = {}
+    chosen: dict[tuple[int, int], Leaf] = {}
     for i in range(n):
         root[i][i + 1] = i
     for length in range(2, n + 1):
+        span_leaves = length <= MAX_LEAF_SPAN
         for i in range(n - length + 1):
             j = i + length
-            if n <= EXHAUSTIVE_LIMIT or length == 2:
-                lo_k, hi_k = i + 1, j - 1
+            row, column, roots = cost[i], into[j], root[i]
+            if length == 2:
+                best_k = lo_k = hi_k = i + 1
             else:
-                lo_k, hi_k = max(i + 1, root[i][j - 1]), min(j - 1, root[i + 1][j])
-            best_k, best, ci = lo_k, float("inf"), cost[i]
-            for k in range(lo_k, hi_k + 1):
-                c = ci[k] + cost[k][j]
+                lo_k, hi_k = roots[j - 1], root[i + 1][j]
+                best_k = lo_k = lo_k if lo_k > i else i + 1
+                hi_k = hi_k if hi_k < j else j - 1
+            best = row[lo_k] + column[lo_k]
+            for k in range(lo_k + 1, hi_k + 1):  # Knuth's window: usually a few splits
+                c = row[k] + column[k]
                 if c < best:
                     best, best_k = c, k
+            roots[j] = best_k
             best += prefix[j] - prefix[i] + size_cost
-            root[i][j] = best_k
-            leaf = _leaf(ranges, i, j, size_cost) if length <= 2 * MAX_EXCEPTIONS + 1 else None
-            if leaf is not None and leaf.cost < best:
-                best = leaf.cost
-                leaves[(i, j)] = leaf
-            cost[i][j] = best
+            if span_leaves:
+                leaf = leaves.get((i, j))
+                if leaf is not None and leaf.cost < best:
+                    best = leaf.cost
+                    chosen[(i, j)] = leaf
+            row[j] = column[i] = best
     plan: Plan = {}
     stack = [(0, n)]
     while stack:
         i, j = stack.pop()
-        if (i, j) in leaves:
-            plan[(i, j)] = leaves[(i, j)]
+        if (i, j) in chosen:
+            plan[(i, j)] = chosen[(i, j)]
         elif j - i >= 2:
             k = plan[(i, j)] = root[i][j]
             stack += [(i, k), (k, j)]
@@ -177,9 +201,10 @@ def _median_plan(ranges: list[Range], prefix: list[float]) -> Plan:
     return plan
 
 
-def build_tree(graph: Graph, ranges: list[Range], word: int) -> Node:
-    """The search tree over ``ranges`` (which must cover a contiguous span) on ``word``."""
-    plan = plan_tree(ranges)
+def build_tree(graph: Graph, ranges: list[Range], word: int, total: float | None = None) -> Node:
+    """The search tree over ``ranges`` (which must cover a contiguous span) on ``word``; ``total``:
+    the weight of the whole tree it is part of, when it is a sub-tree planned apart."""
+    plan = plan_tree(ranges, total)
 
     def node(i: int, j: int) -> Node:
         if j - i == 1:

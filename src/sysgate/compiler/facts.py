@@ -121,4 +121,6 @@ def meet(a: Facts | None, b: Facts) -> Facts:
     """Facts true on both of two joining paths (``a`` None: the first path)."""
     if a is None:
         return b
-    return {op: a[op].join(b[op]) for op in a.keys() & b.keys()}
+    if a is b:
+        return a
+    return {op: a[op] if a[op] is b[op] else a[op].join(b[op]) for op in a.keys() & b.keys()}

@@ -120,6 +120,18 @@ class Graph:
         return node
 
 
+def zero_path(node: Node, word: int | None = None) -> int:
+    """Instructions a call whose tested words are all 0 executes from ``node`` to its return
+    (a load whenever the word changes, an AND for a mask, the jump); ``word``: the word the
+    accumulator holds on entry."""
+    count = 0
+    while isinstance(node, Test):
+        count += (node.word != word) + (node.mask is not None) + 1
+        word = node.word if node.mask is None else None
+        node = node.t if decide(node.op, node.k, 0) else node.f
+    return count
+
+
 def walk(root: Node) -> Iterator[Node]:
     """Every node reachable from ``root``, each once (depth first, pre-order)."""
     seen: set[int] = set()

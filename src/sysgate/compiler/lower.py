@@ -16,15 +16,13 @@ filter's default action to it, which we do not.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from .. import syscalls
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
 from .args import ArgLayout, ConditionCompiler
 from .dispatch import Range, build_tree, merge, ranges_from
 from .program import CompileError
-from .graph import MAX32, Graph, Node
+from .graph import MAX32, Graph, Node, Test, zero_path
 
 NR_SKIP = MAX32  # nr == -1
 X32_BIT = abi.X32_SYSCALL_BIT
@@ -33,16 +31,20 @@ X32_SHARE = 0.01
 #: A gap this wide between syscall numbers ends a table's main block (ARM's private
 #: syscalls at 0xf0000 are not a reason to expect the million numbers before them).
 MAX_GAP = 256
+#: A syscall's argument checks raise its weight by at most 2**this: a tree is only about
+#: log2(ranges) deep, and several huge weights would push every other syscall down.
+MAX_CHECK_BOOST = 6
 
 
-@dataclass
 class ArchView:
     """One AUDIT_ARCH value and the architectures dispatched under it."""
 
-    audit: int
-    arches: list[str]
-    ranges: list[Range] = field(default_factory=list)
-    root: Node | None = None
+    __slots__ = ("audit", "arches", "ranges", "root")
+
+    def __init__(self, audit: int, arches: list[str]):
+        self.audit, self.arches = audit, arches
+        self.ranges: list[Range] = []
+        self.root: Node | None = None
 
 
 def resolve(arch: str, name: str) -> int | None:
@@ -106,10 +108,14 @@ class Lowering:
             if nr is not None:
                 by_nr.setdefault(nr, []).append(rule)
         outcomes = {}
+        default = g.ret(self.policy.default.ret())
+        rets: dict[int, Node] = {}  # id(action) -> its return (Action.ret() is not free)
         for nr, rules in by_nr.items():
-            node = g.ret(self.policy.default.ret())
+            node = default
             for rule in reversed(rules):
-                action = g.ret(rule.action.ret())
+                action = rets.get(id(rule.action))
+                if action is None:
+                    action = rets[id(rule.action)] = g.ret(rule.action.ret())
                 node = action if rule.condition is None else conditions.condition(rule.condition, action, node)
             outcomes[nr] = node
         return outcomes
@@ -133,22 +139,38 @@ class Lowering:
 
     # --- dispatch ---------------------------------------------------------------
     def _span(self, arch: str | None, low: int, high: int, bad: Node) -> list[Range]:
-        """Ranges for ``low..high``: ``arch``'s rules, or ``bad`` throughout when None."""
+        """Ranges for ``low..high``: ``arch``'s rules, or ``bad`` throughout when None. A syscall
+        whose argument checks take ``c`` instructions (with zero arguments) weighs ``2**c`` times
+        its frequency: a weight-balanced tree puts a range of weight ``w`` about ``log2(W/w)``
+        levels deep, so its whole path, tree and checks, stays as short as the others'."""
         if arch is None:
             return [Range(low, high, bad, 1e-6)]
         default = self.graph.ret(self.policy.default.ret())
-        return ranges_from(self._outcomes(arch), default, self._weights(arch), low, high)
+        ranges = ranges_from(self._outcomes(arch), default, self._weights(arch), low, high)
+        for r in ranges:
+            if isinstance(r.node, Test):  # argument checks follow: reach them sooner
+                r.weight *= 2.0 ** min(zero_path(r.node, abi.OFFSET_NR), MAX_CHECK_BOOST)
+        return ranges
 
     def _view_ranges(self, view: ArchView, bad: Node) -> list[Range]:
+        """The ranges of ``view``'s dispatch. Under AUDIT_ARCH_X86_64 the x32 numbers (those with
+        ``__X32_SYSCALL_BIT``) are one more range of the native dispatch: ``bad`` when x32 is not a
+        target, else a sub-tree of their own, planned apart (x32 calls are rare, so the tree
+        reaches them through one test at a low level anyway, and two small plans are much
+        cheaper to compute than one big one)."""
         allow = self.graph.ret(ALLOW.ret())
         skip = [Range(NR_SKIP, NR_SKIP, allow, 1e-6)]
         if view.audit != abi.AUDIT_ARCH["x86_64"]:
             (arch,) = view.arches
             return merge([self._span(arch, 0, NR_SKIP - 1, bad), skip])
-        native = "x86_64" if "x86_64" in view.arches else None
-        x32 = "x32" if "x32" in view.arches else None
-        return merge([self._span(native, 0, X32_BIT - 1, bad),
-                      self._span(x32, X32_BIT, NR_SKIP - 1, bad), skip])
+        native = self._span("x86_64" if "x86_64" in view.arches else None, 0, X32_BIT - 1, bad)
+        x32 = self._span("x32" if "x32" in view.arches else None, X32_BIT, NR_SKIP - 1, bad)
+        if len(x32) > 1:
+            weight = sum(r.weight for r in x32)
+            # instructions cost as much as in the view's whole tree: x32 code stays small
+            tree = build_tree(self.graph, x32, abi.OFFSET_NR, weight + sum(r.weight for r in native))
+            x32 = [Range(X32_BIT, NR_SKIP - 1, tree, weight)]
+        return merge([native, x32, skip])
 
     def build(self) -> Node:
         g = self.graph

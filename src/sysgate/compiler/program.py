@@ -1,8 +1,6 @@
 """The compiler's result and its error type."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..bpf import insn as bpf
 from ..errors import SysgateError
 
@@ -11,13 +9,22 @@ class CompileError(SysgateError):
     """The policy cannot be compiled (too large, unknown syscall or architecture...)."""
 
 
-@dataclass
 class Program:
-    """A compiled filter: ``insns`` for ``arches``; ``pack()`` gives the bytes for sock_fprog."""
+    """A compiled filter: ``insns`` for ``arches``; ``pack()`` gives the bytes for sock_fprog.
+    (A plain class: creating a dataclass costs ``sysgate compile`` start-up time.)"""
 
-    insns: list[bpf.Insn]
-    arches: list[str]
-    stats: dict = field(default_factory=dict)
+    __slots__ = ("insns", "arches", "stats")
+
+    def __init__(self, insns: list[bpf.Insn], arches: list[str], stats: dict | None = None):
+        self.insns, self.arches, self.stats = insns, arches, {} if stats is None else stats
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Program) and (self.insns, self.arches) == (other.insns, other.arches)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Program({len(self.insns)} insns, {self.arches})"
 
     def pack(self, byteorder: str | None = None) -> bytes:
         """The bytes for sock_fprog in ``byteorder`` (None: this machine's, to install here;

@@ -42,7 +42,8 @@ def _thread_once(root: Node, graph: Graph) -> tuple[Node, bool]:
                 after = known
             new_target, arrival = _follow(target, after)
             changed |= new_target is not target
-            incoming[id(new_target)] = F.meet(incoming.get(id(new_target)), arrival)
+            if isinstance(new_target, Test):  # a return learns nothing from what is known
+                incoming[id(new_target)] = F.meet(incoming.get(id(new_target)), arrival)
             targets.append(new_target)
         edges[id(node)] = (targets[0], targets[1])
     if not changed:
