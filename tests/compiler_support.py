@@ -71,9 +71,13 @@ def cacheable(insns: list[bpf.Insn], nr: int, arch: str) -> bool:
 
 # --- reference semantics ------------------------------------------------------------
 def narrowed(policy: Policy) -> Policy:
-    """The policy as a 32-bit architecture applies it: every comparison on 32 bits."""
+    """The policy as a 32-bit architecture applies it: comparisons on 32 bits, except that a
+    64-bit constant that is no extension of its low word meets the argument's high word of 0."""
     def narrow(e):
         if isinstance(e, Cmp):
+            high = e.value >> 32
+            if e.width == 64 and not (high == 0 or (high == MAX32 and e.value & 0x80000000)):
+                return e        # a constant beyond 32 bits: compared with the zero-extended argument
             return Cmp(e.arg, e.op, e.value & MAX32, None if e.mask is None else e.mask & MAX32, 32)
         if isinstance(e, Not):
             return Not(narrow(e.item))

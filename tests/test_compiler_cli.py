@@ -238,17 +238,23 @@ def test_explain_is_unaffected_by_notify_routes(notify_policy):
     assert out.startswith(f"uname() -> notify(identity) by rule at {notify_policy}:5 (")
 
 
-def test_compile_warns_when_a_32_bit_arch_compares_only_the_low_word(tmp_path):
+def test_compile_warns_when_a_32_bit_arch_cannot_test_a_64_bit_constant(tmp_path):
     path = tmp_path / "w.policy"
     path.write_text("default: allow\narch: x86_64, i386\nlseek: u64(arg1) == 0x100000002 -> errno(EINVAL)\n"
-                    "lseek: u64(arg1) == -1 -> errno(EINVAL)\n")
+                    "lseek: u64(arg1) == -1 -> errno(EINVAL)\nread: u64(arg2) < 0x100000000 -> kill\n")
     out = tmp_path / "w.bpf"
     proc = sysgate("compile", str(path), "--arch", "i386", "-o", str(out))
-    assert _warnings(proc.stderr) == [f"warning: {path}:3: lseek: arguments are 32 bits on i386: the constant "
-                                      f"0x100000002 of arg1 is compared as 0x2 there"]
-    # what the warning says is what the filter does
-    emulated = sysgate("emulate", str(out), "--arch", "i386", "--syscall", "lseek", "--args", "3,2").stdout
-    assert emulated.startswith(b"ERRNO(22) ")
+    assert _warnings(proc.stderr) == [
+        f"warning: {path}:3: lseek: arguments are 32 bits on i386: arg1 == 0x100000002 never holds there "
+        f"(the high word is 0)",
+        f"warning: {path}:5: read: arguments are 32 bits on i386: arg2 < 0x100000000 always holds there "
+        f"(the high word is 0)"]
+    # what the warning says is what the filter does (libseccomp would compare the truncated 2 and 0:
+    # refuse lseek(fd, 2) and let every read through a rule meant to kill them all)
+    emulate = ("emulate", str(out), "--arch", "i386", "--syscall")
+    assert sysgate(*emulate, "lseek", "--args", "3,2").stdout.startswith(b"ALLOW ")
+    assert sysgate(*emulate, "lseek", "--args", "3,0xffffffff").stdout.startswith(b"ERRNO(22) ")
+    assert sysgate(*emulate, "read", "--args", "0,0,5").stdout.startswith(b"KILL")
     assert _warnings(sysgate("compile", str(path), "--arch", "x86_64", "-o", str(out)).stderr) == []
 
 

@@ -6,8 +6,11 @@ and to ``f`` otherwise, as short-circuit jump code: ``Not`` swaps the targets
 items. Comparisons of 64-bit arguments work on two 32-bit words: equality tests
 the low word first (it usually decides), ordering tests the high word first and
 the low word only when the high words are equal. ``Cmp.width == 32`` compares the
-low word only. On 32-bit architectures every argument is a 32-bit register, so
-every comparison uses the low 32 bits of its constant and mask, as libseccomp does.
+low word only. On 32-bit architectures every argument is a 32-bit register (its high
+word is 0 in seccomp_data): a constant that is the zero- or sign-extension of its low
+word (``7``, ``-1``) is compared on that low word, as libseccomp does; any other 64-bit
+constant decides the comparison by itself (``arg < 0x100000000`` always holds), where
+libseccomp would compare its truncated low word and let a deny rule fail open.
 """
 from __future__ import annotations
 
@@ -55,6 +58,11 @@ class ConditionCompiler:
 
     # --- comparisons ---------------------------------------------------------
     def compare(self, cmp: Cmp, t: Node, f: Node) -> Node:
+        if cmp.width == 64 and self.layout.narrow and not _extends_low_word(cmp.value):
+            # A 32-bit architecture's argument has a high word of 0 in seccomp_data, and this
+            # constant does not fit in 32 bits: the comparison is decided without the argument
+            # (a < v, a <= v and a != v hold; the rest never do) instead of on a truncated constant.
+            return t if cmp.op in ("<", "<=", "!=") else f
         wide = cmp.width == 64 and not self.layout.narrow
         value = cmp.value if wide else cmp.value & MAX32
         mask = None if cmp.mask is None else (cmp.mask if wide else cmp.mask & MAX32)
@@ -119,9 +127,10 @@ def _extends_low_word(value: int) -> bool:
 
 def narrowed_constants(policy, arches: list[str]) -> list[str]:
     """Warnings for the 64-bit constants and masks of ``policy`` that a filter for a 32-bit
-    architecture among ``arches`` compares on their low word only (its arguments are one
-    32-bit register, so the rest cannot be tested; libseccomp does the same). Constants
-    that are the zero- or sign-extension of their low word (``-1``) keep their meaning."""
+    architecture among ``arches`` cannot test as written (its arguments are one 32-bit
+    register): such a constant decides its comparison alone (:meth:`ConditionCompiler.compare`),
+    such a mask is applied on its low word. Constants that are the zero- or sign-extension of
+    their low word (``-1``) keep their meaning."""
     from .. import syscalls
 
     narrow = [a for a in arches if ArgLayout(a).narrow]
@@ -132,6 +141,10 @@ def narrowed_constants(policy, arches: list[str]) -> list[str]:
             for what, value in (("constant", cmp.value), ("mask", cmp.mask)):
                 if cmp.width == 64 and value is not None and not _extends_low_word(value):
                     where = f"{rule.source[0]}:{rule.source[1]}: " if rule.source else ""
-                    found[f"{where}{rule.syscall}: arguments are 32 bits on {', '.join(on)}: the {what} "
-                          f"{value:#x} of arg{cmp.arg} is compared as {value & MAX32:#x} there"] = None
+                    if what == "constant":
+                        holds = "always holds" if cmp.op in ("<", "<=", "!=") else "never holds"
+                        effect = f"arg{cmp.arg} {cmp.op} {value:#x} {holds} there (the high word is 0)"
+                    else:
+                        effect = f"the mask {value:#x} of arg{cmp.arg} is applied as {value & MAX32:#x} there"
+                    found[f"{where}{rule.syscall}: arguments are 32 bits on {', '.join(on)}: {effect}"] = None
     return list(found)
