@@ -9,6 +9,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -303,15 +304,25 @@ def test_no_fd_leaks_across_allowed_denied_and_killed_targets(tmp_path, listenin
 
     received = []
 
-    def run_killed(delay: float) -> None:
+    def run_killed(calls: int) -> None:
+        """Kill the looping target once ``calls`` notifications arrived: mid-call, by count, not by a
+        timer (a loaded machine must not turn this into a kill before any call)."""
         hs = handlers()
         target = launch.spawn(["/bin/sh", "-c", loop], _compat_policy(*hs))
         sup = Supervisor()
+
+        def kill_when_busy():
+            for _ in range(30000):
+                if sup.stats.received >= calls:
+                    break
+                time.sleep(0.001)
+            target.kill()
+
         try:
             for h in hs:
                 h.install(sup)
             sup.add_target(target)
-            threading.Timer(delay, target.kill).start()
+            threading.Thread(target=kill_when_busy, daemon=True).start()
             assert sup.run_until_idle(30)
             received.append(sup.stats.received)
             assert sup.stats.errors == 0
@@ -324,13 +335,13 @@ def test_no_fd_leaks_across_allowed_denied_and_killed_targets(tmp_path, listenin
 
     for _ in range(2):                      # warm-up: caches, lazily opened module files
         run_bytes([compat], *handlers(), policy=_compat_policy(*handlers()))
-        run_killed(0.05)
+        run_killed(40)
     before = fd_count()
     for i in range(6):
         hs = handlers()
         assert run_bytes([compat], *hs, policy=_compat_policy(*hs))[0] == 0
         hs = handlers()
         assert run_bytes([int80], *hs, policy=_compat_policy(*hs))[0] == 0
-        run_killed(0.02 + 0.03 * i)
+        run_killed(15 + 25 * i)
     assert fd_count() == before, os.listdir("/proc/self/fd")
     assert min(received) > 10                # the killed targets were busy in notified calls
