@@ -1,0 +1,158 @@
+"""``sysgate agent --learn``: learning a container's profile with real runc and crun containers.
+
+A container runs with the agent's learning profile (every syscall notified); its profile
+is written when it exits; that profile, applied by the runtime *without* the agent, runs the
+same container and refuses what the container never did.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import oci
+from sysgate.agent.learning import UNNOTIFIABLE, learning_profile, profile_stem
+from sysgate.errors import SysgateError
+from sysgate.policy.parser import parse_policy
+from test_agent_oci import RUNTIMES, AgentProcess
+
+RUN = os.getpid()
+# fork + exec of another applet, a pipe, a file in the container's /tmp
+LEARN = "echo hi; ls / > /tmp/listing; cat /tmp/listing | busybox grep -c bin; echo done"
+#: the runtime's own set-up: before the filter is installed, so never learned
+SETUP = {"mount", "umount2", "pivot_root", "unshare", "setns", "sethostname", "keyctl", "seccomp", "mkdir"}
+
+
+class LearningAgent(AgentProcess):
+    """``sysgate agent --learn DIR`` in a subprocess."""
+
+    def __init__(self, directory):
+        self.socket = str(directory / "agent.sock")
+        self.log_path = directory / "agent.log"
+        self.learned = directory / "learned"
+        self.learned.mkdir()
+        self.log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", self.socket,
+                                      "--learn", str(self.learned)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.wait_log(r"ready on ")
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("running OCI containers needs root")
+    proc = LearningAgent(tmp_path_factory.mktemp("learning-agent"))
+    yield proc
+    assert proc.stop() == 0, proc.text()
+
+
+def printed_profile(socket_path: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "sysgate", "agent", "--socket", socket_path, "--learning-profile"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def run_with(runtime: str, tmp_path, cid: str, script: str, seccomp: dict) -> subprocess.CompletedProcess:
+    bundle = oci.make_bundle(tmp_path / cid, ["sh", "-c", script], None)
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["seccomp"] = seccomp
+    (bundle / "config.json").write_text(json.dumps(config))
+    rt = oci.Runtime(runtime, tmp_path / "state")
+    try:
+        return rt.run(bundle, cid)
+    finally:
+        rt.delete(cid)
+
+
+def learn(runtime, agent, tmp_path, cid: str, script: str) -> tuple[dict, str]:
+    """Run ``script`` in a learning container; returns its learned (OCI profile, policy text)."""
+    out = run_with(runtime, tmp_path, cid, script, printed_profile(agent.socket))
+    assert out.returncode == 0, out.stdout + out.stderr
+    agent.wait_log(rf"container {cid}: learned \d+ syscalls \(\d+ distinct\), wrote ")
+    return (json.loads((agent.learned / f"{cid}.json").read_text()),
+            (agent.learned / f"{cid}.policy").read_text())
+
+
+def allowed(profile: dict) -> set[str]:
+    return {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for name in rule["names"]}
+
+
+def test_learning_profile_notifies_everything_runtimes_accept():
+    profile = learning_profile("/run/agent.sock")
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"     # runc refuses NOTIFY as the default
+    assert profile["listenerPath"] == "/run/agent.sock"
+    [rule] = profile["syscalls"]
+    assert rule["action"] == "SCMP_ACT_NOTIFY"
+    assert {"mkdir", "execve", "openat", "clone", "read", "close", "futex"} <= set(rule["names"])
+    assert not set(UNNOTIFIABLE) & set(rule["names"])       # runc: "cannot be used for the write syscall"
+
+
+def test_container_ids_that_are_not_file_names_are_refused():
+    assert profile_stem("web-1.2_x+y") == "web-1.2_x+y"
+    for bad in ("../etc/passwd", "a/b", ".hidden", "", "x" * 300):
+        with pytest.raises(SysgateError):
+            profile_stem(bad)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learn", "/nonexistent-dir"], "--learn: no such directory /nonexistent-dir"),
+    (["--learn", "/tmp", "--config", "/dev/null"], "--learn and --config"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    out = subprocess.run([sys.executable, "-m", "sysgate", "agent", "--socket", str(tmp_path / "s"), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_learned_profile_runs_the_container_without_the_agent(runtime, agent, tmp_path):
+    cid = f"learn-{runtime}-{RUN}"
+    profile, text = learn(runtime, agent, tmp_path, cid, LEARN)
+    policy = parse_policy(text, "learned")
+    names = allowed(profile)
+    assert {"execve", "write", "wait4"} <= names and names & {"pipe", "pipe2"}, names
+    assert not names & SETUP, names & SETUP          # the runtime's set-up came before the filter
+    assert {r.syscall for r in policy.rules} >= names - {"clone3"}
+    assert f"Container: {cid}" in text
+    # applied by the runtime alone, the learned profile runs the same container...
+    for attempt in range(3):
+        out = run_with(runtime, tmp_path, f"{cid}-again", LEARN, profile)
+        assert out.returncode == 0 and out.stdout.split() == ["hi", "1", "done"], out.stdout + out.stderr
+    # ... and refuses what it never did: mkdir fails with EPERM (the kernel allows it without the profile)
+    script = LEARN + "; mkdir /tmp/new; echo mkdir=$?; test -d /tmp/new || echo absent"
+    out = run_with(runtime, tmp_path, f"{cid}-mkdir", script, profile)
+    assert out.stdout.split() == ["hi", "1", "done", "mkdir=1", "absent"], out.stdout + out.stderr
+    assert "Operation not permitted" in out.stderr
+    unfiltered = run_with(runtime, tmp_path, f"{cid}-free", script, {"defaultAction": "SCMP_ACT_ALLOW"})
+    assert unfiltered.stdout.split() == ["hi", "1", "done", "mkdir=0"], unfiltered.stdout + unfiltered.stderr
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_each_container_gets_exactly_its_own_profile(runtime, agent, tmp_path):
+    """Two containers learning at once: the one that mkdirs, sockets and renames has those
+    calls in its profile; the other's profile has none of them."""
+    profile = printed_profile(agent.socket)
+    rt = oci.Runtime(runtime, tmp_path / "state")
+    busy, quiet = f"busy-{runtime}-{RUN}", f"quiet-{runtime}-{RUN}"
+    slow = oci.make_bundle(tmp_path / quiet, ["sh", "-c", "sleep 1; echo quiet"], None)
+    config = json.loads((slow / "config.json").read_text())
+    config["linux"]["seccomp"] = profile
+    (slow / "config.json").write_text(json.dumps(config))
+    background = rt.start_detached(slow, quiet)
+    try:
+        busy_profile, _ = learn(runtime, agent, tmp_path, busy, "mkdir /tmp/d && busybox mv /tmp/d /tmp/e && echo ok")
+        assert background.wait(30) == 0, background.stderr.read()
+    finally:
+        rt.delete(quiet)
+    agent.wait_log(rf"container {quiet}: learned \d+ syscalls")
+    quiet_profile = json.loads((agent.learned / f"{quiet}.json").read_text())
+    renames = {"rename", "renameat", "renameat2"}
+    assert "mkdir" in allowed(busy_profile) and renames & allowed(busy_profile), allowed(busy_profile)
+    assert not ({"mkdir"} | renames) & allowed(quiet_profile), allowed(quiet_profile)
+    assert "nanosleep" in allowed(quiet_profile) or "clock_nanosleep" in allowed(quiet_profile)
