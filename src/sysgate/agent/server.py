@@ -161,9 +161,6 @@ class Agent:
         self.supervisor.close()
         for container in list(self.containers.values()):
             container.handler_set.close()
-            if container.learner is not None:     # still running: what it did so far
-                container.learner.unfinished = True
-                self._write_learned(container)
         self.containers.clear()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
@@ -329,6 +326,8 @@ class Agent:
         if container is None:
             return
         state = container.listeners.pop(lst)
+        if container.learner is not None and lst.reason != "hangup":    # the agent stops: what it did so far
+            container.learner.unfinished = True
         log.info("container %s: process %d released (%s), %d listener(s) left",
                  state.id, state.pid, lst.reason, len(container.listeners))
         if not container.listeners:
