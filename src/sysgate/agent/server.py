@@ -80,7 +80,6 @@ class Agent:
         self.max_state_bytes, self.max_fds = max_state_bytes, max_fds
         self.registry = registry
         self.learn_dir = learn_dir
-        self.learned: list[str] = []     # paths of the profiles written (learning mode)
         self.containers: dict[str, Container] = {}
         self.rejected = 0
         self._pending: dict[int, _Connection] = {}
@@ -288,10 +287,10 @@ class Agent:
                  else ", ".join(map(str, container.selection.handlers)) or "none")
 
     def _new_container(self, state: ContainerProcessState) -> Container:
-        context = {"Pid": state.pid, "Pid1": state.container_pid, "Container": state.id,
-                   "Pod": "", "Namespace": "", "Bundle": state.bundle}
         if self.learn_dir is not None:
             return self._new_learning_container(state)
+        context = {"Pid": state.pid, "Pid1": state.container_pid, "Container": state.id,
+                   "Pod": "", "Namespace": "", "Bundle": state.bundle}
         selection = self.config.select(state.id, state.annotations, state.metadata, context)
         handler_set = agent_handlers.build(selection, state, self.registry)
         sup = self.supervisor
@@ -317,7 +316,6 @@ class Agent:
             log.error("container %s: cannot write its learned profile: %s", container.id, exc)
             return
         obs = learner.observations
-        self.learned += paths
         log.info("container %s: learned %d syscalls (%d distinct), wrote %s", container.id, obs.total,
                  len(obs.by_syscall()), ", ".join(paths))
 

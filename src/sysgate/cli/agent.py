@@ -14,6 +14,7 @@ linux.seccomp object that notifies every syscall to --socket, for the container'
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import SysgateError
@@ -46,11 +47,10 @@ def run(args) -> int:
 
     if args.learning_profile:
         import json
-        import os
 
         print(json.dumps(learning_profile(os.path.abspath(args.socket)), indent=2))
         return 0
-    learn_dir = check_directory(args.learn) if args.learn is not None else None
+    learn_dir = check_directory(os.path.abspath(args.learn)) if args.learn is not None else None
     if learn_dir is not None and args.config:
         raise SysgateError("--learn and --config: a learning agent uses no handlers")
 
