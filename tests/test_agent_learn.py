@@ -212,3 +212,20 @@ def test_runc_refuses_to_notify_write(tmp_path):
                     "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}
     out = run_with("runc", tmp_path, f"notify-write-{RUN}", "echo hi", notify_write)
     assert out.returncode != 0 and "SCMP_ACT_NOTIFY cannot be used for the write syscall" in out.stderr, out.stderr
+
+
+def test_a_profile_learned_on_the_host_is_too_small_for_runc_where_the_agents_is_not(agent, tmp_path):
+    """The problem this solves: ``sysgate learn`` of the same command on the host misses the
+    calls runc's init makes under the container's filter, so runc cannot start the container."""
+    if "runc" in oci.missing_runtimes():
+        pytest.skip(oci.missing_runtimes()["runc"])
+    host = tmp_path / "host.json"
+    learned = subprocess.run([sys.executable, "-m", "sysgate", "learn", "--no-progress", "-o", str(host), "--",
+                              oci.BUSYBOX, "sh", "-c", "echo hi"], capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    out = run_with("runc", tmp_path, f"host-learned-{RUN}", "echo hi", json.loads(host.read_text()))
+    assert out.returncode != 0 and "hi" not in out.stdout and "operation not permitted" in out.stderr, out.stderr
+    cid = f"agent-learned-{RUN}"
+    profile, _ = learn("runc", agent, tmp_path, cid, "echo hi")
+    out = run_with("runc", tmp_path, f"{cid}-again", "echo hi", profile)
+    assert out.returncode == 0 and out.stdout == "hi\n", out.stderr
