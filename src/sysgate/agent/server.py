@@ -10,6 +10,10 @@ Every container process joins the supervisor group named by the container id; a
 ``runc exec`` into a running container is a second connection with the same id and
 joins the same group. When the last listener of a container hangs up (all its
 processes are gone) the group's handlers are dropped.
+
+With ``learn_dir`` the agent learns instead of enforcing: every container's notifications
+are recorded and CONTINUEd (:mod:`.learning`), and its profile is written to ``learn_dir``
+when it is gone.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from ..errors import SysgateError
 from ..supervisor.loop import Supervisor
 from . import handlers as agent_handlers
-from .config import AgentConfig
+from .config import AgentConfig, Selection
+from .learning import ContainerLearner
 from .protocol import MAX_FDS, MAX_STATE_BYTES, ContainerProcessState, ProtocolError, StateReader
 
 log = logging.getLogger("sysgate.agent")
@@ -41,6 +46,7 @@ class Container:
     selection: object
     listeners: dict = field(default_factory=dict)
     connections: int = 0
+    learner: ContainerLearner | None = None
 
 
 @dataclass(eq=False)
@@ -60,7 +66,8 @@ class Agent:
 
     def __init__(self, socket_path: str, config: AgentConfig | None = None, supervisor: Supervisor | None = None,
                  *, connection_timeout: float = 5.0, max_connections: int = 64,
-                 max_state_bytes: int = MAX_STATE_BYTES, max_fds: int = MAX_FDS, registry: dict | None = None):
+                 max_state_bytes: int = MAX_STATE_BYTES, max_fds: int = MAX_FDS, registry: dict | None = None,
+                 learn_dir: str | None = None):
         if not socket_path:
             raise SysgateError("the agent socket path is empty")
         if not 0 < connection_timeout < float("inf"):
@@ -72,6 +79,7 @@ class Agent:
         self.connection_timeout, self.max_connections = connection_timeout, max_connections
         self.max_state_bytes, self.max_fds = max_state_bytes, max_fds
         self.registry = registry
+        self.learn_dir = learn_dir
         self.containers: dict[str, Container] = {}
         self.rejected = 0
         self._pending: dict[int, _Connection] = {}
@@ -269,13 +277,18 @@ class Agent:
                 self._forget_container(container)
             return
         container.connections += 1
+        if container.learner is not None:
+            container.learner.processes += 1
         container.listeners[lst] = state
         self._owner[lst] = container
         log.info("container %s: %s process %d joined group %s (connection %d, ociVersion %s, handlers: %s)",
                  state.id, state.status or "?", state.pid, state.id, container.connections, state.oci_version,
-                 ", ".join(map(str, container.selection.handlers)) or "none")
+                 "learning" if container.learner is not None
+                 else ", ".join(map(str, container.selection.handlers)) or "none")
 
     def _new_container(self, state: ContainerProcessState) -> Container:
+        if self.learn_dir is not None:
+            return self._new_learning_container(state)
         context = {"Pid": state.pid, "Pid1": state.container_pid, "Container": state.id,
                    "Pod": "", "Namespace": "", "Bundle": state.bundle}
         selection = self.config.select(state.id, state.annotations, state.metadata, context)
@@ -287,11 +300,32 @@ class Agent:
         self.containers[state.id] = container
         return container
 
+    def _new_learning_container(self, state: ContainerProcessState) -> Container:
+        learner = ContainerLearner(state.id, state.bundle)
+        self.supervisor.table({}, group=state.id)
+        self.supervisor.fallback(learner, group=state.id)
+        container = Container(state.id, agent_handlers.HandlerSet(fallback=learner), Selection(), learner=learner)
+        self.containers[state.id] = container
+        return container
+
+    def _write_learned(self, container: Container) -> None:
+        learner = container.learner
+        try:
+            paths = learner.write(self.learn_dir, warn=lambda m: log.warning("container %s: %s", container.id, m))
+        except Exception as exc:     # a bad id, a full disk: this container's profile only
+            log.error("container %s: cannot write its learned profile: %s", container.id, exc)
+            return
+        obs = learner.observations
+        log.info("container %s: learned %d syscalls (%d distinct), wrote %s", container.id, obs.total,
+                 len(obs.by_syscall()), ", ".join(paths))
+
     def _released(self, lst) -> None:
         container = self._owner.pop(lst, None)
         if container is None:
             return
         state = container.listeners.pop(lst)
+        if container.learner is not None and lst.reason != "hangup":    # the agent stops: what it did so far
+            container.learner.unfinished = True
         log.info("container %s: process %d released (%s), %d listener(s) left",
                  state.id, state.pid, lst.reason, len(container.listeners))
         if not container.listeners:
@@ -301,6 +335,8 @@ class Agent:
         del self.containers[container.id]
         container.handler_set.close()
         self.supervisor.discard_group(container.id)
+        if container.learner is not None and container.learner.processes:
+            self._write_learned(container)
         log.info("container %s gone: group dropped", container.id)
 
     # --- misc ------------------------------------------------------------------------

@@ -46,15 +46,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..learn import (Observer, Progress, arch_warnings, header_text, notify_all_filter, parse_action,
-                         summary_text)
+    from ..learn import (Observer, Progress, arch_warnings, format_for, header_text, notify_all_filter,
+                         parse_action, summary_text)
     from .run import command_args, run_command
 
     argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
     if args.top < 0:
         raise SysgateError(f"--top: the number of syscalls to list must be 0 or more, not {args.top}")
     default = parse_action(args.default)
-    fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
+    fmt = args.format or format_for(args.output)
     _check_unpinned(args.no_pin)
     _check_writable(args.output)
     show = sys.stderr.isatty() if args.progress is None else args.progress
@@ -84,20 +84,10 @@ def run(args) -> int:
 
 def render(obs, fmt: str, **options) -> str:
     """The learned policy as text, or as OCI JSON (converted from the text, so both agree)."""
-    import json
+    from ..learn import render as render_policy
 
-    from ..learn import policy_text
-    from ..policy.oci import export_oci
-    from ..policy.parser import parse_policy
-
-    text = policy_text(obs, **options)
-    if fmt == "text":
-        return text
-    warnings: list[str] = []
-    doc = export_oci(parse_policy(text, "<learned policy>"), warn=warnings.append)
-    for message in warnings:
-        print(f"sysgate learn: warning: {message}", file=sys.stderr)
-    return json.dumps(doc, indent=2) + "\n"
+    return render_policy(obs, fmt, warn=lambda message: print(f"sysgate learn: warning: {message}",
+                                                                 file=sys.stderr), **options)
 
 
 def write_output(path: str, text: str) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from .observer import Observations, Observer, Progress, notify_all_filter, observe
 from .pins import PINS, Pin, pins_for
-from .writer import (LAUNCH_SYSCALLS, arch_warnings, header_text, learned_policy, parse_action, policy_arches,
-                     policy_text, summary_text)
+from .writer import (EXTENSIONS, LAUNCH_SYSCALLS, WRITERS, arch_warnings, format_for, header_text, learned_policy,
+                     oci_json, parse_action, policy_arches, policy_text, render, summary_text)
 
 __all__ = ["Observations", "Observer", "Progress", "observe", "notify_all_filter", "PINS", "Pin", "pins_for",
-           "LAUNCH_SYSCALLS", "policy_text", "learned_policy", "header_text", "summary_text", "parse_action",
+           "LAUNCH_SYSCALLS", "policy_text", "oci_json", "render", "format_for", "WRITERS", "EXTENSIONS",
+           "learned_policy", "header_text", "summary_text", "parse_action",
            "policy_arches", "arch_warnings"]

@@ -66,13 +66,15 @@ def arch_warnings(obs: Observations, arches: list[str] | None) -> list[str]:
 
 
 def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", arches: list[str] | None = None,
-                unpinned=(), header: str = "", clone3_enosys: bool = True) -> str:
+                unpinned=(), header: str = "", clone3_enosys: bool = True, unobserved=()) -> str:
     """The learned policy in the sysgate language. ``unpinned`` lists syscalls whose arguments
     are not pinned (``all`` for none); ``header`` becomes the leading comment; ``clone3_enosys``
-    (as learned with it, see :class:`~sysgate.learn.observer.Observer`) answers clone3 ENOSYS."""
+    (as learned with it, see :class:`~sysgate.learn.observer.Observer`) answers clone3 ENOSYS;
+    ``unobserved`` are allowed although they could not be watched (e.g. ``write``, which
+    container runtimes refuse to notify)."""
     action = _as_action(default)
     unpinned = frozenset(unpinned)
-    names = set(obs.by_syscall()) | set(LAUNCH_SYSCALLS)
+    names = set(obs.by_syscall()) | set(LAUNCH_SYSCALLS) | set(unobserved)
     if clone3_enosys:
         names.discard("clone3")
     pinned = sorted(n for n in names if pins_for(n, unpinned) and n in obs.values)
@@ -95,19 +97,59 @@ def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", ar
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def oci_json(obs: Observations, warn=None, **options) -> str:
+    """The learned policy as an OCI ``linux.seccomp`` JSON object (converted from
+    :func:`policy_text`, so both agree); conversion warnings go to ``warn(message)``."""
+    import json
+
+    from ..policy.oci import export_oci
+
+    doc = export_oci(parse_policy(policy_text(obs, **options), "<learned policy>"), warn=warn)
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _text(obs: Observations, warn=None, **options) -> str:
+    return policy_text(obs, **options)
+
+
+#: Output format -> writer ``fn(obs, warn=None, **policy_text options) -> str``. Extend both
+#: tables to add a format (e.g. a Kubernetes SeccompProfile); the agent writes one file per
+#: entry of :data:`EXTENSIONS`.
+WRITERS = {"text": _text, "oci": oci_json}
+#: File extension -> format, for choosing the format from an output file name.
+EXTENSIONS = {".policy": "text", ".json": "oci"}
+
+
+def render(obs: Observations, fmt: str, warn=None, **options) -> str:
+    """The learned policy in format ``fmt`` (a key of :data:`WRITERS`)."""
+    return WRITERS[fmt](obs, warn=warn, **options)
+
+
+def format_for(path: str, default: str = "text") -> str:
+    """The format an output file name asks for (by its extension)."""
+    for ext, fmt in EXTENSIONS.items():
+        if path.endswith(ext):
+            return fmt
+    return default
+
+
 def learned_policy(obs: Observations, **options) -> Policy:
     """The learned policy as a model (the parsed :func:`policy_text`, so both always agree)."""
     return parse_policy(policy_text(obs, **options), "<learned policy>")
 
 
-def header_text(argv, obs: Observations, returncode: int | None, default: str | Action = "errno(EPERM)") -> str:
-    """The comment a learned policy starts with: how, when and from what it was learned."""
+def header_text(argv, obs: Observations, returncode: int | None, default: str | Action = "errno(EPERM)", *,
+                tool: str = "sysgate learn", subject: str | None = None, status: str | None = None) -> str:
+    """The comment a learned policy starts with: how, when and from what it was learned.
+    ``subject`` (default ``Command: ARGV``) and ``status`` (default from ``returncode``) let
+    other learners (the agent's, per container) say what they watched."""
     action = _as_action(default)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    status = "killed by timeout" if returncode is None else (
-        f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}")
-    return (f"Learned by `sysgate learn` on {when}, {kernel_description()}.\n"
-            f"Command: {shlex.join(argv)}\n"
+    if status is None:
+        status = "killed by timeout" if returncode is None else (
+            f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}")
+    return (f"Learned by `{tool}` on {when}, {kernel_description()}.\n"
+            f"{subject if subject is not None else f'Command: {shlex.join(argv)}'}\n"
             f"Seen: {obs.total} syscalls ({len(obs.by_syscall())} distinct) from {len(obs.tids)} "
             f"thread(s) on {', '.join(obs.arches()) or 'no architecture'}; {status}.\n"
             f"Any other syscall gets {action_text(action)}. A run only sees the code paths it took:\n"
