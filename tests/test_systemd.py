@@ -132,6 +132,9 @@ def test_allow_list_suffix_is_ignored_like_systemd():
     p = _unit("SystemCallFilter=write mkdir:EPERM\n")
     assert p.decide("mkdir")[0] == KILL_PROCESS
     assert any("cannot take an error number" in w for w in p.warnings)
+    p = _unit("SystemCallFilter=write\nSystemCallFilter=~mkdir:EPERM\n")
+    assert p.decide("mkdir")[0] == KILL_PROCESS
+    assert any("its error number is not used" in w for w in p.warnings)
 
 
 def test_architectures_and_log():

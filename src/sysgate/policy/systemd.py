@@ -16,7 +16,8 @@ in src/shared/seccomp-util.c and src/core/execute.c; man systemd.exec(5)):
   expanded), never sysgate's group of the same name.
 * ``name:ERRNO`` (an errno name, a number 0..4095, or ``kill``) sets the action of a
   denied entry, overriding ``SystemCallErrorNumber=``; a suffix on an allow-list entry
-  makes systemd ignore the entry, and so does sysgate (with a warning).
+  makes systemd ignore the entry, and so does sysgate (with a warning); on a ``~`` entry
+  of an allow-list systemd drops the suffix (the call is just removed): sysgate warns.
 * ``SystemCallErrorNumber=`` is the action for denied calls without a suffix: an errno
   or ``kill``; unset or empty means kill the process.
 * ``SystemCallArchitectures=`` (``native``, ``x86-64``, ``x86``, ``x32``, ``arm64``…;
@@ -210,6 +211,9 @@ def _edit(target: _List, value: str, where: tuple[str, int], *, errnos: bool, no
                 note(f"{file}:{line}: {word}: allow-listed system calls cannot take an error number; "
                      f"ignored, as systemd ignores it")
                 continue
+            if target.allow_list:
+                note(f"{file}:{line}: {word}: in an allow-list a ~ entry is only removed; its error number "
+                     f"is not used (SystemCallErrorNumber= decides), as in systemd")
         for member in _names(name, where):
             if add:
                 target.entries[member] = num
