@@ -74,6 +74,8 @@ def test_sysgate_groups_keep_their_names():
     assert set(groups.expand_group("@mount")) != set(groups.expand_group("@systemd:mount"))
     with pytest.raises(SysgateError, match="did you mean @mount"):
         groups.expand_group("@systemd:mout")
+    with pytest.raises(SysgateError, match="systemd's group is @systemd:cpu-emulation"):
+        groups.expand_group("@cpu-emulation")
 
 
 def _cli(*args, input=None):

@@ -197,6 +197,8 @@ def expand_group(name: str) -> list[str]:
     if name.startswith(SYSTEMD_PREFIX):
         return expand_systemd_group(name)
     key = name if name.startswith("@") else "@" + name
+    if key not in GROUPS and key in systemd_table():
+        raise SysgateError(f"unknown syscall group {key}; systemd's group is {SYSTEMD_PREFIX}{key[1:]}")
     return _expand_in(GROUPS, key, "syscall group")
 
 
