@@ -19,15 +19,19 @@ def register(sub) -> None:
                        help="handler config (as for run): also say which layer (Landlock, notify) enforces each rule")
     check.set_defaults(func=run_check)
 
-    convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
-    convert.add_argument("file", help="policy file (text or JSON; - for standard input)")
-    convert.add_argument("--to", choices=("text", "oci"), required=True, help="output format")
+    convert = psub.add_parser("convert", help="translate a policy to the text language, OCI JSON or a systemd drop-in")
+    convert.add_argument("file", help="policy file (text, JSON or systemd unit; - for standard input)")
+    convert.add_argument("--to", choices=("text", "oci", "systemd"), required=True,
+                         help="output format (systemd: a [Service] drop-in with SystemCallFilter= lines)")
     convert.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     _selection_options(convert)
     convert.set_defaults(func=run_convert)
 
-    grp = psub.add_parser("groups", help="list the named syscall groups (@file-system, …)")
-    grp.add_argument("names", nargs="*", help="groups to show in full (default: all, one line each)")
+    grp = psub.add_parser("groups", help="list the named syscall groups (@file-system, …) and systemd's",
+                          description="sysgate's groups are @NAME; systemd's groups (exactly systemd's "
+                                      "members) are @systemd:NAME.")
+    grp.add_argument("names", nargs="*", help="groups to show in full, e.g. @mount or @systemd:mount "
+                                              "(default: all, one line each)")
     grp.set_defaults(func=run_groups)
 
 
@@ -96,6 +100,10 @@ def run_convert(args) -> int:
     policy = _load(args, warnings)
     if args.to == "oci":
         text = json.dumps(export_oci(policy, warn=warnings.append), indent=2) + "\n"
+    elif args.to == "systemd":
+        from ..policy.systemd import format_systemd
+
+        text = format_systemd(policy, header=f"converted from {args.file} by sysgate policy convert")
     else:
         text = format_policy(policy, header=f"converted from {args.file} by sysgate policy convert")
     for w in warnings:
@@ -112,7 +120,7 @@ def run_convert(args) -> int:
 def run_groups(args) -> int:
     import textwrap
 
-    from ..policy.groups import GROUPS, expand_group
+    from ..policy.groups import GROUPS, SYSTEMD_PREFIX, expand_group, systemd_table
 
     if args.names:
         for name in args.names:
@@ -121,10 +129,10 @@ def run_groups(args) -> int:
             print(f"{key} ({len(members)} syscalls):")
             print(textwrap.fill(" ".join(members), width=100, initial_indent="  ", subsequent_indent="  "))
         return 0
-    width = max(len(n) for n in GROUPS)
-    for name in GROUPS:
+    table = {**GROUPS, **{SYSTEMD_PREFIX + k[1:]: v["members"] for k, v in systemd_table().items()}}
+    width = max(len(n) for n in table)
+    for name, direct in table.items():
         members = expand_group(name)
-        shown = " ".join(GROUPS[name])
-        line = f"{name:<{width}}  {len(members):>3}  {shown}"
+        line = f"{name:<{width}}  {len(members):>3}  {' '.join(direct)}"
         print(line if len(line) <= 110 else line[:107] + "...")
     return 0

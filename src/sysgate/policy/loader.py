@@ -2,7 +2,9 @@
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
 ``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
-its leading ``{``; anything else is the sysgate policy language. A policy saying
+its leading ``{``, a systemd unit file or drop-in by its ``[Section]`` header or
+``SystemCallFilter=``-style lines (:mod:`sysgate.policy.systemd`); anything else is the
+sysgate policy language. A policy saying
 ``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
 command compiles the same rules.
 """
@@ -15,11 +17,19 @@ from ..files import read_text
 from .model import Policy
 from .oci import import_oci
 from .parser import parse_policy
+from .systemd import looks_like_unit, parse_unit
 
 
 def detect_format(text: str) -> str:
-    """``"oci"`` for JSON profiles, else ``"text"``."""
-    return "oci" if text.lstrip("\ufeff \t\r\n").startswith("{") else "text"
+    """``"oci"`` for JSON profiles; ``"systemd"`` for a unit file or drop-in (its first
+    non-comment line is a unit ``[Section]`` header such as ``[Service]``, or a line sets
+    ``SystemCallFilter=``/``SystemCallErrorNumber=``/``SystemCallArchitectures=``/
+    ``SystemCallLog=``); else ``"text"``."""
+    if text.lstrip("\ufeff \t\r\n").startswith("{"):
+        return "oci"
+    if looks_like_unit(text):
+        return "systemd"
+    return "text"
 
 
 def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
@@ -40,8 +50,11 @@ def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
 def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, kernel=None,
               warn: Callable[[str], None] | None = None) -> Policy:
     """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
-    if detect_format(text) == "oci":
+    kind = detect_format(text)
+    if kind == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    if kind == "systemd":
+        return parse_unit(text, filename, warn=warn)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
     policy = parse_policy(text, filename, base_dir=base, warn=warn)
     if caps is not None or kernel is not None:
