@@ -344,3 +344,13 @@ def test_convert_writes_a_drop_in_that_loads_back(tmp_path):
     assert "SystemCallErrorNumber=EPERM" in r.stdout
     back = load_text(r.stdout, "x.conf")
     assert back.decide("execve")[0] == Action("errno", errno.EPERM) and back.decide("read")[0] == ALLOW
+
+
+def test_systemd_groups_are_usable_in_sysgate_policies():
+    """`@systemd:NAME` names systemd's group in the policy language too; a bare `@mount` stays sysgate's."""
+    from sysgate.policy.loader import load_text
+
+    systemd = load_text("default: allow\n@systemd:mount: errno(EPERM)\n", "s.policy")
+    assert {r.syscall for r in systemd.rules} >= {"mount", "umount2", "pivot_root"}
+    with pytest.raises(SysgateError, match="unknown systemd syscall group"):
+        load_text("default: allow\n@systemd:nosuch: errno(EPERM)\n", "s.policy")

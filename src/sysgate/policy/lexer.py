@@ -27,7 +27,7 @@ _TOKEN = re.compile(r"""
     (?P<space>[ \t\r\f]+|\\\r?\n|\#[^\n]*)
   | (?P<newline>\n)
   | (?P<number>0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)(?P<bad>[A-Za-z_][A-Za-z0-9_]*)?
-  | (?P<group>@[A-Za-z0-9][A-Za-z0-9_-]*)
+  | (?P<group>@[A-Za-z0-9][A-Za-z0-9_-]*(?::[A-Za-z0-9][A-Za-z0-9_-]*)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<string>"(?:[^"\\\n]|\\[^\n])*")
   | (?P<op>->|==|!=|<=|>=|&&|\|\||[<>!&|~(){},:-])
