@@ -1,5 +1,12 @@
 """``sysgate run``: launch a command under a policy and supervise it.
 
+sysgate keeps answering until every process holding the filter is gone: the command and
+whatever it started (daemons, background jobs) that outlives it; ``--exit-with-main`` stops
+when the command exits (the notified calls of processes left behind then fail with ENOSYS).
+A SIGINT/SIGTERM/SIGHUP/SIGQUIT reaching sysgate after the command exited stops it waiting:
+processes left behind are not killed (Ctrl-C reaches them itself when they are in the
+terminal's foreground process group), their notified calls fail with ENOSYS from then on.
+
 Exit status, stdio and signals pass through like env(1)/timeout(1): sysgate exits
 with the command's code (128+N if signal N killed it; 127 if it cannot be found, 126 if
 it cannot be run, 125 for sysgate's own errors) and forwards SIGINT/SIGTERM/SIGHUP/
@@ -69,6 +76,9 @@ def register(sub) -> None:
                         "or io_uring; with a net section in --handlers, all peer-naming syscalls to net")
     p.add_argument("--force", action="store_true",
                    help="run a policy whose fs/net routes can be walked around (see policy check)")
+    p.add_argument("--exit-with-main", action="store_true",
+                   help="stop serving when the command exits, not when every process it started is gone "
+                        "(notified calls of daemons left behind then fail with ENOSYS)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
@@ -77,7 +87,8 @@ def run(args) -> int:
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
         filt, reporter, policy = build(args)
-        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record)
+        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record,
+                                      exit_with_main=args.exit_with_main)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
@@ -87,7 +98,7 @@ def run(args) -> int:
 
 
 def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
-                   record: str | None = None) -> tuple[int, object]:
+                   record: str | None = None, exit_with_main: bool = False) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
     handlers configured by ``handlers`` (see :func:`attach_handlers`), every other
     notification to ``reporter``. With ``record`` (a path), every notification and its reply
@@ -104,7 +115,7 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             handler_set = attach_handlers(sup, policy, handlers, wrap=wrap)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
-            code, target = run_command(filt, argv, reporter, supervisor=sup)
+            code, target = run_command(filt, argv, reporter, supervisor=sup, exit_with_main=exit_with_main)
     finally:
         if handler_set is not None:
             handler_set.finish(sys.stderr)
@@ -123,9 +134,11 @@ def command_args(args, usage: str) -> list[str]:
     return argv
 
 
-def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int, object]:
+def run_command(filt, argv: list[str], handler, *, supervisor=None,
+                exit_with_main: bool = False) -> tuple[int, object]:
     """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``
-    (on ``supervisor`` when given).
+    (on ``supervisor`` when given) until every process holding the filter is gone (with
+    ``exit_with_main``: until ``argv`` exits).
 
     Returns (shell-style status, the exited Target), or (126/127, None) after printing
     why the command could not be started. Signals are forwarded meanwhile.
@@ -139,7 +152,7 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None) -> tuple[int
             _print(f"sysgate: {exc}")
             return exc.exit_code, None
         with target:
-            code = supervise(target, handler, forwarder, supervisor=supervisor)
+            code = supervise(target, handler, forwarder, supervisor=supervisor, exit_with_main=exit_with_main)
     if target.returncode == -signal.SIGSYS:
         _print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
                f"(kill or an unhandled trap) stopped it")
@@ -309,8 +322,15 @@ def _print(text: str) -> None:
         pass
 
 
-def supervise(target, reporter, forwarder, *, supervisor=None) -> int:
-    """Serve ``target``'s notifications with the supervisor until it exits; its shell status.
+def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: bool = False) -> int:
+    """Serve ``target``'s notifications with the supervisor; the target's shell status.
+
+    Serving goes on until no process holds the filter any more (the listener hangs up): the
+    target and every process it started, daemons included, so their notified calls are still
+    answered after the target exited. ``exit_with_main`` stops as soon as the target exits
+    instead (closing the listener: notified calls of processes left behind then fail with
+    ENOSYS). A forwarded signal arriving after the target exited also stops serving (the
+    processes left behind are not killed: they keep running, their notified calls get ENOSYS).
 
     ``reporter`` answers every notification without a handler of its own (None: the
     supervisor's fail-closed default). Signals arrive on ``forwarder``'s signalfd.
@@ -322,23 +342,29 @@ def supervise(target, reporter, forwarder, *, supervisor=None) -> int:
 
     if supervisor is None:
         with Supervisor() as sup:
-            return supervise(target, reporter, forwarder, supervisor=sup)
+            return supervise(target, reporter, forwarder, supervisor=sup, exit_with_main=exit_with_main)
     sup = supervisor
     if reporter is not None:
         sup.fallback(reporter)
-    if target.listener is not None:
-        sup.add_target(target)
+    listener = sup.add_target(target) if target.listener is not None else None
     poller = select.poll()
     for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
         poller.register(fd, select.POLLIN)
+    code = None
     while True:
         timeout = sup.next_timeout()
         ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
         sup.run_once(0)
         if forwarder.fileno() in ready:
+            if code is not None:
+                forwarder.drain()
+                return code
             forwarder.forward(target)
-        if target.pidfd in ready:
-            return exit_status(target.wait())
+        if code is None and target.pidfd in ready:
+            code = exit_status(target.wait())
+            poller.unregister(target.pidfd)     # stays readable: poll it no more
+        if code is not None and (exit_with_main or listener is None or listener.released):
+            return code
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -386,6 +412,14 @@ class SignalForwarder:
             signo, _, code = _SIGINFO_HEAD.unpack_from(info)
             if code != _SI_KERNEL:
                 target.kill(signo)
+
+    def drain(self) -> None:
+        """Consume the pending signals without forwarding them."""
+        while True:
+            try:
+                os.read(self.fd, _SIGNALFD_SIGINFO_SIZE)
+            except BlockingIOError:
+                return
 
     def __exit__(self, *exc) -> None:
         if self.fd >= 0:
