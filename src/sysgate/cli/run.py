@@ -67,9 +67,9 @@ def register(sub) -> None:
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
                         "without: allow every syscall with RET_LOG instead of the notified audit")
-    p.add_argument("--handlers", metavar="CONFIG",
-                   help="config of the handlers a --policy or --filter names (notify(NAME)): "
-                        "a JSON file or inline JSON")
+    p.add_argument("--handlers", metavar="CONFIG|FILE.py[:NAME]|MODULE:NAME", action="append",
+                   help="the handlers a --policy or --filter names (notify(NAME)): the config of the built-in "
+                        "ones (a JSON file or inline JSON), or custom Python handlers (repeatable)")
     p.add_argument("--record", metavar="FILE", help="record every notification and its reply for sysgate replay")
     p.add_argument("--sandbox", action="store_true",
                    help="put the secure base under the policy: all path syscalls to fs, no view changes "
@@ -86,9 +86,10 @@ def register(sub) -> None:
 def run(args) -> int:
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
+        args.handler_config, args.custom_handlers = handler_options(args.handlers)
         filt, reporter, policy = build(args)
-        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record,
-                                      exit_with_main=args.exit_with_main)
+        code, target = run_supervised(filt, argv, reporter, policy, args.handler_config, record=args.record,
+                                      exit_with_main=args.exit_with_main, custom=args.custom_handlers)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
@@ -98,9 +99,10 @@ def run(args) -> int:
 
 
 def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
-                   record: str | None = None, exit_with_main: bool = False) -> tuple[int, object]:
+                   record: str | None = None, exit_with_main: bool = False,
+                   custom: dict | None = None) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
-    handlers configured by ``handlers`` (see :func:`attach_handlers`), every other
+    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`attach_handlers`), every other
     notification to ``reporter``. With ``record`` (a path), every notification and its reply
     is also written there for ``sysgate replay``."""
     from ..supervisor import Supervisor
@@ -112,7 +114,7 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             if record:
                 recorder = Recorder(record, sup, argv=argv)
             wrap = recorder.wrap if recorder else None
-            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap)
+            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap, custom=custom)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
             code, target = run_command(filt, argv, reporter, supervisor=sup, exit_with_main=exit_with_main)
@@ -172,7 +174,7 @@ def build(args):
         if args.log:
             filt.flags["log"] = True
         return filt, (PolicyReporter() if filt.notifies else None), secure_policy(filt.handler_policy(), args)
-    if args.handlers is not None and not (args.policy or args.profile or args.sandbox):
+    if args.handlers and not (args.policy or args.profile or args.sandbox):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path or args.sandbox:
@@ -200,7 +202,7 @@ def secure_policy(policy, args):
     if args.sandbox:
         from ..handlers import registry
 
-        parts = ["fs", *(["net"] if "net" in registry.load_config(args.handlers) else [])]
+        parts = ["fs", *(["net"] if "net" in registry.load_config(args.handler_config) else [])]
         policy = base.apply_base(policy, parts)
     if policy.sandbox:
         note = base.notice(policy)
@@ -216,9 +218,29 @@ def secure_policy(policy, args):
     return policy
 
 
-def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None):
+def handler_options(values) -> tuple:
+    """``(config, custom handlers by name)`` from the ``--handlers`` values: at most one JSON
+    config (file or inline) and any number of Python specs (:mod:`sysgate.handlers.loading`)."""
+    from ..handlers import loading
+
+    configs, custom = [], {}
+    for value in values or ():
+        if not loading.is_python_spec(value):
+            configs.append(value)
+            continue
+        for name, handler in loading.named_handlers(value).items():
+            if name in custom:
+                raise SysgateError(f"--handlers {value}: a handler called {name!r} was already given")
+            custom[name] = handler
+    if len(configs) > 1:
+        raise SysgateError("--handlers: give at most one JSON config (one section per built-in handler)")
+    return (configs[0] if configs else None), custom
+
+
+def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None, custom=None):
     """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
-    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None); returns
+    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None) or given in
+    ``custom`` (name -> handler, e.g. from :func:`handler_options`); returns
     their HandlerSet, to ``finish()`` after the run (None when the policy names no handler).
     ``wrap(handler)``, when given, is what gets routed instead of each handler (e.g.
     :meth:`sysgate.testing.Recorder.wrap`).
@@ -229,8 +251,9 @@ def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None)
     from ..handlers import registry
 
     config = registry.load_config(source)
+    custom = custom or {}
     if policy is None:
-        if config:
+        if config or custom:
             raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
         return None
     named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
@@ -239,17 +262,17 @@ def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None)
         raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)} "
                            f"(handlers: {', '.join(registry.names())})")
     if not named:
-        if config:
+        if config or custom:
             _print(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); "
                    f"--handlers is not used")
         return None
-    unused = sorted(set(config) - named - {"audit"})
+    unused = sorted((set(config) | set(custom)) - named - {"audit"})
     if unused:
         _print(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
     rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
     for name in sorted((named & rule_based) - set(config)):
         _print(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
-    handler_set = registry.build_handlers(policy, config)
+    handler_set = registry.build_handlers(policy, config, custom)
     routed = {name: wrap(h) for name, h in handler_set.handlers.items()} if wrap else handler_set.handlers
     sup.use_policy(policy, routed, group=group)
     return handler_set
