@@ -1,4 +1,4 @@
-"""``sysgate policy check|convert|groups``: validate, translate and explore policies."""
+"""``sysgate policy check|convert|groups|docs``: validate, translate and explore policies."""
 from __future__ import annotations
 
 import sys
@@ -27,6 +27,10 @@ def register(sub) -> None:
     grp = psub.add_parser("groups", help="list the named syscall groups (@file-system, …)")
     grp.add_argument("names", nargs="*", help="groups to show in full (default: all, one line each)")
     grp.set_defaults(func=run_groups)
+
+    from .docs import register_policy_docs
+
+    register_policy_docs(psub)
 
 
 def _selection_options(p) -> None:
