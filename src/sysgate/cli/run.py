@@ -21,7 +21,9 @@ the record, nothing is notified). ``--notify-all`` prints each syscall strace-st
 A policy's ``notify(NAME)`` rules are answered by the built-in handler NAME (``sysgate
 handlers`` lists them), configured by ``--handlers``: a JSON file or inline JSON text with one
 section per handler (``{"fs": {"rules": ["allow read /usr/**"]}, "audit": {"log": "a.jsonl"}}``).
-A handler without a section gets its defaults (``fs``/``net`` then deny everything). Plain
+A handler without a section gets its defaults (``fs``/``net`` then deny everything).
+``--handlers FILE.py[:NAME]`` or ``--handlers MODULE:NAME`` (repeatable) adds custom Python
+handlers, answering ``notify(THEIR_NAME)`` (see sysgate.handlers.loading for the contract). Plain
 ``notify`` rules are printed and allowed. A bad config or a handler that cannot answer a
 syscall the policy sends it stops sysgate before the command starts. A stored ``--filter``
 compiled from such a policy keeps its routes and is served the same way.
