@@ -97,3 +97,13 @@ def test_bad_custom_handlers_are_one_line_before_the_command_runs(tmp_path):
     r = _run(tmp_path, str(tmp_path / "fs.py"), cmd=cmd, options=["--force"])
     assert r.returncode == 125 and "name of a built-in handler" in r.stderr, r.stderr
     assert not marker.exists()
+
+
+def test_policy_check_knows_the_custom_names_it_is_given(tmp_path):
+    _files(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "sysgate", "policy", "check", str(tmp_path / "p.policy")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown handler 'fake_ppid'" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "sysgate", "policy", "check", str(tmp_path / "p.policy"),
+                        "--handlers", str(tmp_path / "myhandlers.py")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

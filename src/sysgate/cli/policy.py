@@ -15,6 +15,8 @@ def register(sub) -> None:
     check.add_argument("file", help="policy file (text or JSON; - for standard input)")
     _selection_options(check)
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
+    check.add_argument("--handlers", action="append", metavar="FILE.py[:NAME]|MODULE:NAME",
+                       help="custom Python handlers the policy may name in notify(NAME) (as for run)")
     check.set_defaults(func=run_check)
 
     convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
@@ -58,7 +60,7 @@ def run_check(args) -> int:
 
     warnings: list[str] = []
     policy = _load(args, warnings)
-    _check_handler_names(policy)
+    _check_handler_names(policy, _custom_names(args.handlers))
     warnings += [f"{args.file}: policy {w}" for w in coverage_warnings(policy)]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -69,13 +71,20 @@ def run_check(args) -> int:
     return 1 if warnings and args.strict else 0
 
 
-def _check_handler_names(policy) -> None:
-    """Every ``notify(NAME)`` must name a registered handler, as ``run`` requires."""
+def _custom_names(specs) -> set:
+    """The names of the custom handlers loaded from ``--handlers`` specs."""
+    from ..handlers import loading
+
+    return {name for spec in specs or () for name in loading.named_handlers(spec)}
+
+
+def _check_handler_names(policy, custom=frozenset()) -> None:
+    """Every ``notify(NAME)`` must name a registered handler or one of ``custom``, as ``run`` requires."""
     from ..errors import SourceError, SysgateError
     from ..handlers import registry
 
     for rule in policy.rules:
-        if rule.action.kind == "notify" and rule.action.handler:
+        if rule.action.kind == "notify" and rule.action.handler and rule.action.handler not in custom:
             try:
                 registry.lookup(rule.action.handler)
             except SysgateError as exc:
