@@ -17,8 +17,10 @@ import pytest
 
 POLICY = "default: allow\nuname: notify(identity)\n"
 HANDLERS = '{"identity": {"hostname": "fakehost"}}'
-# the daemon: waits for the shell to be gone and for ./go, then uname -n > out, its status > rc
-DAEMON = ("(while kill -0 $$ 2>/dev/null || [ ! -e go ]; do sleep 0.02; done; "
+# the daemon: waits for the shell to be gone (then touches ./main-gone) and for ./go, then
+# uname -n > out, its status > rc
+DAEMON = ("(while kill -0 $$ 2>/dev/null; do sleep 0.02; done; touch main-gone; "
+          "while [ ! -e go ]; do sleep 0.02; done; "
           "uname -n > out 2> err; echo $? > rc) </dev/null >/dev/null 2>&1 & exit 3")
 
 
@@ -28,13 +30,13 @@ def _argv(tmp_path, *options, script=DAEMON):
             "--handlers", HANDLERS, *options, "--", "sh", "-c", script]
 
 
-def _wait_for(path, seconds=30.0):
+def _wait_for(path, *, line=False, seconds=30.0) -> str:
+    """The text of ``path`` once it exists (with ``line``: once a whole line is written)."""
     end = time.monotonic() + seconds
-    while not path.exists():
+    while not path.exists() or (line and not path.read_text().endswith("\n")):
         if time.monotonic() > end:
             pytest.fail(f"{path.name} was never written")
         time.sleep(0.02)
-    time.sleep(0.05)   # `echo $? > rc`: created, then written
     return path.read_text()
 
 
@@ -53,7 +55,7 @@ def test_exit_with_main_leaves_the_daemon_to_enosys(tmp_path):
     assert r.returncode == 3, r.stderr
     assert not (tmp_path / "rc").exists()     # the daemon waits for ./go: run did not wait for it
     (tmp_path / "go").touch()
-    assert _wait_for(tmp_path / "rc").strip() != "0"
+    assert _wait_for(tmp_path / "rc", line=True).strip() != "0"
     assert (tmp_path / "out").read_text() == ""
     assert "Function not implemented" in (tmp_path / "err").read_text()
 
@@ -61,16 +63,11 @@ def test_exit_with_main_leaves_the_daemon_to_enosys(tmp_path):
 def test_signal_after_the_command_exited_stops_waiting(tmp_path):
     """SIGTERM (or Ctrl-C's SIGINT) while only daemons are left: run exits with the command's
     status; the daemon is not killed, and its notified calls fail with ENOSYS from then on."""
-    script = "trap '' TERM; touch started; " + DAEMON      # the shell itself ignores the forwarded TERM
-    proc = subprocess.Popen(_argv(tmp_path, script=script), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_argv(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(tmp_path / "started")    # run is forwarding signals by then
-        # before run saw the shell exit, SIGTERM is forwarded to it (a no-op on a zombie): repeat
-        end = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < end:
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.1)
+        _wait_for(tmp_path / "main-gone")    # the shell was reaped (by run): only the daemon is left
+        assert proc.poll() is None           # run still serves it
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 3, proc.stderr.read()
     finally:
         if proc.poll() is None:
@@ -78,5 +75,5 @@ def test_signal_after_the_command_exited_stops_waiting(tmp_path):
         proc.stderr.close()
     assert not (tmp_path / "rc").exists()     # the daemon still waits for ./go: not killed
     (tmp_path / "go").touch()
-    assert _wait_for(tmp_path / "rc").strip() != "0"
+    assert _wait_for(tmp_path / "rc", line=True).strip() != "0"
     assert "Function not implemented" in (tmp_path / "err").read_text()

@@ -380,14 +380,14 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
         timeout = sup.next_timeout()
         ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
         sup.run_once(0)
+        if code is None and (target.pidfd in ready or target.returncode is not None):   # (reaped by sup)
+            code = exit_status(target.wait())
+            poller.unregister(target.pidfd)     # stays readable: poll it no more
         if forwarder.fileno() in ready:
-            if code is not None:
+            if code is not None:                # only processes it left behind: stop waiting for them
                 forwarder.drain()
                 return code
             forwarder.forward(target)
-        if code is None and target.pidfd in ready:
-            code = exit_status(target.wait())
-            poller.unregister(target.pidfd)     # stays readable: poll it no more
         if code is not None and (exit_with_main or listener is None or listener.released):
             return code
 
