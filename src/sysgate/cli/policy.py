@@ -1,4 +1,4 @@
-"""``sysgate policy check|convert|groups``: validate, translate and explore policies."""
+"""``sysgate policy check|convert|groups|docs``: validate, translate and explore policies."""
 from __future__ import annotations
 
 import sys
@@ -15,8 +15,9 @@ def register(sub) -> None:
     check.add_argument("file", help="policy file (text or JSON; - for standard input)")
     _selection_options(check)
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
-    check.add_argument("--handlers", metavar="CONFIG",
-                       help="handler config (as for run): also say which layer (Landlock, notify) enforces each rule")
+    check.add_argument("--handlers", action="append", metavar="CONFIG|FILE.py[:NAME]|MODULE:NAME",
+                       help="as for run: a handler config (then also say which layer, Landlock or notify, "
+                            "enforces each rule) and/or custom Python handlers the policy may name in notify(NAME)")
     check.set_defaults(func=run_check)
 
     convert = psub.add_parser("convert", help="translate a policy to the text language, OCI JSON or a systemd drop-in")
@@ -33,6 +34,10 @@ def register(sub) -> None:
     grp.add_argument("names", nargs="*", help="groups to show in full, e.g. @mount or @systemd:mount "
                                               "(default: all, one line each)")
     grp.set_defaults(func=run_groups)
+
+    from .docs import register_policy_docs
+
+    register_policy_docs(psub)
 
 
 def _selection_options(p) -> None:
@@ -60,7 +65,10 @@ def run_check(args) -> int:
 
     warnings: list[str] = []
     policy = _load(args, warnings)
-    _check_handler_names(policy)
+    from ..handlers.loading import handler_options
+
+    config, custom = handler_options(args.handlers)
+    _check_handler_names(policy, set(custom))
     warnings += [f"{args.file}: policy {w}" for w in coverage_warnings(policy)]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -69,20 +77,20 @@ def run_check(args) -> int:
     print(f"{args.file}: {verdict}: {len(policy.rules)} rules ({conditional} conditional) for "
           f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
-    if args.handlers is not None:
+    if config is not None:
         from ..landlock import rule_layers
 
-        print("\n".join(rule_layers(policy, args.handlers)))
+        print("\n".join(rule_layers(policy, config)))
     return 1 if warnings and args.strict else 0
 
 
-def _check_handler_names(policy) -> None:
-    """Every ``notify(NAME)`` must name a registered handler, as ``run`` requires."""
+def _check_handler_names(policy, custom=frozenset()) -> None:
+    """Every ``notify(NAME)`` must name a registered handler or one of ``custom``, as ``run`` requires."""
     from ..errors import SourceError, SysgateError
     from ..handlers import registry
 
     for rule in policy.rules:
-        if rule.action.kind == "notify" and rule.action.handler:
+        if rule.action.kind == "notify" and rule.action.handler and rule.action.handler not in custom:
             try:
                 registry.lookup(rule.action.handler)
             except SysgateError as exc:

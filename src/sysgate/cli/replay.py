@@ -7,16 +7,14 @@ supervisor would, and reports every reply that differs (exit status 1). Needs ne
 root nor a seccomp-capable kernel.
 
 --handlers takes the name of a built-in handler (``sysgate handlers``; configured from
---config), or MODULE[:NAME] or FILE.py[:NAME] (NAME defaults to ``handlers``): a dict
+--config), or MODULE[:NAME] or FILE.py[:NAME] (NAME defaults to ``handlers``; loaded like
+``sysgate run --handlers``, see sysgate.handlers.loading): a dict
 {syscall: handler}, a handler object with a ``syscalls`` attribute, a callable (used for
 every syscall), or a list of those.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
 import re
 
 from ..errors import SysgateError
@@ -84,6 +82,7 @@ def read_strings_and_continue(n):
 
 
 def run(args) -> int:
+    from ..handlers import loading
     from ..testing import Dispatcher, load, replay
 
     header, records = load(args.file)
@@ -103,7 +102,7 @@ def run(args) -> int:
             config = registry.load_config(args.config) if config is None else config
             install(dispatcher, registry.create(spec, config.get(spec)), spec)
         else:
-            install(dispatcher, load_object(spec), spec)
+            install(dispatcher, loading.load_object(spec), spec)
     report = replay(records, dispatcher)
     print(report.format())
     return 0 if report.ok else 1
@@ -142,28 +141,6 @@ def is_builtin(spec: str) -> bool:
     from ..handlers import registry
 
     return spec in registry.names()
-
-
-def load_object(spec: str):
-    """The object named by ``MODULE[:NAME]`` or ``FILE.py[:NAME]``."""
-    where, _, name = spec.partition(":")
-    name = name or "handlers"
-    try:
-        if where.endswith(".py") or os.sep in where:
-            module_spec = importlib.util.spec_from_file_location(f"_sysgate_handlers_{abs(hash(where))}", where)
-            if module_spec is None or not os.path.exists(where):
-                raise SysgateError(f"--handlers: no such file {where!r}")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except SysgateError:
-        raise
-    except Exception as exc:   # the user's module failed to import: say how, in one line
-        raise SysgateError(f"--handlers {spec}: cannot load {where!r}: {type(exc).__name__}: {exc}") from None
-    if not hasattr(module, name):
-        raise SysgateError(f"--handlers {spec}: {where!r} has no {name!r}")
-    return getattr(module, name)
 
 
 def install(dispatcher, obj, spec: str) -> None:

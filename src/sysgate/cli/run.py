@@ -1,5 +1,12 @@
 """``sysgate run``: launch a command under a policy and supervise it.
 
+sysgate keeps answering until every process holding the filter is gone: the command and
+whatever it started (daemons, background jobs) that outlives it; ``--exit-with-main`` stops
+when the command exits (the notified calls of processes left behind then fail with ENOSYS).
+A SIGINT/SIGTERM/SIGHUP/SIGQUIT reaching sysgate after the command exited stops it waiting:
+processes left behind are not killed (Ctrl-C reaches them itself when they are in the
+terminal's foreground process group), their notified calls fail with ENOSYS from then on.
+
 Exit status, stdio and signals pass through like env(1)/timeout(1): sysgate exits
 with the command's code (128+N if signal N killed it; 127 if it cannot be found, 126 if
 it cannot be run, 125 for sysgate's own errors) and forwards SIGINT/SIGTERM/SIGHUP/
@@ -14,7 +21,9 @@ the record, nothing is notified). ``--notify-all`` prints each syscall strace-st
 A policy's ``notify(NAME)`` rules are answered by the built-in handler NAME (``sysgate
 handlers`` lists them), configured by ``--handlers``: a JSON file or inline JSON text with one
 section per handler (``{"fs": {"rules": ["allow read /usr/**"]}, "audit": {"log": "a.jsonl"}}``).
-A handler without a section gets its defaults (``fs``/``net`` then deny everything). Plain
+A handler without a section gets its defaults (``fs``/``net`` then deny everything).
+``--handlers FILE.py[:NAME]`` or ``--handlers MODULE:NAME`` (repeatable) adds custom Python
+handlers, answering ``notify(THEIR_NAME)`` (see sysgate.handlers.loading for the contract). Plain
 ``notify`` rules are printed and allowed. A bad config or a handler that cannot answer a
 syscall the policy sends it stops sysgate before the command starts. A stored ``--filter``
 compiled from such a policy keeps its routes and is served the same way.
@@ -60,9 +69,9 @@ def register(sub) -> None:
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
                         "without: allow every syscall with RET_LOG instead of the notified audit")
-    p.add_argument("--handlers", metavar="CONFIG",
-                   help="config of the handlers a --policy or --filter names (notify(NAME)): "
-                        "a JSON file or inline JSON")
+    p.add_argument("--handlers", metavar="CONFIG|FILE.py[:NAME]|MODULE:NAME", action="append",
+                   help="the handlers a --policy or --filter names (notify(NAME)): the config of the built-in "
+                        "ones (a JSON file or inline JSON), or custom Python handlers (repeatable)")
     p.add_argument("--record", metavar="FILE", help="record every notification and its reply for sysgate replay")
     p.add_argument("--sandbox", action="store_true",
                    help="put the secure base under the policy: all path syscalls to fs, no view changes "
@@ -70,6 +79,9 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="run a policy whose fs/net routes can be walked around (see policy check)")
     add_landlock_options(p)
+    p.add_argument("--exit-with-main", action="store_true",
+                   help="stop serving when the command exits, not when every process it started is gone "
+                        "(notified calls of daemons left behind then fail with ENOSYS)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
     p.set_defaults(func=run)
 
@@ -77,11 +89,15 @@ def register(sub) -> None:
 def run(args) -> int:
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
+        from ..handlers.loading import handler_options
+
+        args.handler_config, args.custom_handlers = handler_options(args.handlers)
         filt, reporter, policy = build(args)
         wall = landlock_plan(args, policy)
         filt, policy = unroute_landlocked(args, filt, policy, wall)
-        code, target = run_supervised(filt, argv, reporter, policy, args.handlers, record=args.record,
-                                      landlock=wall)
+        code, target = run_supervised(filt, argv, reporter, policy, args.handler_config, record=args.record,
+                                      landlock=wall, exit_with_main=args.exit_with_main,
+                                      custom=args.custom_handlers)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
@@ -91,9 +107,10 @@ def run(args) -> int:
 
 
 def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
-                   record: str | None = None, landlock=None) -> tuple[int, object]:
+                   record: str | None = None, landlock=None, exit_with_main: bool = False,
+                   custom: dict | None = None) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
-    handlers configured by ``handlers`` (see :func:`attach_handlers`), every other
+    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`attach_handlers`), every other
     notification to ``reporter``. With ``record`` (a path), every notification and its reply
     is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
     from ..supervisor import Supervisor
@@ -105,10 +122,11 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             if record:
                 recorder = Recorder(record, sup, argv=argv)
             wrap = recorder.wrap if recorder else None
-            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap)
+            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap, custom=custom)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
-            code, target = run_command(filt, argv, reporter, supervisor=sup, landlock=landlock)
+            code, target = run_command(filt, argv, reporter, supervisor=sup, landlock=landlock,
+                                       exit_with_main=exit_with_main)
     finally:
         if handler_set is not None:
             handler_set.finish(sys.stderr)
@@ -127,9 +145,11 @@ def command_args(args, usage: str) -> list[str]:
     return argv
 
 
-def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=None) -> tuple[int, object]:
+def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=None,
+                exit_with_main: bool = False) -> tuple[int, object]:
     """Launch ``argv`` under the stored filter ``filt`` and :func:`supervise` it with ``handler``
-    (on ``supervisor`` when given).
+    (on ``supervisor`` when given) until every process holding the filter is gone (with
+    ``exit_with_main``: until ``argv`` exits).
 
     Returns (shell-style status, the exited Target), or (126/127, None) after printing
     why the command could not be started. Signals are forwarded meanwhile.
@@ -143,7 +163,7 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=Non
             _print(f"sysgate: {exc}")
             return exc.exit_code, None
         with target:
-            code = supervise(target, handler, forwarder, supervisor=supervisor)
+            code = supervise(target, handler, forwarder, supervisor=supervisor, exit_with_main=exit_with_main)
     if target.returncode == -signal.SIGSYS:
         _print(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
                f"(kill or an unhandled trap) stopped it")
@@ -171,7 +191,7 @@ def landlock_plan(args, policy):
     from ..landlock import parse_scopes, plan_for_policy
 
     limits = args.no_exec_after_start or args.allow_exec
-    return plan_for_policy(policy, args.handlers, mode=args.landlock, scoped=parse_scopes(args.landlock_scope),
+    return plan_for_policy(policy, args.handler_config, mode=args.landlock, scoped=parse_scopes(args.landlock_scope),
                            exec_paths=list(args.allow_exec) if limits else None, warn=_print)
 
 
@@ -199,7 +219,7 @@ def build(args):
         if args.log:
             filt.flags["log"] = True
         return filt, (PolicyReporter() if filt.notifies else None), secure_policy(filt.handler_policy(), args)
-    if args.handlers is not None and not (args.policy or args.profile or args.sandbox):
+    if args.handlers and not (args.policy or args.profile or args.sandbox):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path or args.sandbox:
@@ -227,7 +247,7 @@ def secure_policy(policy, args):
     if args.sandbox:
         from ..handlers import registry
 
-        parts = ["fs", *(["net"] if "net" in registry.load_config(args.handlers) else [])]
+        parts = ["fs", *(["net"] if "net" in registry.load_config(args.handler_config) else [])]
         policy = base.apply_base(policy, parts)
     if policy.sandbox:
         note = base.notice(policy)
@@ -243,9 +263,10 @@ def secure_policy(policy, args):
     return policy
 
 
-def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None):
+def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None, custom=None):
     """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
-    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None); returns
+    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None) or given in
+    ``custom`` (name -> handler, e.g. from :func:`.handlers.loading.handler_options`); returns
     their HandlerSet, to ``finish()`` after the run (None when the policy names no handler).
     ``wrap(handler)``, when given, is what gets routed instead of each handler (e.g.
     :meth:`sysgate.testing.Recorder.wrap`).
@@ -256,8 +277,9 @@ def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None)
     from ..handlers import registry
 
     config = registry.load_config(source)
+    custom = custom or {}
     if policy is None:
-        if config:
+        if config or custom:
             raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
         return None
     named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
@@ -266,17 +288,17 @@ def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None)
         raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)} "
                            f"(handlers: {', '.join(registry.names())})")
     if not named:
-        if config:
+        if config or custom:
             _print(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); "
                    f"--handlers is not used")
         return None
-    unused = sorted(set(config) - named - {"audit"})
+    unused = sorted((set(config) | set(custom)) - named - {"audit"})
     if unused:
         _print(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
     rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
     for name in sorted((named & rule_based) - set(config)):
         _print(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
-    handler_set = registry.build_handlers(policy, config)
+    handler_set = registry.build_handlers(policy, config, custom)
     routed = {name: wrap(h) for name, h in handler_set.handlers.items()} if wrap else handler_set.handlers
     sup.use_policy(policy, routed, group=group)
     return handler_set
@@ -349,8 +371,15 @@ def _print(text: str) -> None:
         pass
 
 
-def supervise(target, reporter, forwarder, *, supervisor=None) -> int:
-    """Serve ``target``'s notifications with the supervisor until it exits; its shell status.
+def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: bool = False) -> int:
+    """Serve ``target``'s notifications with the supervisor; the target's shell status.
+
+    Serving goes on until no process holds the filter any more (the listener hangs up): the
+    target and every process it started, daemons included, so their notified calls are still
+    answered after the target exited. ``exit_with_main`` stops as soon as the target exits
+    instead (closing the listener: notified calls of processes left behind then fail with
+    ENOSYS). A forwarded signal arriving after the target exited also stops serving (the
+    processes left behind are not killed: they keep running, their notified calls get ENOSYS).
 
     ``reporter`` answers every notification without a handler of its own (None: the
     supervisor's fail-closed default). Signals arrive on ``forwarder``'s signalfd.
@@ -362,23 +391,29 @@ def supervise(target, reporter, forwarder, *, supervisor=None) -> int:
 
     if supervisor is None:
         with Supervisor() as sup:
-            return supervise(target, reporter, forwarder, supervisor=sup)
+            return supervise(target, reporter, forwarder, supervisor=sup, exit_with_main=exit_with_main)
     sup = supervisor
     if reporter is not None:
         sup.fallback(reporter)
-    if target.listener is not None:
-        sup.add_target(target)
+    listener = sup.add_target(target) if target.listener is not None else None
     poller = select.poll()
     for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
         poller.register(fd, select.POLLIN)
+    code = None
     while True:
         timeout = sup.next_timeout()
         ready = dict(poller.poll(None if timeout is None else max(1, int(timeout * 1000))))
         sup.run_once(0)
+        if code is None and (target.pidfd in ready or target.returncode is not None):   # (reaped by sup)
+            code = exit_status(target.wait())
+            poller.unregister(target.pidfd)     # stays readable: poll it no more
         if forwarder.fileno() in ready:
+            if code is not None:                # only processes it left behind: stop waiting for them
+                forwarder.drain()
+                return code
             forwarder.forward(target)
-        if target.pidfd in ready:
-            return exit_status(target.wait())
+        if code is not None and (exit_with_main or listener is None or listener.released):
+            return code
 
 
 # --- signals ----------------------------------------------------------------------------
@@ -426,6 +461,14 @@ class SignalForwarder:
             signo, _, code = _SIGINFO_HEAD.unpack_from(info)
             if code != _SI_KERNEL:
                 target.kill(signo)
+
+    def drain(self) -> None:
+        """Consume the pending signals without forwarding them."""
+        while True:
+            try:
+                os.read(self.fd, _SIGNALFD_SIGINFO_SIZE)
+            except BlockingIOError:
+                return
 
     def __exit__(self, *exc) -> None:
         if self.fd >= 0:

@@ -218,9 +218,14 @@ class HandlerSet:
             handler.close()
 
 
-def build_handlers(policy, config=None) -> HandlerSet:
+def build_handlers(policy, config=None, custom=None) -> HandlerSet:
     """Handlers for every ``notify(NAME)`` of ``policy`` (and every section of ``config`` when
-    ``policy`` is None), audited as ``config["audit"]`` says."""
+    ``policy`` is None), audited as ``config["audit"]`` says. ``custom`` (name -> handler, see
+    :mod:`.loading`) answers the names it has instead of a built-in handler."""
+    custom = dict(custom or {})
+    clash = sorted(set(custom) & set(_FACTORIES))
+    if clash:
+        raise SysgateError(f"custom handler(s) {', '.join(clash)} have the name of a built-in handler")
     config = dict(load_config(config))
     audit_cfg = config.pop("audit", None)
     wanted = _policy_handlers(policy) if policy is not None else {n: () for n in config}
@@ -234,7 +239,12 @@ def build_handlers(policy, config=None) -> HandlerSet:
         if name == "audit":
             handler = AuditHandler(result.audit)
         else:
-            handler = create(name, config.get(name))
+            if name in custom:
+                handler = custom[name]
+                if getattr(handler, "syscalls", None) is None:   # answers whatever the policy routes to it
+                    handler.syscalls = tuple(syscalls)
+            else:
+                handler = create(name, config.get(name))
             missing = [s for s in syscalls if s not in handler.syscalls]
             if missing:
                 raise SysgateError(f"policy notifies {', '.join(missing)} to handler {name!r}, which answers only "
