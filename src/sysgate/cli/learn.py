@@ -25,8 +25,9 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the policy (- = stdout)")
-    p.add_argument("--format", choices=("text", "oci"),
-                   help="sysgate policy language or OCI seccomp JSON (default: oci for *.json, else text)")
+    p.add_argument("--format", choices=("text", "oci", "spo"),
+                   help="sysgate policy language, OCI seccomp JSON or a Kubernetes SeccompProfile in YAML "
+                        "(default: oci for *.json, spo for *.yaml/*.yml, else text)")
     p.add_argument("--default", default="errno(EPERM)", metavar="ACTION",
                    help="action for everything not seen (default: errno(EPERM))")
     p.add_argument("--arch", action="append", metavar="ARCH",
@@ -54,7 +55,7 @@ def run(args) -> int:
     if args.top < 0:
         raise SysgateError(f"--top: the number of syscalls to list must be 0 or more, not {args.top}")
     default = parse_action(args.default)
-    fmt = args.format or ("oci" if args.output.endswith(".json") else "text")
+    fmt = args.format or {".json": "oci", ".yaml": "spo", ".yml": "spo"}.get(os.path.splitext(args.output)[1], "text")
     _check_unpinned(args.no_pin)
     _check_writable(args.output)
     show = sys.stderr.isatty() if args.progress is None else args.progress
@@ -69,7 +70,7 @@ def run(args) -> int:
     obs = observer.observations
     header = header_text(argv, obs, target.returncode, default)
     text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header,
-                  clone3_enosys=not args.allow_clone3)
+                  clone3_enosys=not args.allow_clone3, output=args.output)
     write_output(args.output, text)
     for message in arch_warnings(obs, args.arch):
         print(f"sysgate learn: warning: {message}", file=sys.stderr)
@@ -82,22 +83,20 @@ def run(args) -> int:
     return code
 
 
-def render(obs, fmt: str, **options) -> str:
-    """The learned policy as text, or as OCI JSON (converted from the text, so both agree)."""
-    import json
-
+def render(obs, fmt: str, output: str = "-", **options) -> str:
+    """The learned policy as text, or as OCI JSON or a SeccompProfile (converted from the
+    text, so all agree; the SeccompProfile is named after ``output``)."""
     from ..learn import policy_text
-    from ..policy.oci import export_oci
-    from ..policy.parser import parse_policy
+    from ..learn.writer import oci_text, spo_text
 
     text = policy_text(obs, **options)
     if fmt == "text":
         return text
     warnings: list[str] = []
-    doc = export_oci(parse_policy(text, "<learned policy>"), warn=warnings.append)
+    out = spo_text(text, output, warn=warnings.append) if fmt == "spo" else oci_text(text, warn=warnings.append)
     for message in warnings:
         print(f"sysgate learn: warning: {message}", file=sys.stderr)
-    return json.dumps(doc, indent=2) + "\n"
+    return out
 
 
 def write_output(path: str, text: str) -> None:

@@ -19,7 +19,13 @@ def register(sub) -> None:
 
     convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
     convert.add_argument("file", help="policy file (text or JSON; - for standard input)")
-    convert.add_argument("--to", choices=("text", "oci"), required=True, help="output format")
+    convert.add_argument("--to", choices=("text", "oci", "spo"), required=True,
+                         help="output format (spo: a Kubernetes Security Profiles Operator SeccompProfile in YAML)")
+    convert.add_argument("--name", help="spo: the SeccompProfile's metadata.name (default: from the file name)")
+    convert.add_argument("--namespace", help="spo: its metadata.namespace (default: none)")
+    convert.add_argument("--strict", action="store_true",
+                         help="spo: refuse a listenerPath the operator would reject (outside "
+                              "/var/run/security-profiles-operator/) instead of warning")
     convert.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     _selection_options(convert)
     convert.set_defaults(func=run_convert)
@@ -87,7 +93,9 @@ def run_convert(args) -> int:
 
     warnings: list[str] = []
     policy = _load(args, warnings)
-    if args.to == "oci":
+    if args.to == "spo":
+        text = _to_spo(args, policy, warnings)
+    elif args.to == "oci":
         text = json.dumps(export_oci(policy, warn=warnings.append), indent=2) + "\n"
     else:
         text = format_policy(policy, header=f"converted from {args.file} by sysgate policy convert")
@@ -100,6 +108,21 @@ def run_convert(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _to_spo(args, policy, warnings: list[str]) -> str:
+    import os
+
+    from ..errors import SysgateError
+    from ..policy.spo import export_spo, listener_problem, resource_name
+
+    if args.strict and listener_problem(policy):
+        raise SysgateError(f"{args.file}: {listener_problem(policy)}")
+    name = args.name
+    if name is None and args.file != "-":
+        name = resource_name(os.path.splitext(os.path.basename(args.file))[0])
+    return export_spo(policy, name=name, namespace=args.namespace, warn=warnings.append,
+                      header=f"converted from {args.file} by sysgate policy convert")
 
 
 def run_groups(args) -> int:

@@ -176,3 +176,23 @@ def _pinned_lines(name: str, pins: tuple[Pin, ...], values: set[tuple[int, ...]]
             terms.append(f"{last.arg} in {{{', '.join(last.namer.text(v) for v in seen)}}}")
         lines.append(f"{name}: {' && '.join(terms)}")
     return lines
+
+
+def oci_text(text: str, warn=None) -> str:
+    """A learned policy (text) as OCI seccomp JSON."""
+    import json
+
+    from ..policy.oci import export_oci
+
+    return json.dumps(export_oci(parse_policy(text, "<learned policy>"), warn=warn), indent=2) + "\n"
+
+
+def spo_text(text: str, output: str, warn=None) -> str:
+    """A learned policy (text) as a Security Profiles Operator ``SeccompProfile`` (YAML) named
+    after the ``output`` file (``sysgate-learned`` for standard output)."""
+    import os
+
+    from ..policy.spo import export_spo, resource_name
+
+    name = resource_name(os.path.splitext(os.path.basename(output))[0]) if output != "-" else "sysgate-learned"
+    return export_spo(parse_policy(text, "<learned policy>"), name=name, warn=warn)

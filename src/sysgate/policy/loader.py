@@ -2,7 +2,9 @@
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
 ``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
-its leading ``{``; anything else is the sysgate policy language. A policy saying
+its leading ``{``, a ``SeccompProfile`` resource in YAML by its first line (``---``,
+``apiVersion:`` or ``kind:``; see :func:`.spo.looks_like_yaml`); anything else is the sysgate
+policy language. A policy saying
 ``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
 command compiles the same rules.
 """
@@ -18,8 +20,12 @@ from .parser import parse_policy
 
 
 def detect_format(text: str) -> str:
-    """``"oci"`` for JSON profiles, else ``"text"``."""
-    return "oci" if text.lstrip("\ufeff \t\r\n").startswith("{") else "text"
+    """``"oci"`` for JSON profiles, ``"yaml"`` for YAML resources, else ``"text"``."""
+    if text.lstrip("\ufeff \t\r\n").startswith("{"):
+        return "oci"
+    from .spo import looks_like_yaml
+
+    return "yaml" if looks_like_yaml(text) else "text"
 
 
 def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
@@ -40,8 +46,13 @@ def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
 def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, kernel=None,
               warn: Callable[[str], None] | None = None) -> Policy:
     """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
-    if detect_format(text) == "oci":
+    fmt = detect_format(text)
+    if fmt == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    if fmt == "yaml":
+        from .spo import import_spo
+
+        return import_spo(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
     policy = parse_policy(text, filename, base_dir=base, warn=warn)
     if caps is not None or kernel is not None:
