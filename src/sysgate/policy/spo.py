@@ -30,8 +30,15 @@ from .oci import SPO_VERSIONS, export_oci, import_oci
 
 #: Most nodes a YAML document may stand for once its aliases are expanded.
 MAX_NODES = 1_000_000
-#: The operator only accepts a ``listenerPath`` under this directory.
+#: The operator (v1.0 CRD schema) only accepts a ``listenerPath`` directly in this directory.
 SPO_LISTENER_DIR = "/var/run/security-profiles-operator/"
+_LISTENER_PATH = re.compile(re.escape(SPO_LISTENER_DIR) + r"[a-zA-Z0-9_.-]+\Z")
+#: What the operator's CRD schema accepts (enums; argument values are int64).
+SPO_ARCHES = frozenset(f"SCMP_ARCH_{a}" for a in (
+    "NATIVE X86 X86_64 X32 ARM AARCH64 MIPS MIPS64 MIPS64N32 MIPSEL MIPSEL64 MIPSEL64N32 PPC PPC64 PPC64LE "
+    "S390 S390X PARISC PARISC64 RISCV64").split())
+SPO_FLAGS = frozenset(f"SECCOMP_FILTER_FLAG_{f}" for f in ("TSYNC", "LOG", "SPEC_ALLOW", "WAIT_KILLABLE_RECV"))
+INT64_MAX = (1 << 63) - 1
 #: The API version written (the operator serves v1beta1 and v1).
 WRITE_VERSION = "security-profiles-operator.x-k8s.io/v1beta1"
 assert WRITE_VERSION in SPO_VERSIONS
@@ -170,9 +177,11 @@ def _source_error(message: str, filename: str, mark) -> SourceError:
 def decode_documents(text: str, filename: str) -> list:
     """Every document of a YAML stream as JSON-like values (empty documents left out);
     SourceError with line and column for anything outside the limits above."""
-    loader = _Loader(text.removeprefix("\ufeff"))
+    text = text.removeprefix("\ufeff")
     documents = []
+    loader = None
     try:
+        loader = _Loader(text)
         while loader.check_node():
             node = loader.get_node()
             _check_expansion(node, filename)
@@ -185,12 +194,18 @@ def decode_documents(text: str, filename: str) -> list:
         if exc.context and exc.problem:
             problem = f"{exc.problem} ({exc.context})"
         raise _source_error(f"invalid YAML: {problem}", filename, mark) from None
-    except yaml.YAMLError as exc:           # a ReaderError (control characters) has no marks
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SourceError(f"invalid YAML: character U+{exc.character:04X} is not allowed ({exc.reason})",
+                          filename, line, column) from None
+    except yaml.YAMLError as exc:
         raise SourceError(f"invalid YAML: {' '.join(str(exc).split())}", filename) from None
     except (ValueError, RecursionError) as exc:
         raise SourceError(f"invalid YAML: {exc}", filename) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents
 
 
@@ -229,9 +244,9 @@ def resource_name(text: str) -> str:
 def listener_problem(policy: Policy) -> str | None:
     """Why the operator would reject the policy's ``listenerPath``, or None."""
     path = policy.listener_path
-    if path and not path.startswith(SPO_LISTENER_DIR):
-        return (f"listenerPath {path!r} lies outside {SPO_LISTENER_DIR}; the Security Profiles Operator "
-                f"rejects such a SeccompProfile")
+    if path and not _LISTENER_PATH.match(path):
+        return (f"listenerPath {path!r} is not a file name directly in {SPO_LISTENER_DIR}; the Security "
+                f"Profiles Operator rejects such a SeccompProfile")
     return None
 
 
@@ -256,6 +271,15 @@ def export_spo(policy: Policy, *, name: str | None = None, namespace: str | None
     problem = listener_problem(policy)
     if problem:
         say(problem)
+    for what, values, known in (("architecture", spec.get("architectures", ()), SPO_ARCHES),
+                                ("filter flag", spec.get("flags", ()), SPO_FLAGS)):
+        for value in values:
+            if value not in known:
+                say(f"the operator's SeccompProfile schema has no {what} {value}")
+    wide = sorted({n for entry in spec["syscalls"] for n in entry["names"]
+                   if any(arg[k] > INT64_MAX for arg in entry.get("args", ()) for k in ("value", "valueTwo"))})
+    if wide:
+        say(f"{', '.join(wide)}: argument values above 2^63-1, which the operator's schema (int64) rejects")
     metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
     doc = {"apiVersion": WRITE_VERSION, "kind": "SeccompProfile", "metadata": metadata, "spec": spec}
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
