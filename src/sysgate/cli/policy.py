@@ -12,13 +12,13 @@ def register(sub) -> None:
     psub.required = True
 
     check = psub.add_parser("check", help="parse a policy and report errors and warnings")
-    check.add_argument("file", help="policy file (text or JSON; - for standard input)")
+    check.add_argument("file", help="policy file (text, JSON or a SeccompProfile in YAML; - for standard input)")
     _selection_options(check)
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
     check.set_defaults(func=run_check)
 
     convert = psub.add_parser("convert", help="translate a policy to the text language or OCI JSON")
-    convert.add_argument("file", help="policy file (text or JSON; - for standard input)")
+    convert.add_argument("file", help="policy file (text, JSON or a SeccompProfile in YAML; - for standard input)")
     convert.add_argument("--to", choices=("text", "oci", "spo"), required=True,
                          help="output format (spo: a Kubernetes Security Profiles Operator SeccompProfile in YAML)")
     convert.add_argument("--name", help="spo: the SeccompProfile's metadata.name (default: from the file name)")
