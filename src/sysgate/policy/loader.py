@@ -3,7 +3,7 @@
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
 ``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
 its leading ``{``, a ``SeccompProfile`` resource in YAML by its first line (``---``,
-``apiVersion:`` or ``kind:``; see :func:`.spo.looks_like_yaml`); anything else is the sysgate
+``apiVersion:`` or ``kind:``; see :func:`looks_like_yaml`); anything else is the sysgate
 policy language. A policy saying
 ``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
 command compiles the same rules.
@@ -11,6 +11,7 @@ command compiles the same rules.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 from ..files import read_text
@@ -19,12 +20,25 @@ from .oci import import_oci
 from .parser import parse_policy
 
 
+_YAML_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
+
+
+def looks_like_yaml(text: str) -> bool:
+    """The rule that tells a YAML resource from the sysgate language (both may look like
+    ``key: value`` lines): the first line that is not blank or a ``#`` comment starts a
+    document (``---``, a ``%YAML``/``%TAG`` directive) or is a top-level ``apiVersion:`` or
+    ``kind:`` key, which every Kubernetes resource has and the sysgate language never uses."""
+    for line in text.removeprefix("\ufeff").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return bool(_YAML_FIRST_LINE.match(line))
+    return False
+
+
 def detect_format(text: str) -> str:
     """``"oci"`` for JSON profiles, ``"yaml"`` for YAML resources, else ``"text"``."""
     if text.lstrip("\ufeff \t\r\n").startswith("{"):
         return "oci"
-    from .spo import looks_like_yaml
-
     return "yaml" if looks_like_yaml(text) else "text"
 
 

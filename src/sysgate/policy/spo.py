@@ -43,23 +43,10 @@ INT64_MAX = (1 << 63) - 1
 WRITE_VERSION = "security-profiles-operator.x-k8s.io/v1beta1"
 assert WRITE_VERSION in SPO_VERSIONS
 
-_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _TAG = "tag:yaml.org,2002:"
 _MAX_INT_BITS = 1024
-
-
-def looks_like_yaml(text: str) -> bool:
-    """The rule that tells a YAML resource from the sysgate language (both may look like
-    ``key: value`` lines): the first line that is not blank or a ``#`` comment starts a
-    document (``---``, a ``%YAML``/``%TAG`` directive) or is a top-level ``apiVersion:`` or
-    ``kind:`` key, which every Kubernetes resource has and the sysgate language never uses."""
-    for line in text.removeprefix("\ufeff").splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            return bool(_FIRST_LINE.match(line))
-    return False
 
 
 # --- reading -----------------------------------------------------------------------------------
