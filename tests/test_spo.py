@@ -4,8 +4,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +16,6 @@ from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.spo import MAX_NODES, decode, decode_documents, export_spo, listener_problem
 
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
         "flags": ["SECCOMP_FILTER_FLAG_LOG"], "listenerPath": "/var/run/security-profiles-operator/sysgate.sock",
         "listenerMetadata": "handlers=mkdir-deny",
@@ -163,10 +160,8 @@ def laughs(levels: int, width: int = 9) -> str:
 
 
 def test_billion_laughs_is_refused_before_it_is_walked():
-    start = time.process_time()
     message = error_of(lambda: load_text(laughs(9), "p.yaml"))   # 9^9 = 387 million strings
     assert f"aliases expand to more than {MAX_NODES} nodes" in message and message.startswith("p.yaml:")
-    assert time.process_time() - start < 10
     # fewer aliases than the limit: the usual validation (unknown field l0) applies
     assert "$.spec.l0: unknown field" in error_of(lambda: load_text(laughs(3), "p.yaml"))
 
