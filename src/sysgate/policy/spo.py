@@ -164,6 +164,11 @@ def _source_error(message: str, filename: str, mark) -> SourceError:
 def decode_documents(text: str, filename: str) -> list:
     """Every document of a YAML stream as JSON-like values (empty documents left out);
     SourceError with line and column for anything outside the limits above."""
+    return [value for _, value in _documents(text, filename)]
+
+
+def _documents(text: str, filename: str) -> list[tuple]:
+    """(node, value) of every non-empty document."""
     text = text.removeprefix("\ufeff")
     documents = []
     loader = None
@@ -174,7 +179,7 @@ def decode_documents(text: str, filename: str) -> list:
             _check_expansion(node, filename)
             value = loader.construct_document(node)
             if value is not None:
-                documents.append(value)
+                documents.append((node, value))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -199,26 +204,72 @@ def decode_documents(text: str, filename: str) -> list:
 def decode(text: str, filename: str) -> dict:
     """The one ``SeccompProfile`` in a YAML stream. A stream of several documents must hold
     exactly one (a ``Namespace`` or ``ConfigMap`` beside it is ignored)."""
-    documents = decode_documents(text, filename)
+    return _decode(text, filename)[1]
+
+
+def _decode(text: str, filename: str) -> tuple:
+    documents = _documents(text, filename)
     if not documents:
         raise SourceError("the YAML file holds no document", filename)
-    profiles = [d for d in documents if type(d) is dict and d.get("kind") == "SeccompProfile"]
+    profiles = [(n, d) for n, d in documents if type(d) is dict and d.get("kind") == "SeccompProfile"]
     if len(documents) == 1:
-        doc = documents[0]
+        node, doc = documents[0]
         if type(doc) is not dict or ("kind" not in doc and "apiVersion" not in doc):
             raise SourceError("$: a YAML policy must be a Kubernetes SeccompProfile "
                               f"(apiVersion: {WRITE_VERSION}, kind: SeccompProfile)", filename)
-        return doc
+        return node, doc
     if len(profiles) != 1:
         raise SourceError(f"{len(documents)} YAML documents with {len(profiles)} SeccompProfile(s): sysgate "
                           f"reads exactly one", filename)
     return profiles[0]
 
 
+_PATH_STEP = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _locate(root, message: str):
+    """The YAML node at the JSON path that starts ``message`` (``$.spec.syscalls[2]: ...``), as
+    far as the path leads; None when the message has no path."""
+    if not message.startswith("$"):
+        return None
+    node, pos = root, 1
+    while m := _PATH_STEP.match(message, pos):
+        pos = m.end()
+        name, index, quoted = m.groups()
+        if isinstance(node, yaml.SequenceNode) and index is not None and int(index) < len(node.value):
+            node = node.value[int(index)]
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            break
+        key = name if name is not None else index if index is not None else _unquote(quoted)
+        found = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+        if not found:
+            break
+        node = found[0]
+    return node
+
+
+def _unquote(text: str) -> str:
+    import json
+
+    try:
+        return str(json.loads(text))
+    except ValueError:
+        return text
+
+
 def import_spo(text: str, arch: str | None = None, *, filename: str = "<yaml>",
                warn: Callable[[str], None] | None = None, caps=None, kernel=None) -> Policy:
-    """A Policy from a ``SeccompProfile`` resource in YAML (see :func:`.oci.import_oci`)."""
-    return import_oci(decode(text, filename), arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    """A Policy from a ``SeccompProfile`` resource in YAML (see :func:`.oci.import_oci`). A
+    validation error names the JSON path, as for JSON, and the line and column of that place."""
+    node, doc = _decode(text, filename)
+    try:
+        return import_oci(doc, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    except SourceError as exc:
+        place = _locate(node, exc.message) if not exc.line else None
+        if place is None:
+            raise
+        raise _source_error(exc.message, exc.file, place.start_mark) from None
 
 
 # --- writing -----------------------------------------------------------------------------------
