@@ -81,7 +81,7 @@ def test_bash_completion_offers_every_subcommand_and_option():
 
 
 def test_bash_completion_values_and_the_supervised_command():
-    assert _bash_complete(["sysgate", "policy", "convert", "--to", ""]) == ["text", "oci", "systemd"]
+    assert _bash_complete(["sysgate", "policy", "convert", "--to", ""]) == ["text", "oci", "spo", "systemd"]
     assert _bash_complete(["sysgate", "completion", ""]) == ["bash", "zsh"]
     # an option value is skipped when finding the subcommand; after -- it is the command's turn
     assert _bash_complete(["sysgate", "run", "--policy", "run", "--ex"]) == ["--exit-with-main"]

@@ -108,7 +108,7 @@ class ContainerLearner:
         header = self.header()
         paths = []
         for ext, fmt in EXTENSIONS.items():
-            text = render(self.observations, fmt, warn=warn, default=DEFAULT, header=header,
+            text = render(self.observations, fmt, warn=warn, output=stem + ext, default=DEFAULT, header=header,
                           unobserved=ALWAYS)
             write_file(stem + ext, text)
             paths.append(stem + ext)

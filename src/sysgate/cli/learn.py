@@ -25,8 +25,9 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write the policy (- = stdout)")
-    p.add_argument("--format", choices=("text", "oci"),
-                   help="sysgate policy language or OCI seccomp JSON (default: oci for *.json, else text)")
+    p.add_argument("--format", choices=("text", "oci", "spo"),
+                   help="sysgate policy language, OCI seccomp JSON or a Kubernetes SeccompProfile in YAML "
+                        "(default: oci for *.json, spo for *.yaml/*.yml, else text)")
     p.add_argument("--default", default="errno(EPERM)", metavar="ACTION",
                    help="action for everything not seen (default: errno(EPERM))")
     p.add_argument("--arch", action="append", metavar="ARCH",
@@ -69,7 +70,7 @@ def run(args) -> int:
     obs = observer.observations
     header = header_text(argv, obs, target.returncode, default)
     text = render(obs, fmt, default=default, arches=args.arch, unpinned=args.no_pin, header=header,
-                  clone3_enosys=not args.allow_clone3)
+                  clone3_enosys=not args.allow_clone3, output=args.output)
     write_output(args.output, text)
     for message in arch_warnings(obs, args.arch):
         print(f"sysgate learn: warning: {message}", file=sys.stderr)
@@ -82,12 +83,13 @@ def run(args) -> int:
     return code
 
 
-def render(obs, fmt: str, **options) -> str:
-    """The learned policy as text, or as OCI JSON (converted from the text, so both agree)."""
+def render(obs, fmt: str, output: str = "-", **options) -> str:
+    """The learned policy in format ``fmt`` (text, OCI JSON or a SeccompProfile named after
+    ``output``; the last two converted from the text, so all agree)."""
     from ..learn import render as render_policy
 
     return render_policy(obs, fmt, warn=lambda message: print(f"sysgate learn: warning: {message}",
-                                                                 file=sys.stderr), **options)
+                                                                 file=sys.stderr), output=output, **options)
 
 
 def write_output(path: str, text: str) -> None:

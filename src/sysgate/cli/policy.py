@@ -12,7 +12,7 @@ def register(sub) -> None:
     psub.required = True
 
     check = psub.add_parser("check", help="parse a policy and report errors and warnings")
-    check.add_argument("file", help="policy file (text or JSON; - for standard input)")
+    check.add_argument("file", help="policy file (text, JSON or a SeccompProfile in YAML; - for standard input)")
     _selection_options(check)
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
     check.add_argument("--handlers", action="append", metavar="CONFIG|FILE.py[:NAME]|MODULE:NAME",
@@ -20,10 +20,18 @@ def register(sub) -> None:
                             "enforces each rule) and/or custom Python handlers the policy may name in notify(NAME)")
     check.set_defaults(func=run_check)
 
-    convert = psub.add_parser("convert", help="translate a policy to the text language, OCI JSON or a systemd drop-in")
-    convert.add_argument("file", help="policy file (text, JSON or systemd unit; - for standard input)")
-    convert.add_argument("--to", choices=("text", "oci", "systemd"), required=True,
-                         help="output format (systemd: a [Service] drop-in with SystemCallFilter= lines)")
+    convert = psub.add_parser("convert", help="translate a policy to the text language, OCI JSON, a "
+                                              "Kubernetes SeccompProfile or a systemd drop-in")
+    convert.add_argument("file", help="policy file (text, JSON, a SeccompProfile in YAML or a systemd unit; "
+                                      "- for standard input)")
+    convert.add_argument("--to", choices=("text", "oci", "spo", "systemd"), required=True,
+                         help="output format (spo: a Kubernetes Security Profiles Operator SeccompProfile in YAML; "
+                              "systemd: a [Service] drop-in with SystemCallFilter= lines)")
+    convert.add_argument("--name", help="spo: the SeccompProfile's metadata.name (default: from the file name)")
+    convert.add_argument("--namespace", help="spo: its metadata.namespace (default: none)")
+    convert.add_argument("--strict", action="store_true",
+                         help="spo: refuse a listenerPath the operator would reject (outside "
+                              "/var/run/security-profiles-operator/) instead of warning")
     convert.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     _selection_options(convert)
     convert.set_defaults(func=run_convert)
@@ -106,7 +114,9 @@ def run_convert(args) -> int:
 
     warnings: list[str] = []
     policy = _load(args, warnings)
-    if args.to == "oci":
+    if args.to == "spo":
+        text = _to_spo(args, policy, warnings)
+    elif args.to == "oci":
         text = json.dumps(export_oci(policy, warn=warnings.append), indent=2) + "\n"
     elif args.to == "systemd":
         from ..policy.systemd import format_systemd
@@ -123,6 +133,21 @@ def run_convert(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _to_spo(args, policy, warnings: list[str]) -> str:
+    import os
+
+    from ..errors import SysgateError
+    from ..policy.spo import export_spo, listener_problem, resource_name
+
+    if args.strict and listener_problem(policy):
+        raise SysgateError(f"{args.file}: {listener_problem(policy)}")
+    name = args.name
+    if name is None and args.file != "-":
+        name = resource_name(os.path.splitext(os.path.basename(args.file))[0])
+    return export_spo(policy, name=name, namespace=args.namespace, warn=warnings.append,
+                      header=f"converted from {args.file} by sysgate policy convert")
 
 
 def run_groups(args) -> int:

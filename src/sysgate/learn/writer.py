@@ -97,32 +97,33 @@ def policy_text(obs: Observations, *, default: str | Action = "errno(EPERM)", ar
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def oci_json(obs: Observations, warn=None, **options) -> str:
+def oci_json(obs: Observations, warn=None, output: str = "-", **options) -> str:
     """The learned policy as an OCI ``linux.seccomp`` JSON object (converted from
     :func:`policy_text`, so both agree); conversion warnings go to ``warn(message)``."""
-    import json
-
-    from ..policy.oci import export_oci
-
-    doc = export_oci(parse_policy(policy_text(obs, **options), "<learned policy>"), warn=warn)
-    return json.dumps(doc, indent=2) + "\n"
+    return oci_text(policy_text(obs, **options), warn=warn)
 
 
-def _text(obs: Observations, warn=None, **options) -> str:
+def spo_yaml(obs: Observations, warn=None, output: str = "-", **options) -> str:
+    """The learned policy as a Kubernetes ``SeccompProfile`` named after ``output`` (:func:`spo_text`)."""
+    return spo_text(policy_text(obs, **options), output, warn=warn)
+
+
+def _text(obs: Observations, warn=None, output: str = "-", **options) -> str:
     return policy_text(obs, **options)
 
 
 #: Output format -> writer ``fn(obs, warn=None, **policy_text options) -> str``. Extend both
 #: tables to add a format (e.g. a Kubernetes SeccompProfile); the agent writes one file per
 #: entry of :data:`EXTENSIONS`.
-WRITERS = {"text": _text, "oci": oci_json}
+WRITERS = {"text": _text, "oci": oci_json, "spo": spo_yaml}
 #: File extension -> format, for choosing the format from an output file name.
-EXTENSIONS = {".policy": "text", ".json": "oci"}
+EXTENSIONS = {".policy": "text", ".json": "oci", ".yaml": "spo"}
 
 
-def render(obs: Observations, fmt: str, warn=None, **options) -> str:
-    """The learned policy in format ``fmt`` (a key of :data:`WRITERS`)."""
-    return WRITERS[fmt](obs, warn=warn, **options)
+def render(obs: Observations, fmt: str, warn=None, output: str = "-", **options) -> str:
+    """The learned policy in format ``fmt`` (a key of :data:`WRITERS`) for the file ``output``
+    (a SeccompProfile is named after it)."""
+    return WRITERS[fmt](obs, warn=warn, output=output, **options)
 
 
 def format_for(path: str, default: str = "text") -> str:
@@ -130,7 +131,7 @@ def format_for(path: str, default: str = "text") -> str:
     for ext, fmt in EXTENSIONS.items():
         if path.endswith(ext):
             return fmt
-    return default
+    return "spo" if path.endswith(".yml") else default
 
 
 def learned_policy(obs: Observations, **options) -> Policy:
@@ -218,3 +219,23 @@ def _pinned_lines(name: str, pins: tuple[Pin, ...], values: set[tuple[int, ...]]
             terms.append(f"{last.arg} in {{{', '.join(last.namer.text(v) for v in seen)}}}")
         lines.append(f"{name}: {' && '.join(terms)}")
     return lines
+
+
+def oci_text(text: str, warn=None) -> str:
+    """A learned policy (text) as OCI seccomp JSON."""
+    import json
+
+    from ..policy.oci import export_oci
+
+    return json.dumps(export_oci(parse_policy(text, "<learned policy>"), warn=warn), indent=2) + "\n"
+
+
+def spo_text(text: str, output: str, warn=None) -> str:
+    """A learned policy (text) as a Security Profiles Operator ``SeccompProfile`` (YAML) named
+    after the ``output`` file (``sysgate-learned`` for standard output)."""
+    import os
+
+    from ..policy.spo import export_spo, resource_name
+
+    name = resource_name(os.path.splitext(os.path.basename(output))[0]) if output != "-" else "sysgate-learned"
+    return export_spo(parse_policy(text, "<learned policy>"), name=name, warn=warn)

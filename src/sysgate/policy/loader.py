@@ -2,15 +2,17 @@
 
 ``load_policy`` recognises JSON (an OCI ``linux.seccomp`` object, a whole runtime-spec
 ``config.json``, a Docker/podman profile template, or a Kubernetes ``SeccompProfile``) by
-its leading ``{``, a systemd unit file or drop-in by its ``[Section]`` header or
-``SystemCallFilter=``-style lines (:mod:`sysgate.policy.systemd`); anything else is the
-sysgate policy language. A policy saying
+its leading ``{``, a ``SeccompProfile`` resource in YAML by its first line (``---``,
+``apiVersion:`` or ``kind:``; see :func:`looks_like_yaml`), a systemd unit file or drop-in by
+its ``[Section]`` header or ``SystemCallFilter=``-style lines (:mod:`sysgate.policy.systemd`);
+anything else is the sysgate policy language. A policy saying
 ``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
 command compiles the same rules.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 from ..files import read_text
@@ -20,13 +22,30 @@ from .parser import parse_policy
 from .systemd import looks_like_unit, parse_unit
 
 
+_YAML_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
+
+
+def looks_like_yaml(text: str) -> bool:
+    """The rule that tells a YAML resource from the sysgate language (both may look like
+    ``key: value`` lines): the first line that is not blank or a ``#`` comment starts a
+    document (``---``, a ``%YAML``/``%TAG`` directive) or is a top-level ``apiVersion:`` or
+    ``kind:`` key, which every Kubernetes resource has and the sysgate language never uses."""
+    for line in text.removeprefix("\ufeff").splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return bool(_YAML_FIRST_LINE.match(line))
+    return False
+
+
 def detect_format(text: str) -> str:
-    """``"oci"`` for JSON profiles; ``"systemd"`` for a unit file or drop-in (its first
-    non-comment line is a unit ``[Section]`` header such as ``[Service]``, or a line sets
-    ``SystemCallFilter=``/``SystemCallErrorNumber=``/``SystemCallArchitectures=``/
-    ``SystemCallLog=``); else ``"text"``."""
+    """``"oci"`` for JSON profiles, ``"yaml"`` for YAML resources (:func:`looks_like_yaml`),
+    ``"systemd"`` for a unit file or drop-in (its first non-comment line is a unit
+    ``[Section]`` header such as ``[Service]``, or a line sets ``SystemCallFilter=``/
+    ``SystemCallErrorNumber=``/``SystemCallArchitectures=``/``SystemCallLog=``); else ``"text"``."""
     if text.lstrip("\ufeff \t\r\n").startswith("{"):
         return "oci"
+    if looks_like_yaml(text):
+        return "yaml"
     if looks_like_unit(text):
         return "systemd"
     return "text"
@@ -50,10 +69,14 @@ def load_policy(path: str, *, arch: str | None = None, caps=None, kernel=None,
 def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, kernel=None,
               warn: Callable[[str], None] | None = None) -> Policy:
     """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
-    kind = detect_format(text)
-    if kind == "oci":
+    fmt = detect_format(text)
+    if fmt == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
-    if kind == "systemd":
+    if fmt == "yaml":
+        from .spo import import_spo
+
+        return import_spo(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
+    if fmt == "systemd":
         return parse_unit(text, filename, warn=warn)
     base = os.path.dirname(filename) if not filename.startswith("<") else None
     policy = parse_policy(text, filename, base_dir=base, warn=warn)
