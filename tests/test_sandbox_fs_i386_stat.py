@@ -58,6 +58,7 @@ def _policy(fs):
     return policy
 
 
+@pytest.mark.usefixtures("landlock")
 def test_i386_stat_family_matches_the_kernel_and_denies(tmp_path):
     try:
         exe = cprog(PROGRAM, m32=True)
