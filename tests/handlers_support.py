@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from sysgate import launch
+from sysgate.landlock import plan_for_policy, without_open_routes
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 from sysgate.supervisor import Supervisor
 
@@ -28,6 +29,23 @@ def notify_policy(*handlers, extra_rules=()) -> Policy:
     return Policy(default=ALLOW, rules=rules)
 
 
+#: the Landlock mode :func:`run` launches with: "off", or "on" (the ``landlock`` fixture of conftest.py sets it
+#: for the tests that use it, so each runs with the Landlock wall under the handlers and without it)
+LANDLOCK = {"mode": "off"}
+
+
+def landlock_launch(policy: Policy, handlers, mode: str):
+    """(plan, policy) that ``sysgate run --landlock=MODE --handlers CONFIG`` launches with, CONFIG being the
+    rules of ``handlers`` (their fs/net sections): the CLI's derivation (:func:`plan_for_policy`) and its
+    unrouting of the plain opens Landlock decides alone (:func:`without_open_routes`)."""
+    config = {h.name: {"rules": h.rules.rules, "default": h.rules.default}
+              for h in handlers if h.name in ("fs", "net")}
+    plan = plan_for_policy(policy, config, mode=mode)
+    if mode == "on":
+        assert config and plan is not None, "landlock=on: no fs/net rules to derive a Landlock plan from"
+    return plan, (without_open_routes(policy, plan) or policy)
+
+
 def run(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) -> tuple[int, str]:
     """Run ``argv`` with ``handlers`` answering their syscalls; (exit code, stdout+stderr)."""
     code, out = run_bytes(argv, *handlers, policy=policy, timeout=timeout, sup=sup, **spawn)
@@ -36,9 +54,12 @@ def run(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) ->
 
 def run_bytes(argv, *handlers, policy=None, timeout: float = 30, sup=None, **spawn) -> tuple[int, bytes]:
     """:func:`run` with the output as bytes."""
+    policy = policy or notify_policy(*handlers)
+    if LANDLOCK["mode"] != "off" and "landlock" not in spawn:
+        spawn["landlock"], policy = landlock_launch(policy, handlers, LANDLOCK["mode"])
     r, w = os.pipe()
     try:
-        target = launch.spawn(argv, policy or notify_policy(*handlers), stdout=w, stderr=w, **spawn)
+        target = launch.spawn(argv, policy, stdout=w, stderr=w, **spawn)
     finally:
         os.close(w)
     own = sup is None

@@ -132,8 +132,8 @@ def test_attack_reads_the_file_without_the_base_and_is_refused_with_it(tmp_path,
         assert boxed.returncode == 1 and "TOPSECRET" not in boxed.stdout + boxed.stderr
 
 
-def test_sandbox_still_reads_what_the_rules_allow_and_denies_the_rest(box):
-    res = sysgate("run", "--sandbox", "--handlers", handlers(box), "--",
+def test_sandbox_still_reads_what_the_rules_allow_and_denies_the_rest(box, landlock):
+    res = sysgate("run", "--sandbox", f"--landlock={landlock}", "--handlers", handlers(box), "--",
                   "sh", "-c", f"cat {box}/public/hello; cat {box}/private/secret; echo rc=$?")
     assert res.stdout == "hello\nrc=1\n", res.stderr
     assert "Permission denied" in res.stderr and "TOPSECRET" not in res.stderr
@@ -166,12 +166,13 @@ def test_policy_refusals_stay_and_its_allows_become_routes(tmp_path, box):
         assert res.stdout == f"refused: {refusal}\n", res.stdout + res.stderr
 
 
-def test_net_part_refuses_packet_sockets_only_with_net_rules(box):
+def test_net_part_refuses_packet_sockets_only_with_net_rules(box, landlock):
     argv = [attack(), "packet", f"{box}/private", f"{box}/public"]
     assert subprocess.run(argv, capture_output=True, text=True).stdout.startswith("SECRET via packet")
-    fs_only = sysgate("run", "--sandbox", "--handlers", handlers(box), "--", *argv)
+    fs_only = sysgate("run", "--sandbox", f"--landlock={landlock}", "--handlers", handlers(box), "--", *argv)
     assert fs_only.stdout.startswith("SECRET via packet"), fs_only.stderr       # no net rules: no net promise
-    net = sysgate("run", "--sandbox", "--handlers", handlers(box, net={"rules": []}), "--", *argv)
+    net = sysgate("run", "--sandbox", f"--landlock={landlock}", "--handlers", handlers(box, net={"rules": []}),
+                  "--", *argv)
     assert net.stdout == "refused: socket: errno 1\n", net.stdout + net.stderr
 
 
@@ -197,7 +198,8 @@ def peer_only(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("mode, m32", [("sendmmsg", False), ("socketcall", True)])
-def test_peer_calls_beside_connect_reach_a_denied_peer_only_without_the_base(tmp_path, box, peers, mode, m32):
+def test_peer_calls_beside_connect_reach_a_denied_peer_only_without_the_base(tmp_path, box, peers, mode, m32,
+                                                                           landlock):
     udp, tcp = peers
     port = (udp if mode == "sendmmsg" else tcp).getsockname()[1]
     argv = [attack(m32), mode, str(port), "-"]
@@ -208,7 +210,7 @@ def test_peer_calls_beside_connect_reach_a_denied_peer_only_without_the_base(tmp
     assert walked.stdout.startswith(f"SECRET via {mode}"), walked.stdout + walked.stderr
     if mode == "sendmmsg":
         assert udp.recv(100) == b"datagram" and udp.recv(100) == b"datagram"   # native, then walked around
-    boxed = sysgate("run", "--sandbox", "--handlers", config, "--", *argv)
+    boxed = sysgate("run", "--sandbox", f"--landlock={landlock}", "--handlers", config, "--", *argv)
     # refused by the filter (EPERM) while the net handler does not answer the call, else denied by it
     assert boxed.stdout.startswith("refused: ") and "SECRET" not in boxed.stdout, boxed.stdout + boxed.stderr
     if mode == "sendmmsg":

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from cprog import cprog
 from handlers_support import notify_policy, run
 from sysgate.handlers.fs import FsHandler
@@ -67,6 +69,7 @@ int main(int argc, char **argv) {
 """
 
 
+@pytest.mark.usefixtures("landlock")
 def test_every_alias_of_a_denied_file_is_refused(tmp_path):
     t = tmp_path
     (t / "ok").mkdir()

@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from cprog import cprog
 from handlers_support import run
 from sysgate.handlers.fs import FsHandler
@@ -139,6 +141,7 @@ def _feed(d: str, got: dict) -> None:
     os.close(fd)
 
 
+@pytest.mark.usefixtures("landlock")
 def test_fifo_opens_without_the_other_end_do_not_wedge_the_pool(tmp_path):
     d = str(tmp_path)
     for i in range(FIFOS):
@@ -166,6 +169,7 @@ def test_fifo_opens_without_the_other_end_do_not_wedge_the_pool(tmp_path):
     assert timeouts == 0
 
 
+@pytest.mark.usefixtures("landlock")
 def test_a_signal_cancels_a_waiting_fifo_open_like_the_kernel(tmp_path):
     d = str(tmp_path)
     os.mkfifo(f"{d}/lonely")
@@ -176,6 +180,7 @@ def test_a_signal_cancels_a_waiting_fifo_open_like_the_kernel(tmp_path):
     assert out == kernel.stdout, out
 
 
+@pytest.mark.usefixtures("landlock")
 def test_reopening_an_anonymous_pipe_without_writer_does_not_wait(tmp_path):
     exe = cprog(PROGRAM)
     kernel = subprocess.run([exe, "pipe", str(tmp_path)], capture_output=True, text=True, timeout=30)
@@ -184,6 +189,7 @@ def test_reopening_an_anonymous_pipe_without_writer_does_not_wait(tmp_path):
     assert out == kernel.stdout, out
 
 
+@pytest.mark.usefixtures("landlock")
 def test_a_signal_cancels_a_waiting_fifo_writer_like_the_kernel(tmp_path):
     d = str(tmp_path)
     os.mkfifo(f"{d}/lonely")

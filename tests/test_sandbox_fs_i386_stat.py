@@ -58,6 +58,7 @@ def _policy(fs):
     return policy
 
 
+@pytest.mark.usefixtures("landlock")
 def test_i386_stat_family_matches_the_kernel_and_denies(tmp_path):
     try:
         exe = cprog(PROGRAM, m32=True)
@@ -88,7 +89,7 @@ def test_i386_stat_family_matches_the_kernel_and_denies(tmp_path):
         assert mine[f"small-{name}"] == kernel[f"small-{name}"] and kernel[f"small-{name}"].startswith("0 "), name
 
 
-def test_sysgate_run_routes_the_i386_stat_family_to_fs(tmp_path):
+def test_sysgate_run_routes_the_i386_stat_family_to_fs(tmp_path, landlock):
     """``sysgate run`` used to refuse ``stat64: notify(fs)`` (fs did not answer it), leaving it
     to the kernel: a denied file's metadata leaked."""
     import sys
@@ -102,7 +103,8 @@ def test_sysgate_run_routes_the_i386_stat_family_to_fs(tmp_path):
     denied = tmp_path / "denied.txt"
     denied.write_text("SECRET\n")
     (tmp_path / "h.json").write_text('{"fs": {"rules": ["deny %s", "allow read /**"]}}' % denied)
-    out = subprocess.run([sys.executable, "-m", "sysgate", "run", "--policy", str(tmp_path / "p.policy"),
+    out = subprocess.run([sys.executable, "-m", "sysgate", "run", f"--landlock={landlock}",
+                          "--policy", str(tmp_path / "p.policy"),
                           "--handlers", str(tmp_path / "h.json"), "--", exe, "/etc/passwd", "/etc/passwd",
                           str(denied), "/etc/passwd"], capture_output=True, text=True, timeout=60)
     lines = dict(line.split(" ", 2)[:2] for line in out.stdout.splitlines())

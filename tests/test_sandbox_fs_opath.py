@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from cprog import cprog
 from handlers_support import run
 from sysgate.handlers.fs import FsHandler
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
 """
 
 
+@pytest.mark.usefixtures("landlock")
 def test_o_path_open_fstat_and_reopen_match_the_kernel(tmp_path):
     d = tmp_path / "ok"
     d.mkdir()

@@ -84,6 +84,7 @@ def results(out: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
+@pytest.mark.usefixtures("landlock")
 def test_renaming_an_ancestor_of_a_denied_path_is_refused(scene):
     exe = cprog(ATTACK)
     code, out = run([exe, str(scene)], rules(scene))
@@ -98,6 +99,7 @@ def test_renaming_an_ancestor_of_a_denied_path_is_refused(scene):
     assert not (scene / "stolen").exists() and not (scene / "stolen2").exists()
 
 
+@pytest.mark.usefixtures("landlock")
 def test_other_names_of_denied_objects_are_denied_by_inode(scene):
     code, out = run([cprog(ATTACK), str(scene)], rules(scene))
     r = results(out)
@@ -105,6 +107,7 @@ def test_other_names_of_denied_objects_are_denied_by_inode(scene):
     assert r["bind"] == str(errno.EACCES), out                 # bind mount of a D/** directory
 
 
+@pytest.mark.usefixtures("landlock")
 def test_nothing_moves_into_or_above_what_a_deny_rule_could_match(scene):
     code, out = run([cprog(ATTACK), str(scene)], rules(scene))
     r = results(out)
