@@ -73,7 +73,7 @@ def make_trees(root: str) -> tuple[str, str]:
     return trees[0], trees[1]
 
 
-def workloads(root: str, tar_tree: str, cat_tree: str, tar_repeat: int) -> dict[str, tuple[str, str]]:
+def workloads(tar_tree: str, cat_tree: str, tar_repeat: int) -> dict[str, tuple[str, str]]:
     """name -> (timed script, check script printing what must equal bare's output)."""
     tar_dir, tar_name = map(shlex.quote, os.path.split(tar_tree))
     cat_q = shlex.quote(cat_tree)
@@ -175,9 +175,9 @@ def main() -> int:
         with open(policy, "w") as f:
             f.write(PARTIAL_POLICY)
         configs = configurations(handlers, policy)
-        loads = workloads(work, tar_tree, cat_tree, tar_repeat)
+        loads = workloads(tar_tree, cat_tree, tar_repeat)
         check(configs, loads, env, work)
-        counts = count(configs, workloads(work, tar_tree, cat_tree, 1), env, work, work)
+        counts = count(configs, workloads(tar_tree, cat_tree, 1), env, work, work)
 
         times: dict[tuple[str, str], list[float]] = {}
         startup: list[float] = []
