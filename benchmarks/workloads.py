@@ -1,0 +1,224 @@
+"""Wall time of real workloads under sysgate's fs sandbox, notify alone vs with Landlock (issues 14, 15).
+
+Workloads (each one ``sh -c SCRIPT``, so every configuration runs the same process tree):
+
+* tar     ``tar cf /dev/null`` over a generated tree of 2000 small files, repeated
+          TAR_REPEAT times in one shell loop (one pass is ~30 ms, too close to start-up
+          noise). GNU tar does not read the files when the archive is /dev/null: this is
+          a walk of lstat/getdents, every one a path-taking syscall;
+* cat     ``find TREE -type f | xargs cat > /dev/null`` over ~2600 files (an open per file);
+* python  ``/usr/bin/python3 -B -c 'import json, email, http.client'`` (the system
+          interpreter: ``python3`` on PATH may be a pyenv shim, a shell script).
+
+Configurations, each printed as a ratio to bare, measured in the same run:
+
+* bare;
+* strace    ``strace -f -o /dev/null`` (a ptrace stop per syscall, for reference);
+* notify    ``sysgate run --sandbox --landlock=off --handlers H``: the fs notify handler alone
+            decides every path syscall;
+* landlock  ``sysgate run --sandbox --landlock=on --handlers H``: H's rules are plain allow rules
+            on directories, which Landlock expresses exactly, so plain opens are decided by
+            Landlock and no longer notified (stat, getdents, access... still are);
+* partial   ``sysgate run --policy P --handlers H --force --landlock=off`` with only openat
+            routed to notify(fs) (the old partial policy; not a sandbox), for comparison.
+
+H allows reading the tree and the system directories. Every configuration is first run
+once with its output counted (tar to a pipe, cat's bytes, the modules' files) and must
+exit 0 with the same output as bare; then one pass of each workload runs under sysgate's
+configurations with --record, to count the notifications. Then ROUNDS rounds, each timing every (workload,
+configuration) once in turn (time.perf_counter around subprocess.run; nothing is
+subtracted, so sysgate's own start-up, printed as ``sysgate run -- true``, is included);
+the median of each is reported. Exit status 1 when a target is missed: notify <= 4x bare
+(every workload), landlock <= 1.5x bare (tar and cat).
+
+    python benchmarks/workloads.py          # WORKLOAD_ROUNDS (default 3), WORKLOAD_TAR_REPEAT (default 2)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+sys.path.insert(0, SRC)
+
+from sysgate.landlock import plan_for_policy, without_open_routes  # noqa: E402
+from sysgate.sandbox.base import apply_base, default_policy       # noqa: E402
+
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+MODULES = "import json, email, http.client"
+TARGETS = {("notify", "tar"): 4.0, ("notify", "cat"): 4.0, ("notify", "python"): 4.0,
+           ("landlock", "tar"): 1.5, ("landlock", "cat"): 1.5}
+PARTIAL_POLICY = "default: allow\nopenat: notify(fs)\n"
+
+
+def make_trees(root: str) -> tuple[str, str]:
+    """The tar tree (2000 files in 40 directories) and the cat tree (2600 in 52), small files."""
+    trees = []
+    for name, dirs in (("tar", 40), ("cat", 52)):
+        top = os.path.join(root, name)
+        for d in range(dirs):
+            os.makedirs(os.path.join(top, f"d{d:02d}"))
+            for f in range(50):
+                with open(os.path.join(top, f"d{d:02d}", f"f{f:02d}.txt"), "w") as out:
+                    out.write(f"{name} {d} {f}\n" * (1 + f % 16))
+        trees.append(top)
+    return trees[0], trees[1]
+
+
+def workloads(tar_tree: str, cat_tree: str, tar_repeat: int) -> dict[str, tuple[str, str]]:
+    """name -> (timed script, check script printing what must equal bare's output)."""
+    tar_dir, tar_name = map(shlex.quote, os.path.split(tar_tree))
+    cat_q = shlex.quote(cat_tree)
+    py = shlex.quote(PYTHON)
+    show = MODULES + "; print(json.__file__, email.__file__, http.client.__file__)"
+    return {
+        "tar": (f"i=0; while [ $i -lt {tar_repeat} ]; do tar cf /dev/null -C {tar_dir} {tar_name} || exit 1; "
+                f"i=$((i+1)); done",
+                f"tar cf - -C {tar_dir} {tar_name} | wc -c; tar cf /dev/null -C {tar_dir} {tar_name} && echo ok"),
+        "cat": (f"find {cat_q} -type f | xargs cat > /dev/null",
+                f"find {cat_q} -type f | xargs cat | wc -c"),
+        "python": (f"{py} -B -c {shlex.quote(MODULES)}",
+                   f"{py} -B -c {shlex.quote(show)}"),
+    }
+
+
+def handlers_config(root: str) -> dict:
+    """Plain allow rules on directories: what Landlock expresses exactly."""
+    dirs = ["/usr", "/etc", "/lib", "/lib64", "/bin", "/sbin", root]
+    return {"fs": {"rules": [f"allow read {d}/**" for d in dirs if os.path.exists(d)]
+                   + ["allow rw /dev/null"]}}
+
+
+def check_landlock_exact(config: dict) -> str | None:
+    """Why the landlock configuration would not take opens off the notify path (None: it does)."""
+    policy = apply_base(default_policy(), ["fs"])
+    plan = plan_for_policy(policy, config, mode="on")
+    if plan is None or plan.layers.get("fs") != "exact" or without_open_routes(policy, plan) is None:
+        return f"the fs rules are not exact for Landlock: {plan and plan.layers} {plan and plan.notes}"
+    return None
+
+
+def configurations(handlers: str, policy: str) -> dict[str, list[str]]:
+    sysgate = [sys.executable, "-m", "sysgate", "run"]
+    return {
+        "bare": [],
+        "strace": ["strace", "-f", "-o", "/dev/null"],
+        "notify": [*sysgate, "--sandbox", "--landlock=off", "--handlers", handlers, "--"],
+        "landlock": [*sysgate, "--sandbox", "--landlock=on", "--handlers", handlers, "--"],
+        "partial": [*sysgate, "--policy", policy, "--handlers", handlers, "--force", "--landlock=off", "--"],
+    }
+
+
+def run(argv: list[str], env: dict, cwd: str, capture: bool = False) -> subprocess.CompletedProcess:
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=900)
+
+
+def check(configs, loads, env, cwd) -> None:
+    """Run every check script under every configuration; abort (exit 2, one line) unless each
+    exits 0 with bare's (non-empty) output."""
+    for wname, (_, script) in loads.items():
+        expected = None
+        for cname, prefix in configs.items():
+            res = run([*prefix, "sh", "-c", script], env, cwd, capture=True)
+            out = res.stdout.decode()
+            if expected is None:
+                expected = out
+            if res.returncode or out != expected or not out.strip():
+                err = res.stderr.decode().strip().splitlines()[-1:] or [""]
+                print(f"workloads: {cname}/{wname} does not run the workload correctly (exit {res.returncode}, "
+                      f"output {out.split()!r} vs bare {expected.split()!r}): {err[0]}", file=sys.stderr)
+                sys.exit(2)
+
+
+def count(configs, loads, env, cwd, work) -> dict[tuple[str, str], int]:
+    """Notifications of one pass of each timed script under each sysgate configuration (--record)."""
+    counts = {}
+    for wname, (script, _) in loads.items():
+        for cname, prefix in configs.items():
+            if prefix[:1] != [sys.executable]:
+                continue
+            record = os.path.join(work, f"{cname}-{wname}.jsonl")
+            run([*prefix[:4], "--record", record, *prefix[4:], "sh", "-c", script], env, cwd)
+            with open(record) as f:
+                counts[cname, wname] = sum(1 for _ in f) - 1    # the first line is the header
+    return counts
+
+
+def main() -> int:
+    rounds = int(os.environ.get("WORKLOAD_ROUNDS", "3"))
+    tar_repeat = int(os.environ.get("WORKLOAD_TAR_REPEAT", "2"))
+    if not shutil.which("strace") or not PYTHON:
+        print("workloads: strace and python3 are needed", file=sys.stderr)
+        return 2
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONDONTWRITEBYTECODE="1")
+    with tempfile.TemporaryDirectory(prefix="sysgate-workloads-") as work:
+        tar_tree, cat_tree = make_trees(work)
+        config = handlers_config(work)
+        why = check_landlock_exact(config)
+        if why:
+            print(f"workloads: {why}", file=sys.stderr)
+            return 2
+        handlers = os.path.join(work, "handlers.json")
+        with open(handlers, "w") as f:
+            json.dump(config, f)
+        policy = os.path.join(work, "partial.policy")
+        with open(policy, "w") as f:
+            f.write(PARTIAL_POLICY)
+        configs = configurations(handlers, policy)
+        loads = workloads(tar_tree, cat_tree, tar_repeat)
+        check(configs, loads, env, work)
+        counts = count(configs, workloads(tar_tree, cat_tree, 1), env, work, work)
+
+        times: dict[tuple[str, str], list[float]] = {}
+        startup: list[float] = []
+        for r in range(rounds):     # interleaved, so drifting machine load hits all alike
+            for wname, (script, _) in loads.items():
+                names = list(configs)
+                for cname in names[r % len(names):] + names[:r % len(names)]:
+                    start = time.perf_counter()
+                    res = run([*configs[cname], "sh", "-c", script], env, work)
+                    times.setdefault((cname, wname), []).append(time.perf_counter() - start)
+                    if res.returncode:
+                        print(f"workloads: {cname}/{wname} exited {res.returncode} in round {r + 1}", file=sys.stderr)
+                        return 2
+            start = time.perf_counter()
+            run([*configs["landlock"], "true"], env, work)
+            startup.append(time.perf_counter() - start)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"workloads: median of {rounds} rounds, interleaved, wall time of subprocess.run, nothing subtracted "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"  tar is run {tar_repeat}x in one shell loop (WORKLOAD_TAR_REPEAT) so that its work, not process "
+          f"start-up, makes the bare time: one pass over 2000 files is {med['bare', 'tar'] / tar_repeat * 1000:.0f} ms")
+    print(f"  sysgate start-up (sysgate run --sandbox -- true): {statistics.median(startup) * 1000:.0f} ms, "
+          f"included in every sysgate configuration")
+    ok = True
+    print(f"  {'':9s}" + "".join(f" {w:>25s}" for w in loads))
+    for cname in configs:
+        cells = []
+        for wname in loads:
+            value, ratio = med[cname, wname], med[cname, wname] / med["bare", wname]
+            notes = f"{counts[cname, wname]}n" if (cname, wname) in counts else ""
+            cells.append(f"{value * 1000:7.0f} ms {ratio:6.2f}x {notes:>6s}")
+        print(f"  {cname:9s}" + "".join(f" {c:>25s}" for c in cells))
+    print("  (Nn: notifications of one pass of the workload (tar: one tar), counted with sysgate run --record)")
+    for (cname, wname), target in TARGETS.items():
+        ratio = med[cname, wname] / med["bare", wname]
+        met = ratio <= target
+        ok &= met
+        print(f"{cname:8s} / bare, {wname:6s} = {ratio:6.2f}   (target <= {target}){'' if met else '   MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
