@@ -35,15 +35,19 @@ class Podman:
                         "--tmpdir", str(directory / "tmp"), "--storage-driver", "vfs",
                         "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.globals, *args], capture_output=True, text=True, timeout=timeout,
+    def __call__(self, *args: str, wrap=(), timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*wrap, *self.globals, *args], capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
 
     def import_busybox(self) -> subprocess.CompletedProcess:
         oci.make_bundle(self.directory / "image", ["true"], None)
         tarball = self.directory / "rootfs.tar"
         subprocess.run(["tar", "-C", str(self.directory / "image" / "rootfs"), "-cf", str(tarball), "."], check=True)
-        return self("import", str(tarball), IMAGE)
+        # podman 4.3 writes its blob-info cache to /var/lib/containers/cache whatever --root says:
+        # the import runs in a private mount namespace with a tmpfs over /var/lib
+        private = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                   'mount -t tmpfs tmpfs /var/lib && exec "$@"', "private-var-lib"]
+        return self("import", str(tarball), IMAGE, wrap=private)
 
     def run(self, script: str, seccomp: str, cidfile=None) -> subprocess.CompletedProcess:
         """``podman run --rm`` of ``sh -c script`` with ``--security-opt seccomp=<seccomp>``."""
