@@ -1,7 +1,6 @@
 """Fuzzing the policy inputs: random and adversarial text, JSON and bytes. Through the Python
 API (many cases) only SysgateError may escape; through `python -m sysgate policy check`
 (a few cases) the exit status is 0, 1 or 2 and an error is one `sysgate: error:` line."""
-import copy
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from sysgate.policy.loader import load_policy, load_text
 from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.printer import format_policy
+from test_policy_strict import with_
 
 FIELDS = ["defaultAction", "defaultErrnoRet", "defaultErrno", "architectures", "archMap", "architecture",
           "subArchitectures", "flags", "listenerPath", "listenerMetadata", "syscalls", "names", "name", "action",
@@ -61,12 +61,7 @@ def json_path(path) -> str:
 
 
 def replaced(doc, path, value):
-    doc = copy.deepcopy(doc)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return doc
+    return with_(path, value, doc)
 
 
 def only_source_errors(load):
