@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sysgate import syscalls
 from sysgate.bpf import insn as bpf
 from sysgate.bpf.emulator import Emulator
+from sysgate.compiler.args import extends_low_word
 from sysgate.kernel import abi
 from sysgate.kernel.abi import SeccompData
 from sysgate.policy.model import ALLOW, Action, And, Cmp, Not, Or, Policy, Rule
@@ -75,8 +76,7 @@ def narrowed(policy: Policy) -> Policy:
     64-bit constant that is no extension of its low word meets the argument's high word of 0."""
     def narrow(e):
         if isinstance(e, Cmp):
-            high = e.value >> 32
-            if e.width == 64 and not (high == 0 or (high == MAX32 and e.value & 0x80000000)):
+            if e.width == 64 and not extends_low_word(e.value):
                 return e        # a constant beyond 32 bits: compared with the zero-extended argument
             return Cmp(e.arg, e.op, e.value & MAX32, None if e.mask is None else e.mask & MAX32, 32)
         if isinstance(e, Not):

@@ -127,14 +127,8 @@ def exit_status(returncode: int) -> int:
 
 
 def notifies(raw: bytes) -> bool:
-    """True when the program may return SECCOMP_RET_USER_NOTIF (``RET A`` counts as maybe)."""
-    for ins in bpf.unpack(raw):
-        if ins.is_ret:
-            if bpf.bpf_rval(ins.code) != bpf.BPF_K:
-                return True
-            if ins.k & abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_USER_NOTIF:
-                return True
-    return False
+    """True when the (native-order) program may return SECCOMP_RET_USER_NOTIF (:func:`.bpf.insn.may_notify`)."""
+    return bpf.may_notify(bpf.unpack(raw))
 
 
 def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, pass_fds=(),

@@ -132,3 +132,15 @@ def unpack(raw: bytes, byteorder: str | None = None) -> list[Insn]:
     if len(raw) % layout.size:
         raise ValueError(f"BPF program size {len(raw)} is not a multiple of {layout.size}")
     return [Insn(*layout.unpack_from(raw, off)) for off in range(0, len(raw), layout.size)]
+
+
+def may_notify(insns: Iterable[Insn]) -> bool:
+    """True when a program may return SECCOMP_RET_USER_NOTIF (``RET A`` counts as maybe): it
+    needs a listener."""
+    for ins in insns:
+        if ins.is_ret:
+            if bpf_rval(ins.code) != BPF_K:
+                return True
+            if ins.k & abi.SECCOMP_RET_ACTION_FULL == abi.SECCOMP_RET_USER_NOTIF:
+                return True
+    return False

@@ -84,7 +84,7 @@ def not_carried(policy, program, fmt: str) -> list[str]:
     USER_NOTIF returns need a listener (without one the kernel fails those calls with ENOSYS);
     a stored filter keeps those but only the flags it installs with. Neither keeps an OCI listener."""
     from ..filter import Filter
-    from ..launch import notifies
+    from ..bpf.insn import may_notify
 
     lost = []
     flags = [str(f).lower() for f in policy.flags]
@@ -103,7 +103,7 @@ def not_carried(policy, program, fmt: str) -> list[str]:
                         + ", ".join(f"{call} -> {'/'.join(names)}" for call, names in routes.items()) + ")")
         if flags:
             lost.append(f"its filter flags ({', '.join(flags)})")
-        if notifies(program.pack()):
+        if may_notify(program.insns):
             calls = list(dict.fromkeys(r.syscall for r in policy.rules if r.action.kind == "notify"))
             calls += [f"the {what} action" for what, action in (("default", policy.default),
                                                                   ("bad_arch", policy.bad_arch))

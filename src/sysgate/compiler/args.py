@@ -58,7 +58,7 @@ class ConditionCompiler:
 
     # --- comparisons ---------------------------------------------------------
     def compare(self, cmp: Cmp, t: Node, f: Node) -> Node:
-        if cmp.width == 64 and self.layout.narrow and not _extends_low_word(cmp.value):
+        if cmp.width == 64 and self.layout.narrow and not extends_low_word(cmp.value):
             # A 32-bit architecture's argument has a high word of 0 in seccomp_data, and this
             # constant does not fit in 32 bits: the comparison is decided without the argument
             # (a < v, a <= v and a != v hold; the rest never do) instead of on a truncated constant.
@@ -119,7 +119,7 @@ def _comparisons(expr: Expr | None):
             yield from _comparisons(item)
 
 
-def _extends_low_word(value: int) -> bool:
+def extends_low_word(value: int) -> bool:
     """True when ``value`` is the zero- or sign-extension of its low 32 bits (-1, 7, ...)."""
     high = value >> 32
     return high == 0 or (high == MAX32 and bool(value & 0x80000000))
@@ -139,7 +139,7 @@ def narrowed_constants(policy, arches: list[str]) -> list[str]:
         on = [a for a in narrow if syscalls.number(a, rule.syscall) is not None]
         for cmp in _comparisons(rule.condition) if on else ():
             for what, value in (("constant", cmp.value), ("mask", cmp.mask)):
-                if cmp.width == 64 and value is not None and not _extends_low_word(value):
+                if cmp.width == 64 and value is not None and not extends_low_word(value):
                     where = f"{rule.source[0]}:{rule.source[1]}: " if rule.source else ""
                     if what == "constant":
                         holds = "always holds" if cmp.op in ("<", "<=", "!=") else "never holds"
