@@ -113,6 +113,7 @@ class Supervisor(Routes):
         self._pool = WorkerPool(workers, max_pending, max_stuck)
         self._epoll = select.epoll()
         self._epoll.register(self._pool.wakeup_fd, _IN)
+        self._signal_fd = -1          # serve_forever's signal wakeup pipe
         self._listeners: dict[int, Listener] = {}
         Routes.__init__(self)
         self._backlog: list[tuple[Listener, bytearray]] = []
@@ -383,6 +384,8 @@ class Supervisor(Routes):
                 if lst is None:
                     if fd == pool.wakeup_fd:
                         self._collect()
+                    elif fd == self._signal_fd:
+                        _drain(fd)
                     else:
                         self._reap(fd)
                 elif ev & _IN:
@@ -443,15 +446,28 @@ class Supervisor(Routes):
 
         Signal handlers are installed only when called from the main thread, and restored after.
         """
-        previous = {}
+        previous, wakeup = {}, None
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
                 previous[sig] = signal.signal(sig, lambda *_: self.stop())
+            # Python runs the handler between bytecodes: a signal that lands just before
+            # epoll_wait would wait for the next event or deadline. The C-level handler writes
+            # to this pipe, which wakes epoll_wait at once.
+            wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            previous_fd = signal.set_wakeup_fd(wakeup[1], warn_on_full_buffer=False)
+            self._signal_fd = wakeup[0]
+            self._epoll.register(wakeup[0], _IN)
         try:
             self.run()
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+            if wakeup is not None:
+                signal.set_wakeup_fd(previous_fd)
+                self._epoll.unregister(wakeup[0])
+                self._signal_fd = -1
+                for fd in wakeup:
+                    os.close(fd)
             self.close(grace)
 
     async def serve(self, *, until_idle: bool = False) -> None:
@@ -512,3 +528,12 @@ def _describe(n: Notification) -> str:
         return f"{n.syscall} of pid {n.pid} (id {n.id})"
     except Exception:
         return f"notification {n.id}"
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking pipe (signal numbers written by Python's C-level handler)."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
