@@ -11,7 +11,8 @@ import time
 import pytest
 
 from cprog import cprog
-from handlers_support import run
+from handlers_support import notify_policy, run
+from sysgate import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.supervisor import Supervisor
 
@@ -97,6 +98,10 @@ int main(int argc, char **argv) {
     }
     pthread_t t[64], w;
     long n = atol(argv[3]);
+    if (!strcmp(argv[1], "hold")) {               /* n opens wait for writers that never come */
+        for (long i = 0; i < n; i++) pthread_create(&t[i], NULL, reader, (void *)i);
+        pause();
+    }
     for (long i = 0; i < n; i++) pthread_create(&t[i], NULL, reader, (void *)i);
     pthread_create(&w, NULL, writer, NULL);
     usleep(300000);                               /* the FIFO opens are waiting now */
@@ -198,3 +203,34 @@ def test_a_signal_cancels_a_waiting_fifo_writer_like_the_kernel(tmp_path):
     assert kernel.stdout == "intrw 4\nphantom-writer 0\n", kernel.stdout
     code, out = run([exe, "intrw", d], FsHandler(["allow read /**", f"allow rw {d}/**"]), timeout=30)
     assert out == kernel.stdout, out
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_closing_the_handler_while_its_target_dies_closes_each_waiting_end_once(tmp_path):
+    """The waiter thread and close() once both closed an open whose target had just died
+    (EBADF in close, and a double close can hit an fd another thread just got)."""
+    d = str(tmp_path)
+    for i in range(FIFOS):
+        os.mkfifo(f"{d}/fifo{i}")
+    exe = cprog(PROGRAM)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        h = FsHandler(["allow read /**", f"allow rw {d}/**"])
+        h.waiter.interval = 0                     # step all the time: close() lands mid-step
+        target = launch.spawn([exe, "hold", d, str(FIFOS)], notify_policy(h))
+        sup = Supervisor(workers=2, handler_timeout=5)
+        h.install(sup)
+        sup.add_target(target)
+        serving = threading.Thread(target=sup.run_until_idle, args=(30,), daemon=True)
+        serving.start()
+        deadline = time.monotonic() + 20
+        while len(h.waiter._waits) < FIFOS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(h.waiter._waits) == FIFOS
+        target.kill()
+        h.close()
+        serving.join(20)
+        sup.close()
+        target.wait(10)
+        target.close()
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -1008,33 +1008,39 @@ class FifoWaiter:
         """Own ``n`` until ``pending`` completes (called in the worker that checked the open)."""
         with self._cond:
             full = len(self._waits) >= self.limit or self._closed
-        if full or not n.try_claim():       # a missed deadline already answered it
+            claimed = not full and n.try_claim()    # False: a missed deadline already answered it
+            if claimed:
+                pending.n, pending.cloexec = n, cloexec
+                self._waits.append(pending)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="sysgate-fs-fifo", daemon=True)
+                    self._thread.start()
+                self._cond.notify()
+        if not claimed:
             pending.close()
             return Reply.errno(errno.EAGAIN) if full else None
-        pending.n, pending.cloexec = n, cloexec
-        with self._cond:
-            self._waits.append(pending)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sysgate-fs-fifo", daemon=True)
-                self._thread.start()
-            self._cond.notify()
         return None
 
     def _run(self) -> None:
+        """The waiter thread owns every taken open: only it steps and closes them, so
+        :meth:`close` racing a step cannot close an fd twice."""
         while True:
             with self._cond:
                 while not self._waits and not self._closed:
                     self._cond.wait()
                 if self._closed:
-                    return
+                    waits, self._waits = self._waits, []
+                    break
                 waits = list(self._waits)
             done = [w for w in waits if self._step(w)]
             for w in done:
                 w.close()
             with self._cond:
                 self._waits = [w for w in self._waits if w not in done]
-                if self._waits:
+                if self._waits and not self._closed:
                     self._cond.wait(self.interval)
+        for w in waits:
+            w.close()
 
     @staticmethod
     def _step(w: PendingFifo) -> bool:
@@ -1058,12 +1064,13 @@ class FifoWaiter:
             return True
 
     def close(self) -> None:
+        """Stop waiting; every waiting open's fds are closed when this returns."""
         with self._cond:
             self._closed = True
-            waits, self._waits = self._waits, []
+            thread = self._thread
             self._cond.notify()
-        for w in waits:
-            w.close()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
 
 def _send_errno(n, error: int) -> None:
