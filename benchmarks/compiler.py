@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import libseccomp_baseline as baseline  # noqa: E402
 
-from sysgate import syscalls  # noqa: E402
+from sysgate.arch import syscalls  # noqa: E402
 from sysgate.bpf.emulator import Emulator  # noqa: E402
 from sysgate.compiler import compile_policy  # noqa: E402
 from sysgate.kernel import abi  # noqa: E402

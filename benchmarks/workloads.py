@@ -49,7 +49,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 sys.path.insert(0, SRC)
 
-from sysgate.landlock import plan_for_policy, without_open_routes  # noqa: E402
+from sysgate.sandbox.landlock import plan_for_policy, without_open_routes  # noqa: E402
 from sysgate.sandbox.base import apply_base, default_policy       # noqa: E402
 
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")

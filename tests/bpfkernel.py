@@ -41,7 +41,7 @@ from typing import Iterable, Sequence
 from sysgate.bpf.disasm import as_program
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_IMM, Insn, jump, ld_abs, pack, ret, stmt
 from sysgate.kernel import abi
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -262,8 +262,8 @@ def _record(msg: list, results, installed, current):
 
 def _child(work, position, w: int) -> None:
     _catch_sigsys()
-    ksys.set_no_new_privs()
-    ksys.prctl(PR_SET_DUMPABLE, 0)
+    calls.set_no_new_privs()
+    calls.prctl(PR_SET_DUMPABLE, 0)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     ci, j = position
     while ci < len(work):
@@ -285,7 +285,7 @@ def _thread(ci: int, program: bytes, probes, start: int, w: int):
     def body():
         state["tid"] = threading.get_native_id()
         try:
-            ksys.seccomp_set_filter(program)
+            calls.seccomp_set_filter(program)
         except OSError as exc:
             _emit(w, "R", ci, exc.errno)
             return done.set()

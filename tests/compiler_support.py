@@ -7,7 +7,7 @@ from functools import cache
 
 from hypothesis import strategies as st
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.bpf import insn as bpf
 from sysgate.bpf.emulator import Emulator
 from sysgate.compiler.args import extends_low_word

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from sysgate import launch
-from sysgate.landlock import plan_for_policy, without_open_routes
+from sysgate.process import launch
+from sysgate.sandbox.landlock import plan_for_policy, without_open_routes
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 from sysgate.supervisor import Supervisor
 

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from sysgate import launch, syscalls
+from sysgate.process import launch
+from sysgate.arch import syscalls
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
 

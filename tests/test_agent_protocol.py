@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sysgate import launch
+from sysgate.process import launch
 from sysgate.agent.protocol import (ContainerProcessState, _ObjectEnd, ProtocolError, StateReader, encode_state, is_listener,
                                     parse_state)
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
-from sysgate.syscalls import number
+from sysgate.arch.syscalls import number
 
 RUNC_STATE = ('{"ociVersion":"1.0.2-dev","fds":["seccompFd"],"pid":16569,"metadata":"handlers=mkdir-deny\\nX=1",'
               '"state":{"ociVersion":"1.0.2-dev","id":"c1","status":"creating","pid":16569,'

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sysgate import launch
+from sysgate.process import launch
 from sysgate.agent.config import AgentConfig
 from sysgate.agent.server import Agent
 from sysgate.kernel import abi

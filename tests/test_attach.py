@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from sysgate import attach as attach_mod
-from sysgate import inject
-from sysgate import syscalls
-from sysgate.attach import attach
+from sysgate.attach import target as attach_mod
+from sysgate.attach import inject
+from sysgate.arch import syscalls
+from sysgate.attach.target import attach
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.errors import SysgateError
 from sysgate.kernel import abi, notify
@@ -418,12 +418,12 @@ def test_cli_attach_without_listener(tmp_path):
 # --- targets whose threads do not share one filter chain ------------------------
 DIVERGE = """
 import sys, threading
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 from sysgate.bpf.insn import pack, ret
 from sysgate.kernel import abi
 def own_filter(errno_value):  # an allow-all filter that differs per thread (unused ERRNO data)
-    ksys.set_no_new_privs()
-    ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW), ret(abi.SECCOMP_RET_ERRNO | errno_value)]))
+    calls.set_no_new_privs()
+    calls.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW), ret(abi.SECCOMP_RET_ERRNO | errno_value)]))
 done = threading.Event()
 worker = threading.Thread(target=lambda: (own_filter(7), done.set(), threading.Event().wait()), daemon=True)
 worker.start()
@@ -520,10 +520,10 @@ def kill_on(name: str, then: int = abi.SECCOMP_RET_ALLOW) -> list:
 ECHO = """
 import sys
 from sysgate.bpf.insn import pack
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 if len(sys.argv) > 1:  # run under a filter of our own first
-    ksys.set_no_new_privs()
-    ksys.seccomp_set_filter(bytes.fromhex(sys.argv[1]))
+    calls.set_no_new_privs()
+    calls.seccomp_set_filter(bytes.fromhex(sys.argv[1]))
 print("ready", flush=True)
 for line in sys.stdin:
     print("echo", line.strip(), flush=True)
@@ -609,7 +609,7 @@ def opener_answers(proc, paths) -> list[str]:
 
 @pytest.mark.parametrize("source, configured", [("policy", True), ("filter", True), ("policy", False)])
 def test_cli_attach_supervise_routes_named_handlers(tmp_path, source, configured):
-    from sysgate.filter import Filter
+    from sysgate.process.filter import Filter
     from sysgate.policy.loader import load_policy
 
     policy_file, config = fs_files(tmp_path)
@@ -669,12 +669,12 @@ def old_filter(k: int) -> bytes:
 
 FILTERED = """
 import ctypes, os, sys
-from sysgate.kernel import sys as ksys
-from sysgate import syscalls
+from sysgate.kernel import calls
+from sysgate.arch import syscalls
 libc = ctypes.CDLL(None, use_errno=True)
-ksys.set_no_new_privs()
+calls.set_no_new_privs()
 for program in sys.argv[1:]:
-    ksys.seccomp_set_filter(bytes.fromhex(program))
+    calls.seccomp_set_filter(bytes.fromhex(program))
 print("ready", flush=True)
 for line in sys.stdin:      # a syscall name (called with zero arguments): prints its result or errno
     name = line.strip()
@@ -695,7 +695,7 @@ def ask(proc: subprocess.Popen, name: str) -> str:
 def test_ptrace_seccomp_filters_lists_the_newest_first():
     """The kernel's PTRACE_SECCOMP_GET_FILTER index 0 is the *oldest* filter (whatever ptrace(2)
     says); seccomp_filters() turns that into newest first, as attach needs."""
-    from sysgate import ptrace
+    from sysgate.attach import ptrace
     programs = [old_filter(k) for k in range(3)] + [pack([ret(abi.SECCOMP_RET_ALLOW)])]
     proc = python_process(FILTERED, *(p.hex() for p in programs))
     try:

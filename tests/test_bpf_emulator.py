@@ -65,7 +65,7 @@ def test_every_action_matches_the_kernel():
 
 def test_allowed_probe_really_runs():
     """ALLOW lets a real syscall through: getppid() in the child returns this process's pid."""
-    from sysgate import syscalls
+    from sysgate.arch import syscalls
 
     getppid = syscalls.number(None, "getppid")
     program = assemble(f"ld nr\n jeq #{getppid}, 0, 1\n ret #ALLOW\n ret #ERRNO(9)")

@@ -14,7 +14,7 @@ import struct
 import pytest
 
 import libseccomp_baseline as baseline
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.bpf import formats
 from sysgate.bpf.asm import assemble
 from sysgate.bpf.emulator import Emulator

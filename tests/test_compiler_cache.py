@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from compiler_support import (cacheable, comparisons, expected, hypothesis_settings, policies, probe_values,
                               table_names)
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 from sysgate.policy.loader import load_policy
 from sysgate.policy.model import ALLOW, And

@@ -10,7 +10,7 @@ from hypothesis import given
 
 from compiler_support import (MAX32, MAX64, X32_BIT, emulator, expected, hypothesis_settings, policies,
                               random_policy, verdict)
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.bpf import insn as bpf
 from sysgate.bpf.checker import check
 from sysgate.bpf.disasm import jump_targets

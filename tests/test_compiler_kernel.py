@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bpfkernel import expected_verdict, kernel_batch, probe_data
 from compiler_support import MAX32, expected, hypothesis_settings, probe_values, random_condition, table_names
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 from sysgate.kernel import abi
 from sysgate.policy.model import Action, Policy, Rule

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import libseccomp_baseline as baseline
 from compiler_support import EDGE_VALUES, MAX64, emulator, hypothesis_settings, probe_values, verdict
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 from sysgate.policy.model import Action, And, Cmp, Policy, Rule
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from compiler_support import (MAX32, X32_BIT, emulator, expected, hypothesis_settings, policies, probe_values,
                               random_policy, verdict)
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 
 SETTINGS = hypothesis_settings(30)

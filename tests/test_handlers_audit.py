@@ -13,7 +13,7 @@ from sysgate.handlers import AuditHandler, AuditLog, FsHandler, build_handlers, 
 from sysgate.handlers.audit import percentile
 from sysgate.policy import constants
 from sysgate.policy.parser import parse_policy
-from sysgate import launch
+from sysgate.process import launch
 from handlers_support import notify_policy, run
 
 C = constants.table()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sysgate.forked import call_in_child
+from sysgate.process.forked import call_in_child
 from sysgate.handlers import FsHandler, IdentityHandler, NetHandler
 from sysgate.handlers.target import Credentials
 from sysgate.testing import FakeNotification, run_handler

@@ -10,12 +10,12 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sysgate.forked import call_in_child
-from sysgate import install as inst
+from sysgate.process.forked import call_in_child
+from sysgate.process import install as inst
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.errors import SysgateError, UnsupportedError
 from sysgate.kernel import abi
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 
 #: A syscall number no architecture defines: unfiltered it fails with ENOSYS.
 NR_UNUSED = 1000
@@ -51,7 +51,7 @@ def run_in_child(fn):
 def test_install_applies_errno(form):
     prog = only(NR_UNUSED, abi.SECCOMP_RET_ERRNO | 77)
     program = prog if form == "insns" else pack(prog)
-    rc, out = run_in_child(lambda: [probe(), inst.install(program), probe(), ksys.get_no_new_privs()])
+    rc, out = run_in_child(lambda: [probe(), inst.install(program), probe(), calls.get_no_new_privs()])
     assert rc == 0 and out == ["errno:38", None, "errno:77", True]
 
 
@@ -120,7 +120,7 @@ def _start_threads(n, syscall_after: threading.Event):
     results = {}
 
     def worker(i):
-        results[i] = ["tid", ksys.gettid()]
+        results[i] = ["tid", calls.gettid()]
         syscall_after.wait()
         results[i] = probe()
 
@@ -161,7 +161,7 @@ def _thread_with_own_filter(release: threading.Event):
     info = {}
 
     def worker():
-        info["tid"] = ksys.gettid()
+        info["tid"] = calls.gettid()
         inst.install([ret(abi.SECCOMP_RET_ALLOW)])
         ready.set()
         release.wait()

@@ -4,15 +4,15 @@ import os
 
 import pytest
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.kernel import abi, notify
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 from sysgate.kernel.features import detect
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 
 
 def test_struct_sizes_match_kernel():
-    assert ksys.seccomp_notif_sizes() == (abi.SECCOMP_NOTIF.size, abi.SECCOMP_NOTIF_RESP.size, abi.SECCOMP_DATA.size)
+    assert calls.seccomp_notif_sizes() == (abi.SECCOMP_NOTIF.size, abi.SECCOMP_NOTIF_RESP.size, abi.SECCOMP_DATA.size)
 
 
 def test_features_report_core_actions():
@@ -23,7 +23,7 @@ def test_features_report_core_actions():
 
 
 def test_unknown_action_not_available():
-    assert not ksys.seccomp_action_available(0x7FFE0000)
+    assert not calls.seccomp_action_available(0x7FFE0000)
 
 
 def _in_child(fn):
@@ -40,8 +40,8 @@ def _in_child(fn):
 
 def test_errno_filter_applies_in_child():
     def child():
-        ksys.set_no_new_privs()
-        ksys.seccomp_set_filter(pack(_errno_unless_exit()))
+        calls.set_no_new_privs()
+        calls.seccomp_set_filter(pack(_errno_unless_exit()))
         try:
             os.dup(0)
         except OSError as e:
@@ -65,14 +65,14 @@ def test_listener_roundtrip_in_child():
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        ksys.set_no_new_privs()
-        fd = ksys.seccomp_set_filter(prog, abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+        calls.set_no_new_privs()
+        fd = calls.seccomp_set_filter(prog, abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
         os.write(w, fd.to_bytes(4, "little"))
         os._exit(0 if os.getppid() == 4242 else 1)
     os.close(w)
     fd_in_child = int.from_bytes(os.read(r, 4), "little")
-    pidfd = ksys.pidfd_open(pid)
-    listener = ksys.pidfd_getfd(pidfd, fd_in_child)
+    pidfd = calls.pidfd_open(pid)
+    listener = calls.pidfd_getfd(pidfd, fd_in_child)
     n = notify.recv(listener)
     assert n.pid == pid and n.data.nr == getppid and n.data.arch == abi.AUDIT_ARCH[abi.native_arch()]
     assert notify.id_valid(listener, n.id)
@@ -90,10 +90,10 @@ def test_listener_roundtrip_in_child():
 def test_process_vm_read_and_write_own_memory():
     buf = ctypes.create_string_buffer(b"hello world", 11)
     address = ctypes.addressof(buf)
-    assert ksys.process_vm_readv(os.getpid(), address, 5) == b"hello"
-    assert ksys.process_vm_readv(os.getpid(), address, 0) == b""
-    assert ksys.process_vm_writev(os.getpid(), address, b"HE") == 2
+    assert calls.process_vm_readv(os.getpid(), address, 5) == b"hello"
+    assert calls.process_vm_readv(os.getpid(), address, 0) == b""
+    assert calls.process_vm_writev(os.getpid(), address, b"HE") == 2
     assert buf.raw == b"HEllo world"
     with pytest.raises(OSError) as e:
-        ksys.process_vm_readv(os.getpid(), 8, 4)
+        calls.process_vm_readv(os.getpid(), 8, 4)
     assert e.value.errno == errno.EFAULT

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sysgate import launch
-from sysgate import landlock
+from sysgate.process import launch
+from sysgate.sandbox import landlock
 from sysgate.bpf.insn import ret
 from sysgate.handlers.fs import PathRules
 from sysgate.handlers.net import NetRules
@@ -244,7 +244,8 @@ def test_unprivileged_user_gets_the_same_wall(probe):
             os.chmod(os.path.join(top, name, "f"), 0o644)
         code = f"""
 import os, sys
-from sysgate import launch, landlock
+from sysgate.process import launch
+from sysgate.sandbox import landlock
 from sysgate.bpf.insn import ret
 from sysgate.handlers.fs import PathRules
 from sysgate.kernel import abi

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from sysgate import launch
+from sysgate.process import launch
 from sysgate.bpf.insn import ret
 from sysgate.errors import SysgateError
-from sysgate.filter import Filter
-from sysgate.install import InstallError
+from sysgate.process.filter import Filter
+from sysgate.process.install import InstallError
 from sysgate.kernel import abi, notify
 from test_install import need_compiler, only, run_in_child
 
@@ -25,7 +25,7 @@ NOTIFY_ALL = [ret(abi.SECCOMP_RET_USER_NOTIF)]
 
 
 def nr(name: str) -> int:
-    from sysgate.syscalls import number
+    from sysgate.arch.syscalls import number
     return number(None, name)
 
 
@@ -220,7 +220,7 @@ def test_no_fd_leaks():
 
 def test_nested_listener_is_refused_clearly():
     def child():
-        from sysgate.install import install
+        from sysgate.process.install import install
         install(only(1000, abi.SECCOMP_RET_USER_NOTIF), new_listener=True)
         try:
             launch.spawn(["true"], NOTIFY_ALL)
@@ -357,7 +357,7 @@ def test_cli_run_podman_profile():
     need_compiler()
     if not os.path.exists("/usr/share/containers/seccomp.json"):
         pytest.skip("podman profile not installed")
-    from sysgate.syscalls import number
+    from sysgate.arch.syscalls import number
     script = ("import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "r = libc.syscall(int(sys.argv[1]), 0)\nprint('ok' if r >= 0 else ctypes.get_errno())\n")
     uffd = str(number(None, "userfaultfd"))

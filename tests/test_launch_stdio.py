@@ -6,7 +6,7 @@ import pytest
 
 from sysgate.bpf.insn import ret
 from sysgate.kernel import abi
-from sysgate.launch import LaunchError, spawn
+from sysgate.process.launch import LaunchError, spawn
 
 ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.learn import (Observations, learned_policy, observe, parse_action, policy_text, summary_text,
                            header_text)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.errors import SourceError, SysgateError
 from sysgate.kernel import abi
 from sysgate.policy import constants

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.errors import SourceError, SysgateError
 from sysgate.policy import constants
 from sysgate.policy.model import Action, And, Cmp, Not, Or, Policy, Rule

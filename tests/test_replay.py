@@ -10,8 +10,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sysgate.forked import call_in_child
-from sysgate import launch
+from sysgate.process.forked import call_in_child
+from sysgate.process import launch
 from sysgate.errors import SysgateError
 from sysgate.policy.parser import parse_policy
 from sysgate.supervisor import Notification, Reply, ReplyError, Supervisor, TargetGone

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cprog import cprog
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy.loader import load_text
 from sysgate.policy.model import Action, Cmp, Policy, Rule
@@ -341,7 +341,7 @@ def test_base_only_narrows_the_policy(rule_list, default, syscall, call_args):
 
 
 def test_demo_runs_under_the_sandbox():
-    res = subprocess.run([sys.executable, "-m", "sysgate.demo"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "sysgate.cli.demo"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "sysgate run --sandbox" in res.stdout and "sysgate-sandbox" in res.stdout
     assert "/etc/shadow: Permission denied" in res.stdout

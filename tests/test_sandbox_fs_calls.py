@@ -10,7 +10,7 @@ import pytest
 
 from cprog import cprog
 from handlers_support import run
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.handlers.fs import FsHandler
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 

@@ -12,7 +12,7 @@ import pytest
 
 from cprog import cprog
 from handlers_support import notify_policy, run
-from sysgate import launch
+from sysgate.process import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.supervisor import Supervisor
 

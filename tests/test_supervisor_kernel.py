@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sysgate.install import install
+from sysgate.process.install import install
 from sysgate.kernel import abi
 from sysgate.supervisor import Reply, Supervisor, TargetGone
 from sysgate.supervisor import memory
@@ -371,9 +371,9 @@ def test_proc_mem_fallback_matches_process_vm_readv():
 # --- ioctl argument packing (kernel/notify.py): every value reaches the kernel or is EINVAL
 def _getppid_notifier():
     """A Python target whose getppid notifies; it prints getppid's raw return value."""
-    from sysgate import launch
+    from sysgate.process import launch
     from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
-    from sysgate.syscalls import number
+    from sysgate.arch.syscalls import number
     import sys
     nr = number(abi.native_arch(), "getppid")
     program = [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),

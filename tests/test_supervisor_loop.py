@@ -324,7 +324,7 @@ def test_group_fallback_beats_global_handler(target_bin):
 
 def test_named_arguments_and_lazy_decoding():
     """Decoding a RECV buffer: names from the syscall's signature, raw unsigned registers."""
-    from sysgate import syscalls
+    from sysgate.arch import syscalls
     from sysgate.supervisor.notification import Notification
 
     nr = syscalls.number(None, "openat")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from handlers_support import notify_policy, run_bytes
-from sysgate import launch
+from sysgate.process import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.handlers.identity import IdentityHandler
 from sysgate.handlers.net import NetHandler

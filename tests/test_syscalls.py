@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 from sysgate.cli import main as cli_main
 from sysgate.errors import SysgateError
 from sysgate.kernel import abi
-from sysgate.kernel import sys as ksys
+from sysgate.kernel import calls
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -173,8 +173,8 @@ def _run_probes_in_child(numbers: dict[str, int]) -> dict[str, object]:
     if pid == 0:
         try:
             os.close(rfd)
-            ksys.set_no_new_privs()
-            ksys.seccomp_set_filter(_errno_filter(list(numbers.values())))
+            calls.set_no_new_privs()
+            calls.seccomp_set_filter(_errno_filter(list(numbers.values())))
             seen = {}
             for name in numbers:
                 try:
@@ -208,10 +208,10 @@ def test_native_table_matches_the_running_kernel():
 def test_kernel_wrappers_use_the_tables():
     import threading
 
-    assert ksys._nr("seccomp") == syscalls.number(None, "seccomp")
-    assert ksys.gettid() == threading.get_native_id()
+    assert calls._nr("seccomp") == syscalls.number(None, "seccomp")
+    assert calls.gettid() == threading.get_native_id()
     with pytest.raises(OSError):
-        ksys._nr("no_such_syscall")
+        calls._nr("no_such_syscall")
 
 
 # --------------------------------------------------------------------------- generators

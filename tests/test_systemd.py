@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from compiler_support import hypothesis_settings
 from cprog import cprog
-from sysgate import syscalls
+from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy import groups
 from sysgate.policy.loader import detect_format, load_text

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SysgateError
 from ..files import write_file
 from ..kernel import abi

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def load_filter(args):
     """The stored filter named by --policy, --filter or --bpf."""
-    from ..filter import Filter
+    from ..process.filter import Filter
 
     if args.filter:
         return Filter.load(args.filter)
@@ -71,7 +71,7 @@ def run(args) -> int:
 
 def _attach(pid: int, filt, sup) -> int:
     """Attach ``filt`` to ``pid``, then serve its notifications on ``sup`` (when not None)."""
-    from ..attach import attach
+    from ..attach.target import attach
 
     with attach(pid, filt, listener=sup is not None) as target:
         threads = len(os.listdir(f"/proc/{pid}/task"))

@@ -131,7 +131,7 @@ def run_emulate(args) -> int:
 
 def _syscall_number(arch: str, text: str) -> int:
     try:
-        from .. import syscalls
+        from ..arch import syscalls
     except ImportError:
         return _integer(text, "--syscall", 0x7FFFFFFF)
     return syscalls.resolve(arch, text)

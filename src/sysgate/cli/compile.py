@@ -63,7 +63,7 @@ def _load(path: str, arch: str | None, warn=None):
 def absent_syscalls(policy, arches: list[str]) -> list[str]:
     """Syscalls with rules in ``policy`` that exist on none of ``arches`` (their rules vanish
     from a filter for them) but on one of the policy's own (the parser already warns of those)."""
-    from .. import syscalls
+    from ..arch import syscalls
 
     def absent(name: str, on: list[str]) -> bool:
         known = [a for a in on if a in syscalls.arches()]
@@ -83,7 +83,7 @@ def not_carried(policy, program, fmt: str) -> list[str]:
     (raw, c, text) loses the routes of ``notify(NAME)`` actions, the filter flags and that its
     USER_NOTIF returns need a listener (without one the kernel fails those calls with ENOSYS);
     a stored filter keeps those but only the flags it installs with. Neither keeps an OCI listener."""
-    from ..filter import Filter
+    from ..process.filter import Filter
     from ..bpf.insn import may_notify
 
     lost = []
@@ -166,7 +166,7 @@ def _stored_filter(policy, program) -> bytes:
     """``program`` of ``policy`` as a stored filter (JSON; program bytes in the target's byte order)."""
     import json
 
-    from ..filter import Filter
+    from ..process.filter import Filter
 
     filt = Filter.from_policy(policy, arches=program.arches, program=program.pack(program.byteorder))
     return (json.dumps(filt.to_json(), indent=1) + "\n").encode()
@@ -189,7 +189,7 @@ def _argument(text: str) -> int:
 
 
 def run_explain(args) -> int:
-    from .. import syscalls
+    from ..arch import syscalls
     from ..bpf.emulator import Emulator
     from ..bpf.syntax import format_action
     from ..compiler import compile_policy
@@ -218,7 +218,7 @@ def run_explain(args) -> int:
     call = f"{name}({', '.join(args.args)})"
     print(f"{call} -> {action_text(action)} by {why} ({count} instructions)")
     if args.handlers is not None:
-        from ..landlock import call_layer
+        from ..sandbox.landlock import call_layer
 
         print(call_layer(policy, args.handlers, name, values))
     if ret != action.ret():

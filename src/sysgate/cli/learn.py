@@ -112,7 +112,7 @@ def _check_writable(path: str) -> None:
 
 
 def _check_unpinned(names: list[str]) -> None:
-    from .. import syscalls
+    from ..arch import syscalls
 
     known = syscalls.all_names() | {"all"}
     bad = [n for n in names if n not in known]

@@ -86,7 +86,7 @@ def run_check(args) -> int:
           f"{len(policy.syscalls())} syscalls; default {action_text(policy.default)}; arch {', '.join(policy.arches)}"
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
     if config is not None:
-        from ..landlock import rule_layers
+        from ..sandbox.landlock import rule_layers
 
         print("\n".join(rule_layers(policy, config)))
     return 1 if warnings and args.strict else 0

@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def run_record(args) -> int:
-    from ..filter import Filter
+    from ..process.filter import Filter
     from ..learn import notify_all_filter
     from .run import command_args, run_supervised
 
@@ -68,7 +68,7 @@ def run_record(args) -> int:
 
 def read_strings_and_continue(n):
     """Read every string argument (so a replay can serve it to path handlers), then CONTINUE."""
-    from .. import syscalls
+    from ..arch import syscalls
     from ..supervisor import Reply
 
     sig = syscalls.signature(n.syscall, n.arch) if not n.syscall.startswith("syscall_") else None

@@ -64,7 +64,7 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
     src.add_argument("--profile", metavar="NAME", help="podman, docker, or the path of an OCI/Docker JSON profile")
-    src.add_argument("--filter", metavar="FILE", help="a stored filter (JSON written by sysgate.filter.Filter.save)")
+    src.add_argument("--filter", metavar="FILE", help="a stored filter (JSON written by sysgate.process.filter.Filter.save)")
     src.add_argument("--notify-all", action="store_true", help="notify every syscall and print it decoded")
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "
@@ -154,7 +154,7 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=Non
     Returns (shell-style status, the exited Target), or (126/127, None) after printing
     why the command could not be started. Signals are forwarded meanwhile.
     """
-    from ..launch import LaunchError
+    from ..process.launch import LaunchError
 
     with SignalForwarder() as forwarder:
         try:
@@ -172,7 +172,7 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=Non
 
 def add_landlock_options(p) -> None:
     """``--landlock``, ``--no-exec-after-start``, ``--allow-exec`` (see the README's "Landlock layer")."""
-    from ..landlock import MODES
+    from ..sandbox.landlock import MODES
 
     p.add_argument("--landlock", choices=MODES, default="auto",
                    help="a kernel-enforced Landlock ruleset derived from the fs/net rules and exec limits: "
@@ -188,7 +188,7 @@ def add_landlock_options(p) -> None:
 
 def landlock_plan(args, policy):
     """The LandlockPlan for ``args`` under ``policy`` (None: no Landlock layer)."""
-    from ..landlock import parse_scopes, plan_for_policy
+    from ..sandbox.landlock import parse_scopes, plan_for_policy
 
     limits = args.no_exec_after_start or args.allow_exec
     return plan_for_policy(policy, args.handler_config, mode=args.landlock, scoped=parse_scopes(args.landlock_scope),
@@ -197,8 +197,8 @@ def landlock_plan(args, policy):
 
 def unroute_landlocked(args, filt, policy, wall):
     """(filter, policy) with the open routes Landlock decides exactly no longer notified."""
-    from ..filter import Filter
-    from ..landlock import without_open_routes
+    from ..process.filter import Filter
+    from ..sandbox.landlock import without_open_routes
 
     lighter = without_open_routes(policy, wall) if policy is not None and not args.filter else None
     if lighter is None:
@@ -209,7 +209,7 @@ def unroute_landlocked(args, filt, policy, wall):
 def build(args):
     """(stored filter to launch with, reporter answering its plain notifications, its policy or None)."""
     from ..bpf.insn import ret
-    from ..filter import Filter
+    from ..process.filter import Filter
     from ..kernel import abi
 
     if args.sandbox and (args.filter or args.notify_all):
@@ -386,7 +386,7 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
     ``supervisor`` (with handlers already routed) is used and left open; by default a
     new one is made and closed.
     """
-    from ..launch import exit_status
+    from ..process.launch import exit_status
     from ..supervisor import Supervisor
 
     if supervisor is None:

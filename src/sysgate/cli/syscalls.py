@@ -20,7 +20,7 @@ def _fmt_nr(nr: int) -> str:
 def run(args) -> int:
     import json
 
-    from .. import syscalls
+    from ..arch import syscalls
 
     if not args.names:
         return _list_table(syscalls, args.arch, args.json)

@@ -131,7 +131,7 @@ def narrowed_constants(policy, arches: list[str]) -> list[str]:
     register): such a constant decides its comparison alone (:meth:`ConditionCompiler.compare`),
     such a mask is applied on its low word. Constants that are the zero- or sign-extension of
     their low word (``-1``) keep their meaning."""
-    from .. import syscalls
+    from ..arch import syscalls
 
     narrow = [a for a in arches if ArgLayout(a).narrow]
     found: dict[str, None] = {}

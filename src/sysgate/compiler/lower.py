@@ -16,7 +16,7 @@ filter's default action to it, which we do not.
 """
 from __future__ import annotations
 
-from .. import syscalls
+from ..arch import syscalls
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
 from .args import ArgLayout, ConditionCompiler

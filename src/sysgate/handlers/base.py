@@ -50,7 +50,7 @@ class Handler:
         """Register this handler on ``sup`` for its syscalls (or the subset ``only``) that some
         architecture it decodes has (compat-only names: i386 ``stat64``, ``chown32``,
         ``socketcall``, ``olduname``…)."""
-        from .. import syscalls
+        from ..arch import syscalls
 
         arches = self.arches or same_flags_arches()
         for name in self.syscalls if only is None else only:

@@ -40,7 +40,7 @@ import struct
 
 from ..errors import SysgateError
 from ..kernel import abi
-from ..kernel import sys as ksys
+from ..kernel import calls
 from ..policy import constants
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler
@@ -140,7 +140,7 @@ class ContainerHandler(Handler):
     @staticmethod
     def _may_write(creds, dfd: int) -> None:
         with acting_as(creds):
-            ksys.raw_syscall("faccessat2", ctypes.c_int(dfd), ctypes.c_char_p(b""), ctypes.c_int(os.W_OK | os.X_OK),
+            calls.raw_syscall("faccessat2", ctypes.c_int(dfd), ctypes.c_char_p(b""), ctypes.c_int(os.W_OK | os.X_OK),
                              ctypes.c_int(AT_EMPTY_PATH | AT_EACCESS))
 
     # --- mknod

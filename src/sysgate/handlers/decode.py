@@ -1,6 +1,6 @@
 """strace-style decoding of a notification: ``openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC)``.
 
-Arguments are rendered from the syscall's signature (:func:`sysgate.syscalls.signature`):
+Arguments are rendered from the syscall's signature (:func:`sysgate.arch.syscalls.signature`):
 strings are read from the target (one read, checked with ID_VALID), socket addresses are
 decoded, well-known flag arguments are spelled with the constants of
 ``sysgate/data/constants.json`` (open flags, ``AT_*``, mmap ``PROT_*``/``MAP_*``, clone
@@ -149,7 +149,7 @@ def _signed(value: int, bits: int) -> int:
 
 
 def decode_arg(n, param, value: int, *, max_string: int = 96, read: bool = True) -> str:
-    """One argument as text (``param`` is a :class:`sysgate.syscalls.Param`)."""
+    """One argument as text (``param`` is a :class:`sysgate.arch.syscalls.Param`)."""
     syscall = n.syscall
     if param.width == 32:
         value &= 0xFFFFFFFF
@@ -204,7 +204,7 @@ def _sockaddr(n, address: int, length: int) -> str | None:
 
 def decode_args(n, *, max_string: int = 96, read: bool = True) -> list[str]:
     """Every argument of ``n`` as text (raw hex when the signature is unknown)."""
-    from .. import syscalls
+    from ..arch import syscalls
 
     try:
         sig = syscalls.signature(n.syscall, n.arch)

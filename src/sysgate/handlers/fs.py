@@ -108,7 +108,7 @@ from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
-from ..kernel import sys as ksys
+from ..kernel import calls
 from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
 from . import statlayout
@@ -365,12 +365,12 @@ class Resolver:
         if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) or not path.startswith(b"/"):
             base = self.base_fd(dirfd)
             if self.shared_root or resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-                return ksys.openat2(base, path, flags, mode, resolve)
+                return calls.openat2(base, path, flags, mode, resolve)
             inside = self.view(fd_path(base))
             if inside is None:
                 raise OSError(errno.EACCES, "directory outside the target's root")
             path = os.fsencode(inside).rstrip(b"/") + b"/" + path
-        return ksys.openat2(self.root_fd, path, flags, mode, resolve | RESOLVE_IN_ROOT)
+        return calls.openat2(self.root_fd, path, flags, mode, resolve | RESOLVE_IN_ROOT)
 
     def parent(self, dirfd: int, path: bytes, resolve: int = 0) -> tuple[int, bytes, str]:
         """(our O_PATH fd of ``path``'s directory, its last component, the whole path as the target
@@ -648,7 +648,7 @@ class FsHandler(MetadataCalls, Handler):
                 chunks = compat(os.fstat(fd))
             else:
                 out = ctypes.create_string_buffer(size)
-                ksys.raw_syscall("newfstatat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
+                calls.raw_syscall("newfstatat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
                                  ctypes.c_int(AT_EMPTY_PATH))
                 chunks = [(0, out.raw)]
         finally:
@@ -666,7 +666,7 @@ class FsHandler(MetadataCalls, Handler):
         try:
             out = ctypes.create_string_buffer(_STATX_SIZE)
             sync = flags & 0x6000                     # AT_STATX_SYNC_TYPE
-            ksys.raw_syscall("statx", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_EMPTY_PATH | sync),
+            calls.raw_syscall("statx", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(AT_EMPTY_PATH | sync),
                              ctypes.c_uint(mask), out)
         finally:
             os.close(fd)
@@ -692,7 +692,7 @@ class FsHandler(MetadataCalls, Handler):
         fd = self._lookup(n, creds, resolver, dirfd, address, flags, modes)
         try:
             if mode:
-                ksys.raw_syscall("faccessat2", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(mode),
+                calls.raw_syscall("faccessat2", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(mode),
                                  ctypes.c_int(AT_EMPTY_PATH | AT_EACCESS))
         finally:
             os.close(fd)
@@ -712,7 +712,7 @@ class FsHandler(MetadataCalls, Handler):
         fd = self._lookup(n, creds, resolver, dirfd, address, AT_SYMLINK_NOFOLLOW)
         try:
             out = ctypes.create_string_buffer(4096)
-            length = ksys.raw_syscall("readlinkat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
+            length = calls.raw_syscall("readlinkat", ctypes.c_int(fd), ctypes.c_char_p(b""), out,
                                       ctypes.c_size_t(4096))
         finally:
             os.close(fd)
@@ -786,7 +786,7 @@ class FsHandler(MetadataCalls, Handler):
                 if flags & _RENAME_EXCHANGE:
                     self._may_move(nfd, nname, nview)
                     self._may_place(ofd, oname, oview)
-                ksys.raw_syscall("renameat2", ctypes.c_int(ofd), ctypes.c_char_p(oname), ctypes.c_int(nfd),
+                calls.raw_syscall("renameat2", ctypes.c_int(ofd), ctypes.c_char_p(oname), ctypes.c_int(nfd),
                                  ctypes.c_char_p(nname), ctypes.c_uint(flags))
             finally:
                 os.close(nfd)
@@ -940,7 +940,7 @@ def _fifo_has_writer(fd: int) -> bool:
     > 0 data, EAGAIN empty with a writer, 0 empty without one."""
     r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        return ksys.raw_syscall("tee", ctypes.c_int(fd), ctypes.c_int(w), ctypes.c_size_t(1),
+        return calls.raw_syscall("tee", ctypes.c_int(fd), ctypes.c_int(w), ctypes.c_size_t(1),
                                 ctypes.c_uint(_SPLICE_F_NONBLOCK)) > 0
     except BlockingIOError:
         return True

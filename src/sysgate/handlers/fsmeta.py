@@ -65,7 +65,7 @@ import struct
 from dataclasses import dataclass
 
 from ..kernel import abi
-from ..kernel import sys as ksys
+from ..kernel import calls
 from ..supervisor import Reply
 from .target import AT_FDCWD, fetch_fd, read_exact, read_string, signed32, write_memory
 
@@ -181,7 +181,7 @@ class MetadataCalls:
         mode = n.args[spec[-1]] & 0o7777
         fd = self._object(n, creds, resolver, spec[:-1], ("write",))
         try:
-            ksys.raw_syscall("fchmodat2", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_uint(mode),
+            calls.raw_syscall("fchmodat2", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_uint(mode),
                              ctypes.c_int(AT_EMPTY_PATH))
         finally:
             os.close(fd)
@@ -193,7 +193,7 @@ class MetadataCalls:
             uid, gid = ((v & 0xFFFF) if v & 0xFFFF != 0xFFFF else 0xFFFFFFFF for v in (uid, gid))
         fd = self._object(n, creds, resolver, spec[:-2], ("write",))
         try:
-            ksys.raw_syscall("fchownat", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_uint(uid),
+            calls.raw_syscall("fchownat", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_uint(uid),
                              ctypes.c_uint(gid), ctypes.c_int(AT_EMPTY_PATH))
         finally:
             os.close(fd)
@@ -307,7 +307,7 @@ class MetadataCalls:
         fd = self._lookup(n, creds, resolver, AT_FDCWD, n.args[0], 0, ("read",))
         try:
             out = ctypes.create_string_buffer(_STATFS_NATIVE.size)
-            ksys.raw_syscall("fstatfs", ctypes.c_int(fd), out)
+            calls.raw_syscall("fstatfs", ctypes.c_int(fd), out)
         finally:
             os.close(fd)
         fields = _STATFS_NATIVE.unpack(out.raw)
@@ -351,7 +351,7 @@ class MetadataCalls:
             fd = self._lookup(n, creds, resolver, dirfd, address, flags, ("write",))
             path, flags = b"", AT_EMPTY_PATH
         try:
-            ksys.raw_syscall("utimensat", ctypes.c_int(fd), ctypes.c_char_p(path), arg, ctypes.c_int(flags))
+            calls.raw_syscall("utimensat", ctypes.c_int(fd), ctypes.c_char_p(path), arg, ctypes.c_int(flags))
         finally:
             os.close(fd)
         return Reply.value(0)
@@ -400,7 +400,7 @@ class MetadataCalls:
                 return Reply.continue_()
             out = ctypes.create_string_buffer(max(1, min(count, _DENTS_MAX)))
             where = os.lseek(dup, 0, os.SEEK_CUR) if is_dir else None
-            length = ksys.raw_syscall(name, ctypes.c_int(dup), out, ctypes.c_uint(min(count, _DENTS_MAX)))
+            length = calls.raw_syscall(name, ctypes.c_int(dup), out, ctypes.c_uint(min(count, _DENTS_MAX)))
             try:
                 write_memory(n, buf, out.raw[:length])
             except OSError:
@@ -424,7 +424,7 @@ class MetadataCalls:
                 (os.O_DIRECTORY if mask & _IN_ONLYDIR else 0)
             obj = self._checked_open(n, resolver, address, walk)
             try:
-                wd = ksys.raw_syscall("inotify_add_watch", ctypes.c_int(group),
+                wd = calls.raw_syscall("inotify_add_watch", ctypes.c_int(group),
                                       ctypes.c_char_p(b"/proc/self/fd/%d" % obj),
                                       ctypes.c_uint(mask & ~_IN_DONT_FOLLOW))
             finally:
@@ -446,7 +446,7 @@ class MetadataCalls:
             if os.readlink(f"/proc/self/fd/{group}") != "anon_inode:[fanotify]":
                 return Reply.errno(errno.EINVAL)
             if flags & _FAN_MARK_FLUSH:
-                ksys.raw_syscall("fanotify_mark", ctypes.c_int(group), ctypes.c_uint(flags),
+                calls.raw_syscall("fanotify_mark", ctypes.c_int(group), ctypes.c_uint(flags),
                                  ctypes.c_uint64(mask), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(None))
                 return Reply.value(0)
             walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & _FAN_MARK_DONT_FOLLOW else 0) | \
@@ -464,7 +464,7 @@ class MetadataCalls:
                     os.close(obj)
                     return Reply.errno(errno.EACCES)
             try:
-                ksys.raw_syscall("fanotify_mark", ctypes.c_int(group), ctypes.c_uint(flags & ~_FAN_MARK_DONT_FOLLOW),
+                calls.raw_syscall("fanotify_mark", ctypes.c_int(group), ctypes.c_uint(flags & ~_FAN_MARK_DONT_FOLLOW),
                                  ctypes.c_uint64(mask), ctypes.c_int(AT_FDCWD),
                                  ctypes.c_char_p(b"/proc/self/fd/%d" % obj))
             finally:
@@ -507,7 +507,7 @@ class MetadataCalls:
         out = ctypes.create_string_buffer(raw[:_FILE_ATTR_SIZE] if setting else _FILE_ATTR_SIZE)
         fd = self._object(n, creds, resolver, (0, 1, 4, 0), ("write",) if setting else ("read",))
         try:
-            ksys.raw_syscall(name, ctypes.c_int(AT_FDCWD), ctypes.c_char_p(b"/proc/self/fd/%d" % fd), out,
+            calls.raw_syscall(name, ctypes.c_int(AT_FDCWD), ctypes.c_char_p(b"/proc/self/fd/%d" % fd), out,
                              ctypes.c_size_t(_FILE_ATTR_SIZE), ctypes.c_uint(0))
         finally:
             os.close(fd)

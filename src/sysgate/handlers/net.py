@@ -87,7 +87,7 @@ import time
 from dataclasses import dataclass
 
 from ..kernel import abi
-from ..kernel import sys as ksys
+from ..kernel import calls
 from ..policy.model import Cmp, Or
 from ..supervisor import Reply
 from . import netmsg, sockaddr, unixbind
@@ -173,7 +173,7 @@ class NetHandler(Handler):
         n.answer_later()
         if n.send_later(reply):
             try:
-                ksys.raw_syscall("tgkill", ctypes.c_int(tgid), ctypes.c_int(n.pid), ctypes.c_int(signal.SIGPIPE))
+                calls.raw_syscall("tgkill", ctypes.c_int(tgid), ctypes.c_int(n.pid), ctypes.c_int(signal.SIGPIPE))
             except OSError:
                 pass                            # the thread is gone
         return None

@@ -22,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ..kernel import sys as ksys
+from ..kernel import calls
 from ..supervisor import TargetGone
 
 AT_FDCWD = -100
@@ -117,7 +117,7 @@ class _CapData(ctypes.Structure):
 def _capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of the calling thread."""
     header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
-    ksys.raw_syscall("capget", ctypes.byref(header), data)
+    calls.raw_syscall("capget", ctypes.byref(header), data)
     return tuple(getattr(data[0], f) | getattr(data[1], f) << 32 for f in ("effective", "permitted", "inheritable"))
 
 
@@ -128,7 +128,7 @@ def _capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = effective >> 32 * i & 0xFFFFFFFF
         data[i].permitted = permitted >> 32 * i & 0xFFFFFFFF
         data[i].inheritable = inheritable >> 32 * i & 0xFFFFFFFF
-    ksys.raw_syscall("capset", ctypes.byref(header), data)
+    calls.raw_syscall("capset", ctypes.byref(header), data)
 
 
 _CAP_SETGID, _CAP_SETUID = 6, 7
@@ -137,8 +137,8 @@ _CAP_SETGID, _CAP_SETUID = 6, 7
 def _setfsid(name: str, value: int, verify: bool) -> None:
     """setfsuid/setfsgid. The call reports no error: without CAP_SETUID/CAP_SETGID (``verify``)
     the value is read back, and a switch that did not happen fails closed."""
-    ksys.raw_syscall(name, ctypes.c_uint(value))
-    if verify and ksys.raw_syscall(name, ctypes.c_uint(0xFFFFFFFF)) != value:
+    calls.raw_syscall(name, ctypes.c_uint(value))
+    if verify and calls.raw_syscall(name, ctypes.c_uint(0xFFFFFFFF)) != value:
         raise OSError(errno.EPERM, f"{name}({value}) did not take effect")
 
 
@@ -235,7 +235,7 @@ def as_supervisor():
 
 def _set_groups(groups) -> None:
     array = (ctypes.c_uint * max(1, len(groups)))(*groups)
-    ksys.raw_syscall("setgroups", ctypes.c_int(len(groups)), array)
+    calls.raw_syscall("setgroups", ctypes.c_int(len(groups)), array)
 
 
 def write_memory(n, address: int, data: bytes) -> None:
@@ -256,7 +256,7 @@ def write_memory(n, address: int, data: bytes) -> None:
     n.check_valid()
     try:
         with as_supervisor():
-            written = ksys.process_vm_writev(n.pid, address, data)
+            written = calls.process_vm_writev(n.pid, address, data)
     except OSError as exc:
         if not n.valid():
             raise TargetGone(f"notification {n.id} is no longer valid") from None
@@ -302,7 +302,7 @@ def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
         except ProcessLookupError:
             raise TargetGone(f"thread {n.pid} is gone") from None
         try:
-            dup = ksys.pidfd_getfd(pidfd, fd)
+            dup = calls.pidfd_getfd(pidfd, fd)
         finally:
             os.close(pidfd)
     if not n.valid():

@@ -20,7 +20,7 @@ import ctypes
 import errno
 import os
 
-from ..kernel import sys as ksys
+from ..kernel import calls
 from .target import Credentials, run_in_child
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -44,7 +44,7 @@ def bind_named(sock: int, dfd: int, path: bytes, name: bytes, creds: Credentials
         _bind(sock, address)
 
     def bind_pinned() -> None:
-        tree = ksys.raw_syscall("open_tree", ctypes.c_int(dfd), ctypes.c_char_p(b""),
+        tree = calls.raw_syscall("open_tree", ctypes.c_int(dfd), ctypes.c_char_p(b""),
                                 ctypes.c_uint(_OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_EMPTY_PATH))
         _check(_libc.unshare(_CLONE_NEWNS))
         _check(_libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
@@ -53,7 +53,7 @@ def bind_named(sock: int, dfd: int, path: bytes, name: bytes, creds: Credentials
         for part in parts:
             where += b"/" + part
             os.mkdir(where, 0o755)
-        ksys.raw_syscall("move_mount", ctypes.c_int(tree), ctypes.c_char_p(b""), ctypes.c_int(-100),
+        calls.raw_syscall("move_mount", ctypes.c_int(tree), ctypes.c_char_p(b""), ctypes.c_int(-100),
                          ctypes.c_char_p(where), ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH))
         os.chroot(top)
         os.chdir(b"/")
@@ -81,8 +81,8 @@ def _become(creds: Credentials) -> None:
     """The target's fs identity and umask (the child is ours alone: process-wide is fine)."""
     os.umask(creds.umask)
     os.setgroups(list(creds.groups))
-    ksys.raw_syscall("setfsgid", ctypes.c_uint(creds.fsgid))
-    ksys.raw_syscall("setfsuid", ctypes.c_uint(creds.fsuid))
+    calls.raw_syscall("setfsgid", ctypes.c_uint(creds.fsgid))
+    calls.raw_syscall("setfsuid", ctypes.c_uint(creds.fsuid))
 
 
 def _bind(sock: int, path: bytes) -> None:

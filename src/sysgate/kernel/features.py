@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..bpf.insn import pack, ret
-from ..forked import call_in_child
-from . import abi, sys as ksys
+from ..process.forked import call_in_child
+from . import abi, calls
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Features:
 def _flag_supported(flag: int) -> bool:
     """Probe a filter flag: a NULL program gives EFAULT when the flag is known, EINVAL if not."""
     try:
-        ksys.seccomp(abi.SECCOMP_SET_MODE_FILTER, flag, None)
+        calls.seccomp(abi.SECCOMP_SET_MODE_FILTER, flag, None)
     except OSError as exc:
         return exc.errno == errno.EFAULT
     return True  # cannot happen: a NULL program never installs
@@ -66,9 +66,9 @@ def probe_listener_ioctls(listener: int) -> dict[str, bool]:
 def _listener_ioctls() -> dict[str, bool]:
     """Create a throw-away listener in a forked child and probe its ioctls."""
     def probe() -> dict[str, bool]:
-        ksys.set_no_new_privs()
+        calls.set_no_new_privs()
         return probe_listener_ioctls(
-            ksys.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER))
+            calls.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER))
 
     return call_in_child(probe)[1] or {}
 
@@ -77,7 +77,7 @@ def detect(probe_listener: bool = True) -> Features:
     """Probe the running kernel. ``probe_listener`` forks a child to test the notify ioctls."""
     uname = os.uname()
     try:
-        mode = ksys.seccomp_mode()
+        mode = calls.seccomp_mode()
         available = mode is not None
     except OSError:
         available = False
@@ -86,7 +86,7 @@ def detect(probe_listener: bool = True) -> Features:
         return feats
     for name, value in abi.ACTIONS.items():
         try:
-            feats.actions[name] = ksys.seccomp_action_available(value)
+            feats.actions[name] = calls.seccomp_action_available(value)
         except OSError:
             feats.actions[name] = False
     for name, value in abi.FILTER_FLAGS.items():
@@ -94,7 +94,7 @@ def detect(probe_listener: bool = True) -> Features:
             value |= abi.SECCOMP_FILTER_FLAG_NEW_LISTENER
         feats.flags[name] = _flag_supported(value)
     try:
-        feats.notif_sizes = ksys.seccomp_notif_sizes()
+        feats.notif_sizes = calls.seccomp_notif_sizes()
     except OSError:
         feats.notif_sizes = None
     if probe_listener and feats.flags.get("NEW_LISTENER"):

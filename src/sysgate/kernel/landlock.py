@@ -13,7 +13,7 @@ import errno
 import os
 import struct
 
-from . import sys as ksys
+from . import calls
 
 # --- access rights for files and directories (bit, first ABI) ---------------------------
 FS_EXECUTE = 1 << 0
@@ -88,7 +88,7 @@ def abi_version() -> int:
     global _version
     if _version is None:
         try:
-            _version = ksys.raw_syscall("landlock_create_ruleset", ctypes.c_void_p(0), ctypes.c_size_t(0),
+            _version = calls.raw_syscall("landlock_create_ruleset", ctypes.c_void_p(0), ctypes.c_size_t(0),
                                         ctypes.c_uint32(CREATE_RULESET_VERSION))
         except OSError as exc:
             if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP):
@@ -100,27 +100,27 @@ def abi_version() -> int:
 def create_ruleset(handled_fs: int, handled_net: int = 0, scoped: int = 0) -> int:
     """A new ruleset fd (O_CLOEXEC) handling those rights; the caller checks them against the ABI."""
     attr = ctypes.create_string_buffer(_RULESET_ATTR.pack(handled_fs, handled_net, scoped), _RULESET_ATTR.size)
-    return ksys.raw_syscall("landlock_create_ruleset", attr, ctypes.c_size_t(_RULESET_ATTR.size),
+    return calls.raw_syscall("landlock_create_ruleset", attr, ctypes.c_size_t(_RULESET_ATTR.size),
                             ctypes.c_uint32(0))
 
 
 def add_path_rule(ruleset: int, allowed: int, parent_fd: int) -> None:
     """Grant ``allowed`` beneath the file or directory behind ``parent_fd`` (an O_PATH fd will do)."""
     attr = ctypes.create_string_buffer(_PATH_BENEATH.pack(allowed, parent_fd), _PATH_BENEATH.size)
-    ksys.raw_syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH), attr,
+    calls.raw_syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH), attr,
                      ctypes.c_uint32(0))
 
 
 def add_port_rule(ruleset: int, allowed: int, port: int) -> None:
     """Grant the TCP rights ``allowed`` for ``port`` (any address)."""
     attr = ctypes.create_string_buffer(_NET_PORT.pack(allowed, port), _NET_PORT.size)
-    ksys.raw_syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_NET_PORT), attr,
+    calls.raw_syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_NET_PORT), attr,
                      ctypes.c_uint32(0))
 
 
 def restrict_self(ruleset: int, flags: int = 0) -> None:
     """Enforce ``ruleset`` on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
-    ksys.raw_syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(flags))
+    calls.raw_syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(flags))
 
 
 def open_path(path: str) -> int:

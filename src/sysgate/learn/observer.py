@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import syscalls
+from ..arch import syscalls
 from ..supervisor import Reply
 from .pins import pins_for
 
@@ -135,7 +135,7 @@ class Observer:
 def notify_all_filter():
     """A stored filter notifying every syscall of every architecture."""
     from ..bpf.insn import ret
-    from ..filter import Filter
+    from ..process.filter import Filter
     from ..kernel import abi
 
     return Filter.from_program([ret(abi.SECCOMP_RET_USER_NOTIF)], name="learn")
@@ -146,7 +146,7 @@ def observe(argv, observer: Observer | None = None, *, timeout: float | None = N
     """Run ``argv`` with every syscall observed; returns (observations, return code).
 
     The return code is None when ``timeout`` seconds passed first (the command is then
-    killed). ``spawn_options`` go to :func:`sysgate.launch.spawn` (env, cwd, stdio…).
+    killed). ``spawn_options`` go to :func:`sysgate.process.launch.spawn` (env, cwd, stdio…).
     """
     from ..supervisor import Supervisor
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from .. import syscalls
+from ..arch import syscalls
 from ..policy import constants
 
 #: Names preferred when several constants share a value.

@@ -39,7 +39,7 @@ from functools import cache
 from itertools import product
 from typing import Callable
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from . import constants, jsondoc, overlap

@@ -60,7 +60,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Callable, Union
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from . import constants, groups

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 
-from .. import syscalls
+from ..arch import syscalls
 from .model import Action, And, Cmp, Expr, Not, Or, Policy
 
 

@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from .groups import expand_systemd_group

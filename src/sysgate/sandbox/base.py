@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SysgateError
 from ..policy import constants
 from ..policy.model import Action, And, Cmp, Not, Or, Policy, Rule

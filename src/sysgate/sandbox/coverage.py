@@ -112,7 +112,7 @@ def _namespace_calls(policy: Policy, arches) -> list[str]:
 
 
 def _clone_args(flags: int, arches) -> tuple[int, ...]:
-    from .. import syscalls
+    from ..arch import syscalls
 
     index = syscalls.arg_index("clone", "flags", present("clone", arches)[0])
     return tuple(flags if i == index else 0 for i in range(6))

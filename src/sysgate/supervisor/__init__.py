@@ -2,7 +2,7 @@
 
 ::
 
-    from sysgate import launch
+    from sysgate.process import launch
     from sysgate.supervisor import Reply, Supervisor
 
     with Supervisor(default=Reply.errno("EPERM")) as sup:

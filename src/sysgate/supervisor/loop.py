@@ -152,7 +152,7 @@ class Supervisor(Routes):
         return lst
 
     def add_target(self, target, group: str | None = None, *, on_release=None, reap: bool = True) -> Listener:
-        """Supervise a :class:`sysgate.launch.Target`: takes over its listener (``target.listener``
+        """Supervise a :class:`sysgate.process.launch.Target`: takes over its listener (``target.listener``
         becomes None) and its pending notifications; the group defaults to the target's.
 
         With ``reap`` the loop also reaps the target when it exits (``target.returncode`` is
@@ -471,8 +471,8 @@ class Supervisor(Routes):
             self.close(grace)
 
     async def serve(self, *, until_idle: bool = False) -> None:
-        """Serve on the running asyncio loop (see :mod:`sysgate.supervisor.asyncio`)."""
-        from .asyncio import serve
+        """Serve on the running asyncio loop (see :mod:`sysgate.supervisor.asyncio_adapter`)."""
+        from .asyncio_adapter import serve
 
         await serve(self, until_idle=until_idle)
 

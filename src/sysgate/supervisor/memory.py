@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..kernel import sys as ksys
+from ..kernel import calls
 
 PATH_MAX = 4096
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -30,7 +30,7 @@ def read(pid: int, address: int, length: int) -> bytes:
     if pid <= 0:
         raise OSError(errno.ESRCH, "the target is not visible in this pid namespace (pid 0)")
     try:
-        return ksys.process_vm_readv(pid, address, length)
+        return calls.process_vm_readv(pid, address, length)
     except OSError as exc:
         if exc.errno not in _FALLBACK_ERRNOS:
             raise

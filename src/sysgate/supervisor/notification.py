@@ -106,7 +106,7 @@ class Reply:
 
 
 def _syscall_name(arch: str, nr: int) -> str:
-    from .. import syscalls
+    from ..arch import syscalls
 
     try:
         name = syscalls.name(arch, nr)
@@ -116,7 +116,7 @@ def _syscall_name(arch: str, nr: int) -> str:
 
 
 def _param_names(name: str, arch: str) -> tuple[str, ...]:
-    from .. import syscalls
+    from ..arch import syscalls
 
     try:
         sig = syscalls.signature(name, arch)

@@ -138,7 +138,7 @@ def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) 
 
 def _check_syscall(syscall) -> None:
     """Reject handler keys that can never match (typos get a suggestion)."""
-    from .. import syscalls
+    from ..arch import syscalls
 
     if isinstance(syscall, bool) or not isinstance(syscall, (str, int)):
         raise TypeError(f"a syscall is a name or a number, not {syscall!r}")

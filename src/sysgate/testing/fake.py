@@ -22,7 +22,7 @@ import errno as _errno
 import itertools
 import os
 
-from .. import syscalls
+from ..arch import syscalls
 from ..errors import SysgateError
 from ..kernel import abi
 from ..supervisor import Notification, Reply, TargetGone

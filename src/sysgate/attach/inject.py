@@ -23,9 +23,10 @@ import signal
 import struct
 import time
 
-from . import ptrace, syscalls
-from .errors import SysgateError, UnsupportedError
-from .kernel import notify
+from . import ptrace
+from ..arch import syscalls
+from ..errors import SysgateError, UnsupportedError
+from ..kernel import notify
 
 SYS_SECCOMP = 1  # si_code of a SIGSYS raised by SECCOMP_RET_TRAP
 STOP_TIMEOUT = 10.0

@@ -16,9 +16,9 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from .files import read_text
-from .errors import SysgateError
-from .kernel import abi
+from ..files import read_text
+from ..errors import SysgateError
+from ..kernel import abi
 
 FORMAT = "sysgate-filter"
 VERSION = 1
@@ -100,7 +100,7 @@ class Filter:
             if not isinstance(text, str):
                 raise SysgateError(f"filter {self.name!r} sends syscalls to handler(s) {', '.join(names)} but does "
                                    f"not store the policy that routes them: compile it again from its policy")
-            from .policy.parser import parse_policy
+            from ..policy.parser import parse_policy
 
             self.policy = parse_policy(text, f"<stored filter {self.name}>")
         return self.policy
@@ -113,7 +113,7 @@ class Filter:
         return filter_flags(new_listener=listener, **self.flags)
 
     def spawn(self, argv, **options):
-        """Launch ``argv`` under this filter (see :func:`sysgate.launch.spawn` for ``options``).
+        """Launch ``argv`` under this filter (see :func:`sysgate.process.launch.spawn` for ``options``).
 
         The returned ``Target`` has ``group`` = this filter's group and ``filter`` = self.
         """
@@ -122,7 +122,7 @@ class Filter:
         return launch(argv, self.program, self.kernel_flags(), group=self.group, filter=self, **options)
 
     def install(self, **options):
-        """Install this filter on the calling process (see :func:`sysgate.install.install`)."""
+        """Install this filter on the calling process (see :func:`sysgate.process.install.install`)."""
         from .install import install
 
         merged = {**self.flags, **options}
@@ -189,6 +189,6 @@ def handler_metadata(policy) -> dict:
     routes = policy.handler_routes()
     if not routes:
         return {}
-    from .policy.printer import format_policy
+    from ..policy.printer import format_policy
 
     return {"handlers": routes, "policy": format_policy(policy)}

@@ -3,7 +3,7 @@
 The target is checked first (it exists, is a user-space process, not a zombie,
 not stopped, not traced, not in strict mode, runs x86_64 code, and all its
 threads share one filter chain), then one of its threads (the thread-group
-leader unless it has exited) is made to run, through :class:`~sysgate.inject.Injection`::
+leader unless it has exited) is made to run, through :class:`~sysgate.attach.inject.Injection`::
 
     prctl(PR_SET_NO_NEW_PRIVS, 1)                 # unless already set
     seccomp(SECCOMP_SET_MODE_FILTER, TSYNC [| NEW_LISTENER | TSYNC_ESRCH], &prog)
@@ -20,12 +20,13 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from .errors import SysgateError, UnsupportedError
-from . import ptrace, syscalls
+from ..errors import SysgateError, UnsupportedError
+from . import ptrace
+from ..arch import syscalls
 from .inject import ARCHES, Injection, Refused, SeizeError, X86_64
-from .install import TsyncError, filter_flags, install_error, proc_status, program_bytes
-from .kernel import abi, notify
-from .kernel import sys as ksys
+from ..process.install import TsyncError, filter_flags, install_error, proc_status, program_bytes
+from ..kernel import abi, notify
+from ..kernel import calls
 
 PF_KTHREAD = 0x00200000
 PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag: a pidfd for one thread
@@ -249,8 +250,8 @@ def _seccomp_failure(result: int, pid: int, flags: int) -> SysgateError:
 def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTarget:
     """Install ``program`` on every thread of process ``pid``.
 
-    ``program`` is a stored :class:`~sysgate.filter.Filter` (its flags and group are
-    used) or anything :func:`sysgate.install.program_bytes` takes (packed BPF,
+    ``program`` is a stored :class:`~sysgate.process.filter.Filter` (its flags and group are
+    used) or anything :func:`sysgate.process.install.program_bytes` takes (packed BPF,
     ``list[Insn]``, a compiled program, a Policy). ``options`` are further filter
     flags (``log``, ``spec_allow``, ``wait_killable_recv``). With ``listener``
     (needed for notify rules) the filter gets a notification fd, which is copied
@@ -258,7 +259,7 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     SysgateError when the target cannot be attached to; it then runs on as before
     (except that no_new_privs may already be set on one thread).
     """
-    from .filter import Filter
+    from ..process.filter import Filter
 
     group = ""
     if isinstance(program, Filter):
@@ -271,7 +272,7 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
     tid, arch = check_target(pid)
     name = _describe(pid)
     try:
-        pidfd = ksys.pidfd_open(pid)
+        pidfd = calls.pidfd_open(pid)
     except ProcessLookupError:
         raise SysgateError(f"no process with PID {pid}") from None
     target = AttachedTarget(pid, pidfd, None, group)
@@ -316,7 +317,7 @@ def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_
     if chain is not None:
         chain.insert(0, raw)  # from now on our calls pass the new filter too
     if listener:
-        target.listener_fd = ksys.pidfd_getfd(fd_source, result)
+        target.listener_fd = calls.pidfd_getfd(fd_source, result)
         _close_in_target(inj, result, target)
     target.warnings += inj.free_scratch(target.listener_fd)
     target.pending = inj.pending
@@ -349,7 +350,7 @@ def _filter_chain(inj: Injection, status: dict[str, str]) -> list[bytes] | None:
 
 def _kills(chain: list[bytes], arch: str, name: str, args: tuple[int, ...], ip: int) -> str | None:
     """Why system call ``name(args)`` made at ``ip`` would kill the target under ``chain``, else None."""
-    from .bpf.emulator import emulate
+    from ..bpf.emulator import emulate
 
     data = abi.SeccompData(syscalls.number(arch, name), abi.AUDIT_ARCH[arch], ip,
                            tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args)))
@@ -367,7 +368,7 @@ _SURVIVABLE = {abi.SECCOMP_RET_TRAP, abi.SECCOMP_RET_ERRNO, abi.SECCOMP_RET_USER
 def _thread_pidfd(pid: int, tid: int) -> int:
     """A pidfd to take fds from thread ``tid`` when the thread-group leader (and its fd table) is gone."""
     try:
-        return ksys.pidfd_open(tid, PIDFD_THREAD)
+        return calls.pidfd_open(tid, PIDFD_THREAD)
     except OSError as exc:
         raise UnsupportedError(f"process {pid}: its thread-group leader has exited; taking the listener "
                                f"from thread {tid} needs PIDFD_THREAD (Linux 6.9+): {exc.strerror}") from None

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-from .errors import SysgateError
-from .kernel import abi
+from ..errors import SysgateError
+from ..kernel import abi
 
-_DATA = os.path.join(os.path.dirname(__file__), "data")
+_DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 _MAX_NR = 0x7FFFFFFF
 
 

@@ -40,8 +40,8 @@ import stat as _stat
 import struct
 from dataclasses import dataclass, field
 
-from .errors import SysgateError
-from .kernel import landlock as ll
+from ..errors import SysgateError
+from ..kernel import landlock as ll
 
 MODES = ("off", "auto", "on")
 SCOPE_NAMES = {"signal": ll.SCOPE_SIGNAL, "abstract-unix": ll.SCOPE_ABSTRACT_UNIX_SOCKET}
@@ -175,7 +175,7 @@ def governed(policy, table: dict, handler: str, plan: LandlockPlan | None = None
     unconditionally in ``policy`` (every right when ``policy`` is None)."""
     if policy is None:
         return sum(table)
-    from .syscalls import number
+    from ..arch.syscalls import number
 
     first: dict[str, object] = {}
     for rule in policy.rules:
@@ -460,7 +460,7 @@ def without_open_routes(policy, plan: LandlockPlan | None):
         return None
     from dataclasses import replace
 
-    from .policy.model import ALLOW, Cmp, Rule
+    from ..policy.model import ALLOW, Cmp, Rule
 
     seen, rules, dropped = set(), [], []
     for rule in policy.rules:
@@ -514,17 +514,17 @@ def plan_for_policy(policy, config=None, *, mode: str = "auto", exec_paths=None,
         return None
     fs = net = None
     if policy is not None:
-        from .handlers.registry import load_config
+        from ..handlers.registry import load_config
 
         config = load_config(config)
         routed = {n for names in policy.handler_routes().values() for n in names}
         if "fs" in routed:
-            from .handlers.fs import PathRules
+            from ..handlers.fs import PathRules
 
             section = config.get("fs") or {}
             fs = PathRules(section.get("rules", ()), section.get("default", "deny"))
         if "net" in routed:
-            from .handlers.net import NetRules
+            from ..handlers.net import NetRules
 
             section = config.get("net") or {}
             net = NetRules(section.get("rules", ()), section.get("default", "deny"))
@@ -551,7 +551,7 @@ def rule_layers(policy, config=None) -> list[str]:
         return [f"layers: notify only ({why})"]
     plain = without_open_routes(policy, plan) is not None
     lines = plan.summary()
-    from .handlers.registry import load_config
+    from ..handlers.registry import load_config
 
     config = load_config(config)
     for text in (config.get("fs") or {}).get("rules", ()):
@@ -562,7 +562,7 @@ def rule_layers(policy, config=None) -> list[str]:
 
 
 def _fs_layer(plan: LandlockPlan, text, plain: bool) -> str:
-    from .handlers.fs import parse_rule
+    from ..handlers.fs import parse_rule
 
     if not plan.handled_fs & _OPEN_RIGHTS:
         return "notify (Landlock does not handle file access under this policy)"
@@ -578,7 +578,7 @@ def _fs_layer(plan: LandlockPlan, text, plain: bool) -> str:
 
 
 def _net_layer(plan: LandlockPlan, text) -> str:
-    from .handlers.net import parse_rule
+    from ..handlers.net import parse_rule
 
     rule = parse_rule(text)
     if rule.unix is not None or not plan.handled_net or not rule.ops & {"connect", "bind"}:

@@ -1,6 +1,6 @@
 """A small ctypes binding of ptrace(2) for stopping one thread and running code in it.
 
-Only what :mod:`sysgate.inject` needs: PTRACE_SEIZE / INTERRUPT / SINGLESTEP /
+Only what :mod:`sysgate.attach.inject` needs: PTRACE_SEIZE / INTERRUPT / SINGLESTEP /
 CONT / DETACH / GETSIGINFO / SECCOMP_GET_FILTER, register sets through
 PTRACE_GETREGSET / SETREGSET (the one interface every architecture has),
 ``waitpid(__WALL)`` decoded into a :class:`Stop`, and target memory through

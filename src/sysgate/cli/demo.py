@@ -36,7 +36,7 @@ echo "5. chroot / true (refused by the sandbox base):"; chroot / true 2>&1 || tr
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import main as sysgate
+    from . import main as sysgate
 
     with tempfile.TemporaryDirectory(prefix="sysgate-demo-") as tmp:
         policy = os.path.join(tmp, "demo.policy")

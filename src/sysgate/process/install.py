@@ -14,10 +14,10 @@ import os
 import time
 from typing import Iterable
 
-from .bpf import insn as bpf
-from .errors import SysgateError, UnsupportedError
-from .kernel import abi
-from .kernel import sys as ksys
+from ..bpf import insn as bpf
+from ..errors import SysgateError, UnsupportedError
+from ..kernel import abi
+from ..kernel import calls
 
 #: Oldest kernel that knows each filter flag (for error messages).
 FLAG_MIN_KERNEL = {
@@ -61,7 +61,7 @@ def program_bytes(program_or_policy, arch: str | None = None) -> bytes:
         return raw
     if hasattr(obj, "pack") and hasattr(obj, "insns"):  # compiler.Program
         return obj.pack()
-    from .policy.model import Policy
+    from ..policy.model import Policy
 
     if isinstance(obj, Policy):
         arch = arch or abi.native_arch()
@@ -76,7 +76,7 @@ def program_bytes(program_or_policy, arch: str | None = None) -> bytes:
 
 def compile_for(policy, arches: list[str]) -> bytes:
     """Packed BPF of ``policy`` compiled for ``arches`` (the compiler is imported on first use)."""
-    from .compiler import compile_policy
+    from ..compiler import compile_policy
 
     return compile_policy(policy, arches=list(arches)).pack()
 
@@ -100,7 +100,7 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
     flags = 0
     names = [name for name, on in wanted.items() if on]
     if names:
-        from .kernel.features import features
+        from ..kernel.features import features
 
         feats = features()
         for name in names:
@@ -133,7 +133,7 @@ def explain_tsync_failure(tid: int) -> str:
     theirs = _seccomp_summary(tid)
     if theirs == "gone":
         return "it has exited since (retrying should succeed)"
-    ours = _seccomp_summary(ksys.gettid())
+    ours = _seccomp_summary(calls.gettid())
     return (f"it is in {theirs} while the calling thread is in {ours}; a thread can only be moved onto "
             f"a filter that extends its own chain, so that thread installed a filter of its own "
             f"(or is changing its seccomp state right now)")
@@ -166,7 +166,7 @@ def _install_flags(program_or_policy, **options) -> int:
 
 def policy_flag_options(obj) -> list[str]:
     """The keyword options (``log``, ``spec_allow``…) a policy's ``flags:`` setting asks for."""
-    from .policy.model import Policy
+    from ..policy.model import Policy
 
     names = [str(f).lower() for f in obj.flags] if isinstance(obj, Policy) else []
     known = {name.lower() for name in abi.FILTER_FLAGS}
@@ -179,9 +179,9 @@ def policy_flag_options(obj) -> list[str]:
 def install_raw(raw: bytes, flags: int, *, no_new_privs: bool = True) -> int | None:
     """Install packed BPF with already-checked ``flags``; see :func:`install` for the results."""
     if no_new_privs:
-        ksys.set_no_new_privs()
+        calls.set_no_new_privs()
     try:
-        ret = ksys.seccomp_set_filter(raw, flags)
+        ret = calls.seccomp_set_filter(raw, flags)
     except OSError as exc:
         raise install_error(exc, flags) from None
     if flags & abi.SECCOMP_FILTER_FLAG_TSYNC and not flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER and ret > 0:

@@ -30,12 +30,12 @@ import signal
 import struct
 from dataclasses import dataclass, field
 
-from .bpf import insn as bpf
-from .errors import SysgateError
+from ..bpf import insn as bpf
+from ..errors import SysgateError
 from .install import filter_flags, install_error, policy_flag_options, program_bytes
-from .kernel import abi, notify
-from .kernel import landlock as _landlock
-from .kernel import sys as ksys
+from ..kernel import abi, notify
+from ..kernel import landlock as _landlock
+from ..kernel import calls
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MSG = struct.Struct("=iii")            # kind, stage/value, errno
@@ -137,13 +137,13 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
     """Run ``argv`` with ``filter`` installed in the child only; returns a :class:`Target`.
 
     ``filter`` is a policy (its ``flags:`` log/spec_allow/wait_killable_recv apply too), a
-    compiled program, a ``list[Insn]``, BPF bytes or a stored :class:`sysgate.filter.Filter`
+    compiled program, a ``list[Insn]``, BPF bytes or a stored :class:`sysgate.process.filter.Filter`
     (whose flags and group then apply). ``argv[0]`` is
     searched in ``PATH`` (of ``env`` when given). ``stdin``/``stdout``/``stderr`` are fds or
     objects with ``fileno()``; None inherits ours. ``pass_fds`` stay open in the target.
     ``sigmask`` is the target's signal mask (default: ours). ``listener`` forces (or
     suppresses) NEW_LISTENER; by default a listener is created when the program can
-    return USER_NOTIF. ``landlock`` (a :class:`sysgate.landlock.LandlockPlan`) is enforced in the
+    return USER_NOTIF. ``landlock`` (a :class:`sysgate.sandbox.landlock.LandlockPlan`) is enforced in the
     child after no_new_privs and before the filter. Raises :class:`LaunchError` when the
     command cannot be run.
     """
@@ -256,7 +256,7 @@ class _ChildPlan:
         self.ruleset: int | None = None         # a Landlock ruleset fd to enforce before the filter
         self.new_listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
         self.prog_buf = ctypes.create_string_buffer(raw, len(raw))
-        self.fprog = ksys.SockFprog(len(raw) // 8, ctypes.cast(self.prog_buf, ctypes.c_void_p))
+        self.fprog = calls.SockFprog(len(raw) // 8, ctypes.cast(self.prog_buf, ctypes.c_void_p))
         self.go_byte = ctypes.create_string_buffer(1)
         self.exec_msg = ctypes.create_string_buffer(_MSG.size)
         self.read = _libc.read
@@ -293,7 +293,7 @@ class _ChildPlan:
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec would keep that
                 _libc.signal(sig, None)
             stage = 4
-            ksys.set_no_new_privs()
+            calls.set_no_new_privs()
             stage = 5
             if self.ruleset is not None:        # before the filter: it must not see Landlock's calls
                 _landlock.restrict_self(self.ruleset)
@@ -303,7 +303,7 @@ class _ChildPlan:
                 probe = os.dup(status_w)  # the listener will get this number (dup: no path for Landlock to refuse)
                 os.close(probe)
                 os.write(status_w, _MSG.pack(_MSG_LISTENER_FD, probe, 0))
-            ksys.seccomp(abi.SECCOMP_SET_MODE_FILTER, self.flags, self.fprog)
+            calls.seccomp(abi.SECCOMP_SET_MODE_FILTER, self.flags, self.fprog)
         except OSError as exc:
             os.write(status_w, _MSG.pack(_MSG_SETUP_FAILED, stage, exc.errno or 0))
             os._exit(127)
@@ -370,7 +370,7 @@ def _fetch_listener(target: Target, status_r: int, number: int, flags: int) -> i
     spins = 0
     while True:
         try:
-            fd = ksys.pidfd_getfd(target.pidfd, number)
+            fd = calls.pidfd_getfd(target.pidfd, number)
         except OSError as exc:
             if exc.errno not in (errno.EBADF, errno.ESRCH):  # not yet, or exited (the pipe says why)
                 raise LaunchError(f"cannot fetch the listener of {target.argv[0]!r}: {exc.strerror}", 126,

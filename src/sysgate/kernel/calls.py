@@ -18,7 +18,7 @@ _syscall.restype = ctypes.c_long
 
 def _nr(name: str) -> int:
     """Number of syscall ``name`` on the running arch (from sysgate's tables, loaded once)."""
-    from .. import syscalls
+    from ..arch import syscalls
 
     nr = syscalls.number(None, name)
     if nr is None:

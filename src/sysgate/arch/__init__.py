@@ -1,0 +1,1 @@
+"""Facts per architecture: syscall numbers and signatures (:mod:`.syscalls`)."""
