@@ -299,7 +299,8 @@ int main(int argc, char **argv) {
             len = addr_of(argv[i+1], atoi(argv[i+2]), &ss);
             int s = socket(AF_INET, SOCK_STREAM, 0);
             out("sigpipe_connect", connect(s, (void *)&ss, len));
-            usleep(300000);
+            char eof;
+            out("sigpipe_peer_closed", read(s, &eof, 1));       /* wait for the peer's close, not a timer */
             struct iovec iov = {"pipe", 4}; struct msghdr m = {0, 0, &iov, 1, 0, 0, 0};
             for (int k = 0; k < 3; k++) { long r = sendmsg(s, &m, 0); if (r < 0) { out("sigpipe_send", r); break; } usleep(100000); }
             long r = sendmsg(s, &m, MSG_NOSIGNAL); out("sigpipe_nosignal", r);
