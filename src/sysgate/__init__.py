@@ -1,2 +1,76 @@
-"""sysgate: seccomp policies, a BPF compiler, a launcher and a user-notification supervisor."""
+"""sysgate: seccomp policies, a BPF compiler, a launcher and a user-notification supervisor.
+
+The names in ``__all__`` are the Python API; everything else lives in the subpackages::
+
+    import sysgate
+
+    policy = sysgate.load_text("default: allow\\ngetppid: notify(fake)\\n")
+    with sysgate.Supervisor(default=sysgate.Reply.errno("EPERM")) as sup:
+        sup.use_policy(policy, {"fake": lambda n: sysgate.Reply.value(1)})
+        target = sysgate.spawn(["/bin/sh", "-c", "echo $PPID"], sysgate.compile_policy(policy))
+        sup.add_target(target)
+        sup.run_until_idle()
+
+The names load on first use (module ``__getattr__``): ``import sysgate`` and ``sysgate --help``
+import none of the compiler, supervisor or kernel modules.
+"""
 __version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "load_policy": "sysgate.policy.loader",
+    "load_text": "sysgate.policy.loader",
+    "compile_policy": "sysgate.compiler",
+    "Program": "sysgate.compiler.program",
+    "Filter": "sysgate.process.filter",
+    "spawn": "sysgate.process.launch",
+    "Target": "sysgate.process.launch",
+    "install": "sysgate.process.install",
+    "AttachedTarget": "sysgate.attach.target",
+    "Supervisor": "sysgate.supervisor.loop",
+    "Reply": "sysgate.supervisor.notification",
+    "Notification": "sysgate.supervisor.notification",
+    "TargetGone": "sysgate.supervisor.notification",
+    "SysgateError": "sysgate.errors",
+}
+#: public names that differ from the defining module's name for the object
+_RENAMED = {
+    # ``sysgate.attach`` is the subpackage (set as an attribute whenever it is imported),
+    # so the function cannot also be called ``attach`` here.
+    "attach_process": ("sysgate.attach.target", "attach"),
+}
+
+__all__ = [*_EXPORTS, *_RENAMED]
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: importing typing would double `import sysgate`'s time
+if TYPE_CHECKING:   # what type checkers and IDEs see; at run time __getattr__ loads these
+    from .attach.target import AttachedTarget
+    from .attach.target import attach as attach_process
+    from .compiler import compile_policy
+    from .compiler.program import Program
+    from .errors import SysgateError
+    from .policy.loader import load_policy, load_text
+    from .process.filter import Filter
+    from .process.install import install
+    from .process.launch import Target, spawn
+    from .supervisor.loop import Supervisor
+    from .supervisor.notification import Notification, Reply, TargetGone
+
+
+def __getattr__(name: str):
+    """Import the module defining the public ``name`` on first use and cache the object."""
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name], name
+    elif name in _RENAMED:
+        module, attr = _RENAMED[name]
+    else:
+        raise AttributeError(f"module 'sysgate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
