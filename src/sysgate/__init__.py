@@ -31,6 +31,8 @@ _EXPORTS = {
     "Reply": "sysgate.supervisor.notification",
     "Notification": "sysgate.supervisor.notification",
     "TargetGone": "sysgate.supervisor.notification",
+    "HandlerFunction": "sysgate.supervisor.contract",
+    "HandlerObject": "sysgate.supervisor.contract",
     "SysgateError": "sysgate.errors",
 }
 #: public names that differ from the defining module's name for the object
@@ -53,6 +55,7 @@ if TYPE_CHECKING:   # what type checkers and IDEs see; at run time __getattr__ l
     from .process.filter import Filter
     from .process.install import install
     from .process.launch import Target, spawn
+    from .supervisor.contract import HandlerFunction, HandlerObject
     from .supervisor.loop import Supervisor
     from .supervisor.notification import Notification, Reply, TargetGone
 
