@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-import oci
+from support import oci
 from sysgate.agent.learning import ALWAYS, UNNOTIFIABLE, learning_profile, profile_stem
 from sysgate.errors import SysgateError
 from sysgate.policy.parser import parse_policy
-from test_agent_oci import RUNTIMES, AgentProcess
+from support.agent import AgentProcess
+from support.oci import RUNTIMES
 
 RUN = os.getpid()
 # fork + exec of another applet, a pipe, a file in the container's /tmp

@@ -202,7 +202,7 @@ def test_lossy_raw_bpf_really_fails_notified_calls_with_enosys(notify_policy, tm
     """Why raw BPF is refused: without a listener the kernel fails USER_NOTIF calls with ENOSYS."""
     import errno
 
-    from cprog import cprog
+    from support.cprog import cprog
 
     raw = tmp_path / "n.bpf"
     sysgate("compile", str(notify_policy), "-o", str(raw), "--allow-lossy")

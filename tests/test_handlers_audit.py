@@ -14,7 +14,7 @@ from sysgate.handlers.audit import percentile
 from sysgate.policy import constants
 from sysgate.policy.parser import parse_policy
 from sysgate.process import launch
-from handlers_support import notify_policy, run
+from support.handlers import notify_policy, run
 
 C = constants.table()
 

@@ -10,7 +10,7 @@ import pytest
 from sysgate.errors import SysgateError
 from sysgate.handlers.fs import FsHandler, PathRules, parse_rule
 from sysgate.supervisor import Reply
-from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
+from support.handlers import notify_policy, run
 
 SYSTEM = ["allow read /", "allow read /usr/**", "allow read /lib/**", "allow read /lib64/**", "allow read /etc/**",
           "allow read /dev/null", "allow read /proc/**"]

@@ -10,7 +10,7 @@ import pytest
 from sysgate.errors import SysgateError
 from sysgate.handlers import sockaddr
 from sysgate.handlers.net import NetHandler, NetRules, parse_rule
-from handlers_support import run
+from support.handlers import run
 
 PY = ["/usr/bin/python3", "-S", "-c"]
 

@@ -25,7 +25,7 @@ from sysgate.handlers.fs import PathRules
 from sysgate.handlers.net import NetRules
 from sysgate.kernel import abi
 from sysgate.kernel import landlock as ll
-from cprog import cprog
+from support.cprog import cprog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]

@@ -16,7 +16,7 @@ from sysgate.policy.oci import DOCKER_DEFAULT_CAPS, export_oci, import_oci
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
-ORACLE = Path(__file__).parent / "libseccomp_oracle.py"
+ORACLE = Path(__file__).parent / "support" / "libseccomp_oracle.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 needs_podman = pytest.mark.skipif(not os.path.exists(PODMAN), reason="podman's seccomp.json not installed")

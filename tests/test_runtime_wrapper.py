@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import oci
-from test_agent_oci import AgentProcess
+from support import oci
+from support.oci import RUNTIMES
 from sysgate.runtime import argv as rargv
 from sysgate.runtime.bundle import BundleError, Platform, connect_bundle, connect_config
 
@@ -212,20 +212,6 @@ def test_unreadable_or_invalid_bundle(tmp_path):
 
 
 # --- the wrapper with real runc and crun -----------------------------------------------------
-RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(name in oci.missing_runtimes(),
-                                                         reason=oci.missing_runtimes().get(name, "")))
-            for name in ("runc", "crun")]
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("running OCI containers needs root")
-    proc = AgentProcess(tmp_path_factory.mktemp("agent"))
-    yield proc
-    assert proc.stop() == 0, proc.text()
-
-
 def through_wrapper(runtime: str, state_dir, options: list[str], *args: str) -> list[str]:
     """``oci.Runtime(runtime).command(ARGS)`` with sysgate-runc (and ``options``) in front of the runtime."""
     cmd = oci.Runtime(runtime, state_dir).command(*args)

@@ -21,7 +21,7 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cprog import cprog
+from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy.loader import load_text

@@ -18,7 +18,7 @@ from sysgate.process.install import install
 from sysgate.kernel import abi
 from sysgate.supervisor import Reply, Supervisor, TargetGone
 from sysgate.supervisor import memory
-from supervisor_util import Run, fd_count, notify_getppid, target_bin  # noqa: F401 (fixture)
+from support.supervisor import Run, fd_count, notify_getppid
 
 SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
 

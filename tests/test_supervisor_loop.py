@@ -15,7 +15,7 @@ from sysgate.errors import SysgateError
 from sysgate.kernel import abi
 from sysgate.policy.model import Action, Policy, Rule, Cmp
 from sysgate.supervisor import Reply, ReplyError, Supervisor
-from supervisor_util import GETPPID, Run, fd_count, target_bin  # noqa: F401 (fixture)
+from support.supervisor import GETPPID, Run, fd_count
 
 
 def serve(sup: Supervisor, *runs: Run, timeout: float = 20) -> list[str]:
