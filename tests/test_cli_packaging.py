@@ -136,7 +136,8 @@ def test_man_renders_without_warnings():
 def _wheel_python():
     """An interpreter that can build a wheel offline (setuptools and wheel installed)."""
     for py in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if py and os.path.exists(py) and subprocess.run([py, "-c", "import setuptools, wheel"], capture_output=True).returncode == 0:
+        if py and os.path.exists(py) and subprocess.run([py, "-c", "import setuptools, wheel"],
+                                                        capture_output=True).returncode == 0:
             return py
     return None
 

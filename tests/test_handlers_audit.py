@@ -103,7 +103,8 @@ def test_build_supervisor_from_policy_and_json(tmp_path):
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "handlers.json"
     config.write_text(json.dumps({
-        "fs": {"rules": ["allow read /usr/**", "allow read /lib/**", "allow read /etc/**", f"allow read {tmp_path}/ok"]},
+        "fs": {"rules": ["allow read /usr/**", "allow read /lib/**", "allow read /etc/**",
+                         f"allow read {tmp_path}/ok"]},
         "net": {"rules": []},
         "audit": {"log": str(log), "wrap": ["fs"], "summary": True}}))
     policy = parse_policy(POLICY)

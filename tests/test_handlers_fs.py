@@ -37,7 +37,8 @@ def sh(script, handler, **kw):
 
 
 def test_rules_parse_and_match():
-    rules = PathRules(["allow read /usr/**", "deny /etc/shadow", "allow read /etc/*", {"allow": "rw", "path": "/tmp/**"}])
+    rules = PathRules(["allow read /usr/**", "deny /etc/shadow", "allow read /etc/*",
+                       {"allow": "rw", "path": "/tmp/**"}])
     assert rules.allows("/usr", {"read"}) and rules.allows("/usr/lib/x.so", {"read"})
     assert not rules.allows("/usr/lib/x.so", {"write"})
     assert not rules.allows("/etc/shadow", {"read"}) and rules.allows("/etc/passwd", {"read"})

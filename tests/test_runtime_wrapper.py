@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -43,8 +42,8 @@ PATHS = st.text(st.sampled_from("ab/-_.=x"), min_size=1, max_size=12).filter(lam
 
 
 @settings(max_examples=300, deadline=None)
-@given(GLOBALS, st.sampled_from(["create", "run"]), CREATE_FLAGS, st.sampled_from(["--bundle", "-b", "--bundle=", "-b="]),
-       PATHS, CREATE_FLAGS, PATHS)
+@given(GLOBALS, st.sampled_from(["create", "run"]), CREATE_FLAGS,
+       st.sampled_from(["--bundle", "-b", "--bundle=", "-b="]), PATHS, CREATE_FLAGS, PATHS)
 def test_bundle_found_behind_any_global_flags(globals_, command, before, form, bundle, after, cid):
     bundle_args = [form + bundle] if form.endswith("=") else [form, bundle]
     argv = [*sum(globals_, []), command, *sum(before, []), *bundle_args, *sum(after, []), cid]
@@ -176,7 +175,8 @@ def test_rewrite_changes_nothing_but_the_listener(seccomp, annotations, platform
 
 
 @pytest.mark.parametrize("config, message", [
-    (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handler": "typo"}), "unknown annotation io.sysgate.handler"),
+    (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handler": "typo"}),
+     "unknown annotation io.sysgate.handler"),
     (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handlers": "a\ndefault=continue"}), "must be one line"),
     (seccomp_config([]), '"linux.seccomp" must be an object'),
     (seccomp_config({"syscalls": {}}), '"linux.seccomp.syscalls" must be a list'),

@@ -180,7 +180,7 @@ def test_daemon_outliving_target_keeps_listener_until_it_exits(target_bin):
             sup.run(10, until=reap_daemon)
             out = run.output()
             run.finish()
-        return {"still_held": still_held, "released": [l.reason for l in released], "out": out,
+        return {"still_held": still_held, "released": [listener.reason for listener in released], "out": out,
                 "received": sup.stats.received}
 
     result = _in_child(scenario)

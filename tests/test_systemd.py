@@ -8,7 +8,6 @@ rules of systemd.exec(5) / load-fragment.c, written out per case below.
 from __future__ import annotations
 
 import errno
-import os
 import re
 import shutil
 import subprocess

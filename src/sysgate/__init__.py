@@ -45,19 +45,21 @@ _RENAMED = {
 __all__ = [*_EXPORTS, *_RENAMED]
 
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: importing typing would double `import sysgate`'s time
-if TYPE_CHECKING:   # what type checkers and IDEs see; at run time __getattr__ loads these
-    from .attach.target import AttachedTarget
-    from .attach.target import attach as attach_process
-    from .compiler import compile_policy
-    from .compiler.program import Program
-    from .errors import SysgateError
-    from .policy.loader import load_policy, load_text
-    from .process.filter import Filter
-    from .process.install import install
-    from .process.launch import Target, spawn
-    from .supervisor.contract import HandlerFunction, HandlerObject
-    from .supervisor.loop import Supervisor
-    from .supervisor.notification import Notification, Reply, TargetGone
+if TYPE_CHECKING:   # what type checkers see (``X as X``: an explicit re-export); __getattr__ loads them at run time
+    from .attach import target as _attach_target
+    from .attach.target import AttachedTarget as AttachedTarget
+    from .compiler import compile_policy as compile_policy
+    from .compiler.program import Program as Program
+    from .errors import SysgateError as SysgateError
+    from .policy.loader import load_policy as load_policy, load_text as load_text
+    from .process.filter import Filter as Filter
+    from .process.install import install as install
+    from .process.launch import Target as Target, spawn as spawn
+    from .supervisor.contract import HandlerFunction as HandlerFunction, HandlerObject as HandlerObject
+    from .supervisor.loop import Supervisor as Supervisor
+    from .supervisor.notification import Notification as Notification, Reply as Reply, TargetGone as TargetGone
+
+    attach_process = _attach_target.attach
 
 
 def __getattr__(name: str):
