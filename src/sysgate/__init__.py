@@ -11,8 +11,8 @@ The names in ``__all__`` are the Python API; everything else lives in the subpac
         sup.add_target(target)
         sup.run_until_idle()
 
-The names load on first use (module ``__getattr__``): ``import sysgate`` and ``sysgate --help``
-import none of the compiler, supervisor or kernel modules.
+The names load on first use (module ``__getattr__``), so ``import sysgate`` (also the first step
+of every ``sysgate`` command) imports no submodule.
 """
 __version__ = "0.1.0"
 
