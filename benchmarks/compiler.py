@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import libseccomp_baseline as baseline  # noqa: E402
+from support import libseccomp_baseline as baseline  # noqa: E402
 
 from sysgate.arch import syscalls  # noqa: E402
 from sysgate.bpf.emulator import Emulator  # noqa: E402

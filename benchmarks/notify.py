@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from sysgate.process import launch
+from sysgate.process import launch  # noqa: E402
 from sysgate.arch import syscalls  # noqa: E402
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret  # noqa: E402
 from sysgate.kernel import abi                                         # noqa: E402

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-import libseccomp_baseline as baseline  # noqa: E402
+from support import libseccomp_baseline as baseline  # noqa: E402
 
 from sysgate.policy.loader import load_policy  # noqa: E402
 

@@ -1,7 +1,11 @@
+"""Fixtures shared across test modules: root, the compiled C targets, a ``sysgate agent`` process."""
 import os
+import subprocess
 import sys
 
 import pytest
+
+from support import TESTS
 
 if os.geteuid() != 0:
     # Most tests install real filters in forked children, which only needs no_new_privs;
@@ -21,12 +25,42 @@ def needs_root():
 
 @pytest.fixture(params=["off", "on"], ids=["landlock-off", "landlock-on"])
 def landlock(request):
-    """Run the test twice: handlers_support.run() launches without, then with, the Landlock wall that
+    """Run the test twice: support.handlers.run() launches without, then with, the Landlock wall that
     ``sysgate run --landlock=on`` derives from the handlers' rules. The mode is the fixture's value."""
-    import handlers_support
+    from support import handlers
 
-    handlers_support.LANDLOCK["mode"] = request.param
+    handlers.LANDLOCK["mode"] = request.param
     try:
         yield request.param
     finally:
-        handlers_support.LANDLOCK["mode"] = "off"
+        handlers.LANDLOCK["mode"] = "off"
+
+
+def _gcc(source: str, out) -> str:
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(out), os.path.join(TESTS, source)], check=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def target_c(tmp_path_factory) -> str:
+    """The handler tests' C target (``handlers_target.c``: one syscall per command-line verb)."""
+    return _gcc("handlers_target.c", tmp_path_factory.mktemp("handlers") / "handlers_target")
+
+
+@pytest.fixture(scope="session")
+def target_bin(tmp_path_factory) -> str:
+    """The supervisor tests' C target (``supervisor_target.c``)."""
+    return _gcc("supervisor_target.c", tmp_path_factory.mktemp("supervisor") / "target")
+
+
+@pytest.fixture(scope="module")
+def agent(request, tmp_path_factory):
+    """``sysgate agent`` for the whole module, configured by the module's ``AGENT_CONFIG`` (if any).
+    Root only: the listener hand-over and the containers it serves need it."""
+    from support.agent import AgentProcess
+
+    if os.geteuid() != 0:
+        pytest.skip("the agent's listener hand-over and the containers it serves need root")
+    proc = AgentProcess(tmp_path_factory.mktemp("agent"), getattr(request.module, "AGENT_CONFIG", None))
+    yield proc
+    assert proc.stop() == 0, proc.text()

@@ -148,6 +148,6 @@ def test_shipped_example_config_builds(tmp_path):
     examples = pathlib.Path(__file__).resolve().parent.parent / "examples" / "oci"
     config = AgentConfig.load(str(examples / "agent.json"))
     profile = json.loads((examples / "seccomp-notify.json").read_text())
-    for cid, annotations in (("build-1", {}), ("x", {"sysgate.io/profile": "locked"}), ("other", {})):
-        sel = config.select(cid, annotations, profile["listenerMetadata"], CTX)
+    for cid, container_annotations in (("build-1", {}), ("x", {"sysgate.io/profile": "locked"}), ("other", {})):
+        sel = config.select(cid, container_annotations, profile["listenerMetadata"], CTX)
         assert handlers.build(sel, STATE).handlers

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_agent_oci import AgentProcess
 from test_agent_server import hand_over, spawn_mkdir
 
 STATE = {"ociVersion": "1.0.2-dev", "fds": ["seccompFd"], "pid": 1, "metadata": "",
@@ -55,13 +54,7 @@ messages = st.one_of(st.binary(max_size=2000), wrong_types(), mutated(), nested,
                      st.just(b""), st.just(b"{" * 40), st.just(b'{"a":"\\'))
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the agent's listener hand-over and the final check need root")
-    proc = AgentProcess(tmp_path_factory.mktemp("fuzz"), {"default": {"handlers": ["mkdir-deny:EROFS"]}})
-    yield proc
-    assert proc.stop() == 0, proc.text()
+AGENT_CONFIG = {"default": {"handlers": ["mkdir-deny:EROFS"]}}   # for conftest's ``agent``
 
 
 def attack(path: str, data: bytes, chunks: int, fd_count: int, fd_chunk: int, ending: str) -> None:

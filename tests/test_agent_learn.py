@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-import oci
+from support import oci
 from sysgate.agent.learning import ALWAYS, UNNOTIFIABLE, learning_profile, profile_stem
 from sysgate.errors import SysgateError
 from sysgate.policy.parser import parse_policy
-from test_agent_oci import RUNTIMES, AgentProcess
+from support.agent import AgentProcess
+from support.oci import RUNTIMES
 
 RUN = os.getpid()
 # fork + exec of another applet, a pipe, a file in the container's /tmp
@@ -165,8 +166,8 @@ def test_exec_into_a_learning_container_is_learned_too(runtime, agent, tmp_path)
     """``runc exec`` is a second listener of the same container: what it does is in the
     container's one profile, written when both are gone."""
     cid = f"exec-learn-{runtime}-{RUN}"
-    bundle = with_seccomp(oci.make_bundle(tmp_path / cid, ["sh", "-c", "sleep 0.1; while ! test -d /tmp/go; do sleep 0.1; done"],
-                                          None), printed_profile(agent.socket))
+    script = "sleep 0.1; while ! test -d /tmp/go; do sleep 0.1; done"
+    bundle = with_seccomp(oci.make_bundle(tmp_path / cid, ["sh", "-c", script], None), printed_profile(agent.socket))
     rt = oci.Runtime(runtime, tmp_path / "state")
     proc = rt.start_detached(bundle, cid)
     try:

@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-import oci
+from support import oci
 from sysgate.agent.learning import ALWAYS
 from test_agent_learn import LEARN, SETUP, LearningAgent, allowed, printed_profile
 

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.process import launch
-from sysgate.agent.protocol import (ContainerProcessState, _ObjectEnd, ProtocolError, StateReader, encode_state, is_listener,
-                                    parse_state)
+from sysgate.agent.protocol import (ContainerProcessState, _ObjectEnd, ProtocolError, StateReader, encode_state,
+                                    is_listener, parse_state)
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
 from sysgate.arch.syscalls import number

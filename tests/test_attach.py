@@ -391,8 +391,8 @@ def test_cli_attach_reports_errors_on_one_line(tmp_path):
     child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(pid), "--bpf", str(prog)],
                            capture_output=True, text=True, timeout=30)
     assert child.returncode == 2
-    assert child.stderr == f"sysgate: error: the policy has notify rules: add --supervise to answer them, " \
-                           f"or --no-listener to let them fail with ENOSYS\n"
+    assert child.stderr == "sysgate: error: the policy has notify rules: add --supervise to answer them, " \
+                           "or --no-listener to let them fail with ENOSYS\n"
     child = subprocess.run([sys.executable, "-m", "sysgate", "attach", str(pid), "--bpf", str(prog),
                             "--no-listener"], capture_output=True, text=True, timeout=30)
     assert child.returncode == 2 and child.stderr == f"sysgate: error: no process with PID {pid}\n"

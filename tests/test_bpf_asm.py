@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpfprograms import raw_insns, valid_programs
+from support.bpfprograms import raw_insns, valid_programs
 from sysgate.bpf import formats
 from sysgate.bpf.asm import assemble, strip_comment
 from sysgate.bpf.disasm import disassemble, insn_text

@@ -6,8 +6,8 @@ import errno
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpfkernel import kernel_install_errnos
-from bpfprograms import any_programs, raw_insns
+from support.bpfkernel import kernel_install_errnos
+from support.bpfprograms import any_programs, raw_insns
 from sysgate.bpf.asm import assemble
 from sysgate.bpf.checker import RULES, BPFCheckError, check, is_valid
 from sysgate.bpf.insn import Insn, ret

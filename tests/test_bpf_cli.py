@@ -134,7 +134,8 @@ def test_asm_refuses_binary_to_a_terminal(source):
 
 def test_asm_c_header_names_asm_the_source_and_arch(source, capsys):
     code, c_text, _ = run(capsys, "asm", source, "--format", "c", "--arch", "aarch64")
-    assert code == 0 and c_text.splitlines()[0] == f"/* 10 instructions, written by sysgate asm from {source} for aarch64 */"
+    assert code == 0
+    assert c_text.splitlines()[0] == f"/* 10 instructions, written by sysgate asm from {source} for aarch64 */"
 
 
 def test_c_header_cannot_end_its_comment_early(tmp_path, capsys):

@@ -7,8 +7,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpfkernel import Verdict, expected_verdict, kernel_batch, probe_data
-from bpfprograms import REVEAL_SHIFTS, syscall_args, unassigned_nrs, valid_programs
+from support.bpfkernel import Verdict, expected_verdict, kernel_batch, probe_data
+from support.bpfprograms import REVEAL_SHIFTS, syscall_args, unassigned_nrs, valid_programs
 from sysgate.bpf.asm import assemble
 from sysgate.bpf.checker import BPFCheckError
 from sysgate.bpf.disasm import disassemble

@@ -136,13 +136,14 @@ def test_man_renders_without_warnings():
 def _wheel_python():
     """An interpreter that can build a wheel offline (setuptools and wheel installed)."""
     for py in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if py and os.path.exists(py) and subprocess.run([py, "-c", "import setuptools, wheel"], capture_output=True).returncode == 0:
+        if py and os.path.exists(py) and subprocess.run([py, "-c", "import setuptools, wheel"],
+                                                        capture_output=True).returncode == 0:
             return py
     return None
 
 
 @pytest.mark.skipif(_wheel_python() is None, reason="no interpreter with setuptools and wheel")
-def test_wheel_carries_the_licence_and_the_docs(tmp_path):
+def test_wheel_carries_the_licence_the_docs_and_py_typed(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
                                                             ".hypothesis", "tests"))
@@ -157,6 +158,7 @@ def test_wheel_carries_the_licence_and_the_docs(tmp_path):
         assert "License-File: LICENSE" in z.read(f"{info}/METADATA").decode()
         for f in _files(SHIPPED):
             assert f"sysgate/docs/examples/{f}" in names
+        assert "sysgate/py.typed" in names          # type checkers read the package's annotations
     with open(os.path.join(ROOT, "LICENSE"), encoding="utf-8") as fh:
         text = fh.read()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text

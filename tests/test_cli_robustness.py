@@ -171,7 +171,8 @@ CASES = [
       for text in ("[1]", '"x"', "5")],
     (["handlers", "--config", "list.json"], (2,), ["list.json", "one section per handler"]),
     (["run", "--force", "--handlers", "garbage.bin", "--policy", "notify.txt", "--", "true"], (125,), ["not UTF-8"]),
-    (["run", "--force", "--handlers", "[1]", "--policy", "notify.txt", "--", "true"], (125,), ["one section per handler"]),
+    (["run", "--force", "--handlers", "[1]", "--policy", "notify.txt", "--", "true"], (125,),
+     ["one section per handler"]),
     (["attach", "--supervise", "--handlers", "garbage.bin", "--policy", "notify.txt", "1"], (2,), ["not UTF-8"]),
     # handler option shapes: (section, the message's words)
     *[(["handlers", "--config", json.dumps(config)], (2,), words) for config, words in (

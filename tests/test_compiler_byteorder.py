@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-import libseccomp_baseline as baseline
+from support import libseccomp_baseline as baseline
 from sysgate.arch import syscalls
 from sysgate.bpf import formats
 from sysgate.bpf.asm import assemble

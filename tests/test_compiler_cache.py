@@ -9,7 +9,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler_support import (cacheable, comparisons, expected, hypothesis_settings, policies, probe_values,
+from support.compiler import (cacheable, comparisons, expected, hypothesis_settings, policies, probe_values,
                               table_names)
 from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy

@@ -83,8 +83,10 @@ def test_errors_are_one_line(policy_file, args, message):
 # --------------------------------------------------------------------------- warnings
 OCI_PROFILE = """{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
   {"names": ["mkdirat", "not_a_syscall"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 210, "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_EQ"}]},
-  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211, "args": [{"index": 1, "value": 2000, "op": "SCMP_CMP_EQ"}]}
+  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 210,
+   "args": [{"index": 0, "value": 1000, "op": "SCMP_CMP_EQ"}]},
+  {"names": ["dup3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 211,
+   "args": [{"index": 1, "value": 2000, "op": "SCMP_CMP_EQ"}]}
 ]}
 """
 
@@ -202,7 +204,7 @@ def test_lossy_raw_bpf_really_fails_notified_calls_with_enosys(notify_policy, tm
     """Why raw BPF is refused: without a listener the kernel fails USER_NOTIF calls with ENOSYS."""
     import errno
 
-    from cprog import cprog
+    from support.cprog import cprog
 
     raw = tmp_path / "n.bpf"
     sysgate("compile", str(notify_policy), "-o", str(raw), "--allow-lossy")
@@ -274,4 +276,5 @@ def test_oci_listener_and_launch_flags_are_not_dropped_silently(tmp_path):
     assert err.startswith(f"sysgate: error: {profile}: stored filter cannot carry its filter flags tsync (")
     assert "listenerPath '/run/agent.sock'" in err
     proc = sysgate("compile", str(profile), "--format", "filter", "--allow-lossy")
-    assert [w.split(": ", 3)[3][:22] for w in _warnings(proc.stderr)] == ["its filter flags tsync", "its OCI listenerPath '"]
+    assert [w.split(": ", 3)[3][:22] for w in _warnings(proc.stderr)] == ["its filter flags tsync",
+                                                                          "its OCI listenerPath '"]

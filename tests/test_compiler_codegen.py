@@ -8,7 +8,7 @@ import random
 import pytest
 from hypothesis import given
 
-from compiler_support import (MAX32, MAX64, X32_BIT, emulator, expected, hypothesis_settings, policies,
+from support.compiler import (MAX32, MAX64, X32_BIT, emulator, expected, hypothesis_settings, policies,
                               random_policy, verdict)
 from sysgate.arch import syscalls
 from sysgate.bpf import insn as bpf

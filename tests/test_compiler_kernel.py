@@ -1,5 +1,5 @@
 """The compiled filters on the real kernel: random policies whose every action is an
-ERRNO with its own value are installed in forked children (tests/bpfkernel.py) and
+ERRNO with its own value are installed in forked children (tests/support/bpfkernel.py) and
 probed with real syscalls; the errno each call fails with must be the one the
 reference semantics picks. Only nr == -1 is ever allowed (it runs nothing: ENOSYS)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bpfkernel import expected_verdict, kernel_batch, probe_data
-from compiler_support import MAX32, expected, hypothesis_settings, probe_values, random_condition, table_names
+from support.bpfkernel import expected_verdict, kernel_batch, probe_data
+from support.compiler import MAX32, expected, hypothesis_settings, probe_values, random_condition, table_names
 from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 from sysgate.kernel import abi

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-import libseccomp_baseline as baseline
-from compiler_support import EDGE_VALUES, MAX64, emulator, hypothesis_settings, probe_values, verdict
+from support import libseccomp_baseline as baseline
+from support.compiler import EDGE_VALUES, MAX64, emulator, hypothesis_settings, probe_values, verdict
 from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
 from sysgate.policy.model import Action, And, Cmp, Policy, Rule

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler_support import (MAX32, X32_BIT, emulator, expected, hypothesis_settings, policies, probe_values,
+from support.compiler import (MAX32, X32_BIT, emulator, expected, hypothesis_settings, policies, probe_values,
                               random_policy, verdict)
 from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy

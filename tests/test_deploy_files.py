@@ -41,7 +41,7 @@ def test_wrapper_script_passes_everything_through():
     script = DEPLOY / "bin/sysgate-runc-agent"
     assert os.access(script, os.X_OK)
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
-    [line] = [l for l in script.read_text().splitlines() if l.startswith("exec ")]
+    [line] = [text for text in script.read_text().splitlines() if text.startswith("exec ")]
     words = shlex.split(line)
     assert words[:2] == ["exec", "/usr/local/bin/sysgate-runc"] and words[-1] == "$@"
     assert wrapper_options(words[2:-1])["runtime"] == "/usr/sbin/runc"
@@ -71,7 +71,7 @@ def yaml_lines(name: str) -> list[str]:
     """Non-comment lines of a deploy/kubernetes YAML file (checked for tabs: YAML forbids them)."""
     text = (DEPLOY / "kubernetes" / name).read_text()
     assert "\t" not in text
-    return [l.rstrip() for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    return [line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def test_runtimeclass_names_the_handler():

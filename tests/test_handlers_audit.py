@@ -14,7 +14,7 @@ from sysgate.handlers.audit import percentile
 from sysgate.policy import constants
 from sysgate.policy.parser import parse_policy
 from sysgate.process import launch
-from handlers_support import notify_policy, run
+from support.handlers import notify_policy, run
 
 C = constants.table()
 
@@ -103,7 +103,8 @@ def test_build_supervisor_from_policy_and_json(tmp_path):
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "handlers.json"
     config.write_text(json.dumps({
-        "fs": {"rules": ["allow read /usr/**", "allow read /lib/**", "allow read /etc/**", f"allow read {tmp_path}/ok"]},
+        "fs": {"rules": ["allow read /usr/**", "allow read /lib/**", "allow read /etc/**",
+                         f"allow read {tmp_path}/ok"]},
         "net": {"rules": []},
         "audit": {"log": str(log), "wrap": ["fs"], "summary": True}}))
     policy = parse_policy(POLICY)

@@ -14,7 +14,7 @@ import pytest
 
 from sysgate.errors import SysgateError
 from sysgate.handlers.container import ContainerHandler, MountRule
-from handlers_support import run, target_c  # noqa: F401 (fixture)
+from support.handlers import run
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
 

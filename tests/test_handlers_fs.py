@@ -10,7 +10,7 @@ import pytest
 from sysgate.errors import SysgateError
 from sysgate.handlers.fs import FsHandler, PathRules, parse_rule
 from sysgate.supervisor import Reply
-from handlers_support import notify_policy, run, target_c  # noqa: F401 (fixture)
+from support.handlers import notify_policy, run
 
 SYSTEM = ["allow read /", "allow read /usr/**", "allow read /lib/**", "allow read /lib64/**", "allow read /etc/**",
           "allow read /dev/null", "allow read /proc/**"]
@@ -37,7 +37,8 @@ def sh(script, handler, **kw):
 
 
 def test_rules_parse_and_match():
-    rules = PathRules(["allow read /usr/**", "deny /etc/shadow", "allow read /etc/*", {"allow": "rw", "path": "/tmp/**"}])
+    rules = PathRules(["allow read /usr/**", "deny /etc/shadow", "allow read /etc/*",
+                       {"allow": "rw", "path": "/tmp/**"}])
     assert rules.allows("/usr", {"read"}) and rules.allows("/usr/lib/x.so", {"read"})
     assert not rules.allows("/usr/lib/x.so", {"write"})
     assert not rules.allows("/etc/shadow", {"read"}) and rules.allows("/etc/passwd", {"read"})

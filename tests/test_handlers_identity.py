@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from sysgate.handlers.identity import IdentityHandler, RandomHandler, TimeHandler
-from handlers_support import run, target_c  # noqa: F401 (fixture)
+from support.handlers import run
 
 
 def test_uname_fields_and_sethostname(target_c):
@@ -74,7 +74,7 @@ int main(void) {
 
 
 def _compat(*handlers):
-    from handlers_support import notify_policy
+    from support.handlers import notify_policy
 
     policy = notify_policy(*handlers)
     policy.arches = ["x86_64", "i386"]
@@ -82,7 +82,7 @@ def _compat(*handlers):
 
 
 def test_i386_olduname_and_oldolduname_see_the_fake_hostname():
-    from cprog import cprog
+    from support.cprog import cprog
 
     exe = cprog(UNAME_C, m32=True)
     handler = IdentityHandler(hostname="sandbox-long-name", machine="i686")
@@ -93,7 +93,7 @@ def test_i386_olduname_and_oldolduname_see_the_fake_hostname():
 
 
 def test_clock_ids_are_validated_like_the_kernel():
-    from cprog import cprog
+    from support.cprog import cprog
 
     exe = cprog(UNAME_C)
     code, out = run([exe], TimeHandler(start=1_000_000_000))

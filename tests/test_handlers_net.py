@@ -10,7 +10,7 @@ import pytest
 from sysgate.errors import SysgateError
 from sysgate.handlers import sockaddr
 from sysgate.handlers.net import NetHandler, NetRules, parse_rule
-from handlers_support import run
+from support.handlers import run
 
 PY = ["/usr/bin/python3", "-S", "-c"]
 
@@ -37,7 +37,10 @@ def tcp_server():
 def test_rules():
     rules = NetRules(["allow connect 127.0.0.0/8:80,8000-8100", "allow bind *:9000", "allow connect [::1]:443",
                       "allow connect unix:/run/**", "allow send unix:@abs*", "deny any *"])
-    v4 = lambda ip, port: sockaddr.SockAddr(socket.AF_INET, ipaddress.ip_address(ip), port)
+
+    def v4(ip, port):
+        return sockaddr.SockAddr(socket.AF_INET, ipaddress.ip_address(ip), port)
+
     assert rules.allows("connect", v4("127.0.0.2", 8050)) and not rules.allows("connect", v4("127.0.0.2", 8200))
     assert not rules.allows("bind", v4("127.0.0.1", 80)) and rules.allows("bind", v4("0.0.0.0", 9000))
     mapped = sockaddr.SockAddr(socket.AF_INET6, ipaddress.ip_address("::ffff:127.0.0.1"), 80)
@@ -58,7 +61,8 @@ def test_tcp_connect_allowed_port_and_denied_port():
     port = srv.getsockname()[1]
     script = (f"import socket\n"
               f"s=socket.socket(); s.connect(('127.0.0.1', {port})); s.sendall(b'hello'); s.close()\n"
-              f"t=socket.socket(); print('denied', t.connect_ex(('127.0.0.1', {port + 1 if port < 65535 else port - 1})))\n"
+              f"t=socket.socket(); "
+              f"print('denied', t.connect_ex(('127.0.0.1', {port + 1 if port < 65535 else port - 1})))\n"
               f"u=socket.socket(socket.AF_INET6); print('v6', u.connect_ex(('::1', {port})))\n"
               f"w=socket.socket(); w.setblocking(False); print('nb', w.connect_ex(('127.0.0.1', {port})))\n")
     code, out = run(PY + [script], NetHandler([f"allow connect 127.0.0.1:{port}"]))
@@ -78,8 +82,10 @@ def test_udp_sendto_checked_and_connected_send_continues():
               f"print('ok', s.sendto(b'data1', ('127.0.0.1', {port})))\n"
               f"try:\n s.sendto(b'nope', ('127.0.0.2', {port}))\nexcept OSError as e:\n print('denied', e.errno)\n"
               f"print('msg', s.sendmsg([b'da', b'ta3'], [], 0, ('127.0.0.1', {port})))\n"
-              f"try:\n s.sendmsg([b'x'], [], 0, ('127.0.0.3', {port}))\nexcept OSError as e:\n print('msgdenied', e.errno)\n"
-              f"try:\n s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(4))], 0, ('127.0.0.1', {port}))\n"
+              f"try:\n s.sendmsg([b'x'], [], 0, ('127.0.0.3', {port}))\n"
+              f"except OSError as e:\n print('msgdenied', e.errno)\n"
+              f"try:\n s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(4))], 0, "
+              f"('127.0.0.1', {port}))\n"
               f"except OSError as e:\n print('control', e.errno)\n"
               f"s.connect(('127.0.0.1', {port})); print('sent', s.send(b'data2'))\n")
     code, out = run(PY + [script], NetHandler([f"allow connect,send 127.0.0.1:{port}"]))

@@ -25,7 +25,7 @@ from sysgate.handlers.fs import PathRules
 from sysgate.handlers.net import NetRules
 from sysgate.kernel import abi
 from sysgate.kernel import landlock as ll
-from cprog import cprog
+from support.cprog import cprog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]
@@ -154,7 +154,8 @@ def test_run_derives_the_wall_from_the_fs_handler_config(probe, tree):
     off = sysgate("run", "--force", "--landlock=off", "--policy", policy, "--handlers", config, "--", probe, "uring",
                   tree / "no/s", check_rc=0)
     assert off.stdout.strip() == "ok secret"
-    on = sysgate("run", "--force", "--policy", policy, "--handlers", config, "--", probe, "uring", tree / "no/s", check_rc=0)
+    on = sysgate("run", "--force", "--policy", policy, "--handlers", config, "--", probe, "uring", tree / "no/s",
+                 check_rc=0)
     assert on.stdout.strip() == EACCES
     notified = sysgate("run", "--force", "--policy", policy, "--handlers", config, "--", probe, "read", tree / "no/s",
                        check_rc=0)
@@ -354,8 +355,8 @@ def test_exact_rules_take_plain_opens_off_the_notify_path(probe, tree):
     config = '{"fs": {"rules": %s}}' % str(rules).replace("'", '"')
     for mode, notified in (("auto", False), ("off", True)):
         record = tree / f"{mode}.jsonl"
-        out = sysgate("run", "--force", f"--landlock={mode}", "--record", record, "--policy", policy, "--handlers", config,
-                      "--", probe, "read", tree / "no/s", check_rc=0)
+        out = sysgate("run", "--force", f"--landlock={mode}", "--record", record, "--policy", policy,
+                      "--handlers", config, "--", probe, "read", tree / "no/s", check_rc=0)
         assert out.stdout.strip() == EACCES                         # the kernel, or the fs handler
         opens = [line for line in record.read_text().splitlines()[1:] if '"syscall":"openat"' in line]
         assert bool(opens) == notified, (mode, len(opens))

@@ -318,7 +318,8 @@ def test_cli_run_exec_failure_message():
 def test_cli_run_forwards_sigterm():
     import subprocess
     import time
-    script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(5))\nprint('ready', flush=True)\ntime.sleep(20)\n"
+    script = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(5))\n"
+              "print('ready', flush=True)\ntime.sleep(20)\n")
     proc = subprocess.Popen([PY, "-m", "sysgate", "run", "--log", "--", PY, "-c", script],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
@@ -448,7 +449,8 @@ def test_cli_run_policy_file(tmp_path):
     pytest.importorskip("sysgate.policy.loader")
     need_compiler()
     (tmp_path / "p.policy").write_text("default: allow\nmkdir, mkdirat: errno(EACCES)\nrmdir: notify\n")
-    script = MKDIR_SCRIPT + "import os, sys\ntry:\n    os.rmdir(sys.argv[1] + '.x')\nexcept OSError as e:\n    print(e.errno)\n"
+    script = MKDIR_SCRIPT + ("import os, sys\ntry:\n    os.rmdir(sys.argv[1] + '.x')\n"
+                             "except OSError as e:\n    print(e.errno)\n")
     res = sysgate_run("--policy", str(tmp_path / "p.policy"), "--", PY, "-c", script, str(tmp_path / "d"))
     assert res.returncode == 0 and res.stdout.split() == ["13", "file", "ok", "2"]  # rmdir continued: ENOENT
     assert "sysgate: notify: [pid" in res.stderr and "rmdir(" in res.stderr

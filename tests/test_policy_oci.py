@@ -16,7 +16,7 @@ from sysgate.policy.oci import DOCKER_DEFAULT_CAPS, export_oci, import_oci
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
-ORACLE = Path(__file__).parent / "libseccomp_oracle.py"
+ORACLE = Path(__file__).parent / "support" / "libseccomp_oracle.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 needs_podman = pytest.mark.skipif(not os.path.exists(PODMAN), reason="podman's seccomp.json not installed")
@@ -103,7 +103,8 @@ def test_unknown_syscalls_are_ignored_with_a_warning():
 @pytest.mark.parametrize("profile, message", [
     ({"defaultAction": "SCMP_ACT_FROB"}, "$.defaultAction: unknown action \"SCMP_ACT_FROB\""),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_KILL",
-                                                      "errnoRet": 1}]}, "$.syscalls[0].errnoRet: is only valid with SCMP_ACT_ERRNO"),
+                                                      "errnoRet": 1}]},
+     "$.syscalls[0].errnoRet: is only valid with SCMP_ACT_ERRNO"),
     ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
                                                       "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]},
      "$.syscalls[0].args[0].index: must be 0..5, not 6"),

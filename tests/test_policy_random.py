@@ -169,7 +169,8 @@ def test_parsed_policy_decides_like_the_reference(generated, probes):
 # --- model-level round trips ---------------------------------------------------------------------------------
 def cmps(width_choices=(32, 64)):
     return st.builds(lambda arg, op, value, mask, width: Cmp(arg, op, value, mask if op == "&==" else None, width),
-                     st.integers(0, 5), st.sampled_from(Cmp.OPS), st.sampled_from(INTERESTING) | st.integers(0, 2**64 - 1),
+                     st.integers(0, 5), st.sampled_from(Cmp.OPS),
+                     st.sampled_from(INTERESTING) | st.integers(0, 2**64 - 1),
                      st.sampled_from(INTERESTING), st.sampled_from(width_choices))
 
 

@@ -20,7 +20,7 @@ from sysgate.policy.parser import MAX_NESTING, parse_policy
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
-ORACLE = Path(__file__).parent / "libseccomp_oracle.py"
+ORACLE = Path(__file__).parent / "support" / "libseccomp_oracle.py"
 needs_podman = pytest.mark.skipif(not os.path.exists(PODMAN), reason="podman's seccomp.json not installed")
 
 

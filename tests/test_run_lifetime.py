@@ -7,7 +7,6 @@ command exited answers it with the fake hostname; a closed listener makes it ENO
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,6 +1,6 @@
 """``sysgate-runc`` under real Docker (dockerd 20.10) and containerd (``ctr run --runc-binary``).
 
-One private dockerd and one private containerd per module (see :mod:`runtime_support`);
+One private dockerd and one private containerd per module (see :mod:`support.runtime`);
 one ``sysgate agent`` serves all containers. Docker's runtimes come from daemon.json
 (``runtimeArgs``) and from ``--add-runtime``; the image is a ``docker import`` of busybox.
 """
@@ -11,21 +11,11 @@ import re
 
 import pytest
 
-import runtime_support as rs
-from test_agent_oci import AgentProcess
+from support import runtime as rs
 
 DENY = "handlers=mkdir-deny:EROFS"                 # EROFS: not an error mkdir in /tmp can get by itself
 MKDIR = "mkdir /tmp/x; echo mkdir=$?"
 IMAGE = "sysgate-busybox:test"
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("running containers needs root")
-    proc = AgentProcess(tmp_path_factory.mktemp("agent"))
-    yield proc
-    assert proc.stop() == 0, proc.text()
 
 
 @pytest.fixture(scope="module")

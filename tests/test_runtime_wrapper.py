@@ -6,13 +6,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import oci
-from test_agent_oci import AgentProcess
+from support import oci
+from support.oci import RUNTIMES
 from sysgate.runtime import argv as rargv
 from sysgate.runtime.bundle import BundleError, Platform, connect_bundle, connect_config
 
@@ -43,8 +42,8 @@ PATHS = st.text(st.sampled_from("ab/-_.=x"), min_size=1, max_size=12).filter(lam
 
 
 @settings(max_examples=300, deadline=None)
-@given(GLOBALS, st.sampled_from(["create", "run"]), CREATE_FLAGS, st.sampled_from(["--bundle", "-b", "--bundle=", "-b="]),
-       PATHS, CREATE_FLAGS, PATHS)
+@given(GLOBALS, st.sampled_from(["create", "run"]), CREATE_FLAGS,
+       st.sampled_from(["--bundle", "-b", "--bundle=", "-b="]), PATHS, CREATE_FLAGS, PATHS)
 def test_bundle_found_behind_any_global_flags(globals_, command, before, form, bundle, after, cid):
     bundle_args = [form + bundle] if form.endswith("=") else [form, bundle]
     argv = [*sum(globals_, []), command, *sum(before, []), *bundle_args, *sum(after, []), cid]
@@ -176,7 +175,8 @@ def test_rewrite_changes_nothing_but_the_listener(seccomp, annotations, platform
 
 
 @pytest.mark.parametrize("config, message", [
-    (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handler": "typo"}), "unknown annotation io.sysgate.handler"),
+    (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handler": "typo"}),
+     "unknown annotation io.sysgate.handler"),
     (seccomp_config({"syscalls": [NOTIFY_RULE]}, {"io.sysgate.handlers": "a\ndefault=continue"}), "must be one line"),
     (seccomp_config([]), '"linux.seccomp" must be an object'),
     (seccomp_config({"syscalls": {}}), '"linux.seccomp.syscalls" must be a list'),
@@ -212,20 +212,6 @@ def test_unreadable_or_invalid_bundle(tmp_path):
 
 
 # --- the wrapper with real runc and crun -----------------------------------------------------
-RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(name in oci.missing_runtimes(),
-                                                         reason=oci.missing_runtimes().get(name, "")))
-            for name in ("runc", "crun")]
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("running OCI containers needs root")
-    proc = AgentProcess(tmp_path_factory.mktemp("agent"))
-    yield proc
-    assert proc.stop() == 0, proc.text()
-
-
 def through_wrapper(runtime: str, state_dir, options: list[str], *args: str) -> list[str]:
     """``oci.Runtime(runtime).command(ARGS)`` with sysgate-runc (and ``options``) in front of the runtime."""
     cmd = oci.Runtime(runtime, state_dir).command(*args)

@@ -21,7 +21,7 @@ import tempfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cprog import cprog
+from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy.loader import load_text
@@ -120,9 +120,10 @@ def test_attack_reads_the_file_without_the_base_and_is_refused_with_it(tmp_path,
     assert native.stdout.startswith(f"SECRET via {mode}"), native.stdout + native.stderr
     walked = sysgate("run", "--force", "--landlock=off", "--policy", weaker(tmp_path), "--handlers", handlers(box),
                      "--", *argv)
-    # Without the refusals (and without the Landlock layer, which refuses mounts on its own) the view change itself goes through; the secret is then read, or (chroot
-    # and bind mounts of a D/** deny) the fs handler's inode guard still refuses the open: defence in
-    # depth. Under --sandbox the refusal is the view change itself, which only the base gives.
+    # Without the refusals (and without the Landlock layer, which refuses mounts on its own) the view
+    # change itself goes through; the secret is then read, or (chroot and bind mounts of a D/** deny)
+    # the fs handler's inode guard still refuses the open: defence in depth. Under --sandbox the refusal
+    # is the view change itself, which only the base gives.
     assert walked.stdout.startswith(f"SECRET via {mode}") or walked.stdout == "refused: open: errno 13\n", \
         walked.stdout + walked.stderr
     assert not refusal.startswith("open") or walked.stdout.startswith("SECRET"), walked.stdout

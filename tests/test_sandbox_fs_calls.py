@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cprog import cprog
-from handlers_support import run
+from support.cprog import cprog
+from support.handlers import run
 from sysgate.arch import syscalls
 from sysgate.handlers.fs import FsHandler
 from sysgate.policy.model import ALLOW, Action, Policy, Rule

@@ -10,8 +10,8 @@ import tempfile
 
 import pytest
 
-from cprog import cprog
-from handlers_support import run
+from support.cprog import cprog
+from support.handlers import run
 from sysgate.handlers.fs import FsHandler
 
 # argv: MODE DIR; MODE: root | nocaps | user | group. Prints one "name errno" line per try.

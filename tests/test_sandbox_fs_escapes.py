@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from cprog import cprog
-from handlers_support import notify_policy, run
+from support.cprog import cprog
+from support.handlers import notify_policy, run
 from sysgate.handlers.fs import FsHandler
 
 ATTACK = r"""

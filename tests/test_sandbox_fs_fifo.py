@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from cprog import cprog
-from handlers_support import notify_policy, run
+from support.cprog import cprog
+from support.handlers import notify_policy, run
 from sysgate.process import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.supervisor import Supervisor

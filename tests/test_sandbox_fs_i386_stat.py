@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from cprog import cprog
-from handlers_support import notify_policy, run
+from support.cprog import cprog
+from support.handlers import notify_policy, run
 from sysgate.handlers.fs import FsHandler
 
 PROGRAM = r"""
@@ -73,7 +73,8 @@ def test_i386_stat_family_matches_the_kernel_and_denies(tmp_path):
     if small is None:
         pytest.skip("no file with a 16-bit inode number for oldstat")
     argv = [exe, str(allowed), str(link), str(denied), small]
-    kernel = dict(line.split(" ", 1) for line in subprocess.run(argv, capture_output=True, text=True).stdout.splitlines())
+    printed = subprocess.run(argv, capture_output=True, text=True).stdout
+    kernel = dict(line.split(" ", 1) for line in printed.splitlines())
     fs = FsHandler([f"deny {denied}", "allow read /**"])
     code, out = run(argv, fs, policy=_policy(fs))
     mine = dict(line.split(" ", 1) for line in out.splitlines())

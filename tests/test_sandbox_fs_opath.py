@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from cprog import cprog
-from handlers_support import run
+from support.cprog import cprog
+from support.handlers import run
 from sysgate.handlers.fs import FsHandler
 
 PROGRAM = r"""

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from cprog import cprog
-from handlers_support import run
+from support.cprog import cprog
+from support.handlers import run
 from sysgate.handlers.net import SOCKETCALL, NetHandler, socketcall_condition
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 

@@ -320,7 +320,8 @@ def test_json_values_survive_yaml(value):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["syscalls", "names", "args", "action", "errnoRet", "index", "value", "op", "spec",
                         "listenerPath", "flags", "architectures"]),
-       st.none() | st.booleans() | st.integers(-(2 ** 1000), 2 ** 1000) | st.floats(allow_nan=False, allow_infinity=False)
+       st.none() | st.booleans() | st.integers(-(2 ** 1000), 2 ** 1000)
+       | st.floats(allow_nan=False, allow_infinity=False)
        | st.text(max_size=5)
        | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 def test_wrong_types_say_the_same_as_json(field, value):

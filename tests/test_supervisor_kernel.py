@@ -18,7 +18,7 @@ from sysgate.process.install import install
 from sysgate.kernel import abi
 from sysgate.supervisor import Reply, Supervisor, TargetGone
 from sysgate.supervisor import memory
-from supervisor_util import Run, fd_count, notify_getppid, target_bin  # noqa: F401 (fixture)
+from support.supervisor import Run, fd_count, notify_getppid
 
 SIGUSR1_BIT = 1 << (signal.SIGUSR1 - 1)
 
@@ -180,7 +180,7 @@ def test_daemon_outliving_target_keeps_listener_until_it_exits(target_bin):
             sup.run(10, until=reap_daemon)
             out = run.output()
             run.finish()
-        return {"still_held": still_held, "released": [l.reason for l in released], "out": out,
+        return {"still_held": still_held, "released": [listener.reason for listener in released], "out": out,
                 "received": sup.stats.received}
 
     result = _in_child(scenario)

@@ -15,7 +15,7 @@ from sysgate.errors import SysgateError
 from sysgate.kernel import abi
 from sysgate.policy.model import Action, Policy, Rule, Cmp
 from sysgate.supervisor import Reply, ReplyError, Supervisor
-from supervisor_util import GETPPID, Run, fd_count, target_bin  # noqa: F401 (fixture)
+from support.supervisor import GETPPID, Run, fd_count
 
 
 def serve(sup: Supervisor, *runs: Run, timeout: float = 20) -> list[str]:
@@ -294,7 +294,8 @@ def test_serve_forever_shuts_down_cleanly_on_signal(target_bin, sig):
             sup._pool.shutdown(5)
             os.close(started_w)
             closed_since = 1  # started_w
-            ok = out == ["-1", str(errno.ENOSYS), "0"] and lst.reason == "shutdown" and fd_count() == base - closed_since
+            ok = (out == ["-1", str(errno.ENOSYS), "0"] and lst.reason == "shutdown"
+                  and fd_count() == base - closed_since)
             os.write(result_w, b"ok" if ok else repr((out, lst.reason, fd_count(), base)).encode())
         finally:
             os._exit(0)

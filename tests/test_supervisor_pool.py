@@ -22,7 +22,8 @@ import pytest
 from sysgate.supervisor import DeadlineExceeded, Reply, Supervisor
 from sysgate.testing.fake import FakeNotification
 from sysgate.testing.replay import Dispatcher
-from supervisor_util import HERE, Run, target_bin  # noqa: F401 (fixture)
+from support import TESTS
+from support.supervisor import Run
 
 
 class Fifo:
@@ -212,8 +213,8 @@ def test_sigterm_shutdown_does_not_wait_for_stuck_workers(tmp_path):
     os.mkfifo(fifo)
     script = f"""
 import os, sys
-sys.path.insert(0, {HERE!r})
-from supervisor_util import Run
+sys.path.insert(0, {TESTS!r})
+from support.supervisor import Run
 from sysgate.supervisor import Reply, Supervisor
 binary = sys.argv[1]
 sup = Supervisor(workers=1, max_stuck=1, on_error_errno="ETIMEDOUT")
@@ -227,7 +228,7 @@ sup.serve_forever(grace=0.5)
 print("closed", flush=True)
 """
     binary = str(tmp_path / "target")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", binary, os.path.join(HERE, "supervisor_target.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", binary, os.path.join(TESTS, "supervisor_target.c")], check=True)
     proc = subprocess.Popen([sys.executable, "-c", script, binary], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"

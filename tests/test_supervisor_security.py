@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from handlers_support import notify_policy, run_bytes
+from support.handlers import notify_policy, run_bytes
 from sysgate.process import launch
 from sysgate.handlers.fs import FsHandler
 from sysgate.handlers.identity import IdentityHandler
@@ -21,7 +21,7 @@ from sysgate.handlers.net import NetHandler
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 from sysgate.supervisor import Reply, Supervisor
 
-from supervisor_util import fd_count
+from support.supervisor import fd_count
 
 HOST = "gate32"
 NRES = 9

@@ -8,7 +8,6 @@ rules of systemd.exec(5) / load-fragment.c, written out per case below.
 from __future__ import annotations
 
 import errno
-import os
 import re
 import shutil
 import subprocess
@@ -18,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler_support import hypothesis_settings
-from cprog import cprog
+from support.compiler import hypothesis_settings
+from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy import groups

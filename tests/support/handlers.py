@@ -1,24 +1,12 @@
-"""Shared by the handler tests: the C target and running a command under handlers."""
+"""Shared by the handler tests: running a command under handlers (the C target is conftest's ``target_c``)."""
 from __future__ import annotations
 
 import os
-import subprocess
-
-import pytest
 
 from sysgate.process import launch
 from sysgate.sandbox.landlock import plan_for_policy, without_open_routes
 from sysgate.policy.model import ALLOW, Action, Policy, Rule
 from sysgate.supervisor import Supervisor
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="session")
-def target_c(tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("handlers") / "handlers_target")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, os.path.join(HERE, "handlers_target.c")], check=True)
-    return out
 
 
 def notify_policy(*handlers, extra_rules=()) -> Policy:

@@ -2,7 +2,7 @@
 
 Both daemons are Debian's (``docker.io`` 20.10 and ``containerd`` 1.6), each with its own
 state, exec and socket paths under a test directory, so they never touch a system daemon.
-Images come only from ``docker import`` of the busybox rootfs of :mod:`oci` (there is no
+Images come only from ``docker import`` of the busybox rootfs of :mod:`support.oci` (there is no
 registry): containers run with ``--pull never --network none``.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tarfile
 import time
 from pathlib import Path
 
-import oci
+from support import oci
 
 import sysgate
 

@@ -1,17 +1,13 @@
-"""Helpers shared by the supervisor tests: the C target, a notify-getppid filter, fd counting."""
+"""Helpers shared by the supervisor tests: a launched C target (``Run``), a notify-getppid filter, fd counting."""
 from __future__ import annotations
 
 import os
-import subprocess
-
-import pytest
 
 from sysgate.process import launch
 from sysgate.arch import syscalls
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret
 from sysgate.kernel import abi
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 GETPPID = syscalls.number(None, "getppid")
 
 
@@ -21,13 +17,6 @@ def notify_getppid() -> list:
             ret(abi.SECCOMP_RET_KILL_PROCESS),
             ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, GETPPID, 0, 1),
             ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
-
-
-@pytest.fixture(scope="session")
-def target_bin(tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("supervisor") / "target")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, os.path.join(HERE, "supervisor_target.c")], check=True)
-    return out
 
 
 class Run:

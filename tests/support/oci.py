@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 BUSYBOX = "/bin/busybox"
 NOTIFIED = ("mkdir", "mkdirat", "mknod", "mknodat", "mount")
 APPLETS = ("sh", "mkdir", "mknod", "mount", "echo", "cat", "ls", "stat", "sleep", "test", "rm", "true")
@@ -35,6 +37,12 @@ def missing_runtimes() -> dict[str, str]:
         elif os.geteuid() != 0:
             why[name] = "running OCI containers needs root"
     return why
+
+
+#: runc and crun as pytest parameters, each skipped (with the reason) where it cannot run
+RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(name in missing_runtimes(),
+                                                         reason=missing_runtimes().get(name, "")))
+            for name in ("runc", "crun")]
 
 
 def seccomp_section(listener_path: str | None, metadata: str = "",

@@ -1,0 +1,55 @@
+"""The handler contract: what the supervisor and the handler registry call on a handler.
+
+Written as :class:`typing.Protocol` classes so that a type checker can check a handler
+without it inheriting from anything; :class:`~sysgate.handlers.base.Handler` is the
+built-in base that satisfies :class:`HandlerObject`.
+
+- :class:`HandlerFunction` is all :meth:`Supervisor.on <sysgate.supervisor.routing.Routes.on>`
+  needs: a callable taking the :class:`~sysgate.supervisor.notification.Notification` and
+  returning a :class:`~sysgate.supervisor.notification.Reply`, or None for the supervisor's
+  default verdict. It may also raise :class:`~sysgate.supervisor.notification.TargetGone`
+  (the target died; nothing is sent) or any other exception (answered with the
+  supervisor's ``on_error_errno``). Two optional attributes are read when it is registered
+  (:func:`~sysgate.supervisor.routing.handler_of`): ``blocking`` (True: it runs in a worker
+  thread, not in the event loop) and ``deadline`` (seconds; implies ``blocking``). They are
+  optional, so they are not protocol members.
+- :class:`HandlerObject` is a named handler as the registry (``notify(NAME)`` in a policy,
+  ``--handlers``) uses it: a handler function with a ``name``, the ``syscalls`` it answers,
+  ``install(sup)`` to register itself and ``close()`` to release what it holds.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .loop import Supervisor
+    from .notification import Notification, Reply
+
+__all__ = ["HandlerFunction", "HandlerObject"]
+
+
+@runtime_checkable
+class HandlerFunction(Protocol):
+    """``handler(notification) -> Reply | None``; called once per notification routed to it."""
+
+    def __call__(self, n: Notification, /) -> Reply | None: ...
+
+
+@runtime_checkable
+class HandlerObject(Protocol):
+    """A named, installable handler (``isinstance`` checks that the members exist, not their types)."""
+
+    #: the name a policy's ``notify(NAME)`` routes to
+    name: str
+    #: the syscall names it answers; others routed to it should get ``ENOSYS``
+    syscalls: tuple[str, ...]
+    #: True when it does slow work: the supervisor runs it in a worker thread
+    blocking: bool
+
+    def __call__(self, n: Notification, /) -> Reply | None: ...
+
+    def install(self, sup: Supervisor, *, group: str | None = None) -> None:
+        """Register itself on ``sup`` (for targets of ``group``) for the syscalls it answers."""
+
+    def close(self) -> None:
+        """Release the files and sockets it holds; called once the supervisor is done with it."""
