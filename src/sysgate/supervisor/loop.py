@@ -19,7 +19,6 @@ waiting for an answer then fail with ENOSYS in the targets.
 from __future__ import annotations
 
 import errno as _errno
-import fcntl
 import functools
 import heapq
 import logging
@@ -39,14 +38,12 @@ from .workers import DONE, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
 
-_RECV = abi.SECCOMP_IOCTL_NOTIF_RECV
-_ZEROED = bytearray(abi.SECCOMP_NOTIF.size)   # never written: only copied
+_ZEROED = bytearray(notify.NOTIF_SIZE)   # never written: only copied
 _HUP = select.EPOLLHUP | select.EPOLLERR
 _IN = select.EPOLLIN
 _unpack_header = HEADER.unpack_from
-_pack_resp = abi.SECCOMP_NOTIF_RESP.pack_into
-_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
-_ioctl = fcntl.ioctl
+_pack_resp = notify.pack_response
+_send_into = notify.send_into
 
 
 @dataclass
@@ -122,7 +119,7 @@ class Supervisor(Routes):
         self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
         self._closed = False
-        self._resp = bytearray(abi.SECCOMP_NOTIF_RESP.size)   # reply buffer of the loop thread
+        self._resp = bytearray(notify.RESP_SIZE)   # reply buffer of the loop thread
 
     # --- listeners ------------------------------------------------------------------
     def add_listener(self, fd: int, group: str = "default", *, pidfd: int | None = None, on_release=None,
@@ -233,7 +230,7 @@ class Supervisor(Routes):
                 _pack_resp(self._resp, 0, nid, result.val, -result.error, result.flags)
                 n._state = REPLIED      # only once packed: a failure above is answered by _failed
                 try:
-                    _ioctl(lst.fd, _SEND, self._resp, True)
+                    _send_into(lst.fd, self._resp)
                 except OSError as exc:
                     if exc.errno != _errno.ENOENT:
                         raise
@@ -352,7 +349,7 @@ class Supervisor(Routes):
         listeners = self._listeners
         handle = self._handle
         stats = self.stats
-        ioctl = _ioctl
+        recv_into = notify.recv_into
         pool = self._pool
         cap = None if until is None else 0.1
         while not self._stopping:
@@ -391,7 +388,7 @@ class Supervisor(Routes):
                 elif ev & _IN:
                     raw = _ZEROED.copy()  # RECV wants a zeroed buffer; copying is faster than bytearray(80)
                     try:
-                        ioctl(fd, _RECV, raw, True)
+                        recv_into(fd, raw)
                     except OSError as exc:
                         self._recv_failed(lst, exc)
                         continue

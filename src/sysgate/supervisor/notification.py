@@ -11,7 +11,6 @@ A handler answers exactly once with :meth:`~Notification.return_value`,
 from __future__ import annotations
 
 import errno as _errno
-import fcntl
 import struct
 import threading
 
@@ -22,9 +21,9 @@ from . import memory
 #: id, pid, flags, then nr and arch read as one native u64 (the dispatch key).
 HEADER = struct.Struct("=QIIQ")
 _ARGS = abi.SECCOMP_DATA
-_RESP = abi.SECCOMP_NOTIF_RESP
-_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
-_ioctl = fcntl.ioctl
+_RESP_SIZE = notify.RESP_SIZE
+_pack_resp = notify.pack_response
+_send_into = notify.send_into
 _ENOENT = _errno.ENOENT
 
 # reply states
@@ -275,7 +274,9 @@ class Notification:
         if lst.fd < 0:  # released (shutdown): the kernel already failed the syscall with ENOSYS
             return False
         try:
-            _ioctl(lst.fd, _SEND, bytearray(_RESP.pack(self.id, val, -error, flags)), True)
+            resp = bytearray(_RESP_SIZE)
+            _pack_resp(resp, 0, self.id, val, -error, flags)
+            _send_into(lst.fd, resp)
         except OSError as exc:
             if exc.errno == _ENOENT:
                 lst.stats.gone += 1
