@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from sysgate.process.forked import call_in_child
 from sysgate.process import launch
 from sysgate.errors import SysgateError
+from sysgate.kernel import abi
 from sysgate.policy.parser import parse_policy
 from sysgate.supervisor import Notification, Reply, ReplyError, Supervisor, TargetGone
 from sysgate.testing import (Dispatcher, FakeMemory, FakeNotification, Recorder, load, notification_from_record,
@@ -104,6 +105,25 @@ def test_fake_replies_follow_the_supervisor_rules():
     n = FakeNotification("getppid")
     assert run_handler(lambda n: "yes", n)["errno"] == errno.EPERM      # not a Reply: fail closed
 
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_unsendable_returned_reply_fails_closed(blocking):
+    """A Reply changed after it was built into one the kernel cannot take (an errno wider than
+    its field) is answered on_error_errno: it used to leave a worker-run notification claimed
+    and unanswered."""
+    def handler(n):
+        reply = Reply.errno("EACCES")
+        reply.error = 1 << 40
+        return reply
+
+    d = Dispatcher(on_error_errno="EIO")
+    d.on("getppid", handler, blocking=blocking)
+    outcome = d.dispatch(FakeNotification("getppid"))
+    assert outcome["kind"] == "errno" and outcome["errno"] == errno.EIO and "exception" in outcome
+    with pytest.raises(ValueError):
+        Reply(5, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)      # the kernel refuses CONTINUE with a value
+    with pytest.raises(ValueError):
+        Reply(0, 0, 4)                                         # no such response flag
 
 def test_fake_inject_fd_and_group_state():
     state = {"opened": 0}

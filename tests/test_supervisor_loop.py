@@ -99,6 +99,21 @@ def test_exceptions_and_bad_returns_fail_closed(target_bin, caplog):
     assert "boom" in caplog.text
 
 
+@pytest.mark.parametrize("blocking", [False, True])
+def test_reply_the_kernel_refuses_fails_closed(target_bin, blocking):
+    """A returned Reply the kernel refuses (CONTINUE with a value: EINVAL from SEND) is answered
+    on_error_errno instead of leaving the target waiting until the supervisor closes (ENOSYS)."""
+    def handler(n):
+        reply = Reply.continue_()
+        reply.val = 5
+        return reply
+
+    with Supervisor(on_error_errno="EACCES") as sup:
+        sup.on("getppid", handler, blocking=blocking)
+        (out,) = serve(sup, Run(target_bin, "getppid", 2))
+    assert lines(out) == [(-1, errno.EACCES, 0)] * 2
+    assert sup.stats.errors == 2
+
 def test_double_reply_raises(target_bin):
     errors = []
 

@@ -36,9 +36,6 @@ _U64 = struct.Struct("=Q")
 _RECV = abi.SECCOMP_IOCTL_NOTIF_RECV
 _SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
 _ioctl = fcntl.ioctl
-#: ``pack_response(buf, offset, id, val, -errno, flags)``: fill a SEND buffer without checks
-#: (the hot path; :func:`send` checks every field).
-pack_response = abi.SECCOMP_NOTIF_RESP.pack_into
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -82,16 +79,16 @@ def recv(listener: int) -> RawNotification:
 
 
 def send_into(listener: int, buf: bytearray) -> None:
-    """SECCOMP_IOCTL_NOTIF_SEND of a response already packed into ``buf`` (see :data:`pack_response`)."""
+    """SECCOMP_IOCTL_NOTIF_SEND of a response already packed into ``buf`` (``abi.SECCOMP_NOTIF_RESP``,
+    :data:`RESP_SIZE` bytes); the hot path, unchecked: :func:`send` checks every field."""
     _ioctl(listener, _SEND, buf, True)
 
 
 def send(listener: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
     """SECCOMP_IOCTL_NOTIF_SEND. ``error`` is a positive errno (0 = success with ``val``)."""
-    resp = bytearray(RESP_SIZE)
-    pack_response(resp, 0, _unsigned(notif_id, 64, "notification id"), _signed(val, 64, "return value"),
-                  _signed(-abs(error), 32, "errno"), _unsigned(flags, 32, "response flags"))
-    send_into(listener, resp)
+    send_into(listener, bytearray(abi.SECCOMP_NOTIF_RESP.pack(
+        _unsigned(notif_id, 64, "notification id"), _signed(val, 64, "return value"),
+        _signed(-abs(error), 32, "errno"), _unsigned(flags, 32, "response flags"))))
 
 
 def send_continue(listener: int, notif_id: int) -> None:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
-from .notification import (HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError,
-                           TargetGone, answer, errno_value, share)
+from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
+                           answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
 from .routing import Group, Handler, Routes
 from .workers import DONE, PoolRefused, WorkerPool
 
@@ -42,8 +42,6 @@ _ZEROED = bytearray(notify.NOTIF_SIZE)   # never written: only copied
 _HUP = select.EPOLLHUP | select.EPOLLERR
 _IN = select.EPOLLIN
 _unpack_header = HEADER.unpack_from
-_pack_resp = notify.pack_response
-_send_into = notify.send_into
 
 
 @dataclass
@@ -119,7 +117,6 @@ class Supervisor(Routes):
         self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
         self._closed = False
-        self._resp = bytearray(notify.RESP_SIZE)   # reply buffer of the loop thread
 
     # --- listeners ------------------------------------------------------------------
     def add_listener(self, fd: int, group: str = "default", *, pidfd: int | None = None, on_release=None,
@@ -204,12 +201,13 @@ class Supervisor(Routes):
 
     # --- dispatch -------------------------------------------------------------------
     def _resolve(self, lst: Listener, n: Notification, key: int):
-        """The callable for ``n``'s (arch, nr) in ``lst``'s group, cached per group."""
+        """What answers ``n``'s (arch, nr) in ``lst``'s group, cached per group: a blocking
+        :class:`Handler` (run by :meth:`_submit`) or the callable to run inline."""
         handler = self._find_handler(lst.group, n)
         if handler is None:
             entry = _no_handler
         elif handler.blocking:
-            entry = functools.partial(self._submit, handler)
+            entry = handler
         else:
             entry = handler.fn
         lst.group.cache[key] = entry
@@ -220,42 +218,20 @@ class Supervisor(Routes):
         nid, pid, _, key = _unpack_header(raw)
         n = Notification(lst, raw, nid, pid)
         entry = lst.cache.get(key) or self._resolve(lst, n, key)
-        try:
-            result = entry(n)
-            if n._state == OPEN:
-                if result is None:
-                    result = self.default
-                elif result.__class__ is not Reply:
-                    raise TypeError(f"a handler returns a Reply or None, not {result!r}")
-                _pack_resp(self._resp, 0, nid, result.val, -result.error, result.flags)
-                n._state = REPLIED      # only once packed: a failure above is answered by _failed
-                try:
-                    _send_into(lst.fd, self._resp)
-                except OSError as exc:
-                    if exc.errno != _errno.ENOENT:
-                        raise
-                    self.stats.gone += 1
-            elif result is not None and result.__class__ is Reply and n._state == REPLIED:
-                raise ReplyError(f"handler answered notification {nid} and also returned {result!r}")
-        except TargetGone:
-            pass
-        except Exception as exc:
+        if entry.__class__ is Handler:
+            self._submit(entry, n)
+            return
+        exc = answer_or_fail_closed(n, entry, self.default, self.on_error_errno)
+        if exc is not None:
             self._failed(n, exc)
 
     def _failed(self, n: Notification, exc: Exception) -> None:
-        """Fail closed after a handler exception (or an invalid return value)."""
+        """Count and log what :func:`answer_or_fail_closed` answered ``on_error_errno``."""
+        if isinstance(exc, (TargetGone, DeadlineExceeded)):
+            return   # nothing to answer: the target is gone, or the deadline answered
         self.stats.errors += 1
         log.error("handler for %s (group %s) failed: %r; answering errno %d", _describe(n), n.listener.group.name,
                   exc, self.on_error_errno, exc_info=not isinstance(exc, ReplyError))
-        if n.try_claim():
-            self._send_error(n)
-
-    def _send_error(self, n: Notification) -> None:
-        """Answer the claimed ``n`` with ``on_error_errno`` (a failed SEND is only logged)."""
-        try:
-            n._send(0, self.on_error_errno, 0)
-        except OSError as err:
-            log.error("cannot answer notification %d: %s", n.id, err)
 
     # --- blocking handlers -----------------------------------------------------------
     def _submit(self, handler: Handler, n: Notification) -> None:
@@ -268,8 +244,7 @@ class Supervisor(Routes):
         except PoolRefused as exc:
             self.stats.rejected += 1
             log.warning("no worker for %s (%s): answering errno %d", _describe(n), exc, self.on_error_errno)
-            if n.try_claim():
-                self._send_error(n)
+            fail_closed(n, self.on_error_errno)
             return
         n.listener.busy += 1
         heapq.heappush(self._deadlines, deadline)
@@ -278,11 +253,8 @@ class Supervisor(Routes):
         """Run a blocking handler (in a worker thread); the loop gets ``n`` back."""
         if n._state == REPLIED:
             return n  # the deadline passed while it was queued
-        try:
-            answer(n, handler.fn, self.default)
-        except (TargetGone, DeadlineExceeded):
-            pass
-        except Exception as exc:
+        exc = answer_or_fail_closed(n, handler.fn, self.default, self.on_error_errno)
+        if exc is not None:
             self._failed(n, exc)
         return n
 
@@ -297,7 +269,7 @@ class Supervisor(Routes):
                 self.stats.timeouts += 1
                 log.error("handler for %s (group %s) missed its deadline; answering errno %d",
                           _describe(n), n.listener.group.name, self.on_error_errno)
-                self._send_error(n)
+                send_claimed_error(n, self.on_error_errno)
             if self._pool.abandon(deadline.job):   # also when it answered but still runs
                 self.stats.written_off = self._pool.written_off
                 self._finished(n.listener)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..kernel import abi
 from ..supervisor import DeadlineExceeded, Reply, TargetGone
-from ..supervisor.notification import Deadline, answer, errno_value, share
+from ..supervisor.notification import Deadline, answer_or_fail_closed, errno_value, send_claimed_error, share
 from ..supervisor.routing import Handler, handler_of
 from .fake import FakeMemory, FakeNotification
 from .record import decode_bytes, reply_dict, reply_from_dict
@@ -76,48 +76,41 @@ class Dispatcher:
     def dispatch(self, n) -> dict:
         """Answer ``n`` like the supervisor would; returns the outcome (see :func:`outcome`)."""
         handler = self.handler_for(n)
-        try:
-            if handler is None:
-                n.reply(self.default)
-            elif handler.blocking:
-                self._run_with_deadline(handler, n)
-            else:
-                answer(n, handler.fn, self.default)
-        except TargetGone:
+        if handler is not None and handler.blocking:
+            exc = self._run_with_deadline(handler, n)
+        else:
+            fn = handler.fn if handler is not None else _no_handler
+            exc = answer_or_fail_closed(n, fn, self.default, self.on_error_errno)
+        if isinstance(exc, TargetGone):
             return {"kind": "gone"}
-        except DeadlineExceeded as exc:       # answered on_error_errno at the deadline
-            return {**outcome(n), "exception": repr(exc)}
-        except Exception as exc:
+        if exc is not None:
             log.debug("handler for %s failed: %r", n.syscall, exc)
-            if n.try_claim():
-                n._send(0, self.on_error_errno, 0)
             return {**outcome(n), "exception": repr(exc)}
         return outcome(n)
 
-    def _run_with_deadline(self, handler: Handler, n) -> None:
-        """Run a blocking handler in a thread; at its deadline answer ``on_error_errno`` (raising
-        DeadlineExceeded) and leave the thread behind: its late verdict is dropped."""
+    def _run_with_deadline(self, handler: Handler, n) -> Exception | None:
+        """Run a blocking handler in a thread, as a supervisor worker does; at its deadline answer
+        ``on_error_errno`` (returning DeadlineExceeded) and leave the thread behind: its late
+        verdict is dropped."""
         timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
         share(n, Deadline(time.monotonic() + timeout, n, handler))
         failure: list = []
 
         def work():
-            try:
-                answer(n, handler.fn, self.default)
-            except DeadlineExceeded:
-                pass
-            except BaseException as exc:   # re-raised below, in the dispatching thread
-                failure.append(exc)
+            failure.append(answer_or_fail_closed(n, handler.fn, self.default, self.on_error_errno))
 
         thread = threading.Thread(target=work, name="sysgate-replay-worker", daemon=True)
         thread.start()
         thread.join(timeout)
         if thread.is_alive() and n.claim_at_deadline():
-            n._send(0, self.on_error_errno, 0)
-            raise DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
+            send_claimed_error(n, self.on_error_errno)
+            return DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
         thread.join(timeout)    # it answered just before the deadline: let it finish
-        if failure:
-            raise failure[0]
+        return failure[0] if failure else None
+
+
+def _no_handler(n) -> None:
+    return None
 
 
 def outcome(n: FakeNotification) -> dict:
