@@ -153,6 +153,11 @@ def test_dispatcher_routes_like_the_supervisor():
     assert d.dispatch(FakeNotification("getpid")) == {"kind": "value", "value": 2}
     assert d.dispatch(FakeNotification("getpid", arch="i386")) == {"kind": "continue"}   # numbers are native only
     assert Dispatcher().dispatch(FakeNotification("uname")) == {"kind": "errno", "errno": errno.EPERM}
+    d.on("getppid", lambda n: Reply.value(3), group="box")      # group handlers first, as in the supervisor
+    assert d.dispatch(FakeNotification("getppid", group="box")) == {"kind": "value", "value": 3}
+    assert d.dispatch(FakeNotification("getppid")) == {"kind": "value", "value": 1}
+    with pytest.raises(SysgateError):
+        d.on("getppidd", lambda n: None)                   # a typo, refused like the supervisor does
 
 
 @settings(max_examples=300, deadline=None)

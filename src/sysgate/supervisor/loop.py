@@ -33,7 +33,7 @@ from ..errors import SysgateError
 from ..kernel import abi, notify
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
-from .routing import Group, Handler, Routes
+from .routing import Group, Handler, Routes, no_handler
 from .workers import DONE, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
@@ -203,9 +203,9 @@ class Supervisor(Routes):
     def _resolve(self, lst: Listener, n: Notification, key: int):
         """What answers ``n``'s (arch, nr) in ``lst``'s group, cached per group: a blocking
         :class:`Handler` (run by :meth:`_submit`) or the callable to run inline."""
-        handler = self._find_handler(lst.group, n)
+        handler = self.handler_for(lst.group, n)
         if handler is None:
-            entry = _no_handler
+            entry = no_handler
         elif handler.blocking:
             entry = handler
         else:
@@ -486,10 +486,6 @@ class Supervisor(Routes):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _no_handler(n: Notification) -> None:
-    return None
 
 
 def _describe(n: Notification) -> str:

@@ -1,8 +1,8 @@
 """Replay recorded notifications into handlers, without a kernel, and compare the replies.
 
 :class:`Dispatcher` answers :class:`~sysgate.testing.fake.FakeNotification` objects the
-way the supervisor answers real ones (handler by syscall name, or native number, then
-the fallback, then the default; None -> default; exceptions -> ``on_error_errno``;
+way the supervisor answers real ones (routed by the supervisor's own
+:class:`~sysgate.supervisor.routing.Routes`; None -> default; exceptions -> ``on_error_errno``;
 TargetGone -> no reply; a blocking handler runs in a thread and, past its deadline, the
 call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds each recorded notification with the
 memory its handler read back then, dispatches it and reports every reply that differs::
@@ -20,18 +20,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..kernel import abi
 from ..supervisor import DeadlineExceeded, Reply, TargetGone
 from ..supervisor.notification import Deadline, answer_or_fail_closed, errno_value, send_claimed_error, share
-from ..supervisor.routing import Handler, handler_of
+from ..supervisor.routing import Handler, Routes, no_handler
 from .fake import FakeMemory, FakeNotification
 from .record import decode_bytes, reply_dict, reply_from_dict
 
 log = logging.getLogger("sysgate.testing")
 
 
-class Dispatcher:
-    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`'s handler table.
+class Dispatcher(Routes):
+    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`: the same handler
+    tables (:class:`~sysgate.supervisor.routing.Routes`: ``on``, ``table``, ``fallback``,
+    ``use_policy``, groups) and the same answer rule.
 
     Blocking handlers (``blocking``, or a ``deadline``: arguments or the handler's attributes, as
     for the supervisor) run in a thread of their own with the same deadline rule as the
@@ -40,11 +41,10 @@ class Dispatcher:
 
     def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = "EPERM",
                  handler_timeout: float = 5.0):
+        Routes.__init__(self)
         self.default = default if default is not None else Reply.errno("EPERM")
         self.on_error_errno = errno_value(on_error_errno)
         self.handler_timeout = handler_timeout
-        self.handlers: dict[str | int, Handler] = {}
-        self._fallback: Handler | None = None
 
     @classmethod
     def for_recording(cls, header: dict) -> "Dispatcher":
@@ -52,34 +52,13 @@ class Dispatcher:
         default = reply_from_dict(header["default"]) if "default" in header else None
         return cls(default, on_error_errno=header.get("on_error_errno", "EPERM"))
 
-    def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None):
-        """Handle ``syscall`` (name, or number of the native arch) with ``fn``; a decorator too."""
-        if fn is None:
-            return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline) or f
-        self.handlers[syscall] = handler_of(fn, blocking, deadline)
-        return None
-
-    def table(self, handlers: dict) -> None:
-        for syscall, fn in handlers.items():
-            self.on(syscall, fn)
-
-    def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None) -> None:
-        """Handle every syscall without a handler of its own."""
-        self._fallback = handler_of(fn, blocking, deadline)
-
-    def handler_for(self, n) -> Handler | None:
-        handler = self.handlers.get(n.syscall)
-        if handler is None and n.arch == abi.native_arch():
-            handler = self.handlers.get(n.nr)
-        return handler if handler is not None else self._fallback
-
     def dispatch(self, n) -> dict:
         """Answer ``n`` like the supervisor would; returns the outcome (see :func:`outcome`)."""
-        handler = self.handler_for(n)
+        handler = self.handler_for(self.group(n.group), n)
         if handler is not None and handler.blocking:
             exc = self._run_with_deadline(handler, n)
         else:
-            fn = handler.fn if handler is not None else _no_handler
+            fn = handler.fn if handler is not None else no_handler
             exc = answer_or_fail_closed(n, fn, self.default, self.on_error_errno)
         if isinstance(exc, TargetGone):
             return {"kind": "gone"}
@@ -107,10 +86,6 @@ class Dispatcher:
             return DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
         thread.join(timeout)    # it answered just before the deadline: let it finish
         return failure[0] if failure else None
-
-
-def _no_handler(n) -> None:
-    return None
 
 
 def outcome(n: FakeNotification) -> dict:
