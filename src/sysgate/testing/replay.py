@@ -96,6 +96,15 @@ def outcome(n: FakeNotification) -> dict:
     return reply_dict(n.verdict, injected_fd=n.reply_kind == "inject_fd")
 
 
+def run_handler(handler, n: FakeNotification, *, default: Reply | None = None, on_error_errno: int | str = "EPERM"):
+    """Run ``handler(n)`` with the supervisor's rules and return the outcome (see
+    :func:`outcome`): None means ``default``, a returned Reply is sent,
+    TargetGone means no reply, any other exception (or a second reply) answers ``on_error_errno``."""
+    dispatcher = Dispatcher(default, on_error_errno=on_error_errno)
+    dispatcher.fallback(handler)
+    return dispatcher.dispatch(n)
+
+
 def notification_from_record(doc: dict) -> FakeNotification:
     """A fake notification carrying a record's registers and the memory read from it."""
     segments, faults, numbers = {}, {}, []

@@ -1,4 +1,8 @@
-"""Detect which seccomp features the running kernel supports (no filter is installed)."""
+"""Detect which seccomp features the running kernel supports (no filter is installed here).
+
+Above :mod:`sysgate.kernel` because the listener probe needs a BPF program and a forked
+child (which installs it); the ioctls themselves are :func:`sysgate.kernel.notify.probe_ioctls`.
+"""
 from __future__ import annotations
 
 import errno
@@ -6,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..bpf.insn import pack, ret
-from ..process.forked import call_in_child
-from . import abi, calls, notify
+from ..kernel import abi, calls, notify
+from .forked import call_in_child
 
 
 @dataclass
