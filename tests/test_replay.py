@@ -82,7 +82,7 @@ def test_fake_memory_faults_limits_and_gone_targets():
     with pytest.raises(TargetGone):
         gone.read_string(0x1000)
     assert run_handler(guard, gone) == {"kind": "gone"} and gone.verdict is None
-    assert gone.return_value(1) is False and gone.verdict == Reply.value(1)   # like SEND after ENOENT
+    assert gone.send_value(1) is False and gone.verdict == Reply.value(1)   # like SEND after ENOENT
 
 
 def test_fake_replies_follow_the_supervisor_rules():
@@ -90,13 +90,13 @@ def test_fake_replies_follow_the_supervisor_rules():
     assert run_handler(lambda n: None, n, default=Reply.errno("ENOSYS")) == {"kind": "errno",
                                                                             "errno": errno.ENOSYS}
     n = FakeNotification("getppid")
-    n.return_value(7)
+    n.send_value(7)
     with pytest.raises(ReplyError):
-        n.errno("EPERM")
+        n.send_errno("EPERM")
     assert n.verdict == Reply.value(7)
 
     def twice(n):
-        n.return_value(1)
+        n.send_value(1)
         return Reply.value(2)
 
     n = FakeNotification("getppid")

@@ -3,10 +3,12 @@
 A :class:`Notification` is built by the supervisor loop for each
 ``SECCOMP_IOCTL_NOTIF_RECV``. Only ``id`` and ``pid`` are decoded up front; the
 architecture, syscall name, arguments and named arguments are decoded on first use.
-A handler answers exactly once with :meth:`~Notification.return_value`,
-:meth:`~Notification.errno`, :meth:`~Notification.continue_` or
-:meth:`~Notification.inject_fd` (``send=True``), or returns a :class:`Reply` or None
-(None = the supervisor's default verdict). A second reply raises :class:`ReplyError`.
+A handler answers exactly once, either by sending (the ``send_*`` verbs of
+:class:`Notification`: :meth:`~Notification.send_value`, :meth:`~Notification.send_errno`,
+:meth:`~Notification.send_continue`, :meth:`~Notification.send_reply`, or
+:meth:`~Notification.inject_fd` with ``send=True``) or by returning a :class:`Reply` (built with
+``Reply.value``, ``Reply.errno``, ``Reply.continue_``) or None (the supervisor's default
+verdict). A second reply raises :class:`ReplyError`.
 """
 from __future__ import annotations
 
@@ -98,7 +100,7 @@ class Reply:
 
     @classmethod
     def continue_(cls) -> "Reply":
-        """Let the kernel run the syscall. NOT a security decision: see :meth:`Notification.continue_`."""
+        """Let the kernel run the syscall. NOT a security decision: see :meth:`Notification.send_continue`."""
         return cls(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
     def __repr__(self) -> str:
@@ -288,19 +290,19 @@ class Notification:
             raise
         return True
 
-    def return_value(self, value: int) -> bool:
+    def send_value(self, value: int) -> bool:
         """Answer: the syscall returns ``value``. False when the target was already gone."""
         value = return_register(value)
         self._claim()
         return self._send(value, 0, 0)
 
-    def errno(self, e: int | str) -> bool:
+    def send_errno(self, e: int | str) -> bool:
         """Answer: the syscall fails with ``e`` (number or name such as ``"EACCES"``)."""
         error = errno_value(e)
         self._claim()
         return self._send(0, error, 0)
 
-    def continue_(self) -> bool:
+    def send_continue(self) -> bool:
         """Let the kernel execute the syscall as if it had been allowed.
 
         This is NOT a security decision: pointer arguments can be rewritten by another
@@ -310,7 +312,7 @@ class Notification:
         self._claim()
         return self._send(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
-    def reply(self, reply: Reply) -> bool:
+    def send_reply(self, reply: Reply) -> bool:
         """Answer with a :class:`Reply`. When it cannot be sent (fields changed after it was
         built into something the kernel refuses), the notification stays unanswered and the
         error propagates, so that the caller's fail-closed answer can still be sent."""
@@ -425,7 +427,7 @@ def answer_or_fail_closed(n: Notification, fn, default: Reply, on_error_errno: i
     try:
         result = fn(n)
         if n._state != REPLIED:
-            n.reply(default if result is None else result)
+            n.send_reply(default if result is None else result)
         elif result is not None and result.__class__ is Reply:
             if _late(n):
                 raise DeadlineExceeded(f"notification {n.id}: deadline passed, returned {result!r} is dropped")
