@@ -110,7 +110,8 @@ def try_continue(listener: int, notif_id: int) -> bool:
 def id_valid(listener: int, notif_id: int) -> bool:
     """True while ``notif_id`` is still waiting for our reply."""
     try:
-        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id"))), True)
+        arg = bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id")))
+        _ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, arg, True)
         return True
     except OSError as exc:
         if exc.errno == errno.ENOENT:

@@ -4,8 +4,9 @@
 way the supervisor answers real ones (routed by the supervisor's own
 :class:`~sysgate.supervisor.routing.Routes`; None -> default; exceptions -> ``on_error_errno``;
 TargetGone -> no reply; a blocking handler runs in a thread and, past its deadline, the
-call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds each recorded notification with the
-memory its handler read back then, dispatches it and reports every reply that differs::
+call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds
+each recorded notification with the memory its handler read back then, dispatches it and
+reports every reply that differs::
 
     header, records = record.load("calls.jsonl")
     d = Dispatcher.for_recording(header)
