@@ -6,7 +6,7 @@ getppid and measures the mean round trip itself, so all supervisors are timed th
   (a) C       benchmarks/c/loop.c: poll + RECV + SEND, synchronous wake-ups enabled
               (also shown without them: c-nosync, for reference)
   (b) libseccomp-py  /usr/bin/python3 with python3-seccomp: receive_notify/respond_notify
-  (c) sysgate Supervisor with a trivial handler (returning a Reply; also n.return_value)
+  (c) sysgate Supervisor with a trivial handler (returning a Reply; also n.send_value)
 
 Then a scale run: T targets launched at once, supervised by one loop, every call answered,
 no fd left open afterwards. Nothing is pinned. Exit status 1 when sysgate is more than 2x
@@ -115,7 +115,7 @@ def run_sysgate(bins, n: int, style: str) -> float:
             answer = Reply.value(42)
             sup.on("getppid", lambda notification: answer)
         else:
-            sup.on("getppid", lambda notification: notification.return_value(42) and None)
+            sup.on("getppid", lambda notification: notification.send_value(42) and None)
         sup.add_target(target)
         sup.run_until_idle()
     out = os.read(r, 256).decode()

@@ -89,7 +89,7 @@ def test_flag_rules():
 
 
 def test_missing_flag_names_kernel_version(monkeypatch):
-    from sysgate.kernel import features
+    from sysgate.process import features
 
     real = features.features()
     fake = features.Features(real.kernel, real.arch, True, dict(real.actions),

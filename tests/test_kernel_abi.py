@@ -7,7 +7,7 @@ import pytest
 from sysgate.arch import syscalls
 from sysgate.kernel import abi, notify
 from sysgate.kernel import calls
-from sysgate.kernel.features import detect
+from sysgate.process.features import detect
 from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
 
 

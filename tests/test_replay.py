@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from sysgate.process.forked import call_in_child
 from sysgate.process import launch
 from sysgate.errors import SysgateError
+from sysgate.kernel import abi
 from sysgate.policy.parser import parse_policy
 from sysgate.supervisor import Notification, Reply, ReplyError, Supervisor, TargetGone
 from sysgate.testing import (Dispatcher, FakeMemory, FakeNotification, Recorder, load, notification_from_record,
@@ -81,7 +82,7 @@ def test_fake_memory_faults_limits_and_gone_targets():
     with pytest.raises(TargetGone):
         gone.read_string(0x1000)
     assert run_handler(guard, gone) == {"kind": "gone"} and gone.verdict is None
-    assert gone.return_value(1) is False and gone.verdict == Reply.value(1)   # like SEND after ENOENT
+    assert gone.send_value(1) is False and gone.verdict == Reply.value(1)   # like SEND after ENOENT
 
 
 def test_fake_replies_follow_the_supervisor_rules():
@@ -89,13 +90,13 @@ def test_fake_replies_follow_the_supervisor_rules():
     assert run_handler(lambda n: None, n, default=Reply.errno("ENOSYS")) == {"kind": "errno",
                                                                             "errno": errno.ENOSYS}
     n = FakeNotification("getppid")
-    n.return_value(7)
+    n.send_value(7)
     with pytest.raises(ReplyError):
-        n.errno("EPERM")
+        n.send_errno("EPERM")
     assert n.verdict == Reply.value(7)
 
     def twice(n):
-        n.return_value(1)
+        n.send_value(1)
         return Reply.value(2)
 
     n = FakeNotification("getppid")
@@ -104,6 +105,25 @@ def test_fake_replies_follow_the_supervisor_rules():
     n = FakeNotification("getppid")
     assert run_handler(lambda n: "yes", n)["errno"] == errno.EPERM      # not a Reply: fail closed
 
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_unsendable_returned_reply_fails_closed(blocking):
+    """A Reply changed after it was built into one the kernel cannot take (an errno wider than
+    its field) is answered on_error_errno: it used to leave a worker-run notification claimed
+    and unanswered."""
+    def handler(n):
+        reply = Reply.errno("EACCES")
+        reply.error = 1 << 40
+        return reply
+
+    d = Dispatcher(on_error_errno="EIO")
+    d.on("getppid", handler, blocking=blocking)
+    outcome = d.dispatch(FakeNotification("getppid"))
+    assert outcome["kind"] == "errno" and outcome["errno"] == errno.EIO and "exception" in outcome
+    with pytest.raises(ValueError):
+        Reply(5, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)      # the kernel refuses CONTINUE with a value
+    with pytest.raises(ValueError):
+        Reply(0, 0, 4)                                         # no such response flag
 
 def test_fake_inject_fd_and_group_state():
     state = {"opened": 0}
@@ -133,6 +153,11 @@ def test_dispatcher_routes_like_the_supervisor():
     assert d.dispatch(FakeNotification("getpid")) == {"kind": "value", "value": 2}
     assert d.dispatch(FakeNotification("getpid", arch="i386")) == {"kind": "continue"}   # numbers are native only
     assert Dispatcher().dispatch(FakeNotification("uname")) == {"kind": "errno", "errno": errno.EPERM}
+    d.on("getppid", lambda n: Reply.value(3), group="box")      # group handlers first, as in the supervisor
+    assert d.dispatch(FakeNotification("getppid", group="box")) == {"kind": "value", "value": 3}
+    assert d.dispatch(FakeNotification("getppid")) == {"kind": "value", "value": 1}
+    with pytest.raises(SysgateError):
+        d.on("getppidd", lambda n: None)                   # a typo, refused like the supervisor does
 
 
 @settings(max_examples=300, deadline=None)

@@ -45,7 +45,7 @@ def test_target_killed_mid_call_is_counted_and_loop_continues(target_bin):
         target = n.listener.target
         target.kill(signal.SIGKILL)
         wait_for(lambda: not n.valid(), what="the id to become invalid")
-        results.append(n.return_value(1))       # ENOENT: counted, not an error
+        results.append(n.send_value(1))       # ENOENT: counted, not an error
 
     with Supervisor() as sup:
         sup.on("getppid", kill_then_reply, blocking=True, group="victim")
@@ -72,7 +72,7 @@ def test_signal_with_sa_restart_gives_a_new_id(target_bin):
             late.append("read stale memory")
         except TargetGone:
             late.append("gone")
-        late.append(n.return_value(1))           # the old id: ENOENT, counted
+        late.append(n.send_value(1))           # the old id: ENOENT, counted
         return None
 
     with Supervisor(workers=2) as sup:
@@ -244,11 +244,11 @@ def test_inject_fd(target_bin, case, expected):
             if case == "setfd":
                 n.inject_fd(r, target_fd=100)
             elif case == "nosend":
-                n.return_value(n.inject_fd(r, send=False))
+                n.send_value(n.inject_fd(r, send=False))
             else:
                 n.inject_fd(r)
         except OSError as exc:
-            n.errno(exc.errno)                  # EMFILE: the target's RLIMIT_NOFILE is 0
+            n.send_errno(exc.errno)                  # EMFILE: the target's RLIMIT_NOFILE is 0
         finally:
             os.close(r)
 
@@ -272,7 +272,7 @@ def test_wait_killable_recv(target_bin, sig, fatal):
         signal.pidfd_send_signal(n.listener.pidfd, sig)
         if fatal:
             wait_for(lambda: not n.valid(), what="the killed target's id to become invalid")
-            observed.append(n.return_value(1))
+            observed.append(n.send_value(1))
             return None
         wait_for(lambda: signal_pending(n.pid, SIGUSR1_BIT), what="SIGUSR1 to be pending")
         observed.append(n.valid())
@@ -470,10 +470,10 @@ def test_return_value_wider_than_64_bits_fails_closed():
 
     def handler(n):
         try:
-            n.return_value(2**64)
+            n.send_value(2**64)
         except ValueError as exc:
             seen.append(str(exc))
-            n.errno("E2BIG")
+            n.send_errno("E2BIG")
 
     try:
         with Supervisor() as sup:

@@ -39,7 +39,7 @@ def test_handler_by_name_return_value_and_decoding(target_bin):
         @sup.on("getppid")
         def handler(n):
             seen.append((n.syscall, n.arch, n.nr, n.args[0], n.group, n.pid))
-            n.return_value(1000 + n.args[0])
+            n.send_value(1000 + n.args[0])
         run = Run(target_bin, "getppid", 3)
         pid = run.target.pid
         (out,) = serve(sup, run)
@@ -69,7 +69,7 @@ def test_no_handler_gets_default_and_fallback(target_bin):
 
 def test_continue_runs_the_real_syscall(target_bin):
     with Supervisor() as sup:
-        sup.on("getppid", lambda n: n.continue_())
+        sup.on("getppid", lambda n: n.send_continue())
         (out,) = serve(sup, Run(target_bin, "getppid", 2))
     assert lines(out) == [(os.getpid(), 0, 0)] * 2
 
@@ -84,10 +84,10 @@ def test_exceptions_and_bad_returns_fail_closed(target_bin, caplog):
         if what == "bad":
             return 42                         # not a Reply
         if what == "double":
-            n.return_value(5)
-            n.return_value(6)                 # programming error: the first reply stands
+            n.send_value(5)
+            n.send_value(6)                 # programming error: the first reply stands
         if what == "reply-and-return":
-            n.return_value(8)
+            n.send_value(8)
             return Reply.value(9)
         return None
 
@@ -99,13 +99,28 @@ def test_exceptions_and_bad_returns_fail_closed(target_bin, caplog):
     assert "boom" in caplog.text
 
 
+@pytest.mark.parametrize("blocking", [False, True])
+def test_reply_the_kernel_refuses_fails_closed(target_bin, blocking):
+    """A returned Reply the kernel refuses (CONTINUE with a value: EINVAL from SEND) is answered
+    on_error_errno instead of leaving the target waiting until the supervisor closes (ENOSYS)."""
+    def handler(n):
+        reply = Reply.continue_()
+        reply.val = 5
+        return reply
+
+    with Supervisor(on_error_errno="EACCES") as sup:
+        sup.on("getppid", handler, blocking=blocking)
+        (out,) = serve(sup, Run(target_bin, "getppid", 2))
+    assert lines(out) == [(-1, errno.EACCES, 0)] * 2
+    assert sup.stats.errors == 2
+
 def test_double_reply_raises(target_bin):
     errors = []
 
     def handler(n):
-        n.errno("EPERM")
+        n.send_errno("EPERM")
         try:
-            n.continue_()
+            n.send_continue()
         except ReplyError as exc:
             errors.append(exc)
 

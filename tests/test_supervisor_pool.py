@@ -101,7 +101,7 @@ def test_handler_stuck_past_its_deadline_frees_its_worker(target_bin, fifo):
             entered.append(n.id)
             fifo.block()
         try:
-            n.return_value(1)
+            n.send_value(1)
         except DeadlineExceeded:
             late.append(n.id)
 
@@ -178,7 +178,7 @@ def test_exactly_one_answer_when_the_handler_returns_at_its_deadline(target_bin,
         if how == "return":
             return Reply.value(7)
         try:
-            n.return_value(7)
+            n.send_value(7)
             won.append(n.id)
         except DeadlineExceeded:
             late.append(n.id)
@@ -254,7 +254,7 @@ def test_replay_dispatcher_applies_the_same_deadline_rule(target_bin, fifo):
     def stuck(n):
         fifo.block()
         try:
-            n.return_value(1)
+            n.send_value(1)
         except DeadlineExceeded:
             late.append(n.id)
 
@@ -308,7 +308,7 @@ def test_replay_dispatcher_answers_exactly_once_at_the_deadline():
             if n.args[0] % 2:
                 return Reply.value(7)
             try:
-                n.return_value(7)
+                n.send_value(7)
             except DeadlineExceeded:
                 pass
             threading.Event().wait(0.002)   # answered, still running when the deadline comes

@@ -1,7 +1,7 @@
 """Syscall numbers per architecture and syscall argument signatures.
 
 The data comes from ``data/syscalls/<arch>.json`` (tools/gen_syscall_tables.py,
-from the kernel headers) and ``data/signatures.json`` (tools/gen_signatures.py,
+from the kernel headers; read by :mod:`sysgate.kernel.numbers`) and ``data/signatures.json`` (tools/gen_signatures.py,
 from the man pages).  Nothing is read until first use; every file is read once.
 Numbers are what the kernel puts in ``seccomp_data.nr`` (x32 numbers include
 ``__X32_SYSCALL_BIT``).
@@ -14,8 +14,9 @@ from functools import cache
 
 from ..errors import SysgateError
 from ..kernel import abi
+from ..kernel.numbers import DATA as _DATA
+from ..kernel.numbers import arch_tables as _arch_data
 
-_DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 _MAX_NR = 0x7FFFFFFF
 
 
@@ -66,19 +67,6 @@ def _available() -> tuple[str, ...]:
 def table_files() -> list[str]:
     """The architectures ``data/syscalls`` has tables for (tests check it equals the supported list)."""
     return sorted(f[:-5] for f in os.listdir(os.path.join(_DATA, "syscalls")) if f.endswith(".json"))
-
-
-@cache
-def _arch_data(arch: str) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
-    """(canonical name -> nr, name incl. aliases -> nr, nr -> canonical name) for ``arch``."""
-    raw = _read_json("syscalls", f"{arch}.json")
-    canonical = dict(raw["syscalls"])
-    lookup = dict(canonical)
-    lookup.update({alias: canonical[target] for alias, target in raw.get("aliases", {}).items()})
-    reverse: dict[int, str] = {}
-    for nm, nr in canonical.items():
-        reverse.setdefault(nr, nm)
-    return canonical, lookup, reverse
 
 
 @cache

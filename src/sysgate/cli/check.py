@@ -11,7 +11,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from ..kernel.features import detect
+    from ..process.features import detect
     from ..kernel.landlock import abi_version
 
     f = detect()

@@ -93,21 +93,21 @@ class _Recorder:
     def __getattr__(self, name):
         return getattr(self._n, name)
 
-    def return_value(self, value: int) -> bool:
+    def send_value(self, value: int) -> bool:
         self.sent, self.kind = Reply.value(value), "value"
-        return self._n.return_value(value)
+        return self._n.send_value(value)
 
-    def errno(self, e) -> bool:
+    def send_errno(self, e) -> bool:
         self.sent, self.kind = Reply.errno(e), "errno"
-        return self._n.errno(e)
+        return self._n.send_errno(e)
 
-    def continue_(self) -> bool:
+    def send_continue(self) -> bool:
         self.sent, self.kind = _CONTINUE, "continue"
-        return self._n.continue_()
+        return self._n.send_continue()
 
-    def reply(self, reply: Reply) -> bool:
+    def send_reply(self, reply: Reply) -> bool:
         self.sent, self.kind = reply, _kind(reply)
-        return self._n.reply(reply)
+        return self._n.send_reply(reply)
 
     def inject_fd(self, fd: int, target_fd: int | None = None, send: bool = True, cloexec: bool = False) -> int:
         number = self._n.inject_fd(fd, target_fd, send, cloexec)

@@ -9,18 +9,18 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from functools import cache
 
-from . import abi
+from . import abi, numbers
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
+@cache
 def _nr(name: str) -> int:
     """Number of syscall ``name`` on the running arch (from sysgate's tables, loaded once)."""
-    from ..arch import syscalls
-
-    nr = syscalls.number(None, name)
+    nr = numbers.arch_tables(abi.native_arch())[1].get(name)
     if nr is None:
         raise OSError(errno.ENOSYS, f"sysgate does not know the {name} syscall number on {abi.native_arch()}")
     return nr

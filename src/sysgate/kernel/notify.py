@@ -28,8 +28,14 @@ class RawNotification:
     data: abi.SeccompData
 
 
-_ZERO_NOTIF = bytes(abi.SECCOMP_NOTIF.size)
+#: Sizes of the RECV and SEND buffers (``struct seccomp_notif`` and ``seccomp_notif_resp``).
+NOTIF_SIZE = abi.SECCOMP_NOTIF.size
+RESP_SIZE = abi.SECCOMP_NOTIF_RESP.size
+_ZERO_NOTIF = bytes(NOTIF_SIZE)
 _U64 = struct.Struct("=Q")
+_RECV = abi.SECCOMP_IOCTL_NOTIF_RECV
+_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
+_ioctl = fcntl.ioctl
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -58,20 +64,31 @@ def _ioctl_value(fd: int, request: int, value: int) -> int:
     return result
 
 
+def recv_into(listener: int, buf: bytearray) -> None:
+    """SECCOMP_IOCTL_NOTIF_RECV into ``buf`` (:data:`NOTIF_SIZE` bytes, which must be zero: the
+    kernel refuses a dirty buffer with EINVAL). Blocks unless a notification is pending."""
+    _ioctl(listener, _RECV, buf, True)
+
+
 def recv(listener: int) -> RawNotification:
     """SECCOMP_IOCTL_NOTIF_RECV with a freshly zeroed buffer. Blocks unless a notification is pending."""
     buf = bytearray(_ZERO_NOTIF)
-    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_RECV, buf, True)
+    recv_into(listener, buf)
     nid, pid, flags, data = abi.SECCOMP_NOTIF.unpack(buf)
     return RawNotification(nid, pid, flags, abi.SeccompData.unpack(data))
 
 
+def send_into(listener: int, buf: bytearray) -> None:
+    """SECCOMP_IOCTL_NOTIF_SEND of a response already packed into ``buf`` (``abi.SECCOMP_NOTIF_RESP``,
+    :data:`RESP_SIZE` bytes); the hot path, unchecked: :func:`send` checks every field."""
+    _ioctl(listener, _SEND, buf, True)
+
+
 def send(listener: int, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> None:
     """SECCOMP_IOCTL_NOTIF_SEND. ``error`` is a positive errno (0 = success with ``val``)."""
-    resp = bytearray(abi.SECCOMP_NOTIF_RESP.pack(
+    send_into(listener, bytearray(abi.SECCOMP_NOTIF_RESP.pack(
         _unsigned(notif_id, 64, "notification id"), _signed(val, 64, "return value"),
-        _signed(-abs(error), 32, "errno"), _unsigned(flags, 32, "response flags")))
-    fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SEND, resp, True)
+        _signed(-abs(error), 32, "errno"), _unsigned(flags, 32, "response flags"))))
 
 
 def send_continue(listener: int, notif_id: int) -> None:
@@ -93,7 +110,8 @@ def try_continue(listener: int, notif_id: int) -> bool:
 def id_valid(listener: int, notif_id: int) -> bool:
     """True while ``notif_id`` is still waiting for our reply."""
     try:
-        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id"))), True)
+        arg = bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id")))
+        _ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, arg, True)
         return True
     except OSError as exc:
         if exc.errno == errno.ENOENT:
@@ -131,6 +149,29 @@ def enable_sync_wakeup(listener: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def probe_ioctls(listener: int) -> dict[str, bool]:
+    """Which notify ioctls a real listener accepts (call with an idle listener fd): each is
+    issued with notification id 0, which a known ioctl refuses with ENOENT."""
+    result = {"NOTIF_RECV": True}   # implied by the listener's existence
+    probes = {
+        "NOTIF_ID_VALID": (abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(_U64.size)),
+        "NOTIF_ADDFD": (abi.SECCOMP_IOCTL_NOTIF_ADDFD, bytearray(abi.SECCOMP_NOTIF_ADDFD.size)),
+        "NOTIF_SEND": (_SEND, bytearray(RESP_SIZE)),
+    }
+    for name, (number, arg) in probes.items():
+        try:
+            _ioctl(listener, number, arg, True)
+            result[name] = True
+        except OSError as exc:
+            result[name] = exc.errno == errno.ENOENT
+    try:
+        set_flags(listener, 0)
+        result["NOTIF_SET_FLAGS"] = True
+    except OSError as exc:
+        result["NOTIF_SET_FLAGS"] = exc.errno != errno.EINVAL
+    return result
 
 
 #: What /proc/self/fd/N reads for a seccomp listener.

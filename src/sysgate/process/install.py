@@ -100,7 +100,7 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
     flags = 0
     names = [name for name, on in wanted.items() if on]
     if names:
-        from ..kernel.features import features
+        from .features import features
 
         feats = features()
         for name in names:

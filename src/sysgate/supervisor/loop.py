@@ -19,7 +19,6 @@ waiting for an answer then fail with ENOSYS in the targets.
 from __future__ import annotations
 
 import errno as _errno
-import fcntl
 import functools
 import heapq
 import logging
@@ -32,21 +31,17 @@ from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
-from .notification import (HEADER, OPEN, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError,
-                           TargetGone, answer, errno_value, share)
-from .routing import Group, Handler, Routes
+from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
+                           answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
+from .routing import Group, Handler, Routes, no_handler
 from .workers import DONE, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
 
-_RECV = abi.SECCOMP_IOCTL_NOTIF_RECV
-_ZEROED = bytearray(abi.SECCOMP_NOTIF.size)   # never written: only copied
+_ZEROED = bytearray(notify.NOTIF_SIZE)   # never written: only copied
 _HUP = select.EPOLLHUP | select.EPOLLERR
 _IN = select.EPOLLIN
 _unpack_header = HEADER.unpack_from
-_pack_resp = abi.SECCOMP_NOTIF_RESP.pack_into
-_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
-_ioctl = fcntl.ioctl
 
 
 @dataclass
@@ -122,7 +117,6 @@ class Supervisor(Routes):
         self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
         self._closed = False
-        self._resp = bytearray(abi.SECCOMP_NOTIF_RESP.size)   # reply buffer of the loop thread
 
     # --- listeners ------------------------------------------------------------------
     def add_listener(self, fd: int, group: str = "default", *, pidfd: int | None = None, on_release=None,
@@ -207,12 +201,13 @@ class Supervisor(Routes):
 
     # --- dispatch -------------------------------------------------------------------
     def _resolve(self, lst: Listener, n: Notification, key: int):
-        """The callable for ``n``'s (arch, nr) in ``lst``'s group, cached per group."""
-        handler = self._find_handler(lst.group, n)
+        """What answers ``n``'s (arch, nr) in ``lst``'s group, cached per group: a blocking
+        :class:`Handler` (run by :meth:`_submit`) or the callable to run inline."""
+        handler = self.handler_for(lst.group, n)
         if handler is None:
-            entry = _no_handler
+            entry = no_handler
         elif handler.blocking:
-            entry = functools.partial(self._submit, handler)
+            entry = handler
         else:
             entry = handler.fn
         lst.group.cache[key] = entry
@@ -223,42 +218,20 @@ class Supervisor(Routes):
         nid, pid, _, key = _unpack_header(raw)
         n = Notification(lst, raw, nid, pid)
         entry = lst.cache.get(key) or self._resolve(lst, n, key)
-        try:
-            result = entry(n)
-            if n._state == OPEN:
-                if result is None:
-                    result = self.default
-                elif result.__class__ is not Reply:
-                    raise TypeError(f"a handler returns a Reply or None, not {result!r}")
-                _pack_resp(self._resp, 0, nid, result.val, -result.error, result.flags)
-                n._state = REPLIED      # only once packed: a failure above is answered by _failed
-                try:
-                    _ioctl(lst.fd, _SEND, self._resp, True)
-                except OSError as exc:
-                    if exc.errno != _errno.ENOENT:
-                        raise
-                    self.stats.gone += 1
-            elif result is not None and result.__class__ is Reply and n._state == REPLIED:
-                raise ReplyError(f"handler answered notification {nid} and also returned {result!r}")
-        except TargetGone:
-            pass
-        except Exception as exc:
+        if entry.__class__ is Handler:
+            self._submit(entry, n)
+            return
+        exc = answer_or_fail_closed(n, entry, self.default, self.on_error_errno)
+        if exc is not None:
             self._failed(n, exc)
 
     def _failed(self, n: Notification, exc: Exception) -> None:
-        """Fail closed after a handler exception (or an invalid return value)."""
+        """Count and log what :func:`answer_or_fail_closed` answered ``on_error_errno``."""
+        if isinstance(exc, (TargetGone, DeadlineExceeded)):
+            return   # nothing to answer: the target is gone, or the deadline answered
         self.stats.errors += 1
         log.error("handler for %s (group %s) failed: %r; answering errno %d", _describe(n), n.listener.group.name,
                   exc, self.on_error_errno, exc_info=not isinstance(exc, ReplyError))
-        if n.try_claim():
-            self._send_error(n)
-
-    def _send_error(self, n: Notification) -> None:
-        """Answer the claimed ``n`` with ``on_error_errno`` (a failed SEND is only logged)."""
-        try:
-            n._send(0, self.on_error_errno, 0)
-        except OSError as err:
-            log.error("cannot answer notification %d: %s", n.id, err)
 
     # --- blocking handlers -----------------------------------------------------------
     def _submit(self, handler: Handler, n: Notification) -> None:
@@ -271,8 +244,7 @@ class Supervisor(Routes):
         except PoolRefused as exc:
             self.stats.rejected += 1
             log.warning("no worker for %s (%s): answering errno %d", _describe(n), exc, self.on_error_errno)
-            if n.try_claim():
-                self._send_error(n)
+            fail_closed(n, self.on_error_errno)
             return
         n.listener.busy += 1
         heapq.heappush(self._deadlines, deadline)
@@ -281,11 +253,8 @@ class Supervisor(Routes):
         """Run a blocking handler (in a worker thread); the loop gets ``n`` back."""
         if n._state == REPLIED:
             return n  # the deadline passed while it was queued
-        try:
-            answer(n, handler.fn, self.default)
-        except (TargetGone, DeadlineExceeded):
-            pass
-        except Exception as exc:
+        exc = answer_or_fail_closed(n, handler.fn, self.default, self.on_error_errno)
+        if exc is not None:
             self._failed(n, exc)
         return n
 
@@ -300,7 +269,7 @@ class Supervisor(Routes):
                 self.stats.timeouts += 1
                 log.error("handler for %s (group %s) missed its deadline; answering errno %d",
                           _describe(n), n.listener.group.name, self.on_error_errno)
-                self._send_error(n)
+                send_claimed_error(n, self.on_error_errno)
             if self._pool.abandon(deadline.job):   # also when it answered but still runs
                 self.stats.written_off = self._pool.written_off
                 self._finished(n.listener)
@@ -352,7 +321,7 @@ class Supervisor(Routes):
         listeners = self._listeners
         handle = self._handle
         stats = self.stats
-        ioctl = _ioctl
+        recv_into = notify.recv_into
         pool = self._pool
         cap = None if until is None else 0.1
         while not self._stopping:
@@ -391,7 +360,7 @@ class Supervisor(Routes):
                 elif ev & _IN:
                     raw = _ZEROED.copy()  # RECV wants a zeroed buffer; copying is faster than bytearray(80)
                     try:
-                        ioctl(fd, _RECV, raw, True)
+                        recv_into(fd, raw)
                     except OSError as exc:
                         self._recv_failed(lst, exc)
                         continue
@@ -517,10 +486,6 @@ class Supervisor(Routes):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _no_handler(n: Notification) -> None:
-    return None
 
 
 def _describe(n: Notification) -> str:

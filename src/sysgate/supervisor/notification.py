@@ -3,15 +3,17 @@
 A :class:`Notification` is built by the supervisor loop for each
 ``SECCOMP_IOCTL_NOTIF_RECV``. Only ``id`` and ``pid`` are decoded up front; the
 architecture, syscall name, arguments and named arguments are decoded on first use.
-A handler answers exactly once with :meth:`~Notification.return_value`,
-:meth:`~Notification.errno`, :meth:`~Notification.continue_` or
-:meth:`~Notification.inject_fd` (``send=True``), or returns a :class:`Reply` or None
-(None = the supervisor's default verdict). A second reply raises :class:`ReplyError`.
+A handler answers exactly once, either by sending (the ``send_*`` verbs of
+:class:`Notification`: :meth:`~Notification.send_value`, :meth:`~Notification.send_errno`,
+:meth:`~Notification.send_continue`, :meth:`~Notification.send_reply`, or
+:meth:`~Notification.inject_fd` with ``send=True``) or by returning a :class:`Reply` (built with
+``Reply.value``, ``Reply.errno``, ``Reply.continue_``) or None (the supervisor's default
+verdict). A second reply raises :class:`ReplyError`.
 """
 from __future__ import annotations
 
 import errno as _errno
-import fcntl
+import logging
 import struct
 import threading
 
@@ -19,12 +21,13 @@ from ..errors import SysgateError
 from ..kernel import abi, notify
 from . import memory
 
+log = logging.getLogger("sysgate.supervisor")
+
 #: id, pid, flags, then nr and arch read as one native u64 (the dispatch key).
 HEADER = struct.Struct("=QIIQ")
 _ARGS = abi.SECCOMP_DATA
-_RESP = abi.SECCOMP_NOTIF_RESP
-_SEND = abi.SECCOMP_IOCTL_NOTIF_SEND
-_ioctl = fcntl.ioctl
+_pack_resp = abi.SECCOMP_NOTIF_RESP.pack
+_send_into = notify.send_into
 _ENOENT = _errno.ENOENT
 
 # reply states
@@ -79,7 +82,11 @@ class Reply:
     __slots__ = ("val", "error", "flags")
 
     def __init__(self, val: int = 0, error: int = 0, flags: int = 0):
-        self.val, self.error, self.flags = return_register(val), error, flags
+        if flags not in (0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE) or (flags and (val or error)):
+            # the kernel refuses these with EINVAL: a handler bug, answered like any other
+            raise ValueError(f"cannot send val={val} error={error} flags={flags}: flags is 0, or "
+                             "SECCOMP_USER_NOTIF_FLAG_CONTINUE alone")
+        self.val, self.error, self.flags = return_register(val), errno_value(error), flags
 
     @classmethod
     def value(cls, val: int) -> "Reply":
@@ -93,7 +100,7 @@ class Reply:
 
     @classmethod
     def continue_(cls) -> "Reply":
-        """Let the kernel run the syscall. NOT a security decision: see :meth:`Notification.continue_`."""
+        """Let the kernel run the syscall. NOT a security decision: see :meth:`Notification.send_continue`."""
         return cls(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
     def __repr__(self) -> str:
@@ -275,7 +282,7 @@ class Notification:
         if lst.fd < 0:  # released (shutdown): the kernel already failed the syscall with ENOSYS
             return False
         try:
-            _ioctl(lst.fd, _SEND, bytearray(_RESP.pack(self.id, val, -error, flags)), True)
+            _send_into(lst.fd, bytearray(_pack_resp(self.id, val, -error, flags)))
         except OSError as exc:
             if exc.errno == _ENOENT:
                 lst.stats.gone += 1
@@ -283,19 +290,19 @@ class Notification:
             raise
         return True
 
-    def return_value(self, value: int) -> bool:
+    def send_value(self, value: int) -> bool:
         """Answer: the syscall returns ``value``. False when the target was already gone."""
         value = return_register(value)
         self._claim()
         return self._send(value, 0, 0)
 
-    def errno(self, e: int | str) -> bool:
+    def send_errno(self, e: int | str) -> bool:
         """Answer: the syscall fails with ``e`` (number or name such as ``"EACCES"``)."""
         error = errno_value(e)
         self._claim()
         return self._send(0, error, 0)
 
-    def continue_(self) -> bool:
+    def send_continue(self) -> bool:
         """Let the kernel execute the syscall as if it had been allowed.
 
         This is NOT a security decision: pointer arguments can be rewritten by another
@@ -305,12 +312,18 @@ class Notification:
         self._claim()
         return self._send(0, 0, abi.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
-    def reply(self, reply: Reply) -> bool:
-        """Answer with a :class:`Reply`."""
+    def send_reply(self, reply: Reply) -> bool:
+        """Answer with a :class:`Reply`. When it cannot be sent (fields changed after it was
+        built into something the kernel refuses), the notification stays unanswered and the
+        error propagates, so that the caller's fail-closed answer can still be sent."""
         if reply.__class__ is not Reply:
             raise TypeError(f"a handler returns a Reply or None, not {reply!r}")
         self._claim()
-        return self._send(reply.val, reply.error, reply.flags)
+        try:
+            return self._send(reply.val, reply.error, reply.flags)
+        except Exception:
+            self._unclaim()
+            raise
 
     def inject_fd(self, fd: int, target_fd: int | None = None, send: bool = True, cloexec: bool = False) -> int:
         """Install our ``fd`` in the target (SECCOMP_IOCTL_NOTIF_ADDFD); returns its number there.
@@ -399,23 +412,47 @@ def share(n: Notification, deadline: "Deadline") -> None:
     n.deadline = deadline
 
 
-def answer(n: Notification, fn, default: Reply) -> None:
-    """Run handler ``fn`` on ``n`` and send its verdict: what every dispatcher (the supervisor's
-    loop and workers, the replay dispatcher) does with a handler's result.
+def answer_or_fail_closed(n: Notification, fn, default: Reply, on_error_errno: int) -> Exception | None:
+    """Run handler ``fn`` on ``n`` and answer it exactly once: the rule of every dispatcher (the
+    supervisor's loop and workers, the replay dispatcher), written once, on the hot path.
 
-    None sends ``default``, a :class:`Reply` is sent, anything else is a TypeError; returning a
-    Reply after answering is a :class:`ReplyError`, or :class:`DeadlineExceeded` when the
-    deadline answered first (the late verdict is dropped, never sent). Exceptions propagate: the
-    caller fails closed (``on_error_errno``), except for TargetGone (no reply: the target is gone)
-    and DeadlineExceeded (the deadline already answered).
+    None sends ``default``, a returned :class:`Reply` is sent (unless the handler answered
+    itself). Fail closed (answer ``on_error_errno``, unless answered already) when the handler
+    raises, returns anything else, or returns a reply that cannot be sent; returning a Reply
+    after answering is a :class:`ReplyError` (or :class:`DeadlineExceeded` when the deadline
+    answered first: the late verdict is dropped). Returns the exception, None when all went well,
+    for the caller to count or report. TargetGone (the target is gone) and DeadlineExceeded (the
+    deadline answered) get no answer.
     """
-    result = fn(n)
-    if n._state != REPLIED:
-        n.reply(default if result is None else result)
-    elif result is not None and result.__class__ is Reply:
-        if _late(n):
-            raise DeadlineExceeded(f"notification {n.id}: deadline passed, returned {result!r} is dropped")
-        raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+    try:
+        result = fn(n)
+        if n._state != REPLIED:
+            n.send_reply(default if result is None else result)
+        elif result is not None and result.__class__ is Reply:
+            if _late(n):
+                raise DeadlineExceeded(f"notification {n.id}: deadline passed, returned {result!r} is dropped")
+            raise ReplyError(f"handler answered notification {n.id} and also returned {result!r}")
+    except (TargetGone, DeadlineExceeded) as exc:
+        return exc
+    except Exception as exc:
+        fail_closed(n, on_error_errno)
+        return exc
+    return None
+
+
+def fail_closed(n: Notification, error: int) -> bool:
+    """Answer ``n`` with errno ``error`` unless someone already claimed its reply. False when it
+    was claimed, the target is gone or the SEND failed (only logged: nothing is left to try)."""
+    return n.try_claim() and send_claimed_error(n, error)
+
+
+def send_claimed_error(n: Notification, error: int) -> bool:
+    """Send errno ``error`` for ``n``, whose reply the caller has claimed (e.g. at its deadline)."""
+    try:
+        return n._send(0, error, 0)
+    except OSError as err:
+        log.error("cannot answer notification %d: %s", n.id, err)
+        return False
 
 
 class Deadline:

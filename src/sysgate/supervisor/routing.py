@@ -3,8 +3,9 @@
 :class:`Routes` is the registration half of the supervisor (a mixin of
 :class:`~sysgate.supervisor.loop.Supervisor`). Handlers are registered per syscall
 name (or native number), per group of targets, or routed from a policy's
-``notify(name)`` actions. Lookup order for a target of group G: G's handler for the
-syscall, G's fallback, the global handler, the global fallback, else the default verdict.
+``notify(name)`` actions. Lookup order for a target of group G (:meth:`Routes.handler_for`): G's handler for
+the syscall, G's fallback, the global handler, the global fallback, else the default verdict.
+The supervisor and :class:`sysgate.testing.replay.Dispatcher` both route with it.
 """
 from __future__ import annotations
 
@@ -112,8 +113,9 @@ class Routes:
         for grp in self._groups.values():
             grp.cache.clear()
 
-    def _find_handler(self, group: Group, n) -> "Handler | None":
-        """The handler for notification ``n`` of a target in ``group`` (None: default verdict)."""
+    def handler_for(self, group: Group, n) -> "Handler | None":
+        """The handler for notification ``n`` of a target in ``group`` (None: default verdict);
+        the supervisor caches it per group, the replay dispatcher asks each time."""
         name = n.syscall
         native = n.arch == abi.native_arch()
         for grp in (group, self._global):   # the group's own handlers and fallback come first
@@ -121,6 +123,11 @@ class Routes:
             if handler is not None:
                 return handler
         return None
+
+
+def no_handler(n) -> None:
+    """What runs for a notification without a handler: None, i.e. the default verdict."""
+    return None
 
 
 def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) -> Handler:

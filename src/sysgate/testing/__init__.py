@@ -10,9 +10,9 @@
 """
 from __future__ import annotations
 
-from .fake import FakeListener, FakeMemory, FakeNotification, run_handler
+from .fake import FakeListener, FakeMemory, FakeNotification
 from .record import Recorder, load
-from .replay import Difference, Dispatcher, ReplayReport, notification_from_record, outcome, replay
+from .replay import Difference, Dispatcher, ReplayReport, notification_from_record, outcome, replay, run_handler
 
 __all__ = ["FakeNotification", "FakeMemory", "FakeListener", "run_handler", "Recorder", "load", "Dispatcher",
            "replay", "ReplayReport", "Difference", "outcome", "notification_from_record"]

@@ -213,14 +213,3 @@ def own_credentials():
 
     me = os.getpid()
     return credentials(SimpleNamespace(pid=me, id=0, credentials=None, valid=lambda: True, check_valid=lambda: None))
-
-
-def run_handler(handler, n: Notification, *, default: Reply | None = None, on_error_errno: int | str = "EPERM"):
-    """Run ``handler(n)`` with the supervisor's rules and return the outcome (see
-    :func:`sysgate.testing.replay.outcome`): None means ``default``, a returned Reply is sent,
-    TargetGone means no reply, any other exception (or a second reply) answers ``on_error_errno``."""
-    from .replay import Dispatcher
-
-    dispatcher = Dispatcher(default, on_error_errno=on_error_errno)
-    dispatcher.fallback(handler)
-    return dispatcher.dispatch(n)

@@ -225,19 +225,19 @@ class _Recording:
             self._reply.append(reply_dict(Reply.value(number), injected_fd=True))
         return number
 
-    def reply(self, reply: Reply) -> bool:
-        sent = self._n.reply(reply)
+    def send_reply(self, reply: Reply) -> bool:
+        sent = self._n.send_reply(reply)
         self._reply.append(reply_dict(reply))
         return sent
 
-    def return_value(self, value: int) -> bool:
-        return self.reply(Reply.value(value))
+    def send_value(self, value: int) -> bool:
+        return self.send_reply(Reply.value(value))
 
-    def errno(self, e) -> bool:
-        return self.reply(Reply.errno(e))
+    def send_errno(self, e) -> bool:
+        return self.send_reply(Reply.errno(e))
 
-    def continue_(self) -> bool:
-        return self.reply(Reply.continue_())
+    def send_continue(self) -> bool:
+        return self.send_reply(Reply.continue_())
 
 
 class Recorder:

@@ -1,11 +1,12 @@
 """Replay recorded notifications into handlers, without a kernel, and compare the replies.
 
 :class:`Dispatcher` answers :class:`~sysgate.testing.fake.FakeNotification` objects the
-way the supervisor answers real ones (handler by syscall name, or native number, then
-the fallback, then the default; None -> default; exceptions -> ``on_error_errno``;
+way the supervisor answers real ones (routed by the supervisor's own
+:class:`~sysgate.supervisor.routing.Routes`; None -> default; exceptions -> ``on_error_errno``;
 TargetGone -> no reply; a blocking handler runs in a thread and, past its deadline, the
-call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds each recorded notification with the
-memory its handler read back then, dispatches it and reports every reply that differs::
+call is answered ``on_error_errno`` and its late verdict dropped). :func:`replay` rebuilds
+each recorded notification with the memory its handler read back then, dispatches it and
+reports every reply that differs::
 
     header, records = record.load("calls.jsonl")
     d = Dispatcher.for_recording(header)
@@ -20,18 +21,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..kernel import abi
 from ..supervisor import DeadlineExceeded, Reply, TargetGone
-from ..supervisor.notification import Deadline, answer, errno_value, share
-from ..supervisor.routing import Handler, handler_of
+from ..supervisor.notification import Deadline, answer_or_fail_closed, errno_value, send_claimed_error, share
+from ..supervisor.routing import Handler, Routes, no_handler
 from .fake import FakeMemory, FakeNotification
 from .record import decode_bytes, reply_dict, reply_from_dict
 
 log = logging.getLogger("sysgate.testing")
 
 
-class Dispatcher:
-    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`'s handler table.
+class Dispatcher(Routes):
+    """A kernel-free stand-in for :class:`~sysgate.supervisor.Supervisor`: the same handler
+    tables (:class:`~sysgate.supervisor.routing.Routes`: ``on``, ``table``, ``fallback``,
+    ``use_policy``, groups) and the same answer rule.
 
     Blocking handlers (``blocking``, or a ``deadline``: arguments or the handler's attributes, as
     for the supervisor) run in a thread of their own with the same deadline rule as the
@@ -40,11 +42,10 @@ class Dispatcher:
 
     def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = "EPERM",
                  handler_timeout: float = 5.0):
+        Routes.__init__(self)
         self.default = default if default is not None else Reply.errno("EPERM")
         self.on_error_errno = errno_value(on_error_errno)
         self.handler_timeout = handler_timeout
-        self.handlers: dict[str | int, Handler] = {}
-        self._fallback: Handler | None = None
 
     @classmethod
     def for_recording(cls, header: dict) -> "Dispatcher":
@@ -52,72 +53,40 @@ class Dispatcher:
         default = reply_from_dict(header["default"]) if "default" in header else None
         return cls(default, on_error_errno=header.get("on_error_errno", "EPERM"))
 
-    def on(self, syscall: str | int, fn=None, *, blocking: bool | None = None, deadline: float | None = None):
-        """Handle ``syscall`` (name, or number of the native arch) with ``fn``; a decorator too."""
-        if fn is None:
-            return lambda f: self.on(syscall, f, blocking=blocking, deadline=deadline) or f
-        self.handlers[syscall] = handler_of(fn, blocking, deadline)
-        return None
-
-    def table(self, handlers: dict) -> None:
-        for syscall, fn in handlers.items():
-            self.on(syscall, fn)
-
-    def fallback(self, fn, *, blocking: bool | None = None, deadline: float | None = None) -> None:
-        """Handle every syscall without a handler of its own."""
-        self._fallback = handler_of(fn, blocking, deadline)
-
-    def handler_for(self, n) -> Handler | None:
-        handler = self.handlers.get(n.syscall)
-        if handler is None and n.arch == abi.native_arch():
-            handler = self.handlers.get(n.nr)
-        return handler if handler is not None else self._fallback
-
     def dispatch(self, n) -> dict:
         """Answer ``n`` like the supervisor would; returns the outcome (see :func:`outcome`)."""
-        handler = self.handler_for(n)
-        try:
-            if handler is None:
-                n.reply(self.default)
-            elif handler.blocking:
-                self._run_with_deadline(handler, n)
-            else:
-                answer(n, handler.fn, self.default)
-        except TargetGone:
+        handler = self.handler_for(self.group(n.group), n)
+        if handler is not None and handler.blocking:
+            exc = self._run_with_deadline(handler, n)
+        else:
+            fn = handler.fn if handler is not None else no_handler
+            exc = answer_or_fail_closed(n, fn, self.default, self.on_error_errno)
+        if isinstance(exc, TargetGone):
             return {"kind": "gone"}
-        except DeadlineExceeded as exc:       # answered on_error_errno at the deadline
-            return {**outcome(n), "exception": repr(exc)}
-        except Exception as exc:
+        if exc is not None:
             log.debug("handler for %s failed: %r", n.syscall, exc)
-            if n.try_claim():
-                n._send(0, self.on_error_errno, 0)
             return {**outcome(n), "exception": repr(exc)}
         return outcome(n)
 
-    def _run_with_deadline(self, handler: Handler, n) -> None:
-        """Run a blocking handler in a thread; at its deadline answer ``on_error_errno`` (raising
-        DeadlineExceeded) and leave the thread behind: its late verdict is dropped."""
+    def _run_with_deadline(self, handler: Handler, n) -> Exception | None:
+        """Run a blocking handler in a thread, as a supervisor worker does; at its deadline answer
+        ``on_error_errno`` (returning DeadlineExceeded) and leave the thread behind: its late
+        verdict is dropped."""
         timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
         share(n, Deadline(time.monotonic() + timeout, n, handler))
         failure: list = []
 
         def work():
-            try:
-                answer(n, handler.fn, self.default)
-            except DeadlineExceeded:
-                pass
-            except BaseException as exc:   # re-raised below, in the dispatching thread
-                failure.append(exc)
+            failure.append(answer_or_fail_closed(n, handler.fn, self.default, self.on_error_errno))
 
         thread = threading.Thread(target=work, name="sysgate-replay-worker", daemon=True)
         thread.start()
         thread.join(timeout)
         if thread.is_alive() and n.claim_at_deadline():
-            n._send(0, self.on_error_errno, 0)
-            raise DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
+            send_claimed_error(n, self.on_error_errno)
+            return DeadlineExceeded(f"handler for {n.syscall} missed its {timeout:g}s deadline")
         thread.join(timeout)    # it answered just before the deadline: let it finish
-        if failure:
-            raise failure[0]
+        return failure[0] if failure else None
 
 
 def outcome(n: FakeNotification) -> dict:
@@ -126,6 +95,15 @@ def outcome(n: FakeNotification) -> dict:
     if n.verdict is None:
         return {"kind": "none"}
     return reply_dict(n.verdict, injected_fd=n.reply_kind == "inject_fd")
+
+
+def run_handler(handler, n: FakeNotification, *, default: Reply | None = None, on_error_errno: int | str = "EPERM"):
+    """Run ``handler(n)`` with the supervisor's rules and return the outcome (see
+    :func:`outcome`): None means ``default``, a returned Reply is sent,
+    TargetGone means no reply, any other exception (or a second reply) answers ``on_error_errno``."""
+    dispatcher = Dispatcher(default, on_error_errno=on_error_errno)
+    dispatcher.fallback(handler)
+    return dispatcher.dispatch(n)
 
 
 def notification_from_record(doc: dict) -> FakeNotification:

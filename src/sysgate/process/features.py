@@ -1,14 +1,17 @@
-"""Detect which seccomp features the running kernel supports (no filter is installed)."""
+"""Detect which seccomp features the running kernel supports (no filter is installed here).
+
+Above :mod:`sysgate.kernel` because the listener probe needs a BPF program and a forked
+child (which installs it); the ioctls themselves are :func:`sysgate.kernel.notify.probe_ioctls`.
+"""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 from dataclasses import dataclass, field
 
 from ..bpf.insn import pack, ret
-from ..process.forked import call_in_child
-from . import abi, calls
+from ..kernel import abi, calls, notify
+from .forked import call_in_child
 
 
 @dataclass
@@ -36,38 +39,11 @@ def _flag_supported(flag: int) -> bool:
     return True  # cannot happen: a NULL program never installs
 
 
-def probe_listener_ioctls(listener: int) -> dict[str, bool]:
-    """Which notify ioctls a real listener accepts (call with an idle listener fd)."""
-    result = {}
-    probes = {
-        "NOTIF_RECV": None,  # implied by NEW_LISTENER
-        "NOTIF_ID_VALID": (abi.SECCOMP_IOCTL_NOTIF_ID_VALID, bytearray(8), errno.ENOENT),
-        "NOTIF_ADDFD": (abi.SECCOMP_IOCTL_NOTIF_ADDFD, bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(0, 0, 0, 0, 0)), errno.ENOENT),
-        "NOTIF_SEND": (abi.SECCOMP_IOCTL_NOTIF_SEND, bytearray(24), errno.ENOENT),
-    }
-    for name, probe in probes.items():
-        if probe is None:
-            result[name] = True
-            continue
-        number, arg, expected = probe
-        try:
-            fcntl.ioctl(listener, number, arg, True)
-            result[name] = True
-        except OSError as exc:
-            result[name] = exc.errno == expected
-    try:
-        fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_SET_FLAGS, 0)
-        result["NOTIF_SET_FLAGS"] = True
-    except OSError as exc:
-        result["NOTIF_SET_FLAGS"] = exc.errno != errno.EINVAL
-    return result
-
-
 def _listener_ioctls() -> dict[str, bool]:
     """Create a throw-away listener in a forked child and probe its ioctls."""
     def probe() -> dict[str, bool]:
         calls.set_no_new_privs()
-        return probe_listener_ioctls(
+        return notify.probe_ioctls(
             calls.seccomp_set_filter(pack([ret(abi.SECCOMP_RET_ALLOW)]), abi.SECCOMP_FILTER_FLAG_NEW_LISTENER))
 
     return call_in_child(probe)[1] or {}
