@@ -44,7 +44,7 @@ def load_filter(args):
 
 def run(args) -> int:
     from ..supervisor import Supervisor
-    from .run import PolicyReporter, attach_handlers
+    from ..process.run import PolicyReporter, attach_handlers
 
     filt = load_filter(args)
     if filt.notifies and not (args.supervise or args.no_listener):

@@ -48,7 +48,8 @@ def register(sub) -> None:
 def run_record(args) -> int:
     from ..process.filter import Filter
     from ..learn import notify_all_filter
-    from .run import command_args, run_supervised
+    from ..process.run import run_supervised
+    from . import command_args
 
     if args.output == "-":
         raise SysgateError("record -o -: the recorded command writes to the same standard output, which would "
