@@ -16,7 +16,7 @@ Each handler registers the JSON shape (:class:`Kind`) of every option it takes, 
 config with a wrong shape (``"rules": 5``) is one error naming handler, option and value.
 ``audit.log`` is a path or ``"-"`` (stderr); ``wrap`` (true, or a list of names) records
 the decisions of those handlers; ``notify(audit)`` in a policy audits (and CONTINUEs)
-on its own. :func:`build_supervisor` checks the policy against the handlers: a notified
+on its own. :func:`wire` checks the policy against the handlers: a notified
 syscall a handler cannot answer is an error before anything runs.
 """
 from __future__ import annotations
@@ -199,15 +199,6 @@ class HandlerSet:
     audit: AuditLog | None = None
     summary: bool = False
 
-    def install(self, sup, policy=None, *, group: str | None = None) -> None:
-        """Route ``policy``'s ``notify(NAME)`` rules (or, without a policy, every handler's
-        own syscalls) to these handlers."""
-        if policy is not None:
-            sup.use_policy(policy, self.handlers, group=group)
-        else:
-            for handler in self.handlers.values():
-                handler.install(sup, group=group)
-
     def finish(self, stream=None) -> None:
         """Print the audit summary (when configured) and release the handlers."""
         if self.audit is not None:
@@ -227,6 +218,7 @@ def build_handlers(policy, config=None, custom=None) -> HandlerSet:
     if clash:
         raise SysgateError(f"custom handler(s) {', '.join(clash)} have the name of a built-in handler")
     config = dict(load_config(config))
+    check_sections(config)
     audit_cfg = config.pop("audit", None)
     wanted = _policy_handlers(policy) if policy is not None else {n: () for n in config}
     if "audit" in wanted and audit_cfg is None:
@@ -255,19 +247,72 @@ def build_handlers(policy, config=None, custom=None) -> HandlerSet:
     return result
 
 
+def wire(sup, policy, config=None, *, custom=None, group: str | None = None, wrap=None, warn=None):
+    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
+    to handlers built from ``config`` (a JSON file, JSON text, a dict or None) or given in
+    ``custom`` (name -> handler, see :func:`.loading.handler_options`). The one place a policy
+    meets its handlers: ``sysgate run``, ``record``, ``attach`` and :func:`build_supervisor`.
+
+    Returns the :class:`HandlerSet`, to ``finish()`` after the run (None when the policy names
+    no handler). ``wrap(handler)``, when given, is routed instead of each handler (e.g.
+    :meth:`sysgate.testing.Recorder.wrap`); ``warn(line)`` gets the config's harmless
+    mistakes (sections the policy does not use, a rule handler without rules).
+
+    Every error (unknown handler, section or option, a syscall a handler cannot answer) is
+    raised here, before anything runs: the policy's named rules are never left unanswered.
+    """
+    config = load_config(config)
+    custom = custom or {}
+    check_sections(config)
+    if policy is None:
+        if config or custom:
+            raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
+        return None
+    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
+    warn = warn or (lambda line: None)
+    if not named:
+        if config or custom:
+            warn(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); --handlers is not used")
+        return None
+    unused = sorted((set(config) | set(custom)) - named - {"audit"})
+    if unused:
+        warn(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
+    for name in sorted(named - set(config)):
+        if name in _FACTORIES and "rules" in _FACTORIES[name][1]:
+            warn(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
+    built = build_handlers(policy, config, custom)
+    routed = {name: wrap(h) for name, h in built.handlers.items()} if wrap else built.handlers
+    sup.use_policy(policy, routed, group=group)
+    return built
+
+
+def check_sections(config: dict) -> None:
+    """A SysgateError when ``config`` has a section that is no handler's (a typo), worded as
+    :func:`lookup` words an unknown name."""
+    for name in sorted(config):
+        try:
+            lookup(name)
+        except SysgateError as exc:
+            raise SysgateError(f"handler config: section {name!r}: {exc}") from None
+
+
 def build_supervisor(policy, handler_config=None, *, supervisor=None, group: str | None = None, **options):
     """A :class:`~sysgate.supervisor.Supervisor` (``supervisor``, or a new one made with
-    ``options``) answering ``policy``'s ``notify(NAME)`` rules with the configured handlers.
+    ``options``) answering ``policy``'s ``notify(NAME)`` rules with the configured handlers
+    (see :func:`wire`).
 
-    The handler set is kept as ``supervisor.handler_set``: call its ``finish()`` after the
-    run for the audit summary.
+    The handler set is kept as ``supervisor.handler_set`` (None when the policy names no
+    handler): call its ``finish()`` after the run for the audit summary.
     """
     from ..supervisor import Supervisor
 
-    handlers = build_handlers(policy, handler_config)
     sup = supervisor if supervisor is not None else Supervisor(**options)
-    handlers.install(sup, policy, group=group)
-    sup.handler_set = handlers
+    try:
+        sup.handler_set = wire(sup, policy, handler_config, group=group)
+    except BaseException:
+        if supervisor is None:
+            sup.close()
+        raise
     return sup
 
 

@@ -18,6 +18,7 @@ import sys
 from ..errors import SysgateError
 from ..handlers.audit import AuditHandler, AuditLog
 from ..handlers.decode import format_call
+from ..handlers.registry import wire
 from ..supervisor import Reply, Supervisor
 from ..testing import Recorder
 from .launch import LaunchError, exit_status
@@ -30,7 +31,7 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
                    record: str | None = None, landlock=None, exit_with_main: bool = False,
                    custom: dict | None = None) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
-    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`attach_handlers`), every other
+    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`sysgate.handlers.registry.wire`), every other
     notification to ``reporter``. With ``record`` (a path), every notification and its reply
     is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
     handler_set = recorder = None
@@ -39,7 +40,7 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             if record:
                 recorder = Recorder(record, sup, argv=argv)
             wrap = recorder.wrap if recorder else None
-            handler_set = attach_handlers(sup, policy, handlers, wrap=wrap, custom=custom)
+            handler_set = wire(sup, policy, handlers, wrap=wrap, custom=custom, warn=warn)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
             code, target = run_command(filt, argv, reporter, supervisor=sup, landlock=landlock,
@@ -73,49 +74,8 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=Non
             code = supervise(target, handler, forwarder, supervisor=supervisor, exit_with_main=exit_with_main)
     if target.returncode == -signal.SIGSYS:
         warn(f"sysgate: {target.argv[0]!r} was killed by SIGSYS: a filter action "
-               f"(kill or an unhandled trap) stopped it")
+             f"(kill or an unhandled trap) stopped it")
     return code, target
-
-
-def attach_handlers(sup, policy, source, *, group: str | None = None, wrap=None, custom=None):
-    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
-    to handlers configured by ``source`` (a JSON file, JSON text, a dict or None) or given in
-    ``custom`` (name -> handler, e.g. from :func:`.handlers.loading.handler_options`); returns
-    their HandlerSet, to ``finish()`` after the run (None when the policy names no handler).
-    ``wrap(handler)``, when given, is what gets routed instead of each handler (e.g.
-    :meth:`sysgate.testing.Recorder.wrap`).
-
-    Every error (unknown handler or option, a syscall a handler cannot answer) is raised
-    here, before the command starts: the policy's named rules are never left unanswered.
-    """
-    from ..handlers import registry
-
-    config = registry.load_config(source)
-    custom = custom or {}
-    if policy is None:
-        if config or custom:
-            raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
-        return None
-    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
-    unknown = sorted(set(config) - set(registry.names()))
-    if unknown:
-        raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)} "
-                           f"(handlers: {', '.join(registry.names())})")
-    if not named:
-        if config or custom:
-            warn(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); "
-                   f"--handlers is not used")
-        return None
-    unused = sorted((set(config) | set(custom)) - named - {"audit"})
-    if unused:
-        warn(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
-    rule_based = {row["name"] for row in registry.describe() if "rules" in row["options"]}
-    for name in sorted((named & rule_based) - set(config)):
-        warn(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
-    handler_set = registry.build_handlers(policy, config, custom)
-    routed = {name: wrap(h) for name, h in handler_set.handlers.items()} if wrap else handler_set.handlers
-    sup.use_policy(policy, routed, group=group)
-    return handler_set
 
 
 # --- answering notifications ---------------------------------------------------------
