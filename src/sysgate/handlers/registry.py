@@ -327,11 +327,12 @@ def wire(sup, policy, config=None, *, custom=None, group: str | None = None, wra
 def check_sections(config: dict) -> None:
     """A SysgateError when ``config`` has a section that is no handler's (a typo), worded as
     :func:`lookup` words an unknown name."""
-    for name in sorted(config):
+    unknown = sorted(set(config) - set(names()))
+    if unknown:
         try:
-            lookup(name)
+            lookup(unknown[0])
         except SysgateError as exc:
-            raise SysgateError(f"handler config: section {name!r}: {exc}") from None
+            raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)}: {exc}") from None
 
 
 def build_supervisor(policy, handler_config=None, *, supervisor=None, group: str | None = None, **options):
