@@ -111,6 +111,12 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
     return flags
 
 
+def notifies(raw: bytes) -> bool:
+    """True when the (native-order) program may return SECCOMP_RET_USER_NOTIF (:func:`.bpf.insn.may_notify`):
+    then it is installed with a listener."""
+    return bpf.may_notify(bpf.unpack(raw))
+
+
 def _seccomp_summary(tid: int) -> str:
     """What /proc says about a thread's seccomp state, e.g. 'filter mode, 3 filters'."""
     try:
