@@ -100,7 +100,9 @@ def run(args) -> int:
         if is_builtin(spec):
             from ..handlers import registry
 
-            config = registry.load_config(args.config) if config is None else config
+            if config is None:
+                config = registry.load_config(args.config)
+                registry.check_sections(config)
             install(dispatcher, registry.create(spec, config.get(spec)), spec)
         else:
             install(dispatcher, loading.load_object(spec), spec)
