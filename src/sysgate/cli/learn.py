@@ -18,6 +18,7 @@ import sys
 
 from ..errors import SysgateError
 from ..files import write_file
+from . import command_args
 
 
 def register(sub) -> None:
@@ -50,7 +51,6 @@ def run(args) -> int:
     from ..learn import (Observer, Progress, arch_warnings, format_for, header_text, notify_all_filter,
                          parse_action, summary_text)
     from ..process.run import run_command
-    from . import command_args
 
     argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
     if args.top < 0:

@@ -18,6 +18,7 @@ import argparse
 import re
 
 from ..errors import SysgateError
+from . import command_args
 
 
 def register(sub) -> None:
@@ -49,7 +50,6 @@ def run_record(args) -> int:
     from ..process.filter import Filter
     from ..learn import notify_all_filter
     from ..process.run import run_supervised
-    from . import command_args
 
     if args.output == "-":
         raise SysgateError("record -o -: the recorded command writes to the same standard output, which would "

@@ -44,6 +44,7 @@ import argparse
 import os
 
 from ..errors import SysgateError
+from . import command_args
 
 PODMAN_PROFILE = "/usr/share/containers/seccomp.json"
 DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
@@ -82,8 +83,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from . import command_args
-
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
         from ..handlers.loading import handler_options
