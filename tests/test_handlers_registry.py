@@ -69,7 +69,8 @@ def test_wire_refuses_unknown_sections_and_names_in_one_line():
 
     policy = parse_policy("default: allow\nopenat: notify(fs)\n")
     with Supervisor() as sup:
-        with pytest.raises(SysgateError, match=r"unknown section\(s\) fss: unknown handler 'fss'.*did you mean 'fs'") as exc:
+        unknown = r"unknown section\(s\) fss: unknown handler 'fss'.*did you mean 'fs'"
+        with pytest.raises(SysgateError, match=unknown) as exc:
             registry.wire(sup, policy, {"fss": {}})
         assert "\n" not in str(exc.value)
         with pytest.raises(SysgateError, match="unknown handler 'nosuch'"):

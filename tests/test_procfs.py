@@ -62,7 +62,7 @@ def test_live_child_with_more_groups_than_one_read():
     yet every group, the ids and the capabilities after the Groups line are read (before,
     credentials cut the Groups line and read CapEff as 0)."""
     groups = list(range(100000, 103000))
-    child = subprocess.Popen([sys.executable, "-c", f"""
+    child = subprocess.Popen([sys.executable, "-c", """
 import os, sys
 os.setgroups(range(100000, 103000))
 os.setresgid(1234, 1235, 1236)

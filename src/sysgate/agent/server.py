@@ -303,7 +303,8 @@ class Agent:
         learner = ContainerLearner(state.id, state.bundle)
         self.supervisor.table({}, group=state.id)
         self.supervisor.fallback(learner, group=state.id)
-        container = Container(state.id, agent_handlers.ContainerHandlers(fallback=learner), Selection(), learner=learner)
+        handlers = agent_handlers.ContainerHandlers(fallback=learner)
+        container = Container(state.id, handlers, Selection(), learner=learner)
         self.containers[state.id] = container
         return container
 

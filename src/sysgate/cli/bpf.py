@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--arch", help="architecture of the syscall and byte order of raw input "
                                   "(default: a text source's .arch, else this machine's)")
     p.add_argument("--syscall", required=True, metavar="NAME|NR", help="syscall name or number")
-    p.add_argument("--args", default="", metavar="A0,A1,…", help="up to 6 comma-separated arguments (write --args=-1,2 when the first is negative)")
+    p.add_argument("--args", default="", metavar="A0,A1,…",
+                   help="up to 6 comma-separated arguments (write --args=-1,2 when the first is negative)")
     p.add_argument("--ip", default="0", metavar="N", help="instruction pointer (default 0)")
     p.add_argument("--from", dest="input_format", choices=FORMATS, help="input format (default: detected)")
     p.add_argument("--trace", action="store_true", help="print each executed instruction with A and X")

@@ -60,7 +60,8 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--policy", metavar="FILE", help="policy file (sysgate language or OCI/Docker JSON)")
     src.add_argument("--profile", metavar="NAME", help="podman, docker, or the path of an OCI/Docker JSON profile")
-    src.add_argument("--filter", metavar="FILE", help="a stored filter (JSON written by sysgate.process.filter.Filter.save)")
+    src.add_argument("--filter", metavar="FILE",
+                     help="a stored filter (JSON written by sysgate.process.filter.Filter.save)")
     src.add_argument("--notify-all", action="store_true", help="notify every syscall and print it decoded")
     p.add_argument("--log", action="store_true",
                    help="with a policy: log its non-allow actions to the kernel audit log (FLAG_LOG); "

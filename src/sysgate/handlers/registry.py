@@ -160,8 +160,8 @@ def describe() -> list[dict]:
         handler = create(name)
         doc = (type(handler).__doc__ or "").strip().splitlines()[0]
         doc = re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
-        rows.append({"name": name, "summary": doc,
-                     "syscalls": list(handler.syscalls), "options": list(_AUDIT_OPTIONS if name == "audit" else options),
+        rows.append({"name": name, "summary": doc, "syscalls": list(handler.syscalls),
+                     "options": list(_AUDIT_OPTIONS if name == "audit" else options),
                      "weaker": dict(getattr(handler, "weak_guarantees", {}))})
         handler.close()
     return rows

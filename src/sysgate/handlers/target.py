@@ -263,7 +263,8 @@ def read_string(n, address: int, limit: int | None = None) -> bytes:
 def read_exact(n, address: int, length: int) -> bytes:
     """Exactly ``length`` bytes of target memory for ``n`` (:meth:`Notification.read_memory`);
     OSError(EFAULT) when the range runs into unmapped memory, as the kernel's copy-in would.
-    Read with the supervisor's own rights, as :func:`read_string`. Nothing is read (no ID_VALID either) for ``length`` 0."""
+    Read with the supervisor's own rights, as :func:`read_string`. Nothing is read (no ID_VALID
+    either) for ``length`` 0."""
     if not length:
         return b""
     with as_supervisor():

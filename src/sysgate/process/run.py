@@ -31,8 +31,8 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
                    record: str | None = None, landlock=None, exit_with_main: bool = False,
                    custom: dict | None = None) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
-    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`sysgate.handlers.registry.wire`), every other
-    notification to ``reporter``. With ``record`` (a path), every notification and its reply
+    handlers configured by ``handlers`` and the ``custom`` ones (see :func:`sysgate.handlers.registry.wire`),
+    every other notification to ``reporter``. With ``record`` (a path), every notification and its reply
     is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
     handler_set = recorder = None
     try:
