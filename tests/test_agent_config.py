@@ -90,6 +90,8 @@ def test_config_first_match_wins_and_metadata_switch():
     ('{"containers": [{"id": 3}]}', r"containers\[0\].id must be a string"),
     ('{"containers": [{"annotations": {"a": 1}}]}', "annotations must map strings"),
     ('{"default": {"default": "maybe"}}', "default verdict"),
+    ('{"containers": [{"handlers": ["mkdir-dney"]}]}',
+     r"containers\[0\].handlers: unknown handler 'mkdir-dney' .*did you mean 'mkdir-deny'\?"),
 ])
 def test_bad_config_files_are_source_errors(text, message):
     with pytest.raises(SourceError, match=message):

@@ -161,6 +161,8 @@ CASES = [
                      ("io", "io"), ("reply", "reply"), ("arch", "arch"))],
     (["replay", "--handlers", "audit", "--default", "value(x)", "r_args.jsonl"], (2,), ["r_args.jsonl:2"]),
     (["replay", "--handlers", "fs", "--config", "garbage.bin", "head.jsonl"], (2,), ["not UTF-8"]),
+    (["replay", "--handlers", "fs", "--config", '{"fss": {}}', "head.jsonl"], (2,),
+     ["unknown section(s) fss", "did you mean 'fs'?"]),
     (["replay", "--handlers", "fs", "--config", '{"fs": {"rules": 5}}', "head.jsonl"], (2,),
      ["'rules' must be a list of strings"]),
     # handlers / agent

@@ -58,3 +58,25 @@ def test_right_shapes_are_accepted():
                                        "mounts": ["tmpfs", {"fstype": "tmpfs", "target": "/mnt/**"}]},
                          "time": {"start": 0, "step": 0.5}, "random": {"seed": "s"}}.items():
         registry.create(name, config).close()
+
+
+def test_wire_refuses_unknown_sections_and_names_in_one_line():
+    """wire is the one place a policy meets its handlers: a config section or a notify(NAME)
+    that is no handler's stops it before anything is routed, in one line."""
+    import pytest
+    from sysgate.policy.parser import parse_policy
+    from sysgate.supervisor import Supervisor
+
+    policy = parse_policy("default: allow\nopenat: notify(fs)\n")
+    with Supervisor() as sup:
+        unknown = r"unknown section\(s\) fss: unknown handler 'fss'.*did you mean 'fs'"
+        with pytest.raises(SysgateError, match=unknown) as exc:
+            registry.wire(sup, policy, {"fss": {}})
+        assert "\n" not in str(exc.value)
+        with pytest.raises(SysgateError, match="unknown handler 'nosuch'"):
+            registry.wire(sup, parse_policy("default: allow\nopenat: notify(nosuch)\n"), {})
+        warnings = []
+        built = registry.wire(sup, policy, {"fs": {"rules": ["allow read /usr/**"]}, "time": {}}, warn=warnings.append)
+        assert list(built.handlers) == ["fs"] and warnings == [
+            "sysgate: warning: policy 'policy' does not use handler(s) time"], warnings
+        built.finish()

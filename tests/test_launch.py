@@ -253,6 +253,25 @@ def test_stored_filter_flags_and_listener(tmp_path):
         assert t.wait() == 0
 
 
+def test_spawn_is_the_one_launcher_and_filter_does_not_cycle_back(tmp_path):
+    """Filter.spawn is spawn(argv, filter): the same Target either way (filter, group, flags);
+    launch.py does not import filter.py (filter.py imports launch.py), so importing the
+    launcher alone loads no stored-filter code."""
+    import subprocess
+    f = Filter.from_program(NOTIFY_ALL, log=True)
+    with launch.spawn(["true"], f, group="other", listener=True) as t:
+        assert (t.filter, t.group) == (f, "other") and t.listener is not None
+        serve_continue(t)
+        assert t.wait() == 0
+    with f.spawn(["true"]) as t:
+        assert (t.filter, t.group) == (f, f.group)
+        serve_continue(t)
+        assert t.wait() == 0
+    probe = "import sys, sysgate.process.launch; print('sysgate.process.filter' in sys.modules)"
+    out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"
+
+
 @pytest.mark.parametrize("doc, message", [
     ({"format": "other"}, "not a stored sysgate filter"),
     ({"format": "sysgate-filter", "version": 99}, "version 99 is not supported"),

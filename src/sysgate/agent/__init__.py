@@ -2,7 +2,8 @@
 
 :mod:`.protocol` reads the runtime's container process state and listener fd,
 :mod:`.config` chooses handlers from listenerMetadata and the config file,
-:mod:`.handlers` maps the agent's handler names (``mkdir-emulate``, ``mount-deny``…) onto
-:class:`sysgate.handlers.container.ContainerHandler`, :mod:`.server` runs it all on a
+:mod:`.handlers` builds a container's handlers from the agent entries (``mkdir-emulate``,
+``mount-deny``…, :mod:`sysgate.handlers.seccompagent`) of :mod:`sysgate.handlers.registry`,
+:mod:`.server` runs it all on a
 :class:`~sysgate.supervisor.loop.Supervisor`.
 """

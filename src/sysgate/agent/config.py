@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from ..files import read_text
 from ..errors import SourceError, SysgateError
+from ..handlers import registry
 
 DEFAULT_VERDICTS = ("continue", "deny", "kill-container")
 _TEMPLATE_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
@@ -193,4 +194,10 @@ def _selection(obj, where: str) -> Selection:
     default = obj.get("default", "continue")
     if not isinstance(default, str):
         raise ConfigError(f"{where}.default must be a string")
-    return Selection(tuple(HandlerSpec.parse(n) for n in names), parse_default(default), use_metadata)
+    specs = tuple(HandlerSpec.parse(n) for n in names)
+    for spec in specs:          # a typo is reported when the agent starts, not per container
+        try:
+            registry.lookup_agent(spec.name)
+        except SysgateError as exc:
+            raise ConfigError(f"{where}.handlers: {exc}") from None
+    return Selection(specs, parse_default(default), use_metadata)

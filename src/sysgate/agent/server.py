@@ -42,7 +42,7 @@ class Container:
     """A container known to the agent: its handler set and live listeners (-> process state)."""
 
     id: str
-    handler_set: agent_handlers.HandlerSet
+    handler_set: agent_handlers.ContainerHandlers
     selection: object
     listeners: dict = field(default_factory=dict)
     connections: int = 0
@@ -66,7 +66,7 @@ class Agent:
 
     def __init__(self, socket_path: str, config: AgentConfig | None = None, supervisor: Supervisor | None = None,
                  *, connection_timeout: float = 5.0, max_connections: int = 64,
-                 max_state_bytes: int = MAX_STATE_BYTES, max_fds: int = MAX_FDS, registry: dict | None = None,
+                 max_state_bytes: int = MAX_STATE_BYTES, max_fds: int = MAX_FDS,
                  learn_dir: str | None = None):
         if not socket_path:
             raise SysgateError("the agent socket path is empty")
@@ -78,7 +78,6 @@ class Agent:
         self.supervisor = supervisor or Supervisor()
         self.connection_timeout, self.max_connections = connection_timeout, max_connections
         self.max_state_bytes, self.max_fds = max_state_bytes, max_fds
-        self.registry = registry
         self.learn_dir = learn_dir
         self.containers: dict[str, Container] = {}
         self.rejected = 0
@@ -292,7 +291,7 @@ class Agent:
         context = {"Pid": state.pid, "Pid1": state.container_pid, "Container": state.id,
                    "Pod": "", "Namespace": "", "Bundle": state.bundle}
         selection = self.config.select(state.id, state.annotations, state.metadata, context)
-        handler_set = agent_handlers.build(selection, state, self.registry)
+        handler_set = agent_handlers.build(selection, state)
         sup = self.supervisor
         sup.table(handler_set.handlers, group=state.id)
         sup.fallback(handler_set.fallback, group=state.id)
@@ -304,7 +303,8 @@ class Agent:
         learner = ContainerLearner(state.id, state.bundle)
         self.supervisor.table({}, group=state.id)
         self.supervisor.fallback(learner, group=state.id)
-        container = Container(state.id, agent_handlers.HandlerSet(fallback=learner), Selection(), learner=learner)
+        handlers = agent_handlers.ContainerHandlers(fallback=learner)
+        container = Container(state.id, handlers, Selection(), learner=learner)
         self.containers[state.id] = container
         return container
 

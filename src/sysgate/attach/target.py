@@ -24,9 +24,9 @@ from ..errors import SysgateError, UnsupportedError
 from . import ptrace
 from ..arch import syscalls
 from .inject import ARCHES, Injection, Refused, SeizeError, X86_64
-from ..process.install import TsyncError, filter_flags, install_error, proc_status, program_bytes
+from ..process.install import TsyncError, filter_flags, install_error, program_bytes
 from ..kernel import abi, notify
-from ..kernel import calls
+from ..kernel import calls, procfs
 
 PF_KTHREAD = 0x00200000
 PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag: a pidfd for one thread
@@ -176,7 +176,7 @@ def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
     counts = {}
     for tid in threads:
         try:
-            counts[tid] = int(proc_status(f"/proc/{pid}/task/{tid}/status").get("Seccomp_filters", "0"))
+            counts[tid] = int(procfs.read_status(f"/proc/{pid}/task/{tid}/status").get("Seccomp_filters", "0"))
         except (OSError, ValueError):
             continue
     if len(set(counts.values())) > 1:
@@ -186,7 +186,7 @@ def _check_one_filter_chain(name: str, pid: int, threads: list[int]) -> None:
 
 
 def _check_not_traced(name: str, pid: int, tid: int) -> None:
-    tracer = int(proc_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
+    tracer = int(procfs.read_status(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
     if tracer:
         raise SysgateError(f"{name} is already traced by process {tracer} ({_process_name(tracer)}); "
                            "a thread can have only one tracer: detach the debugger or strace first")
@@ -206,7 +206,7 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
     name = _describe(pid)
     try:
         fields = _stat_fields(f"/proc/{pid}/stat")
-        status = proc_status(f"/proc/{pid}/status")
+        status = procfs.read_status(f"/proc/{pid}/status")
     except FileNotFoundError:
         raise SysgateError(f"no process with PID {pid}") from None
     if int(fields[6]) & PF_KTHREAD:
@@ -299,7 +299,7 @@ def attach(pid: int, program, *, listener: bool = True, **options) -> AttachedTa
 
 def _install(inj: Injection, raw: bytes, flags: int, target: AttachedTarget, fd_source: int) -> None:
     """The injected calls: no_new_privs, seccomp(), then take and close the listener."""
-    status = proc_status(f"/proc/{inj.pid}/task/{inj.tid}/status")
+    status = procfs.read_status(f"/proc/{inj.pid}/task/{inj.tid}/status")
     chain = _filter_chain(inj, status)
     if chain is not None:
         inj.vet = lambda name, args, ip: _kills(chain, inj.arch.name, name, args, ip)

@@ -32,6 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_args(args, usage: str) -> list[str]:
+    """The command of a ``nargs=REMAINDER`` argument, without a leading ``--``."""
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not argv:
+        raise SysgateError(f"no command given: {usage}")
+    return argv
+
+
+def write_program(data: bytes, output: str | None, fmt: str) -> None:
+    """Write a dumped program to the file ``output``, or to stdout (never raw BPF to a terminal)."""
+    if output:
+        from ..files import write_file
+
+        write_file(output, data)
+        return
+    if fmt == "raw" and sys.stdout.isatty():
+        raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
 class _ClosedStream:
     """Stands in for a standard stream whose fd was closed when sysgate started
     (``sysgate disasm - <&-``, ``sysgate asm ... >&-``): using it is a user-facing error."""

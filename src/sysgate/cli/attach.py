@@ -44,7 +44,8 @@ def load_filter(args):
 
 def run(args) -> int:
     from ..supervisor import Supervisor
-    from .run import PolicyReporter, attach_handlers
+    from ..handlers.registry import wire
+    from ..process.run import PolicyReporter, warn
 
     filt = load_filter(args)
     if filt.notifies and not (args.supervise or args.no_listener):
@@ -59,7 +60,7 @@ def run(args) -> int:
     handler_set = None
     try:
         if sup is not None:   # every handler error is raised here, before the process is touched
-            handler_set = attach_handlers(sup, filt.handler_policy(), args.handlers, group=filt.group)
+            handler_set = wire(sup, filt.handler_policy(), args.handlers, group=filt.group, warn=warn)
             sup.fallback(PolicyReporter(), group=filt.group)
         return _attach(args.pid, filt, sup)
     finally:

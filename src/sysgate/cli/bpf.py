@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import SysgateError
-from ..files import read_bytes, write_file
+from ..files import read_bytes
+from . import write_program
 
 U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -39,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--arch", help="architecture of the syscall and byte order of raw input "
                                   "(default: a text source's .arch, else this machine's)")
     p.add_argument("--syscall", required=True, metavar="NAME|NR", help="syscall name or number")
-    p.add_argument("--args", default="", metavar="A0,A1,…", help="up to 6 comma-separated arguments (write --args=-1,2 when the first is negative)")
+    p.add_argument("--args", default="", metavar="A0,A1,…",
+                   help="up to 6 comma-separated arguments (write --args=-1,2 when the first is negative)")
     p.add_argument("--ip", default="0", metavar="N", help="instruction pointer (default 0)")
     p.add_argument("--from", dest="input_format", choices=FORMATS, help="input format (default: detected)")
     p.add_argument("--trace", action="store_true", help="print each executed instruction with A and X")
@@ -85,19 +87,8 @@ def run_asm(args) -> int:
 
     program, arch = _read(args, check=not args.no_check)
     origin = f"written by sysgate asm from {_name(args.file)} for {arch}"
-    write_output(dump(program, args.format, arch, origin=origin), args.output, args.format)
+    write_program(dump(program, args.format, arch, origin=origin), args.output, args.format)
     return 0
-
-
-def write_output(data: bytes, output: str | None, fmt: str) -> None:
-    """Write a dumped program to the file ``output``, or to stdout (never raw BPF to a terminal)."""
-    if output:
-        write_file(output, data)
-        return
-    if fmt == "raw" and sys.stdout.isatty():
-        raise SysgateError("refusing to write binary BPF to a terminal; use -o FILE or --format c/text")
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
 
 
 def run_disasm(args) -> int:

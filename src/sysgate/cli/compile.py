@@ -121,7 +121,7 @@ def run_compile(args) -> int:
     from ..compiler import compile_policy
     from ..compiler.args import narrowed_constants
     from ..compiler.frequencies import load_frequencies
-    from .bpf import write_output
+    from . import write_program
 
     arches = _arches(args.arch)
     source = "<stdin>" if args.policy == "-" else args.policy
@@ -152,7 +152,7 @@ def run_compile(args) -> int:
         origin = f"compiled by sysgate compile from {source} for {', '.join(program.arches)}"
         data = dump(program.insns, args.format, program.arches[0],
                     byteorder=program.byteorder if args.format == "raw" else None, origin=origin)
-    write_output(data, args.output, args.format)
+    write_program(data, args.output, args.format)
     if args.output:
         print(f"{args.output}: {len(program)} instructions for {', '.join(program.arches)}", file=sys.stderr)
     return 0

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(audit) as f:
             records = [json.loads(line) for line in f]
         for rec in records:
-            if rec["syscall"] == "uname" or any(f'"{path}"' in rec["call"] for path in ("/etc/hostname", "/etc/shadow")):
+            shown = any(f'"{path}"' in rec["call"] for path in ("/etc/hostname", "/etc/shadow"))
+            if rec["syscall"] == "uname" or shown:
                 print(f"  [pid {rec['pid']}] {rec['call']} {rec.get('result', rec['verdict'])}"
                       f"  ({rec['latency_us']:.0f} µs)")
     return rc

@@ -18,6 +18,7 @@ import sys
 
 from ..errors import SysgateError
 from ..files import write_file
+from . import command_args
 
 
 def register(sub) -> None:
@@ -49,7 +50,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..learn import (Observer, Progress, arch_warnings, format_for, header_text, notify_all_filter,
                          parse_action, summary_text)
-    from .run import command_args, run_command
+    from ..process.run import run_command
 
     argv = command_args(args, "sysgate learn -o FILE [options] -- CMD [ARG...]")
     if args.top < 0:

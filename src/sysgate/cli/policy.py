@@ -52,7 +52,8 @@ def _selection_options(p) -> None:
     p.add_argument("--arch", help="JSON profiles: target architecture for archMap/includes (default: native)")
     p.add_argument("--caps", metavar="CAP,...",
                    help="JSON profiles: container capabilities for includes/excludes (default: Docker's set)")
-    p.add_argument("--kernel", metavar="X.Y", help="JSON profiles: kernel version for minKernel (default: the running kernel)")
+    p.add_argument("--kernel", metavar="X.Y",
+                   help="JSON profiles: kernel version for minKernel (default: the running kernel)")
 
 
 def _load(args, warnings: list[str]):

@@ -18,6 +18,7 @@ import argparse
 import re
 
 from ..errors import SysgateError
+from . import command_args
 
 
 def register(sub) -> None:
@@ -48,7 +49,7 @@ def register(sub) -> None:
 def run_record(args) -> int:
     from ..process.filter import Filter
     from ..learn import notify_all_filter
-    from .run import command_args, run_supervised
+    from ..process.run import run_supervised
 
     if args.output == "-":
         raise SysgateError("record -o -: the recorded command writes to the same standard output, which would "
@@ -99,7 +100,9 @@ def run(args) -> int:
         if is_builtin(spec):
             from ..handlers import registry
 
-            config = registry.load_config(args.config) if config is None else config
+            if config is None:
+                config = registry.load_config(args.config)
+                registry.check_sections(config)
             install(dispatcher, registry.create(spec, config.get(spec)), spec)
         else:
             install(dispatcher, loading.load_object(spec), spec)

@@ -17,8 +17,8 @@ from .decode import format_call, format_reply
 from .fs import FsHandler, PathRules
 from .identity import IdentityHandler, RandomHandler, TimeHandler
 from .net import NetHandler, NetRules
-from .registry import HandlerSet, build_handlers, build_supervisor, create, load_config, names, register
+from .registry import BuiltHandlers, build_handlers, build_supervisor, create, load_config, names, register, wire
 
 __all__ = ["Handler", "AuditHandler", "AuditLog", "FsHandler", "PathRules", "NetHandler", "NetRules",
            "ContainerHandler", "IdentityHandler", "TimeHandler", "RandomHandler", "format_call", "format_reply",
-           "HandlerSet", "build_handlers", "build_supervisor", "create", "load_config", "names", "register"]
+           "BuiltHandlers", "build_handlers", "build_supervisor", "create", "load_config", "names", "register", "wire"]

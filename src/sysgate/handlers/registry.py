@@ -16,7 +16,7 @@ Each handler registers the JSON shape (:class:`Kind`) of every option it takes, 
 config with a wrong shape (``"rules": 5``) is one error naming handler, option and value.
 ``audit.log`` is a path or ``"-"`` (stderr); ``wrap`` (true, or a list of names) records
 the decisions of those handlers; ``notify(audit)`` in a policy audits (and CONTINUEs)
-on its own. :func:`build_supervisor` checks the policy against the handlers: a notified
+on its own. :func:`wire` checks the policy against the handlers: a notified
 syscall a handler cannot answer is an error before anything runs.
 """
 from __future__ import annotations
@@ -36,8 +36,26 @@ from .container import ContainerHandler
 from .fs import FsHandler
 from .identity import IdentityHandler, RandomHandler, TimeHandler
 from .net import NetHandler
+from . import seccompagent
 
-_FACTORIES: dict = {}
+
+class Entry(NamedTuple):
+    """One handler name. Policy form (``notify(NAME)`` and a config section): ``factory(**config)``,
+    ``options`` maps each config key to its :class:`Kind`. Agent form (the seccompagent-compatible
+    names a container's metadata selects, see :mod:`.seccompagent`): ``factory(arg, state)``
+    answering the fixed ``syscalls``."""
+
+    factory: Callable
+    options: dict
+    syscalls: tuple | None = None       # agent form only
+
+    @property
+    def agent(self) -> bool:
+        return self.syscalls is not None
+
+
+#: every handler name, both forms: the one table
+_HANDLERS: dict[str, Entry] = {}
 
 
 class Kind(NamedTuple):
@@ -85,12 +103,18 @@ def register(name: str, factory, options=()) -> None:
     are the config keys it accepts (checked, so typos are reported), a sequence of names or a
     dict name -> :class:`Kind` (then each value's shape is checked too)."""
     kinds = dict(options) if isinstance(options, dict) else dict.fromkeys(options, ANY)
-    _FACTORIES[name] = (factory, kinds)
+    _HANDLERS[name] = Entry(factory, kinds)
+
+
+def register_agent(name: str, syscalls, factory) -> None:
+    """Make ``name`` selectable by the OCI agent (container metadata ``handlers=NAME[:ARG]``):
+    ``factory(arg, state)`` builds the handler answering ``syscalls``."""
+    _HANDLERS[name] = Entry(factory, {}, tuple(syscalls))
 
 
 def describe_options(name: str) -> dict:
     """Option name -> :class:`Kind` for the handler ``name``."""
-    return dict(_FACTORIES[name][1])
+    return dict(lookup(name).options)
 
 
 def check_options(name: str, config, options: dict) -> dict:
@@ -118,7 +142,13 @@ def _show(value) -> str:
 
 
 def names() -> list[str]:
-    return sorted(_FACTORIES)
+    """The handlers a policy can name (``notify(NAME)``)."""
+    return sorted(name for name, entry in _HANDLERS.items() if not entry.agent)
+
+
+def agent_names() -> list[str]:
+    """The handlers the OCI agent can select (seccompagent-compatible)."""
+    return sorted(name for name, entry in _HANDLERS.items() if entry.agent)
 
 
 def describe() -> list[dict]:
@@ -126,37 +156,45 @@ def describe() -> list[dict]:
     ``weaker``: syscalls it lets the kernel finish after a check (CONTINUE), with why."""
     rows = []
     for name in names():
-        factory, options = _FACTORIES[name]
+        options = _HANDLERS[name].options
         handler = create(name)
         doc = (type(handler).__doc__ or "").strip().splitlines()[0]
         doc = re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
-        rows.append({"name": name, "summary": doc,
-                     "syscalls": list(handler.syscalls), "options": list(_AUDIT_OPTIONS if name == "audit" else options),
+        rows.append({"name": name, "summary": doc, "syscalls": list(handler.syscalls),
+                     "options": list(_AUDIT_OPTIONS if name == "audit" else options),
                      "weaker": dict(getattr(handler, "weak_guarantees", {}))})
         handler.close()
     return rows
 
 
-def lookup(name: str):
-    """``(factory, options)`` of handler ``name``. The one check of a handler name, shared by
-    ``run``/``attach`` (through :func:`create`) and ``policy check``: an unknown name is a
-    SysgateError listing the known ones, with a did-you-mean."""
-    try:
-        return _FACTORIES[name]
-    except KeyError:
-        import difflib
+def lookup(name: str) -> Entry:
+    """The :class:`Entry` of the policy handler ``name``. The one check of a handler name, shared
+    by ``run``/``attach`` (through :func:`create`), config sections and ``policy check``: an
+    unknown name is a SysgateError listing the known ones, with a did-you-mean."""
+    return _lookup(name, names())
 
-        close = difflib.get_close_matches(name, names(), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SysgateError(f"unknown handler {name!r} (known: {', '.join(names())}){hint}") from None
+
+def lookup_agent(name: str) -> Entry:
+    """The :class:`Entry` (agent form) of the seccompagent-compatible handler ``name``."""
+    return _lookup(name, agent_names())
+
+
+def _lookup(name: str, known: list[str]) -> Entry:
+    if name in known:
+        return _HANDLERS[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise SysgateError(f"unknown handler {name!r} (known: {', '.join(known)}){hint}")
 
 
 def create(name: str, config: dict | None = None):
     """The handler ``name`` built from its config section."""
-    factory, options = lookup(name)
-    config = check_options(name, config, options)
+    entry = lookup(name)
+    config = check_options(name, config, entry.options)
     try:
-        handler = factory(**config)
+        handler = entry.factory(**config)
     except (TypeError, ValueError) as exc:
         raise SysgateError(f"handler {name!r}: {exc}") from None
     handler.name = name
@@ -192,21 +230,12 @@ def _json_value(text: str):
 
 
 @dataclass
-class HandlerSet:
-    """The handlers built for one policy, plus the audit log they share."""
+class BuiltHandlers:
+    """The handlers :func:`build_handlers` made for one policy, plus the audit log they share."""
 
     handlers: dict = field(default_factory=dict)        # name -> handler (wrapped when audited)
     audit: AuditLog | None = None
     summary: bool = False
-
-    def install(self, sup, policy=None, *, group: str | None = None) -> None:
-        """Route ``policy``'s ``notify(NAME)`` rules (or, without a policy, every handler's
-        own syscalls) to these handlers."""
-        if policy is not None:
-            sup.use_policy(policy, self.handlers, group=group)
-        else:
-            for handler in self.handlers.values():
-                handler.install(sup, group=group)
 
     def finish(self, stream=None) -> None:
         """Print the audit summary (when configured) and release the handlers."""
@@ -218,20 +247,21 @@ class HandlerSet:
             handler.close()
 
 
-def build_handlers(policy, config=None, custom=None) -> HandlerSet:
+def build_handlers(policy, config=None, custom=None) -> BuiltHandlers:
     """Handlers for every ``notify(NAME)`` of ``policy`` (and every section of ``config`` when
     ``policy`` is None), audited as ``config["audit"]`` says. ``custom`` (name -> handler, see
     :mod:`.loading`) answers the names it has instead of a built-in handler."""
     custom = dict(custom or {})
-    clash = sorted(set(custom) & set(_FACTORIES))
+    clash = sorted(set(custom) & set(names()))
     if clash:
         raise SysgateError(f"custom handler(s) {', '.join(clash)} have the name of a built-in handler")
     config = dict(load_config(config))
+    check_sections(config)
     audit_cfg = config.pop("audit", None)
     wanted = _policy_handlers(policy) if policy is not None else {n: () for n in config}
     if "audit" in wanted and audit_cfg is None:
         audit_cfg = {}
-    result = HandlerSet()
+    result = BuiltHandlers()
     wrap: set = set()
     if audit_cfg is not None:
         result.audit, wrap, result.summary = _audit(audit_cfg, set(wanted) - {"audit"})
@@ -255,19 +285,73 @@ def build_handlers(policy, config=None, custom=None) -> HandlerSet:
     return result
 
 
+def wire(sup, policy, config=None, *, custom=None, group: str | None = None, wrap=None, warn=None):
+    """Route ``policy``'s ``notify(NAME)`` rules on ``sup`` (for ``group``, default all targets)
+    to handlers built from ``config`` (a JSON file, JSON text, a dict or None) or given in
+    ``custom`` (name -> handler, see :func:`.loading.handler_options`). The one place a policy
+    meets its handlers: ``sysgate run``, ``record``, ``attach`` and :func:`build_supervisor`.
+
+    Returns the :class:`BuiltHandlers`, to ``finish()`` after the run (None when the policy names
+    no handler). ``wrap(handler)``, when given, is routed instead of each handler (e.g.
+    :meth:`sysgate.testing.Recorder.wrap`); ``warn(line)`` gets the config's harmless
+    mistakes (sections the policy does not use, a rule handler without rules).
+
+    Every error (unknown handler, section or option, a syscall a handler cannot answer) is
+    raised here, before anything runs: the policy's named rules are never left unanswered.
+    """
+    config = load_config(config)
+    custom = custom or {}
+    check_sections(config)
+    if policy is None:
+        if config or custom:
+            raise SysgateError("a handler config needs a policy: its notify(NAME) rules choose the handlers")
+        return None
+    named = {r.action.handler for r in policy.rules if r.action.kind == "notify" and r.action.handler}
+    warn = warn or (lambda line: None)
+    if not named:
+        if config or custom:
+            warn(f"sysgate: warning: policy {policy.name!r} names no handler (notify(NAME)); --handlers is not used")
+        return None
+    unused = sorted((set(config) | set(custom)) - named - {"audit"})
+    if unused:
+        warn(f"sysgate: warning: policy {policy.name!r} does not use handler(s) {', '.join(unused)}")
+    for name in sorted(named - set(config)):
+        if name in names() and "rules" in _HANDLERS[name].options:
+            warn(f"sysgate: warning: handler {name!r} has no section in --handlers: it denies every call")
+    built = build_handlers(policy, config, custom)
+    routed = {name: wrap(h) for name, h in built.handlers.items()} if wrap else built.handlers
+    sup.use_policy(policy, routed, group=group)
+    return built
+
+
+def check_sections(config: dict) -> None:
+    """A SysgateError when ``config`` has a section that is no handler's (a typo), worded as
+    :func:`lookup` words an unknown name."""
+    unknown = sorted(set(config) - set(names()))
+    if unknown:
+        try:
+            lookup(unknown[0])
+        except SysgateError as exc:
+            raise SysgateError(f"handler config: unknown section(s) {', '.join(unknown)}: {exc}") from None
+
+
 def build_supervisor(policy, handler_config=None, *, supervisor=None, group: str | None = None, **options):
     """A :class:`~sysgate.supervisor.Supervisor` (``supervisor``, or a new one made with
-    ``options``) answering ``policy``'s ``notify(NAME)`` rules with the configured handlers.
+    ``options``) answering ``policy``'s ``notify(NAME)`` rules with the configured handlers
+    (see :func:`wire`).
 
-    The handler set is kept as ``supervisor.handler_set``: call its ``finish()`` after the
-    run for the audit summary.
+    The handler set is kept as ``supervisor.handler_set`` (None when the policy names no
+    handler): call its ``finish()`` after the run for the audit summary.
     """
     from ..supervisor import Supervisor
 
-    handlers = build_handlers(policy, handler_config)
     sup = supervisor if supervisor is not None else Supervisor(**options)
-    handlers.install(sup, policy, group=group)
-    sup.handler_set = handlers
+    try:
+        sup.handler_set = wire(sup, policy, handler_config, group=group)
+    except BaseException:
+        if supervisor is None:
+            sup.close()
+        raise
     return sup
 
 
@@ -318,3 +402,10 @@ register("audit", lambda: AuditHandler(AuditLog(sys.stderr)), ())
 # the "audit" section (see _audit)
 _AUDIT_OPTIONS = {"log": Kind('a file name, "-" (stderr) or null', lambda v: v is None or isinstance(v, str)),
                   "summary": BOOL, "wrap": BOOL | STRINGS, "strings": BOOL, "max_string": COUNT}
+register_agent("mkdir-deny", seccompagent.MKDIR, seccompagent.deny)
+register_agent("mkdir-emulate", seccompagent.MKDIR, lambda arg, state: seccompagent.mkdir_emulate(None))
+register_agent("mkdir-suffix", seccompagent.MKDIR, seccompagent.mkdir_emulate)
+register_agent("mknod-deny", seccompagent.MKNOD, seccompagent.deny)
+register_agent("mknod-emulate", seccompagent.MKNOD, seccompagent.mknod_emulate)
+register_agent("mount-deny", ("mount",), seccompagent.deny)
+register_agent("mount-emulate", ("mount",), seccompagent.mount_emulate)

@@ -1,7 +1,7 @@
 """What handlers need to know about, and do in the name of, the notifying thread.
 
 * :func:`credentials` reads the thread's ids, groups, umask and capabilities from
-  ``/proc/<tid>/status`` (checked with ID_VALID afterwards: the tid may be recycled).
+  ``/proc/<tid>/status`` (:mod:`sysgate.kernel.procfs`; checked with ID_VALID afterwards: the tid may be recycled).
 * :func:`acting_as` runs filesystem work with the thread's fsuid/fsgid/groups *and*
   effective capabilities: the calls are per-thread (raw syscalls, not glibc's
   process-wide wrappers), so only the calling supervisor thread changes identity, and the
@@ -22,7 +22,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ..kernel import calls
+from ..kernel import calls, procfs
 from ..supervisor import TargetGone
 
 AT_FDCWD = -100
@@ -45,43 +45,28 @@ class Credentials:
         return bool(self.cap_effective >> cap & 1)
 
 
-def _status_field(data: bytes, key: bytes) -> list[bytes]:
-    """The whitespace-separated values of ``key:`` in a /proc status text (empty when absent)."""
-    start = data.find(b"\n" + key + b":")
-    if start < 0:
-        return []
-    start += len(key) + 2
-    end = data.find(b"\n", start)
-    return data[start:end if end >= 0 else len(data)].split()
+_CREDENTIAL_FIELDS = ("Tgid", "Uid", "Gid", "Groups", "Umask", "CapEff")
 
 
 def credentials(n) -> Credentials:
     """The credentials of ``n``'s thread; TargetGone when it is no longer waiting.
 
-    On every emulated call: ``/proc/<tid>/status`` is read with one read(2) and only the
-    fields used are parsed."""
+    On every emulated call: ``/proc/<tid>/status`` is read whole (a thread with thousands
+    of groups needs more than one read) and only the fields used are parsed."""
     own = getattr(n, "credentials", None)     # a notification that carries them (testing.FakeNotification)
     if own is not None:
         return own
     try:
-        fd = os.open(f"/proc/{n.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS)
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    try:
-        data = b"\n" + os.read(fd, 16384)
-    except ProcessLookupError:
-        raise TargetGone(f"thread {n.pid} is gone") from None
-    finally:
-        os.close(fd)
     n.check_valid()
-    uid, gid = _status_field(data, b"Uid"), _status_field(data, b"Gid")
-    umask = _status_field(data, b"Umask")
-    cap = _status_field(data, b"CapEff")
-    return Credentials(tgid=int(_status_field(data, b"Tgid")[0]), uid=int(uid[0]), gid=int(gid[0]),
-                       fsuid=int(uid[3]), fsgid=int(gid[3]),
-                       groups=tuple(map(int, _status_field(data, b"Groups"))),
-                       umask=int(umask[0], 8) if umask else 0o022,
-                       cap_effective=int(cap[0], 16) if cap else 0)
+    uid, gid = procfs.ids(fields["Uid"]), procfs.ids(fields["Gid"])
+    umask, cap = fields.get("Umask"), fields.get("CapEff")
+    return Credentials(tgid=int(fields["Tgid"]), uid=uid[0], gid=gid[0], fsuid=uid[3], fsgid=gid[3],
+                       groups=procfs.ids(fields.get("Groups", "")),
+                       umask=int(umask, 8) if umask else 0o022,
+                       cap_effective=int(cap, 16) if cap else 0)
 
 
 def same_user_namespace(n) -> bool:
@@ -278,7 +263,8 @@ def read_string(n, address: int, limit: int | None = None) -> bytes:
 def read_exact(n, address: int, length: int) -> bytes:
     """Exactly ``length`` bytes of target memory for ``n`` (:meth:`Notification.read_memory`);
     OSError(EFAULT) when the range runs into unmapped memory, as the kernel's copy-in would.
-    Read with the supervisor's own rights, as :func:`read_string`. Nothing is read (no ID_VALID either) for ``length`` 0."""
+    Read with the supervisor's own rights, as :func:`read_string`. Nothing is read (no ID_VALID
+    either) for ``length`` 0."""
     if not length:
         return b""
     with as_supervisor():

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from ..files import read_text
 from ..errors import SysgateError
 from ..kernel import abi
+from .install import compile_for, filter_flags, install, notifies, policy_flag_options, program_bytes
+from .launch import spawn
 
 FORMAT = "sysgate-filter"
 VERSION = 1
@@ -45,8 +47,6 @@ class Filter:
     FLAG_NAMES = ("log", "spec_allow", "wait_killable_recv")
 
     def __post_init__(self):
-        from .install import program_bytes
-
         self.program = program_bytes(self.program)
         unknown = set(self.flags) - set(self.FLAG_NAMES)
         if unknown:
@@ -60,8 +60,6 @@ class Filter:
                     **flags) -> "Filter":
         """Compile ``policy`` (for ``arches``, default the policy's own) into a stored filter;
         ``program``: its already compiled bytes (e.g. with call frequencies, or for another byte order)."""
-        from .install import compile_for, policy_flag_options
-
         arches = list(arches or policy.arches)
         program = compile_for(policy, arches) if program is None else program
         for name in policy_flag_options(policy):
@@ -79,8 +77,6 @@ class Filter:
     @property
     def notifies(self) -> bool:
         """True when the program can return USER_NOTIF (its targets then get a listener)."""
-        from .launch import notifies
-
         return notifies(self.program)
 
     def handler_names(self) -> list[str]:
@@ -107,24 +103,18 @@ class Filter:
 
     def kernel_flags(self, *, new_listener: bool | None = None) -> int:
         """The SECCOMP_FILTER_FLAG_* bits to install this filter with."""
-        from .install import filter_flags
-
         listener = self.notifies if new_listener is None else new_listener
         return filter_flags(new_listener=listener, **self.flags)
 
     def spawn(self, argv, **options):
-        """Launch ``argv`` under this filter (see :func:`sysgate.process.launch.spawn` for ``options``).
+        """:func:`sysgate.process.launch.spawn` of ``argv`` under this filter (``options`` as there).
 
         The returned ``Target`` has ``group`` = this filter's group and ``filter`` = self.
         """
-        from .launch import launch
-
-        return launch(argv, self.program, self.kernel_flags(), group=self.group, filter=self, **options)
+        return spawn(argv, self, **options)
 
     def install(self, **options):
         """Install this filter on the calling process (see :func:`sysgate.process.install.install`)."""
-        from .install import install
-
         merged = {**self.flags, **options}
         merged.setdefault("new_listener", self.notifies)
         return install(self.program, **merged)

@@ -17,7 +17,7 @@ from typing import Iterable
 from ..bpf import insn as bpf
 from ..errors import SysgateError, UnsupportedError
 from ..kernel import abi
-from ..kernel import calls
+from ..kernel import calls, procfs
 
 #: Oldest kernel that knows each filter flag (for error messages).
 FLAG_MIN_KERNEL = {
@@ -111,16 +111,16 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
     return flags
 
 
-def proc_status(path: str) -> dict[str, str]:
-    """The ``Key:\tvalue`` fields of a /proc/.../status file."""
-    with open(path) as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+def notifies(raw: bytes) -> bool:
+    """True when the (native-order) program may return SECCOMP_RET_USER_NOTIF (:func:`.bpf.insn.may_notify`):
+    then it is installed with a listener."""
+    return bpf.may_notify(bpf.unpack(raw))
 
 
 def _seccomp_summary(tid: int) -> str:
     """What /proc says about a thread's seccomp state, e.g. 'filter mode, 3 filters'."""
     try:
-        fields = proc_status(f"/proc/self/task/{tid}/status")
+        fields = procfs.read_status(f"/proc/self/task/{tid}/status")
     except OSError:
         return "gone"
     mode = {"0": "no seccomp", "1": "strict mode", "2": "filter mode"}.get(fields.get("Seccomp", ""), "unknown mode")

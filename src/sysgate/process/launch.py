@@ -30,9 +30,8 @@ import signal
 import struct
 from dataclasses import dataclass, field
 
-from ..bpf import insn as bpf
 from ..errors import SysgateError
-from .install import filter_flags, install_error, policy_flag_options, program_bytes
+from .install import filter_flags, install_error, notifies, policy_flag_options, program_bytes
 from ..kernel import abi, notify
 from ..kernel import landlock as _landlock
 from ..kernel import calls
@@ -126,19 +125,16 @@ def exit_status(returncode: int) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
-def notifies(raw: bytes) -> bool:
-    """True when the (native-order) program may return SECCOMP_RET_USER_NOTIF (:func:`.bpf.insn.may_notify`)."""
-    return bpf.may_notify(bpf.unpack(raw))
-
-
 def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, pass_fds=(),
           sigmask=None, listener: bool | None = None, log: bool = False, spec_allow: bool = False,
           wait_killable_recv: bool = False, group: str | None = None, landlock=None) -> Target:
     """Run ``argv`` with ``filter`` installed in the child only; returns a :class:`Target`.
+    The one launcher (:meth:`sysgate.process.filter.Filter.spawn` calls it).
 
     ``filter`` is a policy (its ``flags:`` log/spec_allow/wait_killable_recv apply too), a
     compiled program, a ``list[Insn]``, BPF bytes or a stored :class:`sysgate.process.filter.Filter`
-    (whose flags and group then apply). ``argv[0]`` is
+    (whose flags apply too, and whose group is the target's unless ``group`` is given;
+    ``Target.filter`` is then that Filter). ``argv[0]`` is
     searched in ``PATH`` (of ``env`` when given). ``stdin``/``stdout``/``stderr`` are fds or
     objects with ``fileno()``; None inherits ours. ``pass_fds`` stay open in the target.
     ``sigmask`` is the target's signal mask (default: ours). ``listener`` forces (or
@@ -147,24 +143,29 @@ def spawn(argv, filter, *, env=None, cwd=None, stdin=None, stdout=None, stderr=N
     child after no_new_privs and before the filter. Raises :class:`LaunchError` when the
     command cannot be run.
     """
-    from .filter import Filter
-
-    if isinstance(filter, Filter):
-        return filter.spawn(argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                            pass_fds=pass_fds, sigmask=sigmask, landlock=landlock)
-    raw = program_bytes(filter)
+    stored = filter if _is_stored_filter(filter) else None
+    if stored is not None:
+        raw, wanted = stored.program, {name for name, on in stored.flags.items() if on}
+        group = stored.group if group is None else group
+    else:
+        raw, wanted = program_bytes(filter), set(policy_flag_options(filter))
     if listener is None:
         listener = notifies(raw)
-    wanted = set(policy_flag_options(filter))
     flags = filter_flags(log=log or "log" in wanted, spec_allow=spec_allow or "spec_allow" in wanted,
                          new_listener=listener,
                          wait_killable_recv=wait_killable_recv or "wait_killable_recv" in wanted)
-    return launch(argv, raw, flags, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-                  pass_fds=pass_fds, sigmask=sigmask, group=group, landlock=landlock)
+    return _launch(argv, raw, flags, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                   pass_fds=pass_fds, sigmask=sigmask, group=group, filter=stored, landlock=landlock)
 
 
-def launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None,
-           pass_fds=(), sigmask=None, group: str | None = None, filter=None, landlock=None) -> Target:
+def _is_stored_filter(obj) -> bool:
+    """Is ``obj`` a :class:`sysgate.process.filter.Filter`? (Told by its shape: filter.py imports
+    this module, so this one does not import it.)"""
+    return isinstance(getattr(obj, "program", None), bytes) and isinstance(getattr(obj, "flags", None), dict)
+
+
+def _launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None,
+            pass_fds=(), sigmask=None, group: str | None = None, filter=None, landlock=None) -> Target:
     """:func:`spawn` with packed BPF and checked SECCOMP_FILTER_FLAG_* ``flags``."""
     argv = [os.fsdecode(a) for a in argv]
     if not argv:

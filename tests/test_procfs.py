@@ -1,0 +1,89 @@
+"""kernel.procfs: the one /proc/PID/status parser, on generated texts and on a live child."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from hypothesis import given, settings, strategies as st
+
+from sysgate.handlers.target import credentials
+from sysgate.kernel import procfs
+
+KEY = st.text(st.characters(blacklist_characters=":\n\t", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+VALUE = st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=20)
+
+
+def render(fields: dict[str, str]) -> bytes:
+    return "".join(f"{k}:\t{v}\n" for k, v in fields.items()).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEY, VALUE, max_size=12), st.booleans())
+def test_parse_gives_back_every_field(fields, final_newline):
+    data = render(fields)
+    if not final_newline:
+        data = data[:-1]
+    assert procfs.parse_status(data) == fields
+
+
+NAMES = ["Name", "Uid", "Groups", "CapEff", "Uid:"]
+LINE = st.tuples(st.sampled_from(NAMES[:-1]) | KEY, VALUE).map(lambda kv: f"{kv[0]}:\t{kv[1]}\n".encode())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(LINE | st.binary(max_size=12), max_size=10), st.lists(st.sampled_from(NAMES) | KEY, max_size=5))
+def test_looking_up_keys_agrees_with_the_full_parse(parts, keys):
+    """The per-key lookup (credentials) and the full parse (installers) read any text alike:
+    duplicates (the first wins), junk between lines, a missing final newline."""
+    data = b"".join(parts)
+    full = procfs.parse_status(data)
+    assert procfs.parse_status(data, keys) == {k: full[k] for k in keys if k in full}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 2), max_size=8), st.sampled_from(["", " ", "\t"]))
+def test_ids(numbers, trail):
+    assert procfs.ids(" ".join(map(str, numbers)) + trail) == tuple(numbers)
+
+
+class _Notification:
+    """Just what credentials() reads: the thread id and the ID_VALID check."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def check_valid(self) -> None:
+        pass
+
+
+def test_live_child_with_more_groups_than_one_read():
+    """A child with 3000 supplementary groups: its status is larger than 16 KiB (one read),
+    yet every group, the ids and the capabilities after the Groups line are read (before,
+    credentials cut the Groups line and read CapEff as 0)."""
+    groups = list(range(100000, 103000))
+    child = subprocess.Popen([sys.executable, "-c", """
+import os, sys
+os.setgroups(range(100000, 103000))
+os.setresgid(1234, 1235, 1236)
+os.setresuid(0, 0, 0)
+os.umask(0o027)
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        path = f"/proc/{child.pid}/status"
+        assert os.path.getsize(path) == 0          # proc: the size is only known by reading
+        fields = procfs.read_status(path)
+        assert len(b"".join(open(path, "rb"))) > 16384
+        assert procfs.ids(fields["Groups"]) == tuple(groups)
+        assert int(fields["Tgid"]) == child.pid and procfs.ids(fields["Gid"]) == (1234, 1235, 1236, 1235)
+        assert fields["Name"].startswith("python")
+        creds = credentials(_Notification(child.pid))
+        assert creds.groups == tuple(groups) and (creds.tgid, creds.gid, creds.fsgid) == (child.pid, 1234, 1235)
+        assert creds.umask == 0o027
+        assert creds.cap_effective == int(fields["CapEff"], 16) != 0
+    finally:
+        child.stdin.close()
+        child.wait()
