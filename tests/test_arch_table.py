@@ -116,6 +116,15 @@ def test_every_derived_map_covers_exactly_the_table():
             assert all(abi.canonical_arch(alias) == arch.name for alias in (*arch.aliases, arch.name))
 
 
+def test_generator_reads_the_table():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_syscall_tables
+    finally:
+        sys.path.pop(0)
+    assert gen_syscall_tables.ARCHES == {a.name: a.headers for a in table.ARCHES if a.headers}
+
+
 def test_table_imports_nothing_from_sysgate():
     """arch/table.py is read by every layer, kernel/abi included: it may import only sysgate.errors."""
     tree = ast.parse((SRC / "arch" / "table.py").read_text())
