@@ -105,11 +105,15 @@ def test_syscall_tables_match_the_plain_unistd_headers(name):
 
 
 def test_every_derived_map_covers_exactly_the_table():
+    from sysgate.policy import oci, systemd
+
     names = {a.name for a in table.ARCHES}
     supported = [a.name for a in table.SUPPORTED]
     assert list(abi.AUDIT_ARCH) == list(abi.SUPPORTED_ARCHES) == syscalls.arches() == supported
     assert sorted(supported) == syscalls.table_files()
     assert set(abi.UNSUPPORTED_AUDIT_ARCH) == names - set(supported)
+    assert set(oci.SCMP_ARCHES) == names
+    assert set(systemd.SYSTEMD_ARCHES.values()) == set(supported)
     for arch in table.ARCHES:
         assert abi.arch_from_audit(arch.audit, arch.nr_bit) == arch.name
         if arch.supported:
