@@ -105,6 +105,7 @@ def test_syscall_tables_match_the_plain_unistd_headers(name):
 
 
 def test_every_derived_map_covers_exactly_the_table():
+    from sysgate.attach import inject
     from sysgate.policy import oci, systemd
 
     names = {a.name for a in table.ARCHES}
@@ -114,6 +115,7 @@ def test_every_derived_map_covers_exactly_the_table():
     assert set(abi.UNSUPPORTED_AUDIT_ARCH) == names - set(supported)
     assert set(oci.SCMP_ARCHES) == names
     assert set(systemd.SYSTEMD_ARCHES.values()) == set(supported)
+    assert set(inject.ARCHES) <= set(supported)
     for arch in table.ARCHES:
         assert abi.arch_from_audit(arch.audit, arch.nr_bit) == arch.name
         if arch.supported:

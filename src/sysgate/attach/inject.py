@@ -86,8 +86,9 @@ class X86_64:
         return _signed(regs["rax"])
 
 
-#: Architectures ``attach`` can inject into, by sysgate's arch name.
-ARCHES = {"x86_64": X86_64()}
+#: Architectures ``attach`` can inject into, by sysgate's arch name (a subset of the
+#: architecture table's; each needs its class of registers and conventions above).
+ARCHES = {arch.name: arch for arch in (X86_64(),)}
 
 
 def _signed(value: int) -> int:
