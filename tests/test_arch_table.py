@@ -106,6 +106,7 @@ def test_syscall_tables_match_the_plain_unistd_headers(name):
 
 def test_every_derived_map_covers_exactly_the_table():
     from sysgate.attach import inject
+    from sysgate.handlers import statlayout
     from sysgate.policy import oci, systemd
 
     names = {a.name for a in table.ARCHES}
@@ -116,6 +117,7 @@ def test_every_derived_map_covers_exactly_the_table():
     assert set(oci.SCMP_ARCHES) == names
     assert set(systemd.SYSTEMD_ARCHES.values()) == set(supported)
     assert set(inject.ARCHES) <= set(supported)
+    assert set(statlayout.NATIVE_STAT_SIZE) == {a.name for a in table.ARCHES if a.stat_size}
     for arch in table.ARCHES:
         assert abi.arch_from_audit(arch.audit, arch.nr_bit) == arch.name
         if arch.supported:
