@@ -158,6 +158,12 @@ def by_audit(value: int, nr: int = 0) -> Arch | None:
     return next((a for a in candidates if not a.nr_bit), None)
 
 
+def sharing(audit: int) -> tuple[Arch, ...]:
+    """The supported records reporting AUDIT_ARCH value ``audit``: the one whose numbers carry
+    no bit first, then those told apart by their ``nr_bit`` (x86_64, then x32)."""
+    return tuple(sorted((a for a in SUPPORTED if a.audit == audit), key=lambda a: a.nr_bit))
+
+
 def by_elf(elf_class: int, machine: int, big_endian: bool) -> Arch | None:
     """The supported record of an ELF executable (EI_CLASS, e_machine, EI_DATA), or None."""
     return next((a for a in SUPPORTED if (a.elf_class, a.elf_machine, a.big_endian)
