@@ -164,6 +164,16 @@ def sharing(audit: int) -> tuple[Arch, ...]:
     return tuple(sorted((a for a in SUPPORTED if a.audit == audit), key=lambda a: a.nr_bit))
 
 
+def with_x32(arches: list[str], allow_x32: bool) -> list[str]:
+    """``arches`` plus x32 when ``allow_x32`` (the policy setting) and the arch whose AUDIT_ARCH
+    x32 shares (x86_64) is among them: the ABIs a compiled filter then lets through."""
+    x32 = BY_NAME["x32"]
+    out = list(arches)
+    if allow_x32 and sharing(x32.audit)[0].name in out and x32.name not in out:
+        out.append(x32.name)
+    return out
+
+
 def by_elf(elf_class: int, machine: int, big_endian: bool) -> Arch | None:
     """The supported record of an ELF executable (EI_CLASS, e_machine, EI_DATA), or None."""
     return next((a for a in SUPPORTED if (a.elf_class, a.elf_machine, a.big_endian)

@@ -79,12 +79,9 @@ class Lowering:
 
     def __init__(self, policy: Policy, arches: list[str], frequencies: dict[str, float] | None = None):
         self.policy = policy
-        self.arches = canonical_arches(arches)
+        self.arches = table.with_x32(canonical_arches(arches), policy.allow_x32)
         self.frequencies = frequencies
         self.graph = Graph()
-        self.targets_x32 = "x32" in self.arches or (policy.allow_x32 and "x86_64" in self.arches)
-        if self.targets_x32 and "x32" not in self.arches:
-            self.arches.append("x32")
         self.views = self._views()
 
     def _views(self) -> list[ArchView]:

@@ -499,9 +499,7 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
     out: dict = {"defaultAction": EXPORT_ACTIONS[policy.default.kind]}
     if policy.default.kind in ("errno", "trace"):
         out["defaultErrnoRet"] = policy.default.data
-    arches = [a for a in policy.arches if a in SCMP_ARCHES]
-    if policy.allow_x32 and "x32" not in arches and "x86_64" in arches:
-        arches.append("x32")
+    arches = table.with_x32([a for a in policy.arches if a in SCMP_ARCHES], policy.allow_x32)
     out["architectures"] = [f"SCMP_ARCH_{SCMP_ARCHES[a]}" for a in arches]
     if policy.flags:
         out["flags"] = [f"SECCOMP_FILTER_FLAG_{f}" for f in policy.flags]

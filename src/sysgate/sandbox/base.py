@@ -92,9 +92,7 @@ def is_refusal(action: Action) -> bool:
 
 def enabled_arches(policy: Policy) -> list[str]:
     """The architectures whose numbers ``policy``'s filter lets through (x32 when asked)."""
-    arches = list(dict.fromkeys(policy.arches))
-    if policy.allow_x32 and "x86_64" in arches and "x32" not in arches:
-        arches.append("x32")
+    arches = table.with_x32(list(dict.fromkeys(policy.arches)), policy.allow_x32)
     return [a for a in arches if a in syscalls.arches()]
 
 
