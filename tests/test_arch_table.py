@@ -75,13 +75,33 @@ def test_the_running_interpreter_is_the_native_record():
     assert native.long_bits == struct.calcsize("l") * 8
 
 
+def _c_sizeof(tmp_path, header: str, type_: str, *flags: str) -> int | None:
+    """sizeof(``type_``) as gcc compiles it here (with ``flags``: -m32…); None when it cannot."""
+    src, out = tmp_path / "sizeof.c", tmp_path / f"sizeof{''.join(flags)}"
+    src.write_text(f"#include <stdio.h>\n#include <{header}>\nint main(void){{printf(\"%zu\", sizeof({type_}));}}\n")
+    if subprocess.run(["gcc", *flags, "-o", out, src], capture_output=True).returncode:
+        return None
+    return int(subprocess.run([out], capture_output=True, text=True, check=True).stdout)
+
+
 def test_native_stat_size_matches_the_c_compiler(tmp_path):
     """sizeof(struct stat) as the C library compiles it on this machine."""
-    src, out = tmp_path / "s.c", tmp_path / "s"
-    src.write_text("#include <stdio.h>\n#include <sys/stat.h>\nint main(void){printf(\"%zu\", sizeof(struct stat));}\n")
-    subprocess.run(["gcc", "-o", out, src], check=True)
-    assert int(subprocess.run([out], capture_output=True, text=True, check=True).stdout) == \
-        table.get(abi.native_arch()).stat_size
+    assert _c_sizeof(tmp_path, "sys/stat.h", "struct stat") == table.get(abi.native_arch()).stat_size
+
+
+def test_register_set_sizes_match_the_c_compiler(tmp_path):
+    """struct user_regs_struct (what PTRACE_GETREGSET NT_PRSTATUS returns) natively and, where
+    gcc -m32 works, for i386; attach's x86_64 register layout has the table's size."""
+    from sysgate.attach import inject
+
+    native = table.get(abi.native_arch())
+    assert _c_sizeof(tmp_path, "sys/user.h", "struct user_regs_struct") == native.regset_size
+    if native.name == "x86_64":
+        assert inject.X86_64.layout.size == native.regset_size
+        m32 = _c_sizeof(tmp_path, "sys/user.h", "struct user_regs_struct", "-m32")
+        if m32 is None:
+            pytest.skip("no gcc -m32")
+        assert m32 == table.get("i386").regset_size
 
 
 def test_word_widths_follow_the_generator_defines():

@@ -50,6 +50,7 @@ class Arch:
     compat: tuple[str, ...] = ()     # other ABIs a kernel of this arch runs (CONFIG_COMPAT, x32)
     same_flags: tuple[str, ...] = () # those of ``compat`` whose O_*/AT_*/SOCK_* values equal ours
     stat_size: int | None = None     # sizeof(struct stat) that newfstatat fills (64-bit ABIs)
+    regset_size: int | None = None   # NT_PRSTATUS register set (struct user_regs_struct) bytes
     headers: Headers | None = None   # where the syscall table generator reads the numbers
 
     @property
@@ -92,11 +93,11 @@ _X86 = ("/usr/include/x86_64-linux-gnu", "/usr/include")
 #: Every architecture, supported ones first, in listing order.
 ARCHES: tuple[Arch, ...] = (
     Arch("x86_64", 0xC000003E, "X86_64", aliases=("amd64", "x86-64"), goarch="amd64", systemd="x86-64",
-         compat=("i386", "x32"), same_flags=("i386", "x32"), stat_size=144,
+         compat=("i386", "x32"), same_flags=("i386", "x32"), stat_size=144, regset_size=216,
          headers=Headers(_X86, ("__x86_64__", "__LP64__"), "linux-libc-dev")),
-    Arch("i386", 0x40000003, "X86", aliases=("x86", "i686", "i586"), goarch="386", systemd="x86",
+    Arch("i386", 0x40000003, "X86", aliases=("x86", "i686", "i586"), goarch="386", systemd="x86", regset_size=68,
          headers=Headers(_X86, ("__i386__", "__ILP32__"), "linux-libc-dev")),
-    Arch("x32", 0xC000003E, "X32", nr_bit=X32_SYSCALL_BIT, systemd="x32",
+    Arch("x32", 0xC000003E, "X32", nr_bit=X32_SYSCALL_BIT, systemd="x32", regset_size=216,  # 64-bit mode
          headers=Headers(_X86, ("__x86_64__", "__ILP32__"), "linux-libc-dev")),
     Arch("aarch64", 0xC00000B7, "AARCH64", aliases=("arm64",), goarch="arm64", systemd="arm64",
          compat=("arm",), stat_size=128,
