@@ -17,7 +17,8 @@ they did not come from the headers.
 Which headers are read for which arch is each record's ``headers`` in
 src/sysgate/arch/table.py.  Needs: gcc, linux-libc-dev, and
 linux-libc-dev-{arm64,armhf,riscv64,s390x,ppc64el}-cross (mips/loongarch
-tables are made too if their cross headers are installed).  Run:  python3 tools/gen_syscall_tables.py   (--check: compare only)
+tables are made too if their cross headers are installed).
+Run:  python3 tools/gen_syscall_tables.py   (--check: compare only)
 """
 from __future__ import annotations
 
