@@ -14,6 +14,7 @@ from functools import cache
 
 from ..errors import SysgateError
 from ..kernel import abi
+from . import table as arch_table  # (``table`` here is the function below)
 
 _DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 _MAX_NR = 0x7FFFFFFF
@@ -71,7 +72,7 @@ def table_files() -> list[str]:
 @cache
 def _arch_data(arch: str) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
     """(canonical name -> nr, name incl. aliases -> nr, nr -> canonical name) for ``arch``."""
-    raw = _read_json("syscalls", f"{arch}.json")
+    raw = _read_json("syscalls", arch_table.get(arch).table_file)
     canonical = dict(raw["syscalls"])
     lookup = dict(canonical)
     lookup.update({alias: canonical[target] for alias, target in raw.get("aliases", {}).items()})
