@@ -7,11 +7,15 @@ its generated ``data/syscalls/<name>.json`` (``tools/gen_syscall_tables.py`` rea
 :attr:`Arch.headers`). ``tests/test_arch_table.py`` checks the values against the installed
 kernel, ELF and glibc headers.
 
-This module imports nothing from sysgate, so every layer (the kernel ABI included) may read it.
+This module imports nothing from sysgate but :mod:`sysgate.errors`, so every layer (the kernel
+ABI included) may read it; nothing else in :mod:`sysgate.arch` imports :mod:`sysgate.kernel`, so
+that edge stays one-way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..errors import UnknownArchError
 
 #: AUDIT_ARCH flag bits (include/uapi/linux/audit.h); the low 16 bits are the ELF e_machine.
 AUDIT_ARCH_64BIT = 0x80000000
@@ -142,6 +146,33 @@ ARCHES: tuple[Arch, ...] = (
 BY_NAME: dict[str, Arch] = {a.name: a for a in ARCHES}
 #: the supported records, in listing order
 SUPPORTED: tuple[Arch, ...] = tuple(a for a in ARCHES if a.supported)
+
+
+#: other accepted spellings (uname, Debian, Go, systemd) -> canonical name
+ALIASES = {alias: a.name for a in ARCHES for alias in a.aliases}
+
+
+def canonical_arch(name: str) -> str:
+    """Normalise an architecture name (``amd64``, ``SCMP_ARCH_X86_64``…) to ours; UnknownArchError
+    (naming the supported list) for an unknown one or one without a syscall table."""
+    key = name.strip().lower()
+    if key.startswith("scmp_arch_"):
+        key = key[len("scmp_arch_"):]
+    arch = BY_NAME.get(ALIASES.get(key, key))
+    if arch is None or not arch.supported:
+        supported = ", ".join(a.name for a in SUPPORTED)
+        if arch is not None:
+            raise UnknownArchError(f"architecture {name!r} is not supported (sysgate has no syscall table for it); "
+                                   f"supported: {supported}")
+        raise UnknownArchError(f"unknown architecture {name!r}; supported: {supported}")
+    return arch.name
+
+
+def native_arch() -> str:
+    """The architecture of the running kernel/interpreter."""
+    import platform
+
+    return canonical_arch(platform.machine())
 
 
 def get(name: str) -> Arch:

@@ -10,7 +10,6 @@ import struct
 from dataclasses import dataclass
 
 from ..arch import table
-from ..errors import UnknownArchError
 
 # --- seccomp(2) operations -------------------------------------------------
 SECCOMP_SET_MODE_STRICT = 0
@@ -178,22 +177,13 @@ SUPPORTED_ARCHES = tuple(AUDIT_ARCH)
 UNSUPPORTED_AUDIT_ARCH = {a.name: a.audit for a in table.ARCHES if not a.supported}
 
 #: Common aliases used by Docker/OCI profiles and uname(2).
-ARCH_ALIASES = {alias: a.name for a in table.ARCHES for alias in a.aliases}
+ARCH_ALIASES = table.ALIASES
 
 
-def canonical_arch(name: str) -> str:
-    """Normalise an architecture name (``amd64``, ``SCMP_ARCH_X86_64``…) to ours."""
-    key = name.strip().lower()
-    if key.startswith("scmp_arch_"):
-        key = key[len("scmp_arch_"):]
-    key = ARCH_ALIASES.get(key, key)
-    if key not in AUDIT_ARCH:
-        supported = ", ".join(SUPPORTED_ARCHES)
-        if key in UNSUPPORTED_AUDIT_ARCH:
-            raise UnknownArchError(f"architecture {name!r} is not supported (sysgate has no syscall table for it); "
-                                   f"supported: {supported}")
-        raise UnknownArchError(f"unknown architecture {name!r}; supported: {supported}")
-    return key
+#: Normalise an architecture name (``amd64``, ``SCMP_ARCH_X86_64``…) to ours (the table's rule).
+canonical_arch = table.canonical_arch
+#: The architecture of the running kernel/interpreter.
+native_arch = table.native_arch
 
 
 def arch_or_native(name: str | None) -> str:
@@ -215,10 +205,3 @@ def arch_from_audit(value: int, nr: int = 0) -> str:
     """Our arch name for an AUDIT_ARCH value (x32 is told apart by the nr bit)."""
     arch = table.by_audit(value, nr)
     return arch.name if arch else f"0x{value:08x}"
-
-
-def native_arch() -> str:
-    """The architecture of the running kernel/interpreter."""
-    import platform
-
-    return canonical_arch(platform.machine())
