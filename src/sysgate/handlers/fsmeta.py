@@ -64,7 +64,7 @@ import stat as _stat
 import struct
 from dataclasses import dataclass
 
-from ..arch import table
+from ..arch import table as arch_table
 from ..kernel import abi
 from ..kernel import calls
 from ..supervisor import Reply
@@ -93,7 +93,7 @@ _DENTS_MAX = 1 << 20                      # a getdents buffer larger than this i
 class AbiLayout:
     """The structs the calls here copy in or out, for one ABI (widths from the architecture table)."""
 
-    arch: table.Arch
+    arch: arch_table.Arch
     statfs: struct.Struct | None        # struct statfs as statfs(2) writes it
     statfs64: struct.Struct | None      # struct statfs64 (statfs64(2): i386 only, size checked)
     uid16: frozenset            # calls whose uid/gid arguments are 16-bit (old_uid_t)
@@ -111,9 +111,9 @@ class AbiLayout:
 
 
 ABI = {
-    "x86_64": AbiLayout(table.get("x86_64"), _STATFS_NATIVE, None, frozenset()),
+    "x86_64": AbiLayout(arch_table.get("x86_64"), _STATFS_NATIVE, None, frozenset()),
     # compat_statfs: ints; compat_statfs64: packed (84 bytes); chown/lchown are chown16/lchown16
-    "i386": AbiLayout(table.get("i386"), struct.Struct("=7I2i3I4I"), struct.Struct("=2I5Q2i3I4I"),
+    "i386": AbiLayout(arch_table.get("i386"), struct.Struct("=7I2i3I4I"), struct.Struct("=2I5Q2i3I4I"),
                       frozenset({"chown", "lchown"})),
 }
 
