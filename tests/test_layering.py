@@ -1,4 +1,5 @@
-"""The import graph of src/sysgate: no cycles, and kernel/ is the bottom layer.
+"""The import graph of src/sysgate: no cycles; arch/ (facts about architectures) is the bottom
+layer, kernel/ (the kernel's interfaces) sits on it.
 
 Every import counts, also those inside functions (a lazy import hides a cycle, it does not
 break it). Read with ast: nothing is imported.
@@ -122,8 +123,15 @@ def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_kernel_imports_nothing_above_it():
-    allowed = {"sysgate.kernel", "sysgate.errors"}
+def imports_outside(package: str, allowed: set[str]) -> dict[str, list[str]]:
     wrong = {module: sorted(t for t in targets if subpackage(t) not in allowed)
-             for module, targets in graph().items() if subpackage(module) == "sysgate.kernel"}
-    assert {m: t for m, t in wrong.items() if t} == {}
+             for module, targets in graph().items() if subpackage(module) == package}
+    return {m: t for m, t in wrong.items() if t}
+
+
+def test_arch_imports_nothing_above_it():
+    assert imports_outside("sysgate.arch", {"sysgate.arch", "sysgate.errors"}) == {}
+
+
+def test_kernel_imports_nothing_above_it():
+    assert imports_outside("sysgate.kernel", {"sysgate.kernel", "sysgate.arch", "sysgate.errors"}) == {}

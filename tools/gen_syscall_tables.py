@@ -14,9 +14,11 @@ appended from ``NEWER_SYSCALLS`` below (hand-maintained, one line per
 syscall); they are listed under ``"newer"`` in the JSON so it is clear
 they did not come from the headers.
 
-Needs: gcc, linux-libc-dev, and linux-libc-dev-{arm64,armhf,riscv64,s390x,
-ppc64el}-cross (mips/loongarch tables are made too if their cross headers
-are installed).  Run:  python3 tools/gen_syscall_tables.py   (--check: compare only)
+Which headers are read for which arch is each record's ``headers`` in
+src/sysgate/arch/table.py.  Needs: gcc, linux-libc-dev, and
+linux-libc-dev-{arm64,armhf,riscv64,s390x,ppc64el}-cross (mips/loongarch
+tables are made too if their cross headers are installed).
+Run:  python3 tools/gen_syscall_tables.py   (--check: compare only)
 """
 from __future__ import annotations
 
@@ -25,45 +27,16 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "sysgate" / "data" / "syscalls"
+sys.path.insert(0, str(ROOT / "src"))
+from sysgate.arch import table  # noqa: E402 - the source tree's table, not an installed one
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    include: tuple[str, ...]     # -I directories, searched in order
-    defines: tuple[str, ...]     # compiler-predefined macros for the target
-    package: str                 # Debian package that ships the headers
-    optional: bool = False       # skipped silently when the headers are missing
-
-
-_X86 = ("/usr/include/x86_64-linux-gnu", "/usr/include")
-ARCHES: dict[str, ArchSpec] = {
-    "x86_64": ArchSpec(_X86, ("__x86_64__", "__LP64__"), "linux-libc-dev"),
-    "i386": ArchSpec(_X86, ("__i386__", "__ILP32__"), "linux-libc-dev"),
-    "x32": ArchSpec(_X86, ("__x86_64__", "__ILP32__"), "linux-libc-dev"),
-    "aarch64": ArchSpec(("/usr/aarch64-linux-gnu/include",), ("__aarch64__", "__LP64__"),
-                        "linux-libc-dev-arm64-cross"),
-    "arm": ArchSpec(("/usr/arm-linux-gnueabihf/include",), ("__arm__", "__ARM_EABI__", "__ILP32__"),
-                    "linux-libc-dev-armhf-cross"),
-    "riscv64": ArchSpec(("/usr/riscv64-linux-gnu/include",),
-                        ("__riscv", "__riscv_xlen=64", "__SIZEOF_POINTER__=8", "__LP64__"),
-                        "linux-libc-dev-riscv64-cross"),
-    "s390x": ArchSpec(("/usr/s390x-linux-gnu/include",), ("__s390__", "__s390x__", "__LP64__"),
-                      "linux-libc-dev-s390x-cross"),
-    "ppc64le": ArchSpec(("/usr/powerpc64le-linux-gnu/include",),
-                        ("__powerpc__", "__powerpc64__", "__LITTLE_ENDIAN__", "__LP64__"),
-                        "linux-libc-dev-ppc64el-cross"),
-    "mipsel64": ArchSpec(("/usr/mips64el-linux-gnuabi64/include",),
-                         ("__mips__", "__mips64", "_MIPS_SIM=3", "_MIPS_SIM_ABI64=3", "__LP64__"),
-                         "linux-libc-dev-mips64el-cross", optional=True),
-    "loongarch64": ArchSpec(("/usr/loongarch64-linux-gnu/include",),
-                            ("__loongarch__", "__loongarch64", "__LP64__", "__SIZEOF_POINTER__=8"),
-                            "linux-libc-dev-loong64-cross", optional=True),
-}
+#: arch -> how its headers are read: the architecture table's ``headers`` (one record per arch)
+ARCHES: dict[str, table.Headers] = {a.name: a.headers for a in table.ARCHES if a.headers}
 
 #: Macros that match the name patterns but are not syscalls.
 NOT_SYSCALLS = {"syscalls", "arch_specific_syscall", "SYSCALL_BASE", "OABI_SYSCALL_BASE",
@@ -110,7 +83,7 @@ _NAME = re.compile(r"__(?:ARM_)?NR_(\w+)$")
 _TOKEN = re.compile(r"\b[A-Za-z_]\w*\b")
 
 
-def preprocess(spec: ArchSpec) -> dict[str, str]:
+def preprocess(spec: table.Headers) -> dict[str, str]:
     """Object-like macros defined after including <asm/unistd.h> for ``spec``."""
     cmd = ["gcc", "-E", "-dM", "-undef", "-nostdinc", "-x", "c", "-"]
     cmd += [f"-I{d}" for d in spec.include] + [f"-D{d}" for d in spec.defines]
@@ -164,7 +137,7 @@ def extract(macros: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
     return numbers, aliases
 
 
-def header_version(macros: dict[str, str], spec: ArchSpec) -> str:
+def header_version(macros: dict[str, str], spec: table.Headers) -> str:
     """Version of the kernel headers (LINUX_VERSION_CODE) read through ``spec``'s include path."""
     cmd = ["gcc", "-E", "-dM", "-undef", "-nostdinc", "-x", "c", "-"] + [f"-I{d}" for d in spec.include]
     out = subprocess.run(cmd, input="#include <linux/version.h>\n", capture_output=True,
@@ -184,7 +157,7 @@ def package_version(package: str) -> str:
 
 def newer_syscalls(arch: str, known: dict[str, int]) -> dict[str, int]:
     """The hand-maintained syscalls newer than the headers, as numbers on ``arch``."""
-    base = 0x40000000 if arch == "x32" else 0
+    base = table.get(arch).nr_bit
     found = {name: base + nr for name, (_, nr, missing) in NEWER_SYSCALLS.items()
              if arch not in missing and name not in known}
     found.update({name: base + nr for name, (_, nr) in NEWER_ARCH_SYSCALLS.get(arch, {}).items()
@@ -192,7 +165,7 @@ def newer_syscalls(arch: str, known: dict[str, int]) -> dict[str, int]:
     return found
 
 
-def build(arch: str, spec: ArchSpec) -> dict:
+def build(arch: str, spec: table.Headers) -> dict:
     macros = preprocess(spec)
     numbers, aliases = extract(macros)
     newer = newer_syscalls(arch, numbers)

@@ -1,1 +1,2 @@
-"""Facts per architecture: syscall numbers and signatures (:mod:`.syscalls`)."""
+"""Facts per architecture: the architecture table (:mod:`.table`), syscall numbers and signatures
+(:mod:`.syscalls`)."""

@@ -1,7 +1,7 @@
 """Syscall numbers per architecture and syscall argument signatures.
 
 The data comes from ``data/syscalls/<arch>.json`` (tools/gen_syscall_tables.py,
-from the kernel headers; read by :mod:`sysgate.kernel.numbers`) and ``data/signatures.json`` (tools/gen_signatures.py,
+from the kernel headers) and ``data/signatures.json`` (tools/gen_signatures.py,
 from the man pages).  Nothing is read until first use; every file is read once.
 Numbers are what the kernel puts in ``seccomp_data.nr`` (x32 numbers include
 ``__X32_SYSCALL_BIT``).
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from functools import cache
 
 from ..errors import SysgateError
-from ..kernel import abi
-from ..kernel.numbers import DATA as _DATA
-from ..kernel.numbers import arch_tables as _arch_data
+from . import table as arch_table  # (``table`` here is the function below)
+from .numbers import DATA as _DATA
+from .numbers import arch_tables as _arch_data
 
 _MAX_NR = 0x7FFFFFFF
+_SUPPORTED = tuple(a.name for a in arch_table.SUPPORTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +61,8 @@ def _read_json(*parts: str) -> dict:
 
 
 def _available() -> tuple[str, ...]:
-    """The architectures with tables: :data:`abi.SUPPORTED_ARCHES` (one list for every message)."""
-    return abi.SUPPORTED_ARCHES
+    """The architectures with tables: the table's supported ones (one list for every message)."""
+    return _SUPPORTED
 
 
 def table_files() -> list[str]:
@@ -76,7 +77,7 @@ def _signatures() -> dict:
 
 def _canonical(arch: str | None) -> str:
     try:
-        return abi.native_arch() if arch is None else abi.canonical_arch(str(arch))
+        return arch_table.native_arch() if arch is None else arch_table.canonical_arch(str(arch))
     except ValueError as exc:
         raise SysgateError(str(exc)) from None
 
@@ -218,7 +219,7 @@ def arg_index(syscall: str, arg_name: str, arch: str | None = None) -> int:
 def arg_width(syscall: str, index: int, arch: str | None = None) -> int:
     """Bits of argument ``index`` the kernel uses: 32 for 32-bit C types (and on 32-bit
     arches), 64 when wider or unknown."""
-    if arch is not None and not abi.is_64bit(_canonical(arch)):
+    if arch is not None and arch_table.get(_canonical(arch)).long_bits == 32:
         return 32
     sig = signature(syscall, arch)
     if sig is None or not 0 <= index < len(sig.params):

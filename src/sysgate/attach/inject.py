@@ -24,7 +24,7 @@ import struct
 import time
 
 from . import ptrace
-from ..arch import syscalls
+from ..arch import syscalls, table
 from ..errors import SysgateError, UnsupportedError
 from ..kernel import notify
 
@@ -44,6 +44,14 @@ class SeizeError(SysgateError):
         super().__init__(message)
 
 
+def _foreign_regsets(arch: str, size: int) -> dict[int, str]:
+    """NT_PRSTATUS size -> ABI description, for the compat ABIs of ``arch`` (architecture table)
+    whose register set differs from the native one (``size`` bytes): how a refusal names them."""
+    return {other.regset_size: f"{other.name} ({other.long_bits}-bit)"
+            for other in map(table.get, table.get(arch).compat)
+            if other.regset_size and other.regset_size != size}
+
+
 class X86_64:
     """x86_64 registers (``struct user_regs_struct``) and system-call conventions."""
 
@@ -57,7 +65,7 @@ class X86_64:
     insn_align = 1
     red_zone = 128
     #: NT_PRSTATUS sizes of other ABIs this kernel can run, for a clear refusal.
-    foreign_regsets = {68: "i386 (32-bit)"}
+    foreign_regsets = _foreign_regsets(name, layout.size)
 
     def decode(self, raw: bytes) -> dict[str, int]:
         return dict(zip(self.registers, self.layout.unpack(raw)))
@@ -86,8 +94,9 @@ class X86_64:
         return _signed(regs["rax"])
 
 
-#: Architectures ``attach`` can inject into, by sysgate's arch name.
-ARCHES = {"x86_64": X86_64()}
+#: Architectures ``attach`` can inject into, by sysgate's arch name (a subset of the
+#: architecture table's; each needs its class of registers and conventions above).
+ARCHES = {arch.name: arch for arch in (X86_64(),)}
 
 
 def _signed(value: int) -> int:

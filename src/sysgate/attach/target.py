@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SysgateError, UnsupportedError
 from . import ptrace
-from ..arch import syscalls
+from ..arch import syscalls, table
 from .inject import ARCHES, Injection, Refused, SeizeError, X86_64
 from ..process.install import TsyncError, filter_flags, install_error, program_bytes
 from ..kernel import abi, notify
@@ -95,20 +95,17 @@ def _describe(pid: int) -> str:
     return f"process {pid} ({_process_name(pid)})"
 
 
-def _exe_abi(task: str, pid: int) -> tuple[int, int]:
-    """(ELF class, e_machine) of the executable of /proc ``task`` (a thread of ``pid``)."""
+def _exe_abi(task: str, pid: int) -> str:
+    """The ABI of the executable of /proc ``task`` (a thread of ``pid``): its arch name, from the
+    ELF class, machine and byte order, or a description of an ELF sysgate has no arch for."""
     with open(f"{task}/exe", "rb") as f:
         header = f.read(20)
     if header[:4] != b"\x7fELF" or len(header) < 20:
         raise UnsupportedError(f"process {pid}: its executable is not an ELF file")
-    byteorder = "little" if header[5] == 1 else "big"
-    return header[4], int.from_bytes(header[18:20], byteorder)
-
-
-def _abi_name(elf_class: int, machine: int) -> str:
-    known = {(2, 62): "x86_64", (1, 62): "x32", (1, 3): "i386", (2, 183): "aarch64", (1, 40): "arm",
-             (2, 243): "riscv64"}
-    return known.get((elf_class, machine), f"ELF class {elf_class}, machine {machine}")
+    elf_class, big_endian = header[4], header[5] == 2
+    machine = int.from_bytes(header[18:20], "big" if big_endian else "little")
+    arch = table.by_elf(elf_class, machine, big_endian)
+    return arch.name if arch else f"ELF class {elf_class}, machine {machine}"
 
 
 def permission_hint(pid: int) -> str:
@@ -222,12 +219,11 @@ def check_target(pid: int) -> tuple[int, "X86_64"]:
         raise SysgateError(f"{name} is in seccomp strict mode; it cannot install a filter")
     _check_one_filter_chain(name, pid, threads)
     try:
-        elf_class, machine = _exe_abi(f"/proc/{pid}/task/{tid}", pid)
+        target_abi = _exe_abi(f"/proc/{pid}/task/{tid}", pid)
     except PermissionError:
         raise SysgateError(f"not permitted to inspect {name}: {permission_hint(pid)}") from None
     except FileNotFoundError:
         raise SysgateError(f"{name} has no executable (exited, or a kernel thread)") from None
-    target_abi = _abi_name(elf_class, machine)
     arch = ARCHES.get(target_abi)
     if arch is None or target_abi != abi.native_arch():
         supported = ", ".join(a for a in ARCHES if a == abi.native_arch()) or "none on this machine"

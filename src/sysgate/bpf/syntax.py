@@ -7,6 +7,7 @@ return values print as actions (``ERRNO(13)``, ``KILL_PROCESS``).
 """
 from __future__ import annotations
 
+from ..arch import table
 from ..kernel import abi
 from .insn import (BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND,
                    BPF_JA, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN,
@@ -93,8 +94,8 @@ def field_offset(base: str, index: int | None, half: str | None, arch: str) -> i
 # --------------------------------------------------------------------------- actions
 _ACTION_BY_VALUE = {value: name for name, value in abi.ACTIONS.items()}
 #: Names accepted in immediates besides the actions: the AUDIT_ARCH_* constants.
-ARCH_SYMBOLS = {f"AUDIT_ARCH_{name.upper()}": value  # every kernel value, also of arches without tables
-                for name, value in (*abi.AUDIT_ARCH.items(), *abi.UNSUPPORTED_AUDIT_ARCH.items()) if name != "x32"}
+ARCH_SYMBOLS = {f"AUDIT_ARCH_{a.name.upper()}": a.audit  # every kernel value, also of arches without tables
+                for a in table.ARCHES if not a.nr_bit}    # (x32 reports x86_64's)
 _ARCH_BY_VALUE = {value: name for name, value in ARCH_SYMBOLS.items()}
 
 

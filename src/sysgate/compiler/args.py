@@ -14,6 +14,7 @@ libseccomp would compare its truncated low word and let a deny rule fail open.
 """
 from __future__ import annotations
 
+from ..arch import table
 from ..kernel import abi
 from ..policy.model import And, Cmp, Expr, Not, Or
 from .graph import MAX32, Graph, Node
@@ -24,7 +25,7 @@ class ArgLayout:
 
     def __init__(self, arch: str):
         self.big_endian = abi.is_big_endian(arch)
-        self.narrow = not abi.is_64bit(arch) and arch != "x32"
+        self.narrow = table.get(abi.canonical_arch(arch)).arg_bits == 32    # not x32: 64-bit registers
 
     def lo(self, index: int) -> int:
         return abi.offset_arg(index) + (4 if self.big_endian else 0)

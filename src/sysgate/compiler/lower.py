@@ -16,7 +16,7 @@ filter's default action to it, which we do not.
 """
 from __future__ import annotations
 
-from ..arch import syscalls
+from ..arch import syscalls, table
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
 from .args import ArgLayout, ConditionCompiler
@@ -25,7 +25,6 @@ from .program import CompileError
 from .graph import MAX32, Graph, Node, Test, zero_path
 
 NR_SKIP = MAX32  # nr == -1
-X32_BIT = abi.X32_SYSCALL_BIT
 #: Weight of an x32 syscall relative to an x86_64 one in their shared dispatch (x32 is rare).
 X32_SHARE = 0.01
 #: A gap this wide between syscall numbers ends a table's main block (ARM's private
@@ -52,14 +51,12 @@ def resolve(arch: str, name: str) -> int | None:
     nr = syscalls.number(arch, name)
     if nr is None and name[:1].isdigit():
         nr = syscalls.resolve(arch, name)
-    if nr is not None and arch == "x32":
-        nr |= X32_BIT
-    return nr
+    return nr if nr is None else nr | table.get(arch).nr_bit
 
 
 def table_numbers(arch: str) -> set[int]:
     """Every syscall number of ``arch`` (x32 with its bit set)."""
-    bit = X32_BIT if arch == "x32" else 0
+    bit = table.get(arch).nr_bit
     return {nr | bit for nr in syscalls.table(arch).values()}
 
 
@@ -82,12 +79,9 @@ class Lowering:
 
     def __init__(self, policy: Policy, arches: list[str], frequencies: dict[str, float] | None = None):
         self.policy = policy
-        self.arches = canonical_arches(arches)
+        self.arches = table.with_x32(canonical_arches(arches), policy.allow_x32)
         self.frequencies = frequencies
         self.graph = Graph()
-        self.targets_x32 = "x32" in self.arches or (policy.allow_x32 and "x86_64" in self.arches)
-        if self.targets_x32 and "x32" not in self.arches:
-            self.arches.append("x32")
         self.views = self._views()
 
     def _views(self) -> list[ArchView]:
@@ -125,7 +119,8 @@ class Lowering:
         table's main block (up to the first gap wider than :data:`MAX_GAP`) and the one after
         it alike, holes included (a program built for a newer kernel probes those), plus each
         syscall beyond; x32 next to x86_64 counts for :data:`X32_SHARE`."""
-        share = X32_SHARE if arch == "x32" and "x86_64" in self.arches else 1.0
+        host = table.sharing(table.get(arch).audit)[0]
+        share = X32_SHARE if table.get(arch).nr_bit and host.name in self.arches else 1.0
         if self.frequencies is None:
             numbers = sorted(table_numbers(arch))
             end = next((a for a, b in zip(numbers, numbers[1:]) if b - a > MAX_GAP), numbers[-1])
@@ -160,16 +155,18 @@ class Lowering:
         cheaper to compute than one big one)."""
         allow = self.graph.ret(ALLOW.ret())
         skip = [Range(NR_SKIP, NR_SKIP, allow, 1e-6)]
-        if view.audit != abi.AUDIT_ARCH["x86_64"]:
+        shared = table.sharing(view.audit)
+        if len(shared) == 1:
             (arch,) = view.arches
             return merge([self._span(arch, 0, NR_SKIP - 1, bad), skip])
-        native = self._span("x86_64" if "x86_64" in view.arches else None, 0, X32_BIT - 1, bad)
-        x32 = self._span("x32" if "x32" in view.arches else None, X32_BIT, NR_SKIP - 1, bad)
+        host, rider = shared           # the table has one such pair: x86_64 and x32
+        native = self._span(host.name if host.name in view.arches else None, 0, rider.nr_bit - 1, bad)
+        x32 = self._span(rider.name if rider.name in view.arches else None, rider.nr_bit, NR_SKIP - 1, bad)
         if len(x32) > 1:
             weight = sum(r.weight for r in x32)
             # instructions cost as much as in the view's whole tree: x32 code stays small
             tree = build_tree(self.graph, x32, abi.OFFSET_NR, weight + sum(r.weight for r in native))
-            x32 = [Range(X32_BIT, NR_SKIP - 1, tree, weight)]
+            x32 = [Range(rider.nr_bit, NR_SKIP - 1, tree, weight)]
         return merge([native, x32, skip])
 
     def build(self) -> Node:

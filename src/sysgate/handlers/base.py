@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 from functools import cache
 
+from ..arch import table
 from ..kernel import abi
 from ..supervisor import Reply
 
@@ -64,16 +65,13 @@ class Handler:
         return f"<{type(self).__name__} {self.name}>"
 
 
-#: ABIs a kernel of this arch runs whose flag constants (O_*, AT_*, SOCK_*) equal the native ones.
-#: arm on aarch64 is left out: its O_DIRECTORY/O_NOFOLLOW/O_DIRECT/O_LARGEFILE differ.
-_SAME_FLAGS = {"x86_64": ("i386", "x32")}
-
-
 @cache
 def same_flags_arches() -> frozenset:
-    """The native arch and its compat ABIs that share its flag values (x86_64: also i386, x32)."""
+    """The native arch and its compat ABIs that share its flag values (the architecture table's
+    ``same_flags``; x86_64: also i386, x32; not arm on aarch64, whose O_DIRECTORY/O_NOFOLLOW/
+    O_DIRECT/O_LARGEFILE differ)."""
     native = abi.native_arch()
-    return frozenset((native, *_SAME_FLAGS.get(native, ())))
+    return frozenset((native, *table.get(native).same_flags))
 
 
 def oserror_reply(exc: OSError) -> Reply:

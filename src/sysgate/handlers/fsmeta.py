@@ -64,6 +64,7 @@ import stat as _stat
 import struct
 from dataclasses import dataclass
 
+from ..arch import table as arch_table
 from ..kernel import abi
 from ..kernel import calls
 from ..supervisor import Reply
@@ -90,24 +91,29 @@ _DENTS_MAX = 1 << 20                      # a getdents buffer larger than this i
 
 @dataclass(frozen=True)
 class AbiLayout:
-    """The structs the calls here copy in or out, for one ABI (the one place for these facts)."""
+    """The structs the calls here copy in or out, for one ABI (widths from the architecture table)."""
 
-    long: str                   # C long / time_t / suseconds_t (struct code)
+    arch: arch_table.Arch
     statfs: struct.Struct | None        # struct statfs as statfs(2) writes it
     statfs64: struct.Struct | None      # struct statfs64 (statfs64(2): i386 only, size checked)
     uid16: frozenset            # calls whose uid/gid arguments are 16-bit (old_uid_t)
 
     @property
+    def long(self) -> str:
+        """C long / time_t / suseconds_t (struct code)."""
+        return "q" if self.arch.long_bits == 64 else "i"
+
+    @property
     def bits32(self) -> bool:
         """A 32-bit ABI: 64-bit arguments come split over two registers, and time64 structs'
         tv_nsec is read as its low 32 bits (the kernel's in_compat_syscall() rules)."""
-        return self.long == "i"
+        return self.arch.arg_bits == 32
 
 
 ABI = {
-    "x86_64": AbiLayout("q", _STATFS_NATIVE, None, frozenset()),
+    "x86_64": AbiLayout(arch_table.get("x86_64"), _STATFS_NATIVE, None, frozenset()),
     # compat_statfs: ints; compat_statfs64: packed (84 bytes); chown/lchown are chown16/lchown16
-    "i386": AbiLayout("i", struct.Struct("=7I2i3I4I"), struct.Struct("=2I5Q2i3I4I"),
+    "i386": AbiLayout(arch_table.get("i386"), struct.Struct("=7I2i3I4I"), struct.Struct("=2I5Q2i3I4I"),
                       frozenset({"chown", "lchown"})),
 }
 

@@ -12,7 +12,7 @@ import errno
 import struct
 from dataclasses import dataclass
 
-from ..kernel import abi
+from ..arch import table
 from .target import read_exact
 
 SOCKADDR_STORAGE = 128
@@ -39,8 +39,8 @@ COMPAT = Layout(struct.Struct("=IiIIIIi"), struct.Struct("=II"), 32)
 
 
 def layout(arch: str) -> Layout:
-    """The layout for ``arch``: the native 64-bit one, or the compat one of a 32-bit ABI (i386)."""
-    return NATIVE if arch == abi.native_arch() else COMPAT
+    """The layout for ``arch``: the 64-bit one, or the compat one of an ABI with a 32-bit long (i386)."""
+    return NATIVE if table.get(arch).long_bits == 64 else COMPAT
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ import errno
 import os
 import struct
 
-#: native struct stat sizes: the kernel fills them (newfstatat on our fd)
-NATIVE_STAT_SIZE = {"x86_64": 144, "aarch64": 128, "riscv64": 128, "s390x": 144, "ppc64le": 144}
+from ..arch import table
+
+#: native struct stat sizes (the architecture table's): the kernel fills them (newfstatat on our fd)
+NATIVE_STAT_SIZE = {a.name: a.stat_size for a in table.ARCHES if a.stat_size}
 
 _COMPAT_STAT = struct.Struct("<IIHHHHIIIIIIIIIIII")            # i386 struct compat_stat, 64 bytes
 _STAT64_HEAD = struct.Struct("<Q")                            # st_dev; pad [8:12]

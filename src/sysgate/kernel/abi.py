@@ -1,4 +1,5 @@
-"""Seccomp kernel ABI: constants, struct layouts, ioctl numbers and AUDIT_ARCH values.
+"""Seccomp kernel ABI: constants, struct layouts, ioctl numbers and AUDIT_ARCH values (the
+latter derived from :mod:`sysgate.arch.table`).
 
 Everything here mirrors include/uapi/linux/seccomp.h, linux/filter.h and
 linux/audit.h; nothing here performs a system call.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..errors import UnknownArchError
+from ..arch import table
 
 # --- seccomp(2) operations -------------------------------------------------
 SECCOMP_SET_MODE_STRICT = 0
@@ -159,62 +160,30 @@ assert SECCOMP_IOCTL_NOTIF_ID_VALID == 0x40082102
 assert SECCOMP_IOCTL_NOTIF_ADDFD == 0x40182103
 assert SECCOMP_IOCTL_NOTIF_SET_FLAGS == 0x40082104
 
-# --- AUDIT_ARCH values --------------------------------------------------------
-AUDIT_ARCH_64BIT = 0x80000000
-AUDIT_ARCH_LE = 0x40000000
-AUDIT_ARCH_CONVENTION_MIPS64_N32 = 0x20000000
-X32_SYSCALL_BIT = 0x40000000
+# --- AUDIT_ARCH values (derived from the architecture table) ----------------------
+AUDIT_ARCH_64BIT = table.AUDIT_ARCH_64BIT
+AUDIT_ARCH_LE = table.AUDIT_ARCH_LE
+AUDIT_ARCH_CONVENTION_MIPS64_N32 = table.AUDIT_ARCH_CONVENTION_MIPS64_N32
+X32_SYSCALL_BIT = table.X32_SYSCALL_BIT
 
 #: The architectures sysgate supports, in listing order: exactly those it has syscall tables for
 #: (data/syscalls/<arch>.json; tests/test_syscalls.py checks that the two agree). Every arch
 #: selection goes through :func:`canonical_arch`, so every error names this one list.
-AUDIT_ARCH = {
-    "x86_64": 0xC000003E,
-    "i386": 0x40000003,
-    "x32": 0xC000003E,          # same as x86_64; nr carries X32_SYSCALL_BIT
-    "aarch64": 0xC00000B7,
-    "arm": 0x40000028,
-    "riscv64": 0xC00000F3,
-    "s390x": 0x80000016,
-    "ppc64le": 0xC0000015,
-}
+AUDIT_ARCH = {a.name: a.audit for a in table.SUPPORTED}
 SUPPORTED_ARCHES = tuple(AUDIT_ARCH)
 
 #: AUDIT_ARCH values of architectures without syscall tables: named when seen (disassembly,
 #: notifications), refused when asked for.
-UNSUPPORTED_AUDIT_ARCH = {
-    "s390": 0x00000016,
-    "ppc64": 0x80000015,
-    "mips64": 0x80000008,
-    "mipsel64": 0xC0000008,
-    "mips64n32": 0xA0000008,
-    "mipsel64n32": 0xE0000008,
-    "mips": 0x00000008,
-    "mipsel": 0x40000008,
-    "loongarch64": 0xC0000102,
-}
+UNSUPPORTED_AUDIT_ARCH = {a.name: a.audit for a in table.ARCHES if not a.supported}
 
 #: Common aliases used by Docker/OCI profiles and uname(2).
-ARCH_ALIASES = {
-    "amd64": "x86_64", "x86-64": "x86_64", "x86": "i386", "i686": "i386", "i586": "i386",
-    "arm64": "aarch64", "armv7l": "arm", "armhf": "arm", "riscv": "riscv64",
-    "ppc64el": "ppc64le", "loong64": "loongarch64",
-}
+ARCH_ALIASES = table.ALIASES
 
 
-def canonical_arch(name: str) -> str:
-    """Normalise an architecture name (``amd64``, ``SCMP_ARCH_X86_64``…) to ours."""
-    key = name.strip().lower()
-    if key.startswith("scmp_arch_"):
-        key = key[len("scmp_arch_"):]
-    key = ARCH_ALIASES.get(key, key)
-    if key not in AUDIT_ARCH:
-        supported = ", ".join(SUPPORTED_ARCHES)
-        if key in UNSUPPORTED_AUDIT_ARCH:
-            raise UnknownArchError(f"architecture {name!r} is not supported (sysgate has no syscall table for it); "
-                                   f"supported: {supported}")
-        raise UnknownArchError(f"unknown architecture {name!r}; supported: {supported}")
-    return key
+#: Normalise an architecture name (``amd64``, ``SCMP_ARCH_X86_64``…) to ours (the table's rule).
+canonical_arch = table.canonical_arch
+#: The architecture of the running kernel/interpreter.
+native_arch = table.native_arch
 
 
 def arch_or_native(name: str | None) -> str:
@@ -224,25 +193,15 @@ def arch_or_native(name: str | None) -> str:
 
 def is_big_endian(arch: str) -> bool:
     """True when the architecture's seccomp_data args are big-endian."""
-    return not AUDIT_ARCH[canonical_arch(arch)] & AUDIT_ARCH_LE
+    return table.get(canonical_arch(arch)).big_endian
 
 
 def is_64bit(arch: str) -> bool:
-    return bool(AUDIT_ARCH[canonical_arch(arch)] & AUDIT_ARCH_64BIT) and canonical_arch(arch) != "x32"
+    """True when C ``long`` is 64 bits wide (x32 is not, though its registers are)."""
+    return table.get(canonical_arch(arch)).long_bits == 64
 
 
 def arch_from_audit(value: int, nr: int = 0) -> str:
     """Our arch name for an AUDIT_ARCH value (x32 is told apart by the nr bit)."""
-    if value == AUDIT_ARCH["x86_64"] and nr & X32_SYSCALL_BIT and nr != -1:
-        return "x32"
-    for name, audit in (*AUDIT_ARCH.items(), *UNSUPPORTED_AUDIT_ARCH.items()):
-        if audit == value and name != "x32":
-            return name
-    return f"0x{value:08x}"
-
-
-def native_arch() -> str:
-    """The architecture of the running kernel/interpreter."""
-    import platform
-
-    return canonical_arch(platform.machine())
+    arch = table.by_audit(value, nr)
+    return arch.name if arch else f"0x{value:08x}"

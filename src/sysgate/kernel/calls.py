@@ -11,7 +11,8 @@ import errno
 import os
 from functools import cache
 
-from . import abi, numbers
+from . import abi
+from ..arch import numbers
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall

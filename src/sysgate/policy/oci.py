@@ -39,7 +39,7 @@ from functools import cache
 from itertools import product
 from typing import Callable
 
-from ..arch import syscalls
+from ..arch import syscalls, table
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from . import constants, jsondoc, overlap
@@ -66,13 +66,8 @@ EXPORT_ACTIONS = {
 OPS = {"SCMP_CMP_EQ": "==", "SCMP_CMP_NE": "!=", "SCMP_CMP_LT": "<", "SCMP_CMP_LE": "<=",
        "SCMP_CMP_GT": ">", "SCMP_CMP_GE": ">=", "SCMP_CMP_MASKED_EQ": "&=="}
 EXPORT_OPS = {v: k for k, v in OPS.items()}
-#: libseccomp architecture tokens (SCMP_ARCH_*) for our arch names.
-SCMP_ARCHES = {
-    "x86_64": "X86_64", "i386": "X86", "x32": "X32", "aarch64": "AARCH64", "arm": "ARM",
-    "riscv64": "RISCV64", "s390x": "S390X", "s390": "S390", "ppc64le": "PPC64LE", "ppc64": "PPC64",
-    "mips": "MIPS", "mipsel": "MIPSEL", "mips64": "MIPS64", "mipsel64": "MIPSEL64",
-    "mips64n32": "MIPS64N32", "mipsel64n32": "MIPSEL64N32", "loongarch64": "LOONGARCH64",
-}
+#: libseccomp architecture tokens (SCMP_ARCH_*) for our arch names (the architecture table's).
+SCMP_ARCHES = {a.name: a.scmp for a in table.ARCHES}
 U64 = (1 << 64) - 1
 
 
@@ -80,7 +75,8 @@ U64 = (1 << 64) - 1
 #: libseccomp architectures sysgate cannot filter: a profile may name them for other hosts.
 FOREIGN_ARCHES = ("ppc", "parisc", "parisc64", "m68k", "sh", "sheb")
 #: Go's GOARCH spellings (Docker's ``includes.arches``) beyond ``abi.ARCH_ALIASES``.
-GO_ARCHES = {"386": "i386", "mipsle": "mipsel", "mips64le": "mipsel64"}
+GO_ARCHES = {a.goarch: a.name for a in table.ARCHES
+             if a.goarch and a.goarch != a.name and a.goarch not in abi.ARCH_ALIASES}
 #: Kubernetes Security Profiles Operator: API group/versions of its ``SeccompProfile`` kind.
 SPO_VERSIONS = tuple(f"security-profiles-operator.x-k8s.io/{v}" for v in ("v1", "v1beta1", "v1alpha1"))
 MAX_ERRNO = 4095        # the kernel caps SECCOMP_RET_ERRNO data at MAX_ERRNO
@@ -503,9 +499,7 @@ def export_oci(policy: Policy, *, warn: Callable[[str], None] | None = None) -> 
     out: dict = {"defaultAction": EXPORT_ACTIONS[policy.default.kind]}
     if policy.default.kind in ("errno", "trace"):
         out["defaultErrnoRet"] = policy.default.data
-    arches = [a for a in policy.arches if a in SCMP_ARCHES]
-    if policy.allow_x32 and "x32" not in arches and "x86_64" in arches:
-        arches.append("x32")
+    arches = table.with_x32([a for a in policy.arches if a in SCMP_ARCHES], policy.allow_x32)
     out["architectures"] = [f"SCMP_ARCH_{SCMP_ARCHES[a]}" for a in arches]
     if policy.flags:
         out["flags"] = [f"SECCOMP_FILTER_FLAG_{f}" for f in policy.flags]

@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..arch import syscalls
+from ..arch import syscalls, table
 from ..errors import SourceError, SysgateError
 from ..kernel import abi
 from .groups import expand_systemd_group
@@ -59,12 +59,16 @@ KEYS = ("SystemCallFilter", "SystemCallErrorNumber", "SystemCallArchitectures", 
 _HEADER = re.compile(r"\[([A-Za-z][A-Za-z0-9-]*)\]")
 _KEY_LINE = re.compile(r"^[ \t]*SystemCall(Filter|ErrorNumber|Architectures|Log)[ \t]*=", re.M)
 
-#: systemd architecture names (seccomp_arch_from_string) -> sysgate's
-SYSTEMD_ARCHES = {"x86-64": "x86_64", "x86": "i386", "x32": "x32", "arm64": "aarch64", "arm": "arm",
-                  "riscv64": "riscv64", "s390x": "s390x", "ppc64-le": "ppc64le"}
+#: systemd architecture names (seccomp_arch_from_string) -> sysgate's (the architecture table's)
+SYSTEMD_ARCHES = {a.systemd: a.name for a in table.SUPPORTED if a.systemd}
 _ARCH_TO_SYSTEMD = {v: k for k, v in SYSTEMD_ARCHES.items()}
-#: the architectures systemd filters when SystemCallArchitectures= is unset (x32 left out: see above)
-_LOCAL_ARCHES = {"x86_64": ["x86_64", "i386"], "aarch64": ["aarch64", "arm"]}
+
+
+def _local_arches(native: str) -> list[str]:
+    """What systemd filters when SystemCallArchitectures= is unset: the native arch and the
+    compat ABIs its kernel runs, x32 (an ABI told apart by a number bit) left out: see above."""
+    return [native, *(c for c in table.get(native).compat if not table.get(c).nr_bit)]
+
 
 KILL = "kill"          # the errno slot's "kill the process" value (systemd's SECCOMP_ERROR_NUMBER_KILL)
 MAX_ERRNO = 4095
@@ -269,7 +273,7 @@ def _to_policy(unit: _Unit, filename: str) -> Policy:
             arches.append("x86_64")                    # x32 calls arrive with the x86_64 AUDIT_ARCH
         policy = Policy(arches=arches, allow_x32="x32" in unit.arches)
     else:
-        policy = Policy(arches=list(_LOCAL_ARCHES.get(native, [native])))
+        policy = Policy(arches=_local_arches(native))
     policy.name = filename
     negative = _action(unit.errno)
     flt = unit.filter

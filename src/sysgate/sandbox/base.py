@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..arch import syscalls
+from ..arch import syscalls, table
 from ..errors import SysgateError
 from ..policy import constants
 from ..policy.model import Action, And, Cmp, Not, Or, Policy, Rule
@@ -75,17 +75,15 @@ def _few(names: list[str], shown: int = 8) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-#: ABIs a kernel of this architecture runs besides its own (x32 stays off unless asked).
-COMPAT = {"x86_64": ("i386",)}
-
-
 def default_policy() -> Policy:
     """What ``sysgate run --sandbox`` puts the base under when no policy is given: allow
-    everything else, on the native architecture and its compat ABI."""
+    everything else, on the native architecture and the compat ABIs whose calls the handlers
+    decode (its ``same_flags``; x32 stays off unless asked)."""
     from ..kernel import abi
 
     native = abi.native_arch()
-    return Policy(default=Action("allow"), arches=[native, *COMPAT.get(native, ())], name="sandbox")
+    compat = [c for c in table.get(native).same_flags if not table.get(c).nr_bit]
+    return Policy(default=Action("allow"), arches=[native, *compat], name="sandbox")
 
 
 def is_refusal(action: Action) -> bool:
@@ -94,9 +92,7 @@ def is_refusal(action: Action) -> bool:
 
 def enabled_arches(policy: Policy) -> list[str]:
     """The architectures whose numbers ``policy``'s filter lets through (x32 when asked)."""
-    arches = list(dict.fromkeys(policy.arches))
-    if policy.allow_x32 and "x86_64" in arches and "x32" not in arches:
-        arches.append("x32")
+    arches = table.with_x32(list(dict.fromkeys(policy.arches)), policy.allow_x32)
     return [a for a in arches if a in syscalls.arches()]
 
 
