@@ -355,7 +355,7 @@ def prototypes(text: str) -> list[tuple[str, list[tuple[str, str]], bool]]:
     """``(name, params, raw)`` for each prototype in C text; raw means ``syscall(SYS_x, ...)``."""
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     text = re.sub(r"\[\[\w+\]\]", " ", text)          # [[noreturn]], [[deprecated]]
-    text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     found = []
     for stmt in text.split(";"):
         stmt = re.sub(r"\s+", " ", stmt).strip().lstrip("{} ")

@@ -95,7 +95,8 @@ class MountRule:
         if not (isinstance(spec["fstype"], str) and isinstance(spec.get("target", ""), str) and strings
                 and isinstance(spec.get("source", ""), (str, type(None)))):
             raise SysgateError(f"mount rule {spec!r}: fstype, target and source are strings, flags a list of strings")
-        return cls(spec["fstype"], spec.get("target", "/**"), spec.get("flags", DEFAULT_MOUNT_FLAGS), spec.get("source"))
+        return cls(spec["fstype"], spec.get("target", "/**"), spec.get("flags", DEFAULT_MOUNT_FLAGS),
+                   spec.get("source"))
 
     def allows(self, fstype: str, target: str, flags: int, source: str) -> bool:
         return (fstype == self.fstype and not flags & ~self.flags and self.regex.match(target) is not None
@@ -125,7 +126,10 @@ class ContainerHandler(Handler):
         """Yield (creds, our O_PATH fd of the parent directory, last component, the path as the
         target sees it, the remaining arguments) of a mknod/mkdir-style call."""
         a = n.args
-        dirfd, path, rest = (signed32(a[0]), n.read_string(a[1]), a[2:]) if at else (AT_FDCWD, n.read_string(a[0]), a[1:])
+        if at:
+            dirfd, path, rest = signed32(a[0]), n.read_string(a[1]), a[2:]
+        else:
+            dirfd, path, rest = AT_FDCWD, n.read_string(a[0]), a[1:]
         creds = credentials(n)
         with Resolver(n, creds) as resolver:
             with acting_as(creds):      # walk with the caller's search permissions

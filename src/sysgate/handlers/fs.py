@@ -113,7 +113,6 @@ from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
 from . import statlayout
 from .fsmeta import MetadataCalls
-from . import statlayout
 from .target import (AT_FDCWD, acting_as, as_supervisor, credentials, fetch_fd, read_exact, read_string,
                      same_user_namespace, signed32, write_memory)
 
