@@ -135,3 +135,24 @@ def test_arch_imports_nothing_above_it():
 
 def test_kernel_imports_nothing_above_it():
     assert imports_outside("sysgate.kernel", {"sysgate.kernel", "sysgate.arch", "sysgate.errors"}) == {}
+
+
+#: The layers the README's "Where things live" names, bottom first; a package imports only
+#: packages of its own or earlier layers, except the one known cycle above. The package root
+#: (``sysgate``: the lazy API and ``__version__``) sits with the command line.
+LAYERS = [["errors", "files"], ["arch"], ["kernel"], ["bpf"], ["policy"], ["compiler"],
+          ["supervisor"], ["handlers"], ["testing"], ["process"], ["attach", "learn"], ["sandbox"],
+          ["agent", "runtime"], ["cli", "sysgate", "__main__"]]
+
+
+def test_packages_import_only_lower_layers():
+    rank = {f"sysgate.{name}" if name != "sysgate" else name: i
+            for i, layer in enumerate(LAYERS) for name in layer}
+    upward = set()
+    for module, targets in graph().items():
+        source = subpackage(module)
+        for target in map(subpackage, targets):
+            if rank[target] > rank[source]:
+                upward.add((source, target))
+    assert sorted(rank) == sorted({subpackage(m) for m in graph()})
+    assert upward == {("sysgate.policy", "sysgate.sandbox")}
