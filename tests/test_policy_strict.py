@@ -1,7 +1,6 @@
 """Every input checked, nothing dropped silently: JSON profiles (OCI, Docker/podman,
 Kubernetes SeccompProfile), the --caps/--kernel selection, nesting limits, and what
 `policy convert` carries (issue 12)."""
-import copy
 import errno
 import json
 import os
@@ -17,6 +16,7 @@ from sysgate.policy.loader import load_policy
 from sysgate.policy.model import Action
 from sysgate.policy.oci import import_oci, parse_caps, parse_kernel
 from sysgate.policy.parser import MAX_NESTING, parse_policy
+from support.profiles import BASE, RULE, with_
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
@@ -41,20 +41,6 @@ def error_of(profile, **options) -> str:
     with pytest.raises(SourceError) as e:
         import_oci(profile, filename="p.json", **options)
     return str(e.value)
-
-
-RULE = {"names": ["read"], "action": "SCMP_ACT_ERRNO"}
-BASE = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [RULE]}
-
-
-def with_(path, value, base=BASE):
-    """``base`` with the field at ``path`` (keys and list indexes) set to ``value``."""
-    doc = copy.deepcopy(base)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return doc
 
 
 # --- unknown fields, shapes, required fields ---------------------------------------------------

@@ -1,6 +1,9 @@
-"""Helpers shared by the tests and benchmarks (no tests here): C programs compiled once (:mod:`.cprog`),
-the handler, compiler, supervisor and runtime test scaffolding, OCI bundles, the kernel as a BPF
-oracle (:mod:`.bpfkernel`), BPF program strategies, and libseccomp as a comparison baseline."""
+"""Helpers shared by the tests and benchmarks (no tests here; a test file imports helpers from
+here, never from another test file): C programs compiled once (:mod:`.cprog`), the handler,
+compiler, supervisor, agent and runtime test scaffolding, hand-written filters (:mod:`.filters`),
+OCI bundles and profile documents (:mod:`.profiles`), the replay tests' handlers (:mod:`.guards`),
+the kernel as a BPF oracle (:mod:`.bpfkernel`), BPF program strategies, and libseccomp as a
+comparison baseline."""
 import os
 
 #: the tests directory (the C sources of the test targets are there)

@@ -1,13 +1,24 @@
-"""``sysgate agent`` in a subprocess, for the agent, learning and runtime-wrapper tests."""
+"""``sysgate agent`` in a subprocess (also ``--learn``), for the agent, learning and runtime-wrapper
+tests; handing a launched process's listener over to an agent as runc does."""
 from __future__ import annotations
 
+import array
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+from sysgate.process import launch
+from support.filters import notify_mkdir
+
+# fork + exec of another applet, a pipe, a file in the container's /tmp
+LEARN = "echo hi; ls / > /tmp/listing; cat /tmp/listing | busybox grep -c bin; echo done"
+#: the runtime's own set-up: before the filter is installed, so never learned
+SETUP = {"mount", "umount2", "pivot_root", "unshare", "setns", "sethostname", "keyctl", "seccomp", "mkdir"}
 CONNECTION_TIMEOUT = 3.0   # the agent's --timeout: how long a runtime may take to send its state
 
 
@@ -50,3 +61,48 @@ class AgentProcess:
         code = self.proc.wait(10)
         self.log.close()
         return code
+
+
+class LearningAgent(AgentProcess):
+    """``sysgate agent --learn DIR`` in a subprocess."""
+
+    def __init__(self, directory):
+        self.socket = str(directory / "agent.sock")
+        self.log_path = directory / "agent.log"
+        self.learned = directory / "learned"
+        self.learned.mkdir()
+        self.log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", self.socket,
+                                      "--learn", str(self.learned)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.wait_log(r"ready on ")
+
+
+def printed_profile(socket_path: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "sysgate", "agent", "--socket", socket_path, "--learning-profile"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def allowed(profile: dict) -> set[str]:
+    return {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for name in rule["names"]}
+
+
+def hand_over(socket_path: str, target, cid: str, status: str, metadata: str = "") -> None:
+    """What runc does: send the state JSON with the target's listener attached."""
+    state = {"ociVersion": "1.0.2-dev", "fds": ["seccompFd"], "pid": target.pid, "metadata": metadata,
+             "state": {"ociVersion": "1.0.2-dev", "id": cid, "status": status, "pid": target.pid,
+                       "bundle": "/nonexistent", "annotations": {}}}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(socket_path)
+        s.sendmsg([json.dumps(state).encode()],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [target.listener]).tobytes())])
+    os.close(target.listener)
+    target.listener = None
+
+
+def spawn_mkdir(tmp_path, name: str, delay: float = 0.3):
+    out = open(tmp_path / f"{name}.out", "w+")
+    script = f"sleep {delay}; mkdir {tmp_path / name}; echo rc=$?"
+    return launch.spawn(["sh", "-c", script], notify_mkdir(), stdout=out, stderr=out), out
