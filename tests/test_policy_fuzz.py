@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.errors import SourceError, SysgateError
-from sysgate.policy.loader import load_policy, load_text
+from sysgate.policy_loader import load_policy, load_text
 from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.printer import format_policy

@@ -12,7 +12,7 @@ import pytest
 
 from sysgate.errors import SourceError, SysgateError
 from sysgate.policy.jsondoc import MAX_DEPTH
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.model import Action
 from sysgate.policy.oci import import_oci, parse_caps, parse_kernel
 from sysgate.policy.parser import MAX_NESTING, parse_policy

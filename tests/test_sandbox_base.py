@@ -24,7 +24,7 @@ from hypothesis import given, settings, strategies as st
 from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
-from sysgate.policy.loader import load_text
+from sysgate.policy_loader import load_text
 from sysgate.policy.model import Action, Cmp, Policy, Rule
 from sysgate.sandbox import surface
 from sysgate.sandbox.base import apply_base, build_base, is_refusal

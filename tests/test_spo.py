@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.errors import SourceError, SysgateError
-from sysgate.policy.loader import detect_format, load_text
+from sysgate.policy_loader import detect_format, load_text
 from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.spo import MAX_NODES, decode, decode_documents, export_spo, listener_problem
