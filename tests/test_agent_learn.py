@@ -34,11 +34,7 @@ def agent(tmp_path_factory):
 
 def run_with(runtime: str, tmp_path, cid: str, script: str, seccomp: dict) -> subprocess.CompletedProcess:
     bundle = with_seccomp(oci.make_bundle(tmp_path / cid, ["sh", "-c", script], None), seccomp)
-    rt = oci.Runtime(runtime, tmp_path / "state")
-    try:
-        return rt.run(bundle, cid)
-    finally:
-        rt.delete(cid)
+    return oci.Runtime(runtime, tmp_path / "state").run_once(bundle, cid)
 
 
 def learn(runtime, agent, tmp_path, cid: str, script: str) -> tuple[dict, str]:

@@ -334,20 +334,24 @@ DEEP_JSON = {
 }
 
 
+def refused_by_every_command(f, run_option: str, message: str) -> None:
+    """``policy check``, ``compile`` and ``run RUN_OPTION f`` each refuse ``f`` with one error line."""
+    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", run_option, f, "--", "true"], 125):
+        assert message in one_error_line(sysgate(*command), code)
+
+
 @pytest.mark.parametrize("name", DEEP_TEXT)
 def test_deep_policy_text_is_one_error(tmp_path, name):
     f = tmp_path / "deep.policy"
     f.write_text(DEEP_TEXT[name])
-    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--policy", f, "--", "true"], 125):
-        assert f"expression nested deeper than {MAX_NESTING} levels" in one_error_line(sysgate(*command), code)
+    refused_by_every_command(f, "--policy", f"expression nested deeper than {MAX_NESTING} levels")
 
 
 @pytest.mark.parametrize("name", DEEP_JSON)
 def test_deep_json_is_one_error(tmp_path, name):
     f = tmp_path / "deep.json"
     f.write_text(DEEP_JSON[name])
-    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--profile", f, "--", "true"], 125):
-        assert f"JSON nested deeper than {MAX_DEPTH} levels" in one_error_line(sysgate(*command), code)
+    refused_by_every_command(f, "--profile", f"JSON nested deeper than {MAX_DEPTH} levels")
 
 
 def test_nesting_at_the_limit_is_accepted_and_compiles(tmp_path):

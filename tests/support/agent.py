@@ -25,11 +25,11 @@ CONNECTION_TIMEOUT = 3.0   # the agent's --timeout: how long a runtime may take 
 class AgentProcess:
     """``sysgate agent`` in a subprocess; its log goes to a file the tests read."""
 
-    def __init__(self, directory, config: dict | None = None):
+    def __init__(self, directory, config: dict | None = None,
+                 options=("--timeout", str(CONNECTION_TIMEOUT))):
         self.socket = str(directory / "agent.sock")
         self.log_path = directory / "agent.log"
-        argv = [sys.executable, "-m", "sysgate", "agent", "--socket", self.socket,
-                "--timeout", str(CONNECTION_TIMEOUT)]
+        argv = [sys.executable, "-m", "sysgate", "agent", "--socket", self.socket, *options]
         if config is not None:
             (directory / "agent.json").write_text(json.dumps(config))
             argv += ["--config", str(directory / "agent.json")]
@@ -67,15 +67,9 @@ class LearningAgent(AgentProcess):
     """``sysgate agent --learn DIR`` in a subprocess."""
 
     def __init__(self, directory):
-        self.socket = str(directory / "agent.sock")
-        self.log_path = directory / "agent.log"
         self.learned = directory / "learned"
         self.learned.mkdir()
-        self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", self.socket,
-                                      "--learn", str(self.learned)],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        self.wait_log(r"ready on ")
+        super().__init__(directory, options=("--learn", str(self.learned)))
 
 
 def printed_profile(socket_path: str) -> dict:
