@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,12 @@ from sysgate.policy.model import Action
 from sysgate.policy.oci import import_oci, parse_caps, parse_kernel
 from sysgate.policy.parser import MAX_NESTING, parse_policy
 from support.profiles import BASE, RULE, with_
+from support.cli import sysgate
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
 ORACLE = Path(__file__).parent / "support" / "libseccomp_oracle.py"
 needs_podman = pytest.mark.skipif(not os.path.exists(PODMAN), reason="podman's seccomp.json not installed")
-
-
-def sysgate(*args, input=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sysgate", *map(str, args)], input=input, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def one_error_line(out, code=2):

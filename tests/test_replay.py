@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -20,9 +19,9 @@ from sysgate.testing import (Dispatcher, FakeMemory, FakeNotification, Recorder,
                              replay, run_handler)
 from sysgate.testing.record import decode_bytes, encode_bytes
 from support.guards import guard, stricter_guard
+from support.cli import SYSGATE
 
 AT_FDCWD = -100
-SYSGATE = [sys.executable, "-m", "sysgate"]
 
 
 # --- fake notifications -------------------------------------------------------------------

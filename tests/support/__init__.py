@@ -1,9 +1,9 @@
 """Helpers shared by the tests and benchmarks (no tests here; a test file imports helpers from
-here, never from another test file): C programs compiled once (:mod:`.cprog`), the handler,
-compiler, supervisor, agent and runtime test scaffolding, hand-written filters (:mod:`.filters`),
-OCI bundles and profile documents (:mod:`.profiles`), the replay tests' handlers (:mod:`.guards`),
-the kernel as a BPF oracle (:mod:`.bpfkernel`), BPF program strategies, and libseccomp as a
-comparison baseline."""
+here, never from another test file): C programs compiled once (:mod:`.cprog`), the CLI in a
+subprocess (:mod:`.cli`), the handler, compiler, supervisor, agent and runtime test scaffolding,
+hand-written filters (:mod:`.filters`), OCI bundles and profile documents (:mod:`.profiles`),
+the replay tests' handlers (:mod:`.guards`), the kernel as a BPF oracle (:mod:`.bpfkernel`),
+BPF program strategies, and libseccomp as a comparison baseline."""
 import importlib
 import os
 import sys
