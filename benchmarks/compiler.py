@@ -27,7 +27,7 @@ from sysgate.arch import syscalls  # noqa: E402
 from sysgate.bpf.emulator import Emulator  # noqa: E402
 from sysgate.compiler import compile_policy  # noqa: E402
 from sysgate.kernel import abi  # noqa: E402
-from sysgate.policy.loader import load_policy  # noqa: E402
+from sysgate.policy_loader import load_policy  # noqa: E402
 
 PROFILES = {
     "podman": "/usr/share/containers/seccomp.json",

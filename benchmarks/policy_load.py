@@ -30,7 +30,7 @@ UNCONDITIONAL = ["read", "write", "close", "openat", "fstat", "mmap", "brk", "fu
 CHILD = r"""
 import resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 mode, path = sys.argv[2], sys.argv[3]
 start, cpu = time.perf_counter(), time.process_time()
 if mode == "read":

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from support import libseccomp_baseline as baseline  # noqa: E402
 
-from sysgate.policy.loader import load_policy  # noqa: E402
+from sysgate.policy_loader import load_policy  # noqa: E402
 
 PROFILE = "/usr/share/containers/seccomp.json"
 ARCHES = ["x86_64", "i386", "x32"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sysgate.agent import handlers
+from sysgate.agent import container_handlers
 from sysgate.agent.config import (AgentConfig, ConfigError, HandlerSpec, Selection, apply_metadata,
                                   expand_template, parse_metadata)
 from sysgate.agent.protocol import ContainerProcessState
@@ -110,7 +110,7 @@ STATE = ContainerProcessState("1.0.2", 1, "", "c", "creating", 1, "/b", {})
 
 def test_build_maps_handlers_to_syscalls_and_later_wins():
     sel = apply_metadata(Selection(), "handlers=mkdir-emulate,mkdir-deny:EROFS,mount-deny\ndefault=deny", CTX)
-    hs = handlers.build(sel, STATE)
+    hs = container_handlers.build(sel, STATE)
     assert set(hs.handlers) == {"mkdir", "mkdirat", "mount"}
     assert hs.handlers["mkdirat"](None) == Reply.errno(errno.EROFS)
     assert hs.handlers["mount"](None) == Reply.errno(errno.EPERM)
@@ -119,9 +119,9 @@ def test_build_maps_handlers_to_syscalls_and_later_wins():
 
 def test_build_rejects_unknown_handlers_and_errnos():
     with pytest.raises(ConfigError, match="unknown handler 'mount-everything'"):
-        handlers.build(apply_metadata(Selection(), "handlers=mount-everything", CTX), STATE)
+        container_handlers.build(apply_metadata(Selection(), "handlers=mount-everything", CTX), STATE)
     with pytest.raises(ConfigError, match="unknown errno"):
-        handlers.build(apply_metadata(Selection(), "handlers=mount-deny:ENOPE", CTX), STATE)
+        container_handlers.build(apply_metadata(Selection(), "handlers=mount-deny:ENOPE", CTX), STATE)
 
 
 @pytest.mark.parametrize("metadata, message", [
@@ -132,13 +132,13 @@ def test_build_rejects_unknown_handlers_and_errnos():
 ])
 def test_mount_emulate_fails_closed_on_unsupported_filesystems(metadata, message):
     with pytest.raises(ConfigError, match=message):
-        handlers.build(apply_metadata(Selection(), metadata, CTX), STATE)
+        container_handlers.build(apply_metadata(Selection(), metadata, CTX), STATE)
 
 
 def test_emulation_is_the_container_handler():
     from sysgate.handlers import ContainerHandler
     sel = apply_metadata(Selection(), "handlers=mkdir-emulate,mknod-emulate,mount-emulate:tmpfs", CTX)
-    hs = handlers.build(sel, STATE)
+    hs = container_handlers.build(sel, STATE)
     assert set(hs.handlers) == {"mkdir", "mkdirat", "mknod", "mknodat", "mount"}
     assert all(isinstance(h, ContainerHandler) and h.blocking for h in hs.handlers.values())
     assert [r.fstype for r in hs.handlers["mount"].mounts] == ["tmpfs"]
@@ -152,4 +152,4 @@ def test_shipped_example_config_builds(tmp_path):
     profile = json.loads((examples / "seccomp-notify.json").read_text())
     for cid, container_annotations in (("build-1", {}), ("x", {"sysgate.io/profile": "locked"}), ("other", {})):
         sel = config.select(cid, container_annotations, profile["listenerMetadata"], CTX)
-        assert handlers.build(sel, STATE).handlers
+        assert container_handlers.build(sel, STATE).handlers

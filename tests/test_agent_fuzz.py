@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_agent_server import hand_over, spawn_mkdir
+from support.agent import hand_over, spawn_mkdir
 
 STATE = {"ociVersion": "1.0.2-dev", "fds": ["seccompFd"], "pid": 1, "metadata": "",
          "state": {"ociVersion": "1.0.2-dev", "id": "fuzz", "status": "creating", "pid": 1,

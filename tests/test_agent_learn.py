@@ -17,29 +17,10 @@ from support import oci
 from sysgate.agent.learning import ALWAYS, UNNOTIFIABLE, learning_profile, profile_stem
 from sysgate.errors import SysgateError
 from sysgate.policy.parser import parse_policy
-from support.agent import AgentProcess
+from support.agent import LEARN, SETUP, LearningAgent, allowed, printed_profile
 from support.oci import RUNTIMES
 
 RUN = os.getpid()
-# fork + exec of another applet, a pipe, a file in the container's /tmp
-LEARN = "echo hi; ls / > /tmp/listing; cat /tmp/listing | busybox grep -c bin; echo done"
-#: the runtime's own set-up: before the filter is installed, so never learned
-SETUP = {"mount", "umount2", "pivot_root", "unshare", "setns", "sethostname", "keyctl", "seccomp", "mkdir"}
-
-
-class LearningAgent(AgentProcess):
-    """``sysgate agent --learn DIR`` in a subprocess."""
-
-    def __init__(self, directory):
-        self.socket = str(directory / "agent.sock")
-        self.log_path = directory / "agent.log"
-        self.learned = directory / "learned"
-        self.learned.mkdir()
-        self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sysgate", "agent", "--socket", self.socket,
-                                      "--learn", str(self.learned)],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        self.wait_log(r"ready on ")
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +32,9 @@ def agent(tmp_path_factory):
     assert proc.stop() == 0, proc.text()
 
 
-def printed_profile(socket_path: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "sysgate", "agent", "--socket", socket_path, "--learning-profile"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def run_with(runtime: str, tmp_path, cid: str, script: str, seccomp: dict) -> subprocess.CompletedProcess:
     bundle = with_seccomp(oci.make_bundle(tmp_path / cid, ["sh", "-c", script], None), seccomp)
-    rt = oci.Runtime(runtime, tmp_path / "state")
-    try:
-        return rt.run(bundle, cid)
-    finally:
-        rt.delete(cid)
+    return oci.Runtime(runtime, tmp_path / "state").run_once(bundle, cid)
 
 
 def learn(runtime, agent, tmp_path, cid: str, script: str) -> tuple[dict, str]:
@@ -74,10 +44,6 @@ def learn(runtime, agent, tmp_path, cid: str, script: str) -> tuple[dict, str]:
     agent.wait_log(rf"container {cid}: learned \d+ syscalls \(\d+ distinct\), wrote ")
     return (json.loads((agent.learned / f"{cid}.json").read_text()),
             (agent.learned / f"{cid}.policy").read_text())
-
-
-def allowed(profile: dict) -> set[str]:
-    return {name for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for name in rule["names"]}
 
 
 def test_learning_profile_notifies_everything_runtimes_accept():

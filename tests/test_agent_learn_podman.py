@@ -21,7 +21,7 @@ import pytest
 
 from support import oci
 from sysgate.agent.learning import ALWAYS
-from test_agent_learn import LEARN, SETUP, LearningAgent, allowed, printed_profile
+from support.agent import LEARN, SETUP, LearningAgent, allowed, printed_profile
 
 IMAGE = "localhost/sysgate-busybox:test"
 

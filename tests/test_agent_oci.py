@@ -22,11 +22,7 @@ RUN = os.getpid()     # container ids (and so cgroup paths) unique to this test 
 
 def run_container(runtime: str, tmp_path, cid: str, script: str, socket_path: str, metadata: str = ""):
     bundle = oci.make_bundle(tmp_path / cid, ["sh", "-c", script], socket_path, metadata)
-    rt = oci.Runtime(runtime, tmp_path / "state")
-    try:
-        return rt.run(bundle, cid)
-    finally:
-        rt.delete(cid)
+    return oci.Runtime(runtime, tmp_path / "state").run_once(bundle, cid)
 
 
 VERDICTS = """

@@ -2,10 +2,8 @@
 (runs without runc/crun; tests/test_agent_oci.py covers the real runtimes)."""
 from __future__ import annotations
 
-import array
 import json
 import os
-import socket
 import threading
 import time
 
@@ -14,12 +12,8 @@ import pytest
 from sysgate.process import launch
 from sysgate.agent.config import AgentConfig
 from sysgate.agent.server import Agent
-from sysgate.kernel import abi
-from test_launch import deny_mkdir
-
-
-def notify_mkdir() -> list:
-    return deny_mkdir(abi.SECCOMP_RET_USER_NOTIF)
+from support.agent import hand_over, spawn_mkdir
+from support.filters import notify_mkdir
 
 
 @pytest.fixture
@@ -33,25 +27,6 @@ def agent(tmp_path):
     ag.stop()
     thread.join(10)
     ag.close()
-
-
-def hand_over(socket_path: str, target, cid: str, status: str, metadata: str = "") -> None:
-    """What runc does: send the state JSON with the target's listener attached."""
-    state = {"ociVersion": "1.0.2-dev", "fds": ["seccompFd"], "pid": target.pid, "metadata": metadata,
-             "state": {"ociVersion": "1.0.2-dev", "id": cid, "status": status, "pid": target.pid,
-                       "bundle": "/nonexistent", "annotations": {}}}
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(socket_path)
-        s.sendmsg([json.dumps(state).encode()],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [target.listener]).tobytes())])
-    os.close(target.listener)
-    target.listener = None
-
-
-def spawn_mkdir(tmp_path, name: str, delay: float = 0.3):
-    out = open(tmp_path / f"{name}.out", "w+")
-    script = f"sleep {delay}; mkdir {tmp_path / name}; echo rc=$?"
-    return launch.spawn(["sh", "-c", script], notify_mkdir(), stdout=out, stderr=out), out
 
 
 def wait_for(predicate, timeout: float = 10) -> None:

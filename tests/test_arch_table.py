@@ -15,6 +15,7 @@ import pytest
 
 from sysgate.arch import syscalls, table
 from sysgate.kernel import abi
+from support import import_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "sysgate"
@@ -145,11 +146,7 @@ def test_every_derived_map_covers_exactly_the_table():
 
 
 def test_generator_reads_the_table():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import gen_syscall_tables
-    finally:
-        sys.path.pop(0)
+    gen_syscall_tables = import_tool("gen_syscall_tables")
     assert gen_syscall_tables.ARCHES == {a.name: a.headers for a in table.ARCHES if a.headers}
 
 

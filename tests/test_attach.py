@@ -610,7 +610,7 @@ def opener_answers(proc, paths) -> list[str]:
 @pytest.mark.parametrize("source, configured", [("policy", True), ("filter", True), ("policy", False)])
 def test_cli_attach_supervise_routes_named_handlers(tmp_path, source, configured):
     from sysgate.process.filter import Filter
-    from sysgate.policy.loader import load_policy
+    from sysgate.policy_loader import load_policy
 
     policy_file, config = fs_files(tmp_path)
     if source == "filter":

@@ -16,14 +16,10 @@ from sysgate.cli import build_parser
 from sysgate.cli._parsertree import tree
 from sysgate.cli.completion import script
 from sysgate.cli.manpage import manpage
+from support.cli import sysgate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "src", "sysgate", "docs", "examples")
-
-
-def sysgate(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "sysgate", *args], capture_output=True, text=True,
-                          timeout=60, **kw)
 
 
 def _files(top):

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cli import SYSGATE
 
-SYSGATE = [sys.executable, "-m", "sysgate"]
 RAW_ALLOW = bytes.fromhex("20000000000000000600000000" "00ff7f")  # ld nr; ret ALLOW
 
 FILES = {

@@ -23,7 +23,7 @@ from sysgate.cli import main
 from sysgate.compiler import CompileError, compile_policy
 from sysgate.errors import SourceError
 from sysgate.kernel import abi
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 
 #: Written down here, not derived from sysgate: the kernels' byte orders.
 BYTE_ORDER = {"x86_64": "little", "i386": "little", "x32": "little", "aarch64": "little", "arm": "little",
@@ -81,7 +81,7 @@ def libseccomp_filters():
 
 
 def load_policy_text(arch):
-    from sysgate.policy.loader import load_text
+    from sysgate.policy_loader import load_text
 
     return load_text(POLICY.format(arch=arch), f"<{arch}>")
 

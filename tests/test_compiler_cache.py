@@ -13,7 +13,7 @@ from support.compiler import (cacheable, comparisons, expected, hypothesis_setti
                               table_names)
 from sysgate.arch import syscalls
 from sysgate.compiler import compile_policy
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.model import ALLOW, And, Cmp
 
 PODMAN = "/usr/share/containers/seccomp.json"

@@ -9,7 +9,7 @@ import pytest
 from sysgate.bpf.asm import assemble
 from sysgate.bpf.insn import unpack
 from sysgate.compiler import compile_policy
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 
 POLICY = """\
 default: errno(EPERM)

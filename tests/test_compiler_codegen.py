@@ -18,7 +18,7 @@ from sysgate.compiler import CompileError, compile_policy
 from sysgate.compiler.frequencies import parse_frequencies
 from sysgate.errors import SourceError, SysgateError
 from sysgate.kernel import abi
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.model import ALLOW, Action, Cmp, Policy, Rule
 
 KILL = Action("kill_process")

@@ -55,7 +55,7 @@ def test_kernel_agrees_with_reference(seed):
 
 
 def test_kernel_runs_the_podman_profile():
-    from sysgate.policy.loader import load_policy
+    from sysgate.policy_loader import load_policy
 
     policy = load_policy("/usr/share/containers/seccomp.json", arch=NATIVE)
     program = compile_policy(policy, policy.arches).pack()

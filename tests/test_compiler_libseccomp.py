@@ -89,7 +89,7 @@ def test_agrees_with_libseccomp(seed):
 
 
 def test_agrees_with_libseccomp_on_podman_profile_x86_64_numbers():
-    from sysgate.policy.loader import load_policy
+    from sysgate.policy_loader import load_policy
 
     policy = load_policy("/usr/share/containers/seccomp.json", arch="x86_64")
     (result,) = baseline.compile_batch([baseline.job(policy, ["x86_64", "i386", "x32"], 2)])

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from sysgate.agent.config import AgentConfig, apply_metadata
-from sysgate.agent.handlers import build
+from sysgate.agent.container_handlers import build
 from sysgate.cli import build_parser
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.spo import listener_problem
 
 KUBE = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"

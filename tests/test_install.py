@@ -10,41 +10,22 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sysgate.process.forked import call_in_child
 from sysgate.process import install as inst
-from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, pack, ret
+from sysgate.bpf.insn import ld_abs, pack, ret
 from sysgate.errors import SysgateError, UnsupportedError
 from sysgate.kernel import abi
 from sysgate.kernel import calls
+from support.filters import only, run_in_child
 
 #: A syscall number no architecture defines: unfiltered it fails with ENOSYS.
 NR_UNUSED = 1000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def only(nr: int, action: int) -> list:
-    """Return ``action`` for syscall ``nr``, ALLOW for everything else."""
-    return [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1), ret(action),
-            ret(abi.SECCOMP_RET_ALLOW)]
-
-
 def probe(nr: int = NR_UNUSED) -> str:
     """Call syscall ``nr``: 'errno:N' ('errno:38' = ENOSYS, i.e. the kernel ran it) or 'ok'."""
     r = _libc.syscall(ctypes.c_long(nr), 0, 0, 0)
     return f"errno:{ctypes.get_errno()}" if r == -1 else "ok"
-
-
-def need_compiler():
-    """Skip until sysgate.compiler.compile_policy exists (it is written in parallel)."""
-    if not hasattr(pytest.importorskip("sysgate.compiler"), "compile_policy"):
-        pytest.skip("sysgate.compiler.compile_policy not available yet")
-
-
-def run_in_child(fn):
-    """Run ``fn`` in a forked child. Returns (exit status as in subprocess, fn's JSON result);
-    an exception is reported to the test as its name, message and ``tid``."""
-    return call_in_child(fn, on_error=lambda exc: {"exception": type(exc).__name__, "message": str(exc),
-                                                    "tid": getattr(exc, "tid", "-")})
 
 
 @pytest.mark.parametrize("form", ["insns", "bytes"])
@@ -56,7 +37,6 @@ def test_install_applies_errno(form):
 
 
 def test_install_policy_compiles_for_native_arch():
-    need_compiler()
     from sysgate.policy.model import Action, Policy, Rule
 
     policy = Policy(default=Action("allow"), rules=[Rule("mkdir", Action("errno", 13)),

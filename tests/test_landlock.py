@@ -26,6 +26,7 @@ from sysgate.handlers.net import NetRules
 from sysgate.kernel import abi
 from sysgate.kernel import landlock as ll
 from support.cprog import cprog
+from support import cli as support_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]
@@ -138,8 +139,7 @@ def test_io_uring_openat_of_a_denied_file_is_refused(probe, tree):
 
 
 def sysgate(*args, check_rc=None, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "sysgate", *map(str, args)], capture_output=True, text=True,
-                          timeout=60, **kw)
+    proc = support_cli.sysgate(*args, **kw)
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr
     return proc

@@ -17,23 +17,11 @@ from sysgate.errors import SysgateError
 from sysgate.process.filter import Filter
 from sysgate.process.install import InstallError
 from sysgate.kernel import abi, notify
-from test_install import need_compiler, only, run_in_child
+from support.filters import deny_mkdir, nr, only, run_in_child
 
 PY = sys.executable
 ALLOW = [ret(abi.SECCOMP_RET_ALLOW)]
 NOTIFY_ALL = [ret(abi.SECCOMP_RET_USER_NOTIF)]
-
-
-def nr(name: str) -> int:
-    from sysgate.arch.syscalls import number
-    return number(None, name)
-
-
-def deny_mkdir(action: int) -> list:
-    """ALLOW everything but mkdir/mkdirat, which get ``action``."""
-    from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs
-    return [ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, nr("mkdir"), 1, 0),
-            jump(BPF_JMP | BPF_JEQ | BPF_K, nr("mkdirat"), 0, 1), ret(action), ret(abi.SECCOMP_RET_ALLOW)]
 
 
 def serve_continue(target) -> list[notify.RawNotification]:
@@ -285,7 +273,6 @@ def test_stored_filter_bad_input(doc, message):
 
 
 def test_stored_filter_from_policy():
-    need_compiler()
     from sysgate.policy.model import Action, Policy, Rule
 
     policy = Policy(default=Action("allow"), rules=[Rule("mkdir", Action("errno", 13)),
@@ -373,8 +360,6 @@ def test_cli_run_terminal_sigint_reaches_target_once():
 
 
 def test_cli_run_podman_profile():
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     if not os.path.exists("/usr/share/containers/seccomp.json"):
         pytest.skip("podman profile not installed")
     from sysgate.arch.syscalls import number
@@ -389,7 +374,6 @@ def test_cli_run_podman_profile():
 
 # --- through policies and the supervisor ---------------------------------------------
 def policy(text: str):
-    need_compiler()
     from sysgate.policy.parser import parse_policy
     return parse_policy(text, "test.policy")
 
@@ -465,8 +449,6 @@ def test_cli_run_stored_filter(tmp_path):
 
 
 def test_cli_run_policy_file(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     (tmp_path / "p.policy").write_text("default: allow\nmkdir, mkdirat: errno(EACCES)\nrmdir: notify\n")
     script = MKDIR_SCRIPT + ("import os, sys\ntry:\n    os.rmdir(sys.argv[1] + '.x')\n"
                              "except OSError as e:\n    print(e.errno)\n")
@@ -491,8 +473,6 @@ def fs_config(tmp_path) -> dict:
 
 
 def test_cli_run_fs_handler_allows_and_denies_files(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     config = {**fs_config(tmp_path),
               "audit": {"log": str(tmp_path / "audit.jsonl"), "wrap": True, "summary": False}}
     (tmp_path / "handlers.json").write_text(json.dumps(config))
@@ -508,8 +488,6 @@ def test_cli_run_fs_handler_allows_and_denies_files(tmp_path):
 
 
 def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     (tmp_path / "a.policy").write_text("default: allow\nopenat: notify(audit)\n")
     log = tmp_path / "a.jsonl"
     inline = json.dumps({"audit": {"log": str(log), "summary": True}})
@@ -538,8 +516,6 @@ def test_cli_run_audit_handler_inline_config_and_defaults(tmp_path):
     ("connect: notify(fs)", '{"fs": {}}', "policy notifies connect to handler 'fs', which answers only"),
 ])
 def test_cli_run_bad_handler_config_is_one_line_before_the_command(tmp_path, policy, config, message):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     (tmp_path / "p.policy").write_text(f"default: errno(EPERM)\n{policy}\n")   # nothing left to the kernel
     marker = tmp_path / "ran"
     res = sysgate_run("--policy", str(tmp_path / "p.policy"), *(["--handlers", config] if config else []),
@@ -556,9 +532,7 @@ def test_cli_run_handlers_needs_a_policy(tmp_path):
 
 # --- stored filters keep their notify(NAME) routes -------------------------------------------------
 def test_stored_filter_keeps_handler_routes_and_conditions(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
-    from sysgate.policy.loader import load_text
+    from sysgate.policy_loader import load_text
 
     policy = load_text("default: allow\nopenat: arg2 & 0x3 == 0 -> notify(fs)\nopenat: notify(audit)\n"
                        "connect: notify(net)\nuname: notify\n", "routes.policy")
@@ -575,9 +549,7 @@ def test_stored_filter_keeps_handler_routes_and_conditions(tmp_path):
 
 
 def test_cli_run_stored_filter_routes_named_handlers(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
-    from sysgate.policy.loader import load_policy
+    from sysgate.policy_loader import load_policy
 
     Filter.from_policy(load_policy(fs_policy(tmp_path))).save(tmp_path / "f.json")
     config = json.dumps(fs_config(tmp_path))
@@ -600,8 +572,6 @@ def test_cli_run_stored_filter_routes_named_handlers(tmp_path):
 
 
 def test_cli_run_record_then_replay_show(tmp_path):
-    pytest.importorskip("sysgate.policy.loader")
-    need_compiler()
     import subprocess
 
     config = json.dumps(fs_config(tmp_path))

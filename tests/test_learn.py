@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -17,14 +16,10 @@ from sysgate.errors import SysgateError
 from sysgate.learn import (Observations, learned_policy, observe, parse_action, policy_text, summary_text,
                            header_text)
 from sysgate.learn.pins import PINS
+from support.cli import sysgate
 
-SYSGATE = [sys.executable, "-m", "sysgate"]
 PYTHON = "/usr/bin/python3"
 EPERM = parse_action("errno(EPERM)")
-
-
-def sysgate(*args, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*SYSGATE, *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def learn(policy: str, *command: str, **kw) -> subprocess.CompletedProcess:

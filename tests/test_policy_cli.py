@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sysgate.cli import main
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.oci import import_oci
 from sysgate.policy.parser import parse_policy
 

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.errors import SourceError, SysgateError
-from sysgate.policy.loader import load_policy, load_text
+from sysgate.policy_loader import load_policy, load_text
 from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.printer import format_policy
-from test_policy_strict import with_
+from support.profiles import with_
 
 FIELDS = ["defaultAction", "defaultErrnoRet", "defaultErrno", "architectures", "archMap", "architecture",
           "subArchitectures", "flags", "listenerPath", "listenerMetadata", "syscalls", "names", "name", "action",

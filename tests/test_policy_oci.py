@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sysgate.errors import SourceError, SysgateError
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.model import Action, And, Cmp, Or, Policy, Rule
 from sysgate.policy.oci import DOCKER_DEFAULT_CAPS, export_oci, import_oci
 

@@ -1,32 +1,27 @@
 """Every input checked, nothing dropped silently: JSON profiles (OCI, Docker/podman,
 Kubernetes SeccompProfile), the --caps/--kernel selection, nesting limits, and what
 `policy convert` carries (issue 12)."""
-import copy
 import errno
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sysgate.errors import SourceError, SysgateError
 from sysgate.policy.jsondoc import MAX_DEPTH
-from sysgate.policy.loader import load_policy
+from sysgate.policy_loader import load_policy
 from sysgate.policy.model import Action
 from sysgate.policy.oci import import_oci, parse_caps, parse_kernel
 from sysgate.policy.parser import MAX_NESTING, parse_policy
+from support.profiles import BASE, RULE, with_
+from support.cli import sysgate
 
 DATA = Path(__file__).parent / "data"
 PODMAN = "/usr/share/containers/seccomp.json"
 ORACLE = Path(__file__).parent / "support" / "libseccomp_oracle.py"
 needs_podman = pytest.mark.skipif(not os.path.exists(PODMAN), reason="podman's seccomp.json not installed")
-
-
-def sysgate(*args, input=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sysgate", *map(str, args)], input=input, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def one_error_line(out, code=2):
@@ -41,20 +36,6 @@ def error_of(profile, **options) -> str:
     with pytest.raises(SourceError) as e:
         import_oci(profile, filename="p.json", **options)
     return str(e.value)
-
-
-RULE = {"names": ["read"], "action": "SCMP_ACT_ERRNO"}
-BASE = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [RULE]}
-
-
-def with_(path, value, base=BASE):
-    """``base`` with the field at ``path`` (keys and list indexes) set to ``value``."""
-    doc = copy.deepcopy(base)
-    node = doc
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return doc
 
 
 # --- unknown fields, shapes, required fields ---------------------------------------------------
@@ -348,20 +329,24 @@ DEEP_JSON = {
 }
 
 
+def refused_by_every_command(f, run_option: str, message: str) -> None:
+    """``policy check``, ``compile`` and ``run RUN_OPTION f`` each refuse ``f`` with one error line."""
+    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", run_option, f, "--", "true"], 125):
+        assert message in one_error_line(sysgate(*command), code)
+
+
 @pytest.mark.parametrize("name", DEEP_TEXT)
 def test_deep_policy_text_is_one_error(tmp_path, name):
     f = tmp_path / "deep.policy"
     f.write_text(DEEP_TEXT[name])
-    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--policy", f, "--", "true"], 125):
-        assert f"expression nested deeper than {MAX_NESTING} levels" in one_error_line(sysgate(*command), code)
+    refused_by_every_command(f, "--policy", f"expression nested deeper than {MAX_NESTING} levels")
 
 
 @pytest.mark.parametrize("name", DEEP_JSON)
 def test_deep_json_is_one_error(tmp_path, name):
     f = tmp_path / "deep.json"
     f.write_text(DEEP_JSON[name])
-    for command, code in (["policy", "check", f], 2), (["compile", f], 2), (["run", "--profile", f, "--", "true"], 125):
-        assert f"JSON nested deeper than {MAX_DEPTH} levels" in one_error_line(sysgate(*command), code)
+    refused_by_every_command(f, "--profile", f"JSON nested deeper than {MAX_DEPTH} levels")
 
 
 def test_nesting_at_the_limit_is_accepted_and_compiles(tmp_path):

@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -19,24 +18,10 @@ from sysgate.supervisor import Notification, Reply, ReplyError, Supervisor, Targ
 from sysgate.testing import (Dispatcher, FakeMemory, FakeNotification, Recorder, load, notification_from_record,
                              replay, run_handler)
 from sysgate.testing.record import decode_bytes, encode_bytes
+from support.guards import guard, stricter_guard
+from support.cli import SYSGATE
 
 AT_FDCWD = -100
-SYSGATE = [sys.executable, "-m", "sysgate"]
-
-
-def guard(n):
-    """The handler under test: refuse paths containing "secret", let the rest run."""
-    path = n.read_string(n.args[1])
-    if b"secret" in path:
-        return Reply.errno("EACCES")
-    return Reply.continue_()
-
-
-def stricter_guard(n):
-    path = n.read_string(n.args[1])
-    if b"secret" in path or b"public" in path:
-        return Reply.errno("EPERM")
-    return Reply.continue_()
 
 
 # --- fake notifications -------------------------------------------------------------------
@@ -264,7 +249,7 @@ def test_replay_needs_no_root(recording):
 
 def test_replay_cli(recording, tmp_path):
     module = tmp_path / "myhandlers.py"
-    module.write_text("from test_replay import guard, stricter_guard\n"
+    module.write_text("from support.guards import guard, stricter_guard\n"
                       "handlers = {'openat': guard}\nstrict = {'openat': stricter_guard}\n")
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
     same = subprocess.run([*SYSGATE, "replay", recording["path"], "--handlers", str(module)],

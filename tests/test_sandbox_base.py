@@ -24,14 +24,14 @@ from hypothesis import given, settings, strategies as st
 from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
-from sysgate.policy.loader import load_text
+from sysgate.policy_loader import load_text
 from sysgate.policy.model import Action, Cmp, Policy, Rule
 from sysgate.sandbox import surface
 from sysgate.sandbox.base import apply_base, build_base, is_refusal
 from sysgate.sandbox.coverage import coverage_warnings
+from support.cli import sysgate
 
 HERE = os.path.dirname(__file__)
-SYSGATE = [sys.executable, "-m", "sysgate"]
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
 #: The README's demo policy before the sandbox: openat to fs, everything else to the kernel.
 OLD_DEMO = """\
@@ -69,10 +69,6 @@ def box():
 
 def handlers(box, **extra) -> str:
     return json.dumps({"fs": {"rules": [f"deny {box}/private/**", "allow read /**"]}, **extra})
-
-
-def sysgate(*args, cwd=None):
-    return subprocess.run([*SYSGATE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def routes_only(tmp_path) -> str:

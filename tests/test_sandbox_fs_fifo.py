@@ -52,17 +52,20 @@ static void *writer(void *arg) {
 }
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 static void on_alarm(int sig) { (void)sig; }
+static void interrupt_in_a_second(void) {         /* no SA_RESTART: a blocked open fails with EINTR */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(1);
+}
 int main(int argc, char **argv) {
     D = argv[2];
     char path[4096];
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(argv[1], "intrw")) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_alarm;
-        sigaction(SIGALRM, &sa, NULL);
         snprintf(path, sizeof path, "%s/lonely", D);
-        alarm(1);
+        interrupt_in_a_second();
         int fd = open(path, O_WRONLY);
         printf("intrw %d\n", fd < 0 ? errno : 0);
         usleep(300000);
@@ -73,12 +76,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "intr")) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_alarm;                 /* no SA_RESTART: open fails with EINTR */
-        sigaction(SIGALRM, &sa, NULL);
         snprintf(path, sizeof path, "%s/lonely", D);
-        alarm(1);
+        interrupt_in_a_second();
         int fd = open(path, O_RDONLY);
         printf("intr %d\n", fd < 0 ? errno : 0);
         usleep(300000);

@@ -3,8 +3,6 @@ writing (``policy convert --to spo``, ``learn --format spo``) and hostile YAML."
 import copy
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sysgate.errors import SourceError, SysgateError
-from sysgate.policy.loader import detect_format, load_text
+from sysgate.policy_loader import detect_format, load_text
 from sysgate.policy.oci import export_oci, import_oci
 from sysgate.policy.parser import parse_policy
 from sysgate.policy.spo import MAX_NODES, decode, decode_documents, export_spo, listener_problem
+from support.cli import sysgate
 
 SPEC = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
         "flags": ["SECCOMP_FILTER_FLAG_LOG"], "listenerPath": "/var/run/security-profiles-operator/sysgate.sock",
@@ -35,11 +34,6 @@ def resource(spec=SPEC, **top):
 
 def as_yaml(doc) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
-
-
-def sysgate(*args, input=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sysgate", *args], input=input, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def unplaced(message: str) -> str:

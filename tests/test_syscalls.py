@@ -18,6 +18,7 @@ from sysgate.cli import main as cli_main
 from sysgate.errors import SysgateError
 from sysgate.kernel import abi
 from sysgate.kernel import calls
+from support import import_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -231,11 +232,7 @@ def test_signatures_are_reproducible_from_the_man_pages():
 
 
 def test_troff_synopsis_parsing():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import gen_signatures as gen
-    finally:
-        sys.path.pop(0)
+    gen = import_tool("gen_signatures")
     page = "\n".join([
         ".SH SYNOPSIS", ".nf", ".B #include <unistd.h>", ".PP",
         '.BI "ssize_t read(int " fd ", void " buf [. count "], size_t " count );',

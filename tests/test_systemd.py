@@ -22,7 +22,7 @@ from support.cprog import cprog
 from sysgate.arch import syscalls
 from sysgate.errors import SysgateError
 from sysgate.policy import groups
-from sysgate.policy.loader import detect_format, load_text
+from sysgate.policy_loader import detect_format, load_text
 from sysgate.policy.model import ALLOW, KILL_PROCESS, Action, Policy, Rule
 from sysgate.policy.systemd import format_systemd, parse_unit
 
@@ -347,7 +347,7 @@ def test_convert_writes_a_drop_in_that_loads_back(tmp_path):
 
 def test_systemd_groups_are_usable_in_sysgate_policies():
     """`@systemd:NAME` names systemd's group in the policy language too; a bare `@mount` stays sysgate's."""
-    from sysgate.policy.loader import load_text
+    from sysgate.policy_loader import load_text
 
     systemd = load_text("default: allow\n@systemd:mount: errno(EPERM)\n", "s.policy")
     assert {r.syscall for r in systemd.rules} >= {"mount", "umount2", "pivot_root"}

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _EXPORTS = {
-    "load_policy": "sysgate.policy.loader",
-    "load_text": "sysgate.policy.loader",
+    "load_policy": "sysgate.policy_loader",
+    "load_text": "sysgate.policy_loader",
     "compile_policy": "sysgate.compiler",
     "Program": "sysgate.compiler.program",
     "Filter": "sysgate.process.filter",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:   # what type checkers see (``X as X``: an explicit re-export)
     from .compiler import compile_policy as compile_policy
     from .compiler.program import Program as Program
     from .errors import SysgateError as SysgateError
-    from .policy.loader import load_policy as load_policy, load_text as load_text
+    from .policy_loader import load_policy as load_policy, load_text as load_text
     from .process.filter import Filter as Filter
     from .process.install import install as install
     from .process.launch import Target as Target, spawn as spawn

@@ -127,6 +127,13 @@ class Runtime:
         return subprocess.run(self.command("run", "--bundle", str(bundle), cid), capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
 
+    def run_once(self, bundle, cid: str, **kw) -> subprocess.CompletedProcess:
+        """:meth:`run`, then delete the container whatever happened (its state would outlive the test)."""
+        try:
+            return self.run(bundle, cid, **kw)
+        finally:
+            self.delete(cid)
+
     def start_detached(self, bundle, cid: str) -> subprocess.Popen:
         """``run`` in the background (the container's stdio are the pipes of the Popen)."""
         return subprocess.Popen(self.command("run", "--bundle", str(bundle), cid), stdin=subprocess.DEVNULL,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SysgateError
 from ..supervisor.loop import Supervisor
-from . import handlers as agent_handlers
+from . import container_handlers
 from .config import AgentConfig, Selection
 from .learning import ContainerLearner
 from .protocol import MAX_FDS, MAX_STATE_BYTES, ContainerProcessState, ProtocolError, StateReader
@@ -42,7 +42,7 @@ class Container:
     """A container known to the agent: its handler set and live listeners (-> process state)."""
 
     id: str
-    handler_set: agent_handlers.ContainerHandlers
+    handler_set: container_handlers.ContainerHandlers
     selection: object
     listeners: dict = field(default_factory=dict)
     connections: int = 0
@@ -291,7 +291,7 @@ class Agent:
         context = {"Pid": state.pid, "Pid1": state.container_pid, "Container": state.id,
                    "Pod": "", "Namespace": "", "Bundle": state.bundle}
         selection = self.config.select(state.id, state.annotations, state.metadata, context)
-        handler_set = agent_handlers.build(selection, state)
+        handler_set = container_handlers.build(selection, state)
         sup = self.supervisor
         sup.table(handler_set.handlers, group=state.id)
         sup.fallback(handler_set.fallback, group=state.id)
@@ -303,7 +303,7 @@ class Agent:
         learner = ContainerLearner(state.id, state.bundle)
         self.supervisor.table({}, group=state.id)
         self.supervisor.fallback(learner, group=state.id)
-        handlers = agent_handlers.ContainerHandlers(fallback=learner)
+        handlers = container_handlers.ContainerHandlers(fallback=learner)
         container = Container(state.id, handlers, Selection(), learner=learner)
         self.containers[state.id] = container
         return container

@@ -18,6 +18,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from ..kernel.calls import IoVec
+
 PTRACE_CONT = 7
 PTRACE_SINGLESTEP = 9
 PTRACE_DETACH = 17
@@ -36,10 +38,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 def ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> int:
@@ -77,14 +75,14 @@ def detach(tid: int, sig: int = 0) -> None:
 def get_regset(tid: int, note: int = NT_PRSTATUS, size: int = 1024) -> bytes:
     """Read register set ``note``; the length of the result tells its layout (and the tracee's ABI)."""
     buf = ctypes.create_string_buffer(size)
-    iov = _IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
+    iov = IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
     ptrace(PTRACE_GETREGSET, tid, note, ctypes.addressof(iov))
     return buf.raw[:iov.len]
 
 
 def set_regset(tid: int, data: bytes, note: int = NT_PRSTATUS) -> None:
     buf = ctypes.create_string_buffer(data, len(data))
-    iov = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    iov = IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
     ptrace(PTRACE_SETREGSET, tid, note, ctypes.addressof(iov))
 
 

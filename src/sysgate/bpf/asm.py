@@ -140,15 +140,15 @@ class _Pending:
     """An instruction whose jump targets may still be labels."""
 
     code: int
-    jt: "int | Target"
-    jf: "int | Target"
-    k: "int | Target"
+    jt: "int | LabelJump"
+    jf: "int | LabelJump"
+    k: "int | LabelJump"
     line: int
     column: int
 
 
 @dataclass(frozen=True)
-class Target:
+class LabelJump:
     """A jump to a label, resolved once every label is known."""
 
     label: str
@@ -355,7 +355,7 @@ class Assembler:
         tok = line.peek()
         if tok.kind == "name":
             line.next()
-            return Target(tok.text, tok)
+            return LabelJump(tok.text, tok)
         if tok.kind == "num":
             return line.number("jump offset", 0, high)
         raise line.error(f"expected a label or a jump offset, found {_shown(tok)}", tok)
@@ -413,7 +413,7 @@ class Assembler:
         return result
 
     def _resolve(self, pc: int, value, code: int) -> int:
-        if not isinstance(value, Target):
+        if not isinstance(value, LabelJump):
             return value
         tok = value.token
         if value.label not in self.labels:

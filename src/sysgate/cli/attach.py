@@ -37,7 +37,7 @@ def load_filter(args):
         from ..files import read_bytes
 
         return Filter.from_program(read_bytes(args.bpf), name=os.path.basename(args.bpf))
-    from ..policy.loader import load_policy
+    from ..policy_loader import load_policy
 
     return Filter.from_policy(load_policy(args.policy))
 

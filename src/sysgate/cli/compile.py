@@ -55,7 +55,7 @@ def _arches(values: list[str] | None) -> list[str] | None:
 
 
 def _load(path: str, arch: str | None, warn=None):
-    from ..policy.loader import load_policy
+    from ..policy_loader import load_policy
 
     return load_policy(path, arch=arch, warn=warn)
 

@@ -21,7 +21,7 @@ def run(args) -> int:
     if args.config or args.policy:
         policy = None
         if args.policy:
-            from ..policy.loader import load_policy
+            from ..policy_loader import load_policy
 
             policy = load_policy(args.policy)
         built = registry.build_handlers(policy, args.config)

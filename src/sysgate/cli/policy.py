@@ -57,7 +57,7 @@ def _selection_options(p) -> None:
 
 
 def _load(args, warnings: list[str]):
-    from ..policy.loader import load_policy
+    from ..policy_loader import load_policy
     from ..policy.oci import parse_caps, parse_kernel
 
     caps = None if args.caps is None else [c.strip() for c in args.caps.split(",") if c.strip()]

@@ -56,7 +56,7 @@ def run_record(args) -> int:
                            "mix into the recording; give a file name (e.g. -o run.jsonl)")
     argv = command_args(args, "sysgate record -o FILE [--policy FILE] -- CMD [ARG...]")
     if args.policy:
-        from ..policy.loader import load_policy
+        from ..policy_loader import load_policy
 
         filt = Filter.from_policy(load_policy(args.policy))
         if not filt.notifies:

@@ -159,7 +159,7 @@ def build(args):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path or args.sandbox:
-        from ..policy.loader import load_policy
+        from ..policy_loader import load_policy
         from ..sandbox.base import default_policy
 
         pol = secure_policy(load_policy(path) if path else default_policy(), args)

@@ -1,17 +1,11 @@
-"""The handler protocol shared by every built-in handler.
+"""The base class of the built-in handlers.
 
-A handler is a callable ``handler(notification) -> Reply | None`` with a few attributes
-the supervisor and the registry understand:
-
-``name``       registry name (``notify(fs)`` in a policy routes to the handler named ``fs``)
-``syscalls``   the syscalls it knows how to answer (``install`` registers these)
-``blocking``   True when it does slow work: the supervisor runs it in a worker thread
-``close()``    release files/sockets it holds (also called by the registry's supervisor)
-
-Handlers answer every syscall they are given; a syscall outside ``syscalls``, or of an
-architecture outside ``arches`` (whose numbering or argument encoding the handler does not
-implement), gets ``ENOSYS`` (fail closed, and visible to the program). Handlers whose
-structs differ between ABIs (stat, msghdr, timespec…) check ``n.arch`` themselves.
+What a handler is and what the supervisor and registry call on it is stated once, in
+:mod:`sysgate.supervisor.contract`; :class:`Handler` satisfies its ``HandlerObject`` and adds
+what the built-ins share: a call outside ``syscalls``, or of an architecture outside
+``arches`` (whose numbering or argument encoding the handler does not implement), gets
+``ENOSYS``; the rest goes to the method ``_<syscall>``, and an OSError becomes its errno.
+Handlers whose structs differ between ABIs (stat, msghdr, timespec…) check ``n.arch`` themselves.
 """
 from __future__ import annotations
 

@@ -4,16 +4,9 @@ A spec is ``FILE.py[:NAME]`` or ``MODULE:NAME`` (``NAME`` defaults to ``handlers
 object called NAME in that file or importable module. The one loader of user handler code,
 so ``sysgate run --handlers`` and ``sysgate replay --handlers`` accept the same specs.
 
-The handler contract (what :mod:`sysgate.supervisor` and :mod:`.registry` rely on): a
-handler is a callable ``handler(notification) -> Reply | None`` (None: the supervisor's
-default verdict, EPERM) with optional attributes
-
-``name``      what a policy's ``notify(NAME)`` calls it (default: the function's ``__name__``)
-``syscalls``  the syscalls it answers; a policy notifying it another one is refused before
-              the command starts (without it, it is given whatever the policy routes to it)
-``blocking``  True: it does slow work and runs in a worker thread, not the event loop
-``deadline``  seconds; past it the call fails closed (EPERM) and the late verdict is dropped
-``close()``   called once after the run
+What a loaded handler must be (a callable ``handler(notification) -> Reply | None`` with
+optional ``name``, ``syscalls``, ``blocking``, ``deadline``, ``close()``) is stated once, in
+:mod:`sysgate.supervisor.contract`.
 
 Handlers run in the supervisor's process with its privileges: loading one runs its code.
 """

@@ -123,15 +123,17 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _signal.pidfd_send_signal(pidfd, sig)
 
 
-class _IoVec(ctypes.Structure):
+class IoVec(ctypes.Structure):
+    """struct iovec (process_vm_readv/writev here, PTRACE_GETREGSET in :mod:`sysgate.attach.ptrace`)."""
+
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 def _process_vm(name: str, pid: int, address: int, buf) -> int:
     """process_vm_readv/writev of all of ``buf`` against ``address`` in ``pid`` (one iovec each side)."""
     size = ctypes.sizeof(buf)
-    local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
-    remote = _IoVec(ctypes.c_void_p(address), size)
+    local = IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
+    remote = IoVec(ctypes.c_void_p(address), size)
     return raw_syscall(name, ctypes.c_int(pid), ctypes.byref(local), ctypes.c_ulong(1),
                        ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
 

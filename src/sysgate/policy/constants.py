@@ -25,7 +25,7 @@ def lookup(name: str) -> int | None:
     return table().get(name)
 
 
-def errno_value(name: str) -> int | None:
+def errno_by_name(name: str) -> int | None:
     """The value of an errno name (``EPERM``), or None."""
     value = table().get(name)
     return value if value is not None and hasattr(errno, name) else None

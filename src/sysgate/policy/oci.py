@@ -274,7 +274,7 @@ class _Importer:
         if cached is not None:
             return cached
         if ename is not None:
-            value = constants.errno_value(ename)
+            value = constants.errno_by_name(ename)
             if value is None:
                 raise self.error(member(where, errno_name_key), f"unknown errno name {short(ename)}"
                                  f"{did_you_mean(ename, [n for n in constants.table() if n.startswith('E')])}")

@@ -402,7 +402,7 @@ class _Parser:
         value_tok = self.peek()
         if word == "errno" and value_tok.kind == "NAME":
             self.next()
-            value = constants.errno_value(value_tok.text)
+            value = constants.errno_by_name(value_tok.text)
             if value is None:
                 raise self.error(f"unknown errno name {value_tok.text!r}"
                                  f"{_hint(value_tok.text, [n for n in constants.table() if n.startswith('E')])}",

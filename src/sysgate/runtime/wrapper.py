@@ -32,7 +32,7 @@ EXIT_ERROR = 2
 def default_profile_loader(path: str):
     """A callable returning ``path`` (any sysgate policy format) as an OCI ``linux.seccomp`` object."""
     def load() -> dict:
-        from ..policy.loader import load_policy
+        from ..policy_loader import load_policy
         from ..policy.oci import export_oci
 
         def warn(message: str) -> None:

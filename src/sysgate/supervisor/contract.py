@@ -1,4 +1,6 @@
-"""The handler contract: what the supervisor and the handler registry call on a handler.
+"""The handler contract: the one statement of what the supervisor, the handler registry and
+the custom-handler loader call on a handler (``handlers.base``, ``handlers.loading`` and the
+README's "Custom handlers in Python" point here).
 
 Written as :class:`typing.Protocol` classes so that a type checker can check a handler
 without it inheriting from anything; :class:`~sysgate.handlers.base.Handler` is the
@@ -9,13 +11,25 @@ built-in base that satisfies :class:`HandlerObject`.
   returning a :class:`~sysgate.supervisor.notification.Reply`, or None for the supervisor's
   default verdict. It may also raise :class:`~sysgate.supervisor.notification.TargetGone`
   (the target died; nothing is sent) or any other exception (answered with the
-  supervisor's ``on_error_errno``). Two optional attributes are read when it is registered
-  (:func:`~sysgate.supervisor.routing.handler_of`): ``blocking`` (True: it runs in a worker
-  thread, not in the event loop) and ``deadline`` (seconds; implies ``blocking``). They are
-  optional, so they are not protocol members.
+  supervisor's ``on_error_errno``, EPERM by default). Two optional attributes are read when
+  it is registered (:func:`~sysgate.supervisor.routing.handler_of`): ``blocking`` (True: it
+  does slow work and runs in a worker thread, not in the event loop) and ``deadline``
+  (seconds; implies ``blocking``; past it the call fails closed with ``on_error_errno`` and
+  the late verdict is dropped). They are optional, so they are not protocol members.
 - :class:`HandlerObject` is a named handler as the registry (``notify(NAME)`` in a policy,
-  ``--handlers``) uses it: a handler function with a ``name``, the ``syscalls`` it answers,
-  ``install(sup)`` to register itself and ``close()`` to release what it holds.
+  ``--handlers``) uses it: a handler function with a ``name`` (for a custom handler loaded
+  by :mod:`sysgate.handlers.loading`, default the function's ``__name__``; a built-in's name
+  is refused), the ``syscalls``
+  it answers, ``install(sup)`` to register itself and ``close()`` to release what it holds
+  (called once after the run). A policy notifying a handler of a syscall outside its
+  ``syscalls`` is refused before the command starts; a call routed to it anyway gets
+  ``ENOSYS`` (fail closed, and visible to the program). A custom handler without
+  ``syscalls`` is given whatever the policy routes to it.
+
+Every handler: decide on what you read from the target's memory only by emulating the call,
+never with ``Reply.continue_()`` (another thread can rewrite the memory before the kernel
+reads it: :meth:`~sysgate.supervisor.notification.Notification.send_continue`). Handlers
+run in the supervisor's process with its privileges.
 """
 from __future__ import annotations
 

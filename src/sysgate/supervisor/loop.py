@@ -33,7 +33,7 @@ from ..errors import SysgateError
 from ..kernel import abi, notify
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
-from .routing import Group, Handler, Routes, no_handler
+from .routing import Group, RegisteredHandler, Routes, no_handler
 from .workers import DONE, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
@@ -202,7 +202,7 @@ class Supervisor(Routes):
     # --- dispatch -------------------------------------------------------------------
     def _resolve(self, lst: Listener, n: Notification, key: int):
         """What answers ``n``'s (arch, nr) in ``lst``'s group, cached per group: a blocking
-        :class:`Handler` (run by :meth:`_submit`) or the callable to run inline."""
+        :class:`~.routing.RegisteredHandler` (run by :meth:`_submit`) or the callable to run inline."""
         handler = self.handler_for(lst.group, n)
         if handler is None:
             entry = no_handler
@@ -218,7 +218,7 @@ class Supervisor(Routes):
         nid, pid, _, key = _unpack_header(raw)
         n = Notification(lst, raw, nid, pid)
         entry = lst.cache.get(key) or self._resolve(lst, n, key)
-        if entry.__class__ is Handler:
+        if entry.__class__ is RegisteredHandler:
             self._submit(entry, n)
             return
         exc = answer_or_fail_closed(n, entry, self.default, self.on_error_errno)
@@ -234,7 +234,7 @@ class Supervisor(Routes):
                   exc, self.on_error_errno, exc_info=not isinstance(exc, ReplyError))
 
     # --- blocking handlers -----------------------------------------------------------
-    def _submit(self, handler: Handler, n: Notification) -> None:
+    def _submit(self, handler: RegisteredHandler, n: Notification) -> None:
         """Hand ``n`` to its handler's lane of workers with a deadline (runs in the loop thread)."""
         timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
         deadline = Deadline(time.monotonic() + timeout, n, handler)
@@ -249,7 +249,7 @@ class Supervisor(Routes):
         n.listener.busy += 1
         heapq.heappush(self._deadlines, deadline)
 
-    def _run_blocking(self, handler: Handler, n: Notification) -> Notification:
+    def _run_blocking(self, handler: RegisteredHandler, n: Notification) -> Notification:
         """Run a blocking handler (in a worker thread); the loop gets ``n`` back."""
         if n._state == REPLIED:
             return n  # the deadline passed while it was queued

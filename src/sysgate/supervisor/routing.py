@@ -21,14 +21,14 @@ class Group:
 
     name: str
     state: dict = field(default_factory=dict)
-    handlers: dict = field(default_factory=dict)     # syscall name or native nr -> Handler
-    fallback: "Handler | None" = None
+    handlers: dict = field(default_factory=dict)     # syscall name or native nr -> RegisteredHandler
+    fallback: "RegisteredHandler | None" = None
     listeners: set = field(default_factory=set)
     cache: dict = field(default_factory=dict)        # dispatch key -> callable(notification)
 
 
 @dataclass(frozen=True)
-class Handler:
+class RegisteredHandler:
     """A registered handler: ``blocking`` ones (also those with a ``deadline``) run in workers."""
 
     fn: object
@@ -113,7 +113,7 @@ class Routes:
         for grp in self._groups.values():
             grp.cache.clear()
 
-    def handler_for(self, group: Group, n) -> "Handler | None":
+    def handler_for(self, group: Group, n) -> "RegisteredHandler | None":
         """The handler for notification ``n`` of a target in ``group`` (None: default verdict);
         the supervisor caches it per group, the replay dispatcher asks each time."""
         name = n.syscall
@@ -130,7 +130,7 @@ def no_handler(n) -> None:
     return None
 
 
-def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) -> Handler:
+def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) -> RegisteredHandler:
     """``fn`` as a registered handler: ``blocking`` and ``deadline`` default to its attributes."""
     if not callable(fn):
         raise TypeError(f"a handler must be callable, not {fn!r}")
@@ -140,7 +140,7 @@ def handler_of(fn, blocking: bool | None = None, deadline: float | None = None) 
         deadline = getattr(fn, "deadline", None)
     if deadline is not None and deadline <= 0:
         raise ValueError("a handler deadline must be positive (seconds)")
-    return Handler(fn, blocking or deadline is not None, deadline)
+    return RegisteredHandler(fn, blocking or deadline is not None, deadline)
 
 
 def _check_syscall(syscall) -> None:

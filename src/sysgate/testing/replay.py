@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..supervisor import DeadlineExceeded, Reply, TargetGone
 from ..supervisor.notification import Deadline, answer_or_fail_closed, errno_value, send_claimed_error, share
-from ..supervisor.routing import Handler, Routes, no_handler
+from ..supervisor.routing import RegisteredHandler, Routes, no_handler
 from .fake import FakeMemory, FakeNotification
 from .record import decode_bytes, reply_dict, reply_from_dict
 
@@ -68,7 +68,7 @@ class Dispatcher(Routes):
             return {**outcome(n), "exception": repr(exc)}
         return outcome(n)
 
-    def _run_with_deadline(self, handler: Handler, n) -> Exception | None:
+    def _run_with_deadline(self, handler: RegisteredHandler, n) -> Exception | None:
         """Run a blocking handler in a thread, as a supervisor worker does; at its deadline answer
         ``on_error_errno`` (returning DeadlineExceeded) and leave the thread behind: its late
         verdict is dropped."""

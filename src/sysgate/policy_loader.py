@@ -8,6 +8,10 @@ its ``[Section]`` header or ``SystemCallFilter=``-style lines (:mod:`sysgate.pol
 anything else is the sysgate policy language. A policy saying
 ``sandbox: fs, net`` gets the secure base (:mod:`sysgate.sandbox.base`) here, so every
 command compiles the same rules.
+
+A module of its own above :mod:`sysgate.policy` and :mod:`sysgate.sandbox`: the secure base
+is built from the policy model and from what the built-in handlers answer, so applying it
+from inside ``sysgate.policy`` made the packages import each other.
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ import os
 import re
 from typing import Callable
 
-from ..files import read_text
-from .model import Policy
-from .oci import import_oci
-from .parser import parse_policy
-from .systemd import looks_like_unit, parse_unit
+from .files import read_text
+from .policy.model import Policy
+from .policy.oci import import_oci
+from .policy.parser import parse_policy
+from .policy.systemd import looks_like_unit, parse_unit
+from .sandbox.base import apply_base
 
 
 _YAML_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
@@ -73,7 +78,7 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     if fmt == "oci":
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     if fmt == "yaml":
-        from .spo import import_spo
+        from .policy.spo import import_spo
 
         return import_spo(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     if fmt == "systemd":
@@ -86,7 +91,5 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
         if warn:
             warn(message)
     if policy.sandbox:
-        from ..sandbox.base import apply_base
-
         policy = apply_base(policy)
     return policy
