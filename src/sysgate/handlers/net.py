@@ -83,6 +83,7 @@ import signal
 import socket
 import stat as _stat
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -151,12 +152,16 @@ class NetHandler(Handler):
         self.arches = same_flags_arches() - {"x32"}       # x32's compat structs are not decoded
         self.waiter = Waiter()
         self.max_waits = max_waits
+        self._signalling: dict[int, threading.Event] = {}   # tid -> set once its SIGPIPE is pending
 
     def close(self) -> None:
         self.waiter.close()
 
     # --- dispatch -----------------------------------------------------------------------
     def handle(self, n):
+        signalling = self._signalling.get(n.pid)
+        if signalling is not None:
+            signalling.wait(1.0)                # see _sigpipe: that thread's SIGPIPE comes first
         try:
             if n.syscall == "socketcall":
                 return self._socketcall(n)
@@ -166,16 +171,27 @@ class NetHandler(Handler):
 
     def _sigpipe(self, n, reply: Reply, flags: int) -> Reply | None:
         """A send that failed with EPIPE raises SIGPIPE in the sending thread unless MSG_NOSIGNAL;
-        the kernel raised it in ours (ignored), so answer first, then signal the target's thread."""
+        the kernel raised it in ours (ignored), so answer first, then signal the target's thread.
+
+        Signalling first would interrupt the thread's wait for our answer: the kernel restarts the
+        call and the data would be sent twice. So the signal can land a few instructions after the
+        call returns; the thread's next net call waits in :meth:`handle` until it is pending, so no
+        later send of that thread completes before its SIGPIPE, as with the kernel."""
         if reply is None or reply.error != errno.EPIPE or flags & _MSG_NOSIGNAL:
             return reply
         tgid = credentials(n).tgid
-        n.answer_later()
-        if n.send_later(reply):
-            try:
-                calls.raw_syscall("tgkill", ctypes.c_int(tgid), ctypes.c_int(n.pid), ctypes.c_int(signal.SIGPIPE))
-            except OSError:
-                pass                            # the thread is gone
+        signalled = self._signalling[n.pid] = threading.Event()
+        try:
+            n.answer_later()
+            if n.send_later(reply):
+                try:
+                    calls.raw_syscall("tgkill", ctypes.c_int(tgid), ctypes.c_int(n.pid),
+                                      ctypes.c_int(signal.SIGPIPE))
+                except OSError:
+                    pass                        # the thread is gone
+        finally:
+            del self._signalling[n.pid]
+            signalled.set()
         return None
 
     def _socketcall(self, n):
