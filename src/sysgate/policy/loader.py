@@ -17,7 +17,6 @@ from typing import Callable
 
 from ..files import read_text
 from .model import Policy
-from .oci import import_oci
 from .parser import parse_policy
 from .systemd import looks_like_unit, parse_unit
 
@@ -71,6 +70,8 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
     fmt = detect_format(text)
     if fmt == "oci":
+        from .oci import import_oci
+
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     if fmt == "yaml":
         from .spo import import_spo
