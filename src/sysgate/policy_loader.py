@@ -21,10 +21,8 @@ from typing import Callable
 
 from .files import read_text
 from .policy.model import Policy
-from .policy.oci import import_oci
 from .policy.parser import parse_policy
 from .policy.systemd import looks_like_unit, parse_unit
-from .sandbox.base import apply_base
 
 
 _YAML_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
@@ -76,6 +74,8 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
     """Like :func:`load_policy` for text already read (``filename`` is for messages and includes)."""
     fmt = detect_format(text)
     if fmt == "oci":
+        from .policy.oci import import_oci
+
         return import_oci(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     if fmt == "yaml":
         from .policy.spo import import_spo
@@ -91,5 +91,7 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
         if warn:
             warn(message)
     if policy.sandbox:
+        from .sandbox.base import apply_base        # only then: it loads the handlers' facts
+
         policy = apply_base(policy)
     return policy

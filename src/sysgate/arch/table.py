@@ -169,10 +169,11 @@ def canonical_arch(name: str) -> str:
 
 
 def native_arch() -> str:
-    """The architecture of the running kernel/interpreter."""
-    import platform
+    """The architecture of the running kernel/interpreter (``uname -m``: what platform.machine()
+    returns on Linux, without importing platform, which costs a start-up several milliseconds)."""
+    import os
 
-    return canonical_arch(platform.machine())
+    return canonical_arch(os.uname().machine)
 
 
 def get(name: str) -> Arch:

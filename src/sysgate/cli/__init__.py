@@ -17,19 +17,34 @@ def _command_modules() -> list[str]:
                   if name.endswith(".py") and name != "__init__.py")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``sysgate`` parser. Given the command line ``argv``, only what parsing it needs is built
+    (start-up time: each subcommand module imports its own helpers): nothing for ``--version``, and
+    for ``sysgate NAME ...`` only the module ``NAME`` when it registers that subcommand. Anything
+    else (``--help``, no command, an unknown one, a subcommand of another module) builds them all."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="sysgate", description="Seccomp policies, BPF and supervision.")
     parser.add_argument("--version", action="version", version=f"sysgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    first = argv[0] if argv else None
+    if first == "--version":
+        return parser
+    if first and first.isidentifier() and first in _command_modules():
+        _register(sub, first)
+        if first in sub.choices:
+            return parser
+        return build_parser()
     for name in _command_modules():
-        module = importlib.import_module(f"{__name__}.{name}")
-        register = getattr(module, "register", None)
-        if register:
-            register(sub)
+        _register(sub, name)
     return parser
+
+
+def _register(sub, module_name: str) -> None:
+    register = getattr(importlib.import_module(f"{__name__}.{module_name}"), "register", None)
+    if register:
+        register(sub)
 
 
 def command_args(args, usage: str) -> list[str]:
@@ -83,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdin = _ClosedStream("input")
     if sys.stdout is None:
         sys.stdout = _ClosedStream("output")
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:       # argparse's usage errors exit 2; run keeps 125 for its own

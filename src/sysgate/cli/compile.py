@@ -83,12 +83,13 @@ def not_carried(policy, program, fmt: str) -> list[str]:
     (raw, c, text) loses the routes of ``notify(NAME)`` actions, the filter flags and that its
     USER_NOTIF returns need a listener (without one the kernel fails those calls with ENOSYS);
     a stored filter keeps those but only the flags it installs with. Neither keeps an OCI listener."""
-    from ..process.filter import Filter
     from ..bpf.insn import may_notify
 
     lost = []
     flags = [str(f).lower() for f in policy.flags]
     if fmt == "filter":
+        from ..process.filter import Filter
+
         flags = [f for f in flags if f not in Filter.FLAG_NAMES]
         if flags:
             lost.append(f"its filter flags {', '.join(flags)} (a stored filter installs with "

@@ -10,15 +10,28 @@ builds them from a JSON config and wires a supervisor::
 """
 from __future__ import annotations
 
-from .audit import AuditHandler, AuditLog
-from .base import Handler
-from .container import ContainerHandler
-from .decode import format_call, format_reply
-from .fs import FsHandler, PathRules
-from .identity import IdentityHandler, RandomHandler, TimeHandler
-from .net import NetHandler, NetRules
-from .registry import BuiltHandlers, build_handlers, build_supervisor, create, load_config, names, register, wire
+import importlib
 
-__all__ = ["Handler", "AuditHandler", "AuditLog", "FsHandler", "PathRules", "NetHandler", "NetRules",
-           "ContainerHandler", "IdentityHandler", "TimeHandler", "RandomHandler", "format_call", "format_reply",
-           "BuiltHandlers", "build_handlers", "build_supervisor", "create", "load_config", "names", "register", "wire"]
+#: public name -> the submodule defining it; imported on first use (PEP 562), so that importing
+#: one handler module (``sysgate run`` loads ``.loading`` and ``.registry``) does not import them all.
+_EXPORTS = {"AuditHandler": "audit", "AuditLog": "audit", "Handler": "base", "ContainerHandler": "container",
+            "format_call": "decode", "format_reply": "decode", "FsHandler": "fs", "PathRules": "fs",
+            "IdentityHandler": "identity", "RandomHandler": "identity", "TimeHandler": "identity",
+            "NetHandler": "net", "NetRules": "net",
+            **dict.fromkeys(("BuiltHandlers", "build_handlers", "build_supervisor", "create", "load_config", "names",
+                             "register", "wire"), "registry")}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -21,22 +21,19 @@ syscall a handler cannot answer is an error before anything runs.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import math
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ..files import read_text
 from ..errors import SysgateError
-from .audit import AuditHandler, AuditLog
-from .container import ContainerHandler
-from .fs import FsHandler
-from .identity import IdentityHandler, RandomHandler, TimeHandler
-from .net import NetHandler
-from . import seccompagent
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 
 class Entry(NamedTuple):
@@ -148,6 +145,7 @@ def names() -> list[str]:
 
 def agent_names() -> list[str]:
     """The handlers the OCI agent can select (seccompagent-compatible)."""
+    _register_agent_handlers()
     return sorted(name for name, entry in _HANDLERS.items() if entry.agent)
 
 
@@ -267,6 +265,8 @@ def build_handlers(policy, config=None, custom=None) -> BuiltHandlers:
         result.audit, wrap, result.summary = _audit(audit_cfg, set(wanted) - {"audit"})
     for name, syscalls in wanted.items():
         if name == "audit":
+            from .audit import AuditHandler
+
             handler = AuditHandler(result.audit)
         else:
             if name in custom:
@@ -365,6 +365,8 @@ def _policy_handlers(policy) -> dict[str, list[str]]:
 
 
 def _audit(cfg, available: set):
+    from .audit import AuditLog
+
     cfg = check_options("audit", cfg, _AUDIT_OPTIONS)
     log = cfg.get("log", "-")
     sink = sys.stderr if log == "-" else None if log is None else str(log)
@@ -378,34 +380,65 @@ def _audit(cfg, available: set):
 
 
 def _audited(log, inner):
+    from .audit import AuditHandler
+
     handler = AuditHandler(log, inner)
     handler.name = inner.name
     return handler
 
 
+def _imported(module: str, name: str):
+    """A factory calling ``module.name``, imported on first use: a run imports only the handlers its policy names."""
+    def factory(*args, **config):
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(*args, **config)
+    factory.__name__ = factory.__qualname__ = name
+    return factory
+
+
+def _stderr_audit():
+    from .audit import AuditHandler, AuditLog
+
+    return AuditHandler(AuditLog(sys.stderr))
+
+
 _ERRNO = Kind("an errno name or number", lambda v: isinstance(v, str) or _is_int(v))
-register("fs", FsHandler, {"rules": STRINGS, "default": STRING, "as_target": BOOL, "deadline": SECONDS | NULL})
-register("net", NetHandler, {"rules": STRINGS, "default": STRING, "errno_denied": _ERRNO,
-                             "deadline": SECONDS | NULL})
-register("container", ContainerHandler, {
+register("fs", _imported("fs", "FsHandler"),
+         {"rules": STRINGS, "default": STRING, "as_target": BOOL, "deadline": SECONDS | NULL})
+register("net", _imported("net", "NetHandler"),
+         {"rules": STRINGS, "default": STRING, "errno_denied": _ERRNO, "deadline": SECONDS | NULL})
+register("container", _imported("container", "ContainerHandler"), {
     "devices": list_of(STRING | Kind("pair", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_int, v))),
                        'a list of "MAJOR:MINOR" strings or [MAJOR, MINOR] pairs'),
     "mkdir": STRINGS,
     "mkdir_otherwise": Kind('"continue" or an errno name or number', _ERRNO.test),
     "mounts": list_of(STRING | Kind("object", lambda v: isinstance(v, dict)), "a list of fstype strings or objects"),
     "memory": ANY})                                      # checked by ContainerHandler
-register("identity", IdentityHandler, dict.fromkeys(("hostname", "domainname", "sysname", "release", "version",
-                                                    "machine"), STRING | NULL))
-register("time", TimeHandler, dict.fromkeys(("start", "step", "monotonic_start"), CLOCK))
-register("random", RandomHandler, {"seed": STRING | INTEGER})
-register("audit", lambda: AuditHandler(AuditLog(sys.stderr)), ())
+register("identity", _imported("identity", "IdentityHandler"),
+         dict.fromkeys(("hostname", "domainname", "sysname", "release", "version", "machine"), STRING | NULL))
+register("time", _imported("identity", "TimeHandler"), dict.fromkeys(("start", "step", "monotonic_start"), CLOCK))
+register("random", _imported("identity", "RandomHandler"), {"seed": STRING | INTEGER})
+register("audit", _stderr_audit, ())
 # the "audit" section (see _audit)
 _AUDIT_OPTIONS = {"log": Kind('a file name, "-" (stderr) or null', lambda v: v is None or isinstance(v, str)),
                   "summary": BOOL, "wrap": BOOL | STRINGS, "strings": BOOL, "max_string": COUNT}
-register_agent("mkdir-deny", seccompagent.MKDIR, seccompagent.deny)
-register_agent("mkdir-emulate", seccompagent.MKDIR, lambda arg, state: seccompagent.mkdir_emulate(None))
-register_agent("mkdir-suffix", seccompagent.MKDIR, seccompagent.mkdir_emulate)
-register_agent("mknod-deny", seccompagent.MKNOD, seccompagent.deny)
-register_agent("mknod-emulate", seccompagent.MKNOD, seccompagent.mknod_emulate)
-register_agent("mount-deny", ("mount",), seccompagent.deny)
-register_agent("mount-emulate", ("mount",), seccompagent.mount_emulate)
+
+
+def _register_agent_handlers() -> None:
+    """The seccompagent-compatible names, registered when the agent first asks (they import the
+    container handler, which nothing else on ``sysgate run``'s path needs)."""
+    global _agent_handlers_registered
+    if _agent_handlers_registered:
+        return
+    _agent_handlers_registered = True
+    from . import seccompagent
+
+    register_agent("mkdir-deny", seccompagent.MKDIR, seccompagent.deny)
+    register_agent("mkdir-emulate", seccompagent.MKDIR, lambda arg, state: seccompagent.mkdir_emulate(None))
+    register_agent("mkdir-suffix", seccompagent.MKDIR, seccompagent.mkdir_emulate)
+    register_agent("mknod-deny", seccompagent.MKNOD, seccompagent.deny)
+    register_agent("mknod-emulate", seccompagent.MKNOD, seccompagent.mknod_emulate)
+    register_agent("mount-deny", ("mount",), seccompagent.deny)
+    register_agent("mount-emulate", ("mount",), seccompagent.mount_emulate)
+
+
+_agent_handlers_registered = False

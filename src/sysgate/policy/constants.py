@@ -6,18 +6,19 @@ x86_64; a few flags such as ``O_DIRECTORY`` differ on other architectures).
 """
 from __future__ import annotations
 
-import difflib
 import errno
 import json
+import os
 from functools import lru_cache
-from importlib import resources
+
+from ..arch.numbers import DATA
 
 
 @lru_cache(maxsize=None)
 def table() -> dict[str, int]:
     """Every known constant, name -> value."""
-    raw = resources.files("sysgate.data").joinpath("constants.json").read_text()
-    return json.loads(raw)["constants"]
+    with open(os.path.join(DATA, "constants.json"), encoding="utf-8") as fh:
+        return json.load(fh)["constants"]
 
 
 def lookup(name: str) -> int | None:
@@ -33,4 +34,6 @@ def errno_by_name(name: str) -> int | None:
 
 def similar(name: str, n: int = 3) -> list[str]:
     """Known constant names that look like ``name`` (for "did you mean")."""
+    import difflib
+
     return difflib.get_close_matches(name.upper(), table(), n=n, cutoff=0.75)

@@ -15,10 +15,9 @@ systemd's (:mod:`sysgate.policy.systemd`).
 """
 from __future__ import annotations
 
-import difflib
 import json
+import os
 from functools import lru_cache
-from importlib import resources
 
 from ..errors import SysgateError
 
@@ -173,13 +172,18 @@ SYSTEMD_PREFIX = "@systemd:"
 def systemd_table() -> dict[str, dict]:
     """systemd's groups: ``{"@name": {"description": ..., "members": [...]}}``; members
     may name other groups of this table."""
-    raw = resources.files("sysgate.data").joinpath("systemd-groups.json").read_text()
-    return json.loads(raw)["groups"]
+    return _systemd_data()["groups"]
 
 
 def systemd_version() -> str:
-    raw = resources.files("sysgate.data").joinpath("systemd-groups.json").read_text()
-    return json.loads(raw)["systemd_version"]
+    return _systemd_data()["systemd_version"]
+
+
+def _systemd_data() -> dict:
+    from ..arch.numbers import DATA
+
+    with open(os.path.join(DATA, "systemd-groups.json"), encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def expand_systemd_group(name: str) -> list[str]:
@@ -204,6 +208,8 @@ def expand_group(name: str) -> list[str]:
 
 def _expand_in(table: dict[str, list[str]], key: str, what: str) -> list[str]:
     if key not in table:
+        import difflib
+
         hint = difflib.get_close_matches(key, table, n=1)
         more = f"; did you mean {hint[0]}?" if hint else f"; known: {', '.join(sorted(table))}"
         raise SysgateError(f"unknown {what} {key}{more}")

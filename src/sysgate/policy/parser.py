@@ -52,12 +52,10 @@ Actions: ``allow``, ``errno(N|ENAME)``, ``kill`` (= ``kill_thread``),
 """
 from __future__ import annotations
 
-import difflib
 import os
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from pathlib import Path
 from typing import Callable, Union
 
 from ..arch import syscalls
@@ -151,7 +149,7 @@ def _build(state: _State, filename: str) -> Policy:
                     allow_x32=setting("allow_x32", False), flags=setting("flags", []),
                     sandbox=setting("sandbox", []),
                     listener_path=setting("listener_path", None), listener_metadata=setting("listener_metadata", None),
-                    name=Path(filename).stem if not filename.startswith("<") else "policy")
+                    name=os.path.splitext(os.path.basename(filename))[0] if not filename.startswith("<") else "policy")
     known = [a for a in policy.arches if a in syscalls.arches()]
     for name, line, column, file in state.named:
         if known and all(syscalls.number(a, name) is None for a in known):
@@ -238,7 +236,8 @@ class _Parser:
         if len(self.state.stack) >= MAX_INCLUDES:
             raise self.error(f"includes nested deeper than {MAX_INCLUDES} files", target)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
         except (OSError, ValueError) as exc:       # ValueError: not UTF-8, a NUL or a lone surrogate in the name
             raise self.error(f"cannot include {target.text}: {getattr(exc, 'strerror', None) or exc}",
                              target) from None
@@ -603,5 +602,7 @@ def _describe(tok: Token) -> str:
 
 
 def _hint(word: str, candidates) -> str:
+    import difflib
+
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
     return f"; did you mean {match[0]!r}?" if match else ""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from dataclasses import dataclass, field
 
 from ..files import read_text
@@ -53,7 +53,7 @@ class Filter:
             raise SysgateError(f"unknown filter flag(s) {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(self.FLAG_NAMES)}")
         if not self.group:
-            self.group = f"{self.name}-{uuid.uuid4().hex[:12]}"
+            self.group = f"{self.name}-{os.urandom(6).hex()}"   # 12 random hex digits (uuid imports platform)
 
     @classmethod
     def from_policy(cls, policy, *, arches: list[str] | None = None, group: str = "", program: bytes | None = None,

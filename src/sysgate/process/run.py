@@ -16,11 +16,8 @@ import struct
 import sys
 
 from ..errors import SysgateError
-from ..handlers.audit import AuditHandler, AuditLog
-from ..handlers.decode import format_call
 from ..handlers.registry import wire
 from ..supervisor import Reply, Supervisor
-from ..testing import Recorder
 from .launch import LaunchError, exit_status
 
 #: the signals sysgate passes on to the command it runs
@@ -38,6 +35,8 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
     try:
         with Supervisor() as sup:
             if record:
+                from ..testing import Recorder
+
                 recorder = Recorder(record, sup, argv=argv)
             wrap = recorder.wrap if recorder else None
             handler_set = wire(sup, policy, handlers, wrap=wrap, custom=custom, warn=warn)
@@ -84,6 +83,8 @@ class AuditReporter:
     :class:`sysgate.handlers.audit.AuditLog` at exit."""
 
     def __init__(self):
+        from ..handlers.audit import AuditHandler, AuditLog
+
         self.log = AuditLog(None, strings=False)
         self.handler = AuditHandler(self.log)
 
@@ -101,6 +102,8 @@ class TraceReporter:
     prefix = ""
 
     def __call__(self, n):
+        from ..handlers.decode import format_call
+
         warn(f"{self.prefix}[pid {n.pid}] {format_call(n)}")
         return Reply.continue_()
 
