@@ -135,7 +135,8 @@ def landlock_plan(args, policy):
 
 
 def unroute_landlocked(args, filt, policy, wall):
-    """(filter, policy) with the open routes Landlock decides exactly no longer notified."""
+    """(filter, policy) with the routes Landlock decides exactly (and, with --landlock-stat, the metadata
+    calls it cannot check) no longer notified; --landlock-stat says once what it gives up."""
     from ..process.filter import Filter
     from ..sandbox.landlock import without_open_routes
 
