@@ -7,6 +7,7 @@ everything: the kernel itself must refuse, no notification involved.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -492,3 +493,103 @@ def test_a_permitted_ancestor_rename_keeps_the_denied_tree_denied(probe, tree):
     os.rename(tree / "v2", tree / "v")
     out = run_probe(probe, "rename", tree / "v", tree / "v2", tree / "v2/pub", plan=plan)
     assert out == "rename ok\nok public"               # what was allowed moves along, still allowed
+
+
+# --- what sysgate run takes off the notify path, attacked by real processes ---------------------
+META_PROBE = r"""
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void say(const char *what, long r) { printf("%s %s\n", what, r < 0 ? strerrorname_np(errno) : "ok"); }
+int main(int argc, char **argv) {           /* argv[1]: a denied directory holding s (a file) and l (a symlink) */
+    char s[4096], l[4096], buf[4096];
+    struct stat st;
+    struct statfs sf;
+    snprintf(s, sizeof s, "%s/s", argv[1]);
+    snprintf(l, sizeof l, "%s/l", argv[1]);
+    say("stat", stat(s, &st));
+    say("lstat", lstat(l, &st));
+    say("statx", syscall(SYS_statx, AT_FDCWD, s, 0, 0x7ff, buf));
+    say("access", access(s, R_OK));
+    say("readlink", readlink(l, buf, sizeof buf));
+    say("statfs", statfs(s, &sf));
+    say("open", open(s, O_RDONLY));
+    say("open dir", open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    say("open nofollow", open(s, O_RDONLY | O_NOFOLLOW));
+    int dfd = open(argv[1], O_PATH | O_DIRECTORY);
+    say("getdents of O_PATH", syscall(SYS_getdents64, dfd, buf, sizeof buf));
+    say("openat O_PATH dir", openat(dfd, "s", O_RDONLY));
+    say("chdir", chdir(argv[1]));
+    say("open relative", open("s", O_RDONLY));
+    say("fstatat empty", fstatat(AT_FDCWD, "", &st, AT_EMPTY_PATH));
+    say("fchdir", fchdir(dfd));
+    say("open dot", open(".", O_RDONLY | O_DIRECTORY));
+    char *args[] = { s, NULL };
+    say("execve", syscall(SYS_execve, s, args, NULL));
+    return 0;
+}
+"""
+#: what stays refused whatever the mode: reading content, listing, exec (Landlock or notify)
+CONTENT = ("open", "open dir", "open nofollow", "getdents of O_PATH", "openat O_PATH dir", "open relative",
+           "open dot", "execve")
+METADATA = ("stat", "lstat", "statx", "access", "readlink", "statfs", "fstatat empty")
+MOVES = ("chdir", "fchdir")     # decided by no one: what the cwd reaches is checked (see fsmeta)
+
+
+def test_unrouted_calls_refuse_what_notify_refuses_and_landlock_stat_shows_only_metadata(tmp_path):
+    """Under ``sysgate run --sandbox`` with exact rules, Landlock alone decides plain opens, exec and
+    chdir/fchdir: every attack on a denied directory gets what the notify handler alone answers. With
+    ``--landlock-stat`` the metadata calls succeed (the documented opt-in, with a warning) and
+    nothing else does."""
+    prog = cprog(META_PROBE)
+    denied = tmp_path / "denied"
+    denied.mkdir()
+    (denied / "s").write_text("#!/bin/sh\necho ran\n")
+    (denied / "s").chmod(0o755)
+    (denied / "l").symlink_to("s")
+    rules = ["allow read /usr/**", "allow read /etc/**", "allow read /lib/**", "allow read /lib64/**",
+             f"allow read {os.path.dirname(prog)}/**"]
+    config = json.dumps({"fs": {"rules": [r for r in rules if os.path.exists(r.split()[2][:-3])]}})
+    results = {}
+    for name, opts in (("notify", ["--landlock=off"]), ("landlock", ["--landlock=on"]),
+                       ("landlock-stat", ["--landlock=on", "--landlock-stat"])):
+        proc = sysgate("run", "--sandbox", *opts, "--handlers", config, "--", prog, denied, check_rc=0)
+        results[name] = dict(line.rsplit(" ", 1) for line in proc.stdout.splitlines())
+        assert ("metadata and names of paths outside the fs rules are visible" in proc.stderr) == \
+            (name == "landlock-stat"), proc.stderr
+    assert set(results["notify"]) == set(CONTENT + METADATA + MOVES)
+    assert all(r["chdir"] == "ok" and r["fchdir"] == results["notify"]["fchdir"] for r in results.values())
+    assert results["landlock"] == results["notify"]
+    assert all(results["notify"][k] in ("EACCES", "EBADF") for k in CONTENT + METADATA if k != "fstatat empty")
+    assert results["notify"]["fstatat empty"] == "EACCES"       # the cwd is the denied directory
+    assert {k: results["landlock-stat"][k] for k in CONTENT} == {k: results["notify"][k] for k in CONTENT}
+    assert all(results["landlock-stat"][k] == "ok" for k in METADATA), results["landlock-stat"]
+
+
+def test_landlock_stat_only_with_exact_rules_and_policy_check_says_what_it_gives_up(probe, tree):
+    policy = tree / "p.policy"
+    policy.write_text("default: allow\nchroot: errno(EPERM)\nopen, openat, openat2, creat, newfstatat, execve, "
+                      "chdir: notify(fs)\n")
+    exact = json.dumps({"fs": {"rules": [f"allow read {tree}/ok/**", *system_rules(probe)]}})
+    lighter = landlock.without_open_routes(_policy(policy.read_text()),
+                                           landlock.plan_for_policy(_policy(policy.read_text()), json.loads(exact)),
+                                           visible_metadata=True)
+    assert {c: lighter.decide(c)[0].kind for c in ("newfstatat", "execve", "chdir", "creat")} == \
+        {"newfstatat": "allow", "execve": "allow", "chdir": "allow", "creat": "notify"}
+    out = sysgate("policy", "check", policy, "--handlers", exact, check_rc=0).stdout
+    assert "with sysgate run --landlock-stat: stat, lstat, newfstatat" in out
+    out = sysgate("explain", policy, "newfstatat", "AT_FDCWD", "0", "0", "0", "--handlers", exact, check_rc=0).stdout
+    assert "with sysgate run --landlock-stat: not checked" in out
+    out = sysgate("explain", policy, "execve", "0", "0", "0", "--handlers", exact, check_rc=0).stdout
+    assert "layer: Landlock alone" in out
+    glob = json.dumps({"fs": {"rules": [f"allow read {tree}/*/a", *system_rules(probe)]}})
+    proc = sysgate("run", "--force", "--landlock-stat", "--policy", policy, "--handlers", glob, "--", probe, "read",
+                   tree / "no/s", check_rc=0)
+    assert proc.stdout.strip() == EACCES and "--landlock-stat has no effect" in proc.stderr

@@ -115,6 +115,10 @@ def add_landlock_options(p) -> None:
                    help="Landlock: the command may exec only its own binary (and its interpreter) again")
     p.add_argument("--allow-exec", metavar="PATH", action="append", default=[],
                    help="Landlock: also allow exec of PATH (a file, or every file beneath a directory); repeatable")
+    p.add_argument("--landlock-stat", action="store_true",
+                   help="with exact fs rules under Landlock: do not check stat/access/readlink/statfs/getdents "
+                        "(metadata and names of paths outside the rules become visible; opening them stays "
+                        "refused by Landlock); faster metadata-heavy workloads (tar, find, imports)")
     p.add_argument("--landlock-scope", metavar="SCOPES",
                    help="Landlock (ABI 6): signal,abstract-unix: signals and abstract unix connects reach only "
                         "processes inside the sandbox")
@@ -131,11 +135,20 @@ def landlock_plan(args, policy):
 
 
 def unroute_landlocked(args, filt, policy, wall):
-    """(filter, policy) with the open routes Landlock decides exactly no longer notified."""
+    """(filter, policy) with the routes Landlock decides exactly (and, with --landlock-stat, the metadata
+    calls it cannot check) no longer notified; --landlock-stat says once what it gives up."""
     from ..process.filter import Filter
     from ..sandbox.landlock import without_open_routes
 
-    lighter = without_open_routes(policy, wall) if policy is not None and not args.filter else None
+    lighter = without_open_routes(policy, wall, visible_metadata=args.landlock_stat) \
+        if policy is not None and not args.filter else None
+    if args.landlock_stat:
+        from ..process.run import warn
+        from ..sandbox.landlock import METADATA_WARNING
+
+        warn(METADATA_WARNING if lighter is not None else
+             "sysgate: --landlock-stat has no effect: Landlock does not enforce the fs rules exactly here "
+             "(see sysgate policy check --handlers)")
     if lighter is None:
         return filt, policy
     return Filter.from_policy(lighter, log=args.log), lighter

@@ -28,7 +28,9 @@ What a ruleset can say, and what each grant means (``notes`` says it per decisio
   notify handler keeps deciding those calls.
 
 Landlock never sees chroot, chmod/chown, xattrs, stat/access, chdir or O_PATH opens: the
-notify fs handler stays in charge of them, so this layer is a floor, not a replacement.
+notify fs handler stays in charge of them, so this layer is a floor, not a replacement
+(unless ``--landlock-stat`` gives up checking stat/access/readlink/statfs/getdents:
+:func:`without_open_routes`).
 Exec limits (``exec_paths``) grant EXECUTE only on the launched binary (and its ELF or
 ``#!`` interpreter) plus the listed paths: a notified execve decided by CONTINUE is racy,
 this is not. The same binary can be exec'd again.
@@ -436,14 +438,30 @@ _OPEN_FLAGS_ARG = {"open": 1, "openat": 2}
 #: flags whose meaning for the rules (write, or no check at all) Landlock does not match: still notified.
 #: O_PATH is not checked by Landlock; O_CREAT/O_TRUNC/O_APPEND count as write for the rules even
 #: on a read-only open; O_TMPFILE (its __O_TMPFILE bit) is checked on the directory by the rules.
+#: O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC, O_NONBLOCK... change nothing: Landlock checks the object
+#: opened (READ_DIR for a directory) as the rules do.
 _NOTIFIED_FLAGS = os.O_PATH | os.O_CREAT | os.O_TRUNC | os.O_APPEND | (os.O_TMPFILE & ~os.O_DIRECTORY)
 _REFUSING = ("errno", "kill_process", "kill_thread", "trap")
+#: allowed outright beside plain opens. exec: the fs handler checks read on the binary (then CONTINUEs,
+#: racily), the kernel opens it for reading (READ_FILE, checked by Landlock on the file it execs, an
+#: fexecve'd fd included); chdir/fchdir: the handler decides nothing (CONTINUE without reading memory)
+_DECIDED_ALONE = ("execve", "execveat", "chdir", "fchdir")
+#: what ``visible_metadata`` (``sysgate run --landlock-stat``) also allows: calls Landlock never checks,
+#: which read metadata or names (stat, access, readlink, statfs of any path; getdents of a directory fd
+#: not opened under Landlock, i.e. inherited or received over a socket). Opening stays Landlock's.
+METADATA_CALLS = ("stat", "lstat", "newfstatat", "statx", "stat64", "lstat64", "fstatat64", "oldstat", "oldlstat",
+                  "access", "faccessat", "faccessat2", "readlink", "readlinkat", "statfs", "statfs64",
+                  "getdents", "getdents64")
+METADATA_WARNING = ("sysgate: --landlock-stat: stat/access/readlink/statfs/getdents are not checked: metadata and "
+                    "names of paths outside the fs rules are visible (opening them is still refused by Landlock)")
 
 
-def without_open_routes(policy, plan: LandlockPlan | None):
-    """A copy of ``policy`` in which plain opens (open/openat without O_PATH, O_CREAT, O_TRUNC,
-    O_APPEND, O_TMPFILE) are allowed outright -- Landlock alone decides them -- or None when
-    that could change a decision.
+def without_open_routes(policy, plan: LandlockPlan | None, *, visible_metadata: bool = False):
+    """A copy of ``policy`` in which what Landlock decides exactly is allowed outright (not
+    notified) -- plain opens (open/openat without O_PATH, O_CREAT, O_TRUNC, O_APPEND,
+    O_TMPFILE), execve/execveat, chdir/fchdir (:data:`_DECIDED_ALONE`) -- or None when that
+    could change a decision. ``visible_metadata`` also allows :data:`METADATA_CALLS`, which
+    Landlock does not check: an opt-in that shows more than the rules (metadata, never content).
 
     Only when the plan expresses the fs rules exactly (no superset, no snapshot of siblings),
     handles every right an open needs, and the target cannot chroot unchecked (Landlock
@@ -462,19 +480,31 @@ def without_open_routes(policy, plan: LandlockPlan | None):
 
     from ..policy.model import ALLOW, Cmp, Rule
 
+    whole = _DECIDED_ALONE + (METADATA_CALLS if visible_metadata else ())
     seen, rules, dropped = set(), [], []
     for rule in policy.rules:
         first = rule.syscall not in seen
         seen.add(rule.syscall)
-        if first and rule.syscall in _OPEN_FLAGS_ARG and _routed(rule, "fs", rule.syscall):
-            cond = Cmp(_OPEN_FLAGS_ARG[rule.syscall], "&==", 0, mask=_NOTIFIED_FLAGS, width=32)
-            rules.append(Rule(rule.syscall, ALLOW, cond, rule.source))
-            dropped.append(rule.syscall)
+        if first and _routed(rule, "fs", rule.syscall):
+            if rule.syscall in _OPEN_FLAGS_ARG:
+                cond = Cmp(_OPEN_FLAGS_ARG[rule.syscall], "&==", 0, mask=_NOTIFIED_FLAGS, width=32)
+                rules.append(Rule(rule.syscall, ALLOW, cond, rule.source))
+                dropped.append(rule.syscall)
+            elif rule.syscall in whole:
+                rules.append(Rule(rule.syscall, ALLOW, None, rule.source))
+                dropped.append(rule.syscall)
+                continue
         rules.append(rule)
-    if not dropped:
+    if not set(dropped) & set(_OPEN_FLAGS_ARG):
         return None
-    plan.notes.append(f"exact: {', '.join(dropped)} without O_PATH|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE are decided "
-                      f"by Landlock alone (not notified)")
+    opens = [c for c in dropped if c in _OPEN_FLAGS_ARG]
+    alone = [c for c in dropped if c in _DECIDED_ALONE]
+    meta = [c for c in dropped if c in METADATA_CALLS]
+    also = f", and {', '.join(alone)}" if alone else ""
+    plan.notes.append(f"exact: {', '.join(opens)} without O_PATH|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE{also} "
+                      f"are decided by Landlock alone (not notified)")
+    if meta:
+        plan.notes.append(f"visible metadata (--landlock-stat): {', '.join(meta)} are not checked (not notified)")
     return replace(policy, rules=rules)
 
 
@@ -551,6 +581,9 @@ def rule_layers(policy, config=None) -> list[str]:
         return [f"layers: notify only ({why})"]
     plain = without_open_routes(policy, plan) is not None
     lines = plan.summary()
+    if plain:
+        lines.append(f"  with sysgate run --landlock-stat: {', '.join(METADATA_CALLS)} are not checked either "
+                     f"(metadata of paths outside the rules is visible; opening them is still refused)")
     from ..handlers.registry import load_config
 
     config = load_config(config)
@@ -573,7 +606,7 @@ def _fs_layer(plan: LandlockPlan, text, plain: bool) -> str:
     if rule.verdict == "allow" and not os.path.lexists(base):
         return "notify; Landlock stricter (the path does not exist yet)"
     if plain:
-        return "Landlock alone for plain opens; notify for the rest"
+        return "Landlock alone for plain opens and exec; notify for the rest"
     return "Landlock and notify"
 
 
@@ -595,6 +628,8 @@ def call_layer(policy, config, syscall: str, args: tuple) -> str:
     lighter = without_open_routes(policy, plan)
     if lighter is not None and action.kind == "notify" and lighter.decide(syscall, args)[0].kind == "allow":
         return "layer: Landlock alone (exact fs rules: not notified under sysgate run)"
+    if lighter is not None and action.kind == "notify" and syscall in METADATA_CALLS:
+        return "layer: notify(fs), with the Landlock wall under it (with sysgate run --landlock-stat: not checked)"
     if action.kind != "notify" or action.handler not in ("fs", "net"):
         return "layer: the seccomp filter"
     handled = plan is not None and (plan.handled_fs if action.handler == "fs" else plan.handled_net)
