@@ -49,34 +49,45 @@ _CREDENTIAL_FIELDS = ("Tgid", "Uid", "Gid", "Groups", "Umask", "CapEff")
 
 
 def credentials(n) -> Credentials:
-    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting.
+    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting (ID_VALID is
+    checked after the read: the tid may have been recycled)."""
+    creds = unchecked_credentials(n)
+    n.check_valid()
+    return creds
+
+
+def unchecked_credentials(n) -> Credentials:
+    """:func:`credentials` without the ID_VALID check, for a caller that checks it once after its
+    last read of the target and before its decision takes effect (:meth:`FsHandler.handle`).
 
     On every emulated call: ``/proc/<tid>/status`` is read whole (a thread with thousands
-    of groups needs more than one read) and only the fields used are parsed."""
+    of groups needs more than one read) and only the fields used are parsed, as bytes."""
     own = getattr(n, "credentials", None)     # a notification that carries them (testing.FakeNotification)
     if own is not None:
         return own
     try:
-        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS)
+        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS, raw=True)
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    n.check_valid()
-    uid, gid = procfs.ids(fields["Uid"]), procfs.ids(fields["Gid"])
+    uid, gid = fields["Uid"].split(), fields["Gid"].split()
     umask, cap = fields.get("Umask"), fields.get("CapEff")
-    return Credentials(tgid=int(fields["Tgid"]), uid=uid[0], gid=gid[0], fsuid=uid[3], fsgid=gid[3],
-                       groups=procfs.ids(fields.get("Groups", "")),
+    return Credentials(tgid=int(fields["Tgid"]), uid=int(uid[0]), gid=int(gid[0]), fsuid=int(uid[3]),
+                       fsgid=int(gid[3]), groups=procfs.ids(fields.get("Groups", b"")),
                        umask=int(umask, 8) if umask else 0o022,
                        cap_effective=int(cap, 16) if cap else 0)
 
 
-def same_user_namespace(n) -> bool:
+def same_user_namespace(n, check: bool = True) -> bool:
     """Is ``n``'s thread in the supervisor's user namespace? (Its ids and capabilities mean
-    something else in another one: the supervisor cannot act with them.)"""
+    something else in another one: the supervisor cannot act with them.) ``check=False``
+    skips the ID_VALID after the look, for a caller that checks once later (see
+    :func:`unchecked_credentials`)."""
     try:
         theirs = os.stat(f"/proc/{n.pid}/ns/user")
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    n.check_valid()
+    if check:
+        n.check_valid()
     ours = _own_user_namespace()
     return (theirs.st_dev, theirs.st_ino) == ours
 
