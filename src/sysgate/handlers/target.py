@@ -172,7 +172,6 @@ def _apply(fsuid: int, fsgid: int, groups, effective: int, own: _Identity) -> No
 _state = threading.local()
 
 
-@contextlib.contextmanager
 def acting_as(creds: Credentials | None):
     """Run the body with ``creds``' fsuid, fsgid, supplementary groups and *effective
     capabilities* in this thread, so that the kernel's permission checks on what the
@@ -180,17 +179,24 @@ def acting_as(creds: Credentials | None):
     its capabilities is refused what it would be refused). All calls are per-thread raw
     syscalls (not glibc's process-wide wrappers); the supervisor's permitted set is kept so
     the ``finally`` can restore everything. No-op for None, when nested, or when the target
-    already has the supervisor's identity. The target's effective set is limited to our
-    permitted one (capset cannot raise beyond it)."""
+    already has the supervisor's identity (a shared null context: nothing is built per call).
+    The target's effective set is limited to our permitted one (capset cannot raise beyond it)."""
     if creds is None or getattr(_state, "saved", None) is not None:
-        yield
-        return
+        return _NO_SWITCH
     own = _own_identity()
     effective = creds.cap_effective & own.caps[1]
-    if (creds.fsuid, creds.fsgid, sorted(creds.groups), effective) == \
-            (own.fsuid, own.fsgid, sorted(own.groups), own.caps[0]):
-        yield
-        return
+    if creds.fsuid == own.fsuid and creds.fsgid == own.fsgid and effective == own.caps[0] and \
+            sorted(creds.groups) == sorted(own.groups):
+        return _NO_SWITCH
+    return _switched(creds, effective, own)
+
+
+_NO_SWITCH = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _switched(creds: Credentials, effective: int, own: _Identity):
+    """The switching half of :func:`acting_as`."""
     _state.saved, _state.creds = own, creds
     try:
         _apply(creds.fsuid, creds.fsgid, creds.groups, effective, own)
@@ -211,15 +217,18 @@ def _restore(own: _Identity, creds: Credentials) -> None:
         _capset(*own.caps)        # setfsuid back to 0 raised the filesystem capabilities: exact again
 
 
-@contextlib.contextmanager
 def as_supervisor():
     """Inside :func:`acting_as`: run the body with the supervisor's own identity again (to
     open ``/proc/<tid>/…`` links or call pidfd_getfd, which check *our* right to inspect the
-    target, not the target's rights), then switch back."""
-    own, creds = getattr(_state, "saved", None), getattr(_state, "creds", None)
-    if own is None:
-        yield
-        return
+    target, not the target's rights), then switch back. Outside it (or when acting_as did not
+    switch): a shared null context."""
+    if getattr(_state, "saved", None) is None:
+        return _NO_SWITCH
+    return _as_supervisor(_state.saved, _state.creds)
+
+
+@contextlib.contextmanager
+def _as_supervisor(own: _Identity, creds: Credentials):
     _restore(own, creds)
     _state.saved = None
     try:
