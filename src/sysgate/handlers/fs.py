@@ -113,8 +113,8 @@ from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
 from . import statlayout
 from .fsmeta import MetadataCalls
-from .target import (AT_FDCWD, acting_as, as_supervisor, credentials, fetch_fd, read_exact, read_string,
-                     same_user_namespace, signed32, write_memory)
+from .target import (AT_FDCWD, acting_as, as_supervisor, fetch_fd, read_exact, read_string,
+                     same_user_namespace, signed32, unchecked_credentials, write_memory)
 
 EACCES = Reply.errno(errno.EACCES)
 RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
@@ -125,6 +125,9 @@ _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
 _STATX_SIZE = 256
 _OPEN_HOW = struct.Struct("=QQQ")
+#: calls whose method reads its path with a checked read (ID_VALID after it) before acting on
+#: anything :meth:`FsHandler.handle` read by tid: they need no ID_VALID of their own up front.
+_CHECKED_BY_PATH_READ = frozenset(("open", "openat", "creat", "openat2"))
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -302,7 +305,9 @@ def _ancestry(pattern: str) -> list[str]:
 class Resolver:
     """Opens paths the way thread ``n.pid`` would see them, but from the supervisor."""
 
-    def __init__(self, n, creds):
+    def __init__(self, n, creds, check: bool = True):
+        """``check=False``: no ID_VALID after opening ``/proc/TID/root``, for a caller that checks
+        once before the root fd is used (:meth:`FsHandler.handle`)."""
         self.n, self.creds = n, creds
         link = f"/proc/{n.pid}/root"
         try:
@@ -318,7 +323,7 @@ class Resolver:
                 raise TargetGone(f"notification {n.id} is no longer valid") from None
             raise
         self.shared_root = self.root_host == "/"
-        if not n.valid():               # the tid may have been recycled before the open
+        if check and not n.valid():     # the tid may have been recycled before the open
             self.close()
             raise TargetGone(f"notification {n.id} is no longer valid")
 
@@ -426,11 +431,23 @@ class FsHandler(MetadataCalls, Handler):
         self.waiter.close()
 
     def handle(self, n):
-        creds = credentials(n)          # an OSError becomes the errno reply in Handler.__call__
-        if self.as_target and not same_user_namespace(n):
+        # Re-validating ids around reads: everything below reads the target by tid (status,
+        # ns/user, root) and the tid may have been recycled. A notification valid at time T was
+        # valid from RECV to T (it never becomes valid again) and its thread, waiting in it,
+        # kept its tid, so ONE ID_VALID after the last read and before anything takes effect
+        # covers all of them. Here it is deferred: the open family reads its path (and
+        # openat2 its open_how) with a checked read before using anything read here, and an
+        # effect of a decision made on stale reads (an EACCES reply, ADDFD) cannot reach
+        # another process: the kernel answers only a still-valid notification. Every other
+        # call is checked here, once, before its method runs.
+        syscall = n.syscall
+        creds = unchecked_credentials(n)    # an OSError becomes the errno reply in Handler.__call__
+        if self.as_target and not same_user_namespace(n, check=False):
             return EACCES               # its ids and capabilities cannot be reproduced here
-        with Resolver(n, creds) as resolver, acting_as(creds if self.as_target else None):
-            return getattr(self, "_" + n.syscall)(n, creds, resolver)
+        with Resolver(n, creds, check=False) as resolver, acting_as(creds if self.as_target else None):
+            if syscall not in _CHECKED_BY_PATH_READ:
+                n.check_valid()
+            return getattr(self, "_" + syscall)(n, creds, resolver)
 
     # --- checks
     def check(self, resolver: Resolver, fd: int, modes) -> bool:

@@ -49,34 +49,45 @@ _CREDENTIAL_FIELDS = ("Tgid", "Uid", "Gid", "Groups", "Umask", "CapEff")
 
 
 def credentials(n) -> Credentials:
-    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting.
+    """The credentials of ``n``'s thread; TargetGone when it is no longer waiting (ID_VALID is
+    checked after the read: the tid may have been recycled)."""
+    creds = unchecked_credentials(n)
+    n.check_valid()
+    return creds
+
+
+def unchecked_credentials(n) -> Credentials:
+    """:func:`credentials` without the ID_VALID check, for a caller that checks it once after its
+    last read of the target and before its decision takes effect (:meth:`FsHandler.handle`).
 
     On every emulated call: ``/proc/<tid>/status`` is read whole (a thread with thousands
-    of groups needs more than one read) and only the fields used are parsed."""
+    of groups needs more than one read) and only the fields used are parsed, as bytes."""
     own = getattr(n, "credentials", None)     # a notification that carries them (testing.FakeNotification)
     if own is not None:
         return own
     try:
-        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS)
+        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS, raw=True)
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    n.check_valid()
-    uid, gid = procfs.ids(fields["Uid"]), procfs.ids(fields["Gid"])
+    uid, gid = fields["Uid"].split(), fields["Gid"].split()
     umask, cap = fields.get("Umask"), fields.get("CapEff")
-    return Credentials(tgid=int(fields["Tgid"]), uid=uid[0], gid=gid[0], fsuid=uid[3], fsgid=gid[3],
-                       groups=procfs.ids(fields.get("Groups", "")),
+    return Credentials(tgid=int(fields["Tgid"]), uid=int(uid[0]), gid=int(gid[0]), fsuid=int(uid[3]),
+                       fsgid=int(gid[3]), groups=procfs.ids(fields.get("Groups", b"")),
                        umask=int(umask, 8) if umask else 0o022,
                        cap_effective=int(cap, 16) if cap else 0)
 
 
-def same_user_namespace(n) -> bool:
+def same_user_namespace(n, check: bool = True) -> bool:
     """Is ``n``'s thread in the supervisor's user namespace? (Its ids and capabilities mean
-    something else in another one: the supervisor cannot act with them.)"""
+    something else in another one: the supervisor cannot act with them.) ``check=False``
+    skips the ID_VALID after the look, for a caller that checks once later (see
+    :func:`unchecked_credentials`)."""
     try:
         theirs = os.stat(f"/proc/{n.pid}/ns/user")
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
-    n.check_valid()
+    if check:
+        n.check_valid()
     ours = _own_user_namespace()
     return (theirs.st_dev, theirs.st_ino) == ours
 
@@ -161,7 +172,6 @@ def _apply(fsuid: int, fsgid: int, groups, effective: int, own: _Identity) -> No
 _state = threading.local()
 
 
-@contextlib.contextmanager
 def acting_as(creds: Credentials | None):
     """Run the body with ``creds``' fsuid, fsgid, supplementary groups and *effective
     capabilities* in this thread, so that the kernel's permission checks on what the
@@ -169,17 +179,24 @@ def acting_as(creds: Credentials | None):
     its capabilities is refused what it would be refused). All calls are per-thread raw
     syscalls (not glibc's process-wide wrappers); the supervisor's permitted set is kept so
     the ``finally`` can restore everything. No-op for None, when nested, or when the target
-    already has the supervisor's identity. The target's effective set is limited to our
-    permitted one (capset cannot raise beyond it)."""
+    already has the supervisor's identity (a shared null context: nothing is built per call).
+    The target's effective set is limited to our permitted one (capset cannot raise beyond it)."""
     if creds is None or getattr(_state, "saved", None) is not None:
-        yield
-        return
+        return _NO_SWITCH
     own = _own_identity()
     effective = creds.cap_effective & own.caps[1]
-    if (creds.fsuid, creds.fsgid, sorted(creds.groups), effective) == \
-            (own.fsuid, own.fsgid, sorted(own.groups), own.caps[0]):
-        yield
-        return
+    if creds.fsuid == own.fsuid and creds.fsgid == own.fsgid and effective == own.caps[0] and \
+            sorted(creds.groups) == sorted(own.groups):
+        return _NO_SWITCH
+    return _switched(creds, effective, own)
+
+
+_NO_SWITCH = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _switched(creds: Credentials, effective: int, own: _Identity):
+    """The switching half of :func:`acting_as`."""
     _state.saved, _state.creds = own, creds
     try:
         _apply(creds.fsuid, creds.fsgid, creds.groups, effective, own)
@@ -200,15 +217,18 @@ def _restore(own: _Identity, creds: Credentials) -> None:
         _capset(*own.caps)        # setfsuid back to 0 raised the filesystem capabilities: exact again
 
 
-@contextlib.contextmanager
 def as_supervisor():
     """Inside :func:`acting_as`: run the body with the supervisor's own identity again (to
     open ``/proc/<tid>/…`` links or call pidfd_getfd, which check *our* right to inspect the
-    target, not the target's rights), then switch back."""
-    own, creds = getattr(_state, "saved", None), getattr(_state, "creds", None)
-    if own is None:
-        yield
-        return
+    target, not the target's rights), then switch back. Outside it (or when acting_as did not
+    switch): a shared null context."""
+    if getattr(_state, "saved", None) is None:
+        return _NO_SWITCH
+    return _as_supervisor(_state.saved, _state.creds)
+
+
+@contextlib.contextmanager
+def _as_supervisor(own: _Identity, creds: Credentials):
     _restore(own, creds)
     _state.saved = None
     try:

@@ -34,9 +34,20 @@ def _check(ret: int) -> int:
     return ret
 
 
+#: syscall name -> its number as the ctypes argument, built once per name (raw_syscall is per call)
+_NUMBERS: dict[str, ctypes.c_long] = {}
+
+
+def _number(name: str) -> ctypes.c_long:
+    number = _NUMBERS.get(name)
+    if number is None:
+        number = _NUMBERS[name] = ctypes.c_long(_nr(name))
+    return number
+
+
 def raw_syscall(name: str, *args) -> int:
     """Call syscall ``name`` by number; returns the result or raises OSError."""
-    return _check(_syscall(ctypes.c_long(_nr(name)), *args))
+    return _check(_syscall(_NUMBERS.get(name) or _number(name), *args))
 
 
 class SockFprog(ctypes.Structure):
@@ -143,6 +154,32 @@ def process_vm_readv(pid: int, address: int, length: int) -> bytes:
     buf = ctypes.create_string_buffer(length)
     n = _process_vm("process_vm_readv", pid, address, buf)
     return buf.raw[:n]
+
+
+class ReadBuffer:
+    """A preallocated buffer for :func:`process_vm_readv_into`, with its two iovecs built once
+    (one per thread: see ``supervisor.memory``). ``data`` is the bytearray read into."""
+
+    __slots__ = ("data", "_keep", "local", "remote", "local_ref", "remote_ref")
+
+    def __init__(self, size: int):
+        self.data = bytearray(size)
+        self._keep = ctypes.c_char.from_buffer(self.data)     # pins the bytearray's memory
+        self.local = _IoVec(ctypes.addressof(self._keep), size)
+        self.remote = _IoVec(0, 0)
+        self.local_ref, self.remote_ref = ctypes.byref(self.local), ctypes.byref(self.remote)
+
+
+_ONE, _NO_FLAGS = ctypes.c_ulong(1), ctypes.c_ulong(0)
+
+
+def process_vm_readv_into(pid: int, address: int, length: int, buf: ReadBuffer) -> int:
+    """Read up to ``length`` (at most the buffer's size) bytes at ``address`` in ``pid`` into
+    ``buf.data``; returns how many (may be fewer). No allocation: the per-call string read."""
+    buf.local.len = buf.remote.len = length
+    buf.remote.base = address
+    return _check(_syscall(_NUMBERS.get("process_vm_readv") or _number("process_vm_readv"), ctypes.c_int(pid),
+                           buf.local_ref, _ONE, buf.remote_ref, _ONE, _NO_FLAGS))
 
 
 class OpenHow(ctypes.Structure):

@@ -126,15 +126,20 @@ def addfd(listener: int, notif_id: int, srcfd: int, newfd: int | None = None,
     ``newfd`` selects the number (ADDFD_FLAG_SETFD); ``send`` also answers the
     notification with that number atomically (ADDFD_FLAG_SEND).
     """
-    flags = 0
+    flags = _ADDFD_SEND if send else 0
     if newfd is not None:
         flags |= abi.SECCOMP_ADDFD_FLAG_SETFD
-    if send:
-        flags |= abi.SECCOMP_ADDFD_FLAG_SEND
-    req = bytearray(abi.SECCOMP_NOTIF_ADDFD.pack(
-        _unsigned(notif_id, 64, "notification id"), flags, _unsigned(srcfd, 32, "source fd"),
-        _unsigned(newfd or 0, 32, "target fd"), os.O_CLOEXEC if cloexec else 0))
-    return fcntl.ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ADDFD, req, True)  # True: the ioctl's return value
+    try:       # the per-call path: struct checks the ranges, the error path says which field
+        req = bytearray(_pack_addfd(notif_id, flags, srcfd, newfd or 0, _O_CLOEXEC if cloexec else 0))
+    except struct.error:
+        req = bytearray(_pack_addfd(
+            _unsigned(notif_id, 64, "notification id"), flags, _unsigned(srcfd, 32, "source fd"),
+            _unsigned(newfd or 0, 32, "target fd"), _O_CLOEXEC if cloexec else 0))
+    return _ioctl(listener, _ADDFD, req, True)  # True: the ioctl's return value
+
+
+_pack_addfd = abi.SECCOMP_NOTIF_ADDFD.pack
+_ADDFD_SEND, _ADDFD, _O_CLOEXEC = abi.SECCOMP_ADDFD_FLAG_SEND, abi.SECCOMP_IOCTL_NOTIF_ADDFD, os.O_CLOEXEC
 
 
 def set_flags(listener: int, flags: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 from ..kernel import calls
 
@@ -55,22 +56,44 @@ def read_proc_mem(pid: int, address: int, length: int) -> bytes:
         os.close(fd)
 
 
+_local = threading.local()
+
+
+def _buffer() -> calls.ReadBuffer:
+    """This thread's page-sized read buffer (string reads allocate nothing per call)."""
+    try:
+        return _local.buffer
+    except AttributeError:
+        buf = _local.buffer = calls.ReadBuffer(PAGE_SIZE)
+        return buf
+
+
 def read_cstring(pid: int, address: int, limit: int = PATH_MAX) -> bytes | None:
     """The NUL-terminated string at ``address`` (without the NUL), or None when no NUL occurs
     within ``limit`` bytes (``limit`` counts the NUL, like PATH_MAX).
 
-    Reads page by page, so a string ending just before an unmapped page is still found.
+    Reads page by page (to the end of the page ``address`` is in, then whole pages) into a
+    per-thread buffer, so a string ending just before an unmapped page is still found.
     """
-    out = bytearray()
+    if pid <= 0:
+        raise OSError(errno.ESRCH, "the target is not visible in this pid namespace (pid 0)")
+    buf = _buffer()
+    data = buf.data
+    out = b""
     while len(out) < limit:
         chunk = min(PAGE_SIZE - (address % PAGE_SIZE), limit - len(out))
-        data = read(pid, address, chunk)
-        if not data:
+        try:
+            got = calls.process_vm_readv_into(pid, address, chunk, buf)
+        except OSError as exc:
+            if exc.errno not in _FALLBACK_ERRNOS:
+                raise
+            got = len(piece := read_proc_mem(pid, address, chunk))
+            data[:got] = piece
+        if not got:
             raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
-        end = data.find(b"\0")
+        end = data.find(0, 0, got)
         if end >= 0:
-            out += data[:end]
-            return bytes(out)
-        out += data
-        address += len(data)
+            return out + data[:end] if out else bytes(data[:end])
+        out += data[:got]
+        address += got
     return None

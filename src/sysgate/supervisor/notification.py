@@ -13,6 +13,7 @@ verdict). A second reply raises :class:`ReplyError`.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import logging
 import struct
 import threading
@@ -112,6 +113,14 @@ class Reply:
         return isinstance(other, Reply) and (self.val, self.error, self.flags) == (other.val, other.error, other.flags)
 
 
+@functools.lru_cache(maxsize=4096)
+def _arch_and_name(audit: int, nr: int) -> tuple[str, str]:
+    """(arch, syscall name) of a notified call, looked up once per (AUDIT_ARCH, nr): both are
+    read on every call (the handler's checks, dispatch by name), and the table lookups are not free."""
+    arch = abi.arch_from_audit(audit, nr)
+    return arch, _syscall_name(arch, nr)
+
+
 def _syscall_name(arch: str, nr: int) -> str:
     from ..arch import syscalls
 
@@ -164,7 +173,7 @@ class Notification:
     def arch(self) -> str:
         """Architecture name (``x86_64``, ``i386``, ``x32``…)."""
         nr, audit = self._decode()[:2]
-        return abi.arch_from_audit(audit, nr)
+        return _arch_and_name(audit, nr)[0]
 
     @property
     def instruction_pointer(self) -> int:
@@ -191,7 +200,8 @@ class Notification:
         try:
             return self._syscall
         except AttributeError:
-            self._syscall = _syscall_name(self.arch, self.nr)
+            nr, audit = self._decode()[:2]
+            self._syscall = _arch_and_name(audit, nr)[1]
             return self._syscall
 
     @property
