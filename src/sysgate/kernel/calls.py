@@ -165,8 +165,8 @@ class ReadBuffer:
     def __init__(self, size: int):
         self.data = bytearray(size)
         self._keep = ctypes.c_char.from_buffer(self.data)     # pins the bytearray's memory
-        self.local = _IoVec(ctypes.addressof(self._keep), size)
-        self.remote = _IoVec(0, 0)
+        self.local = IoVec(ctypes.addressof(self._keep), size)
+        self.remote = IoVec(0, 0)
         self.local_ref, self.remote_ref = ctypes.byref(self.local), ctypes.byref(self.remote)
 
 
