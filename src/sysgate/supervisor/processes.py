@@ -1,0 +1,286 @@
+"""Serving one supervisor's listeners from N processes: ``Supervisor(processes=N)``.
+
+Python runs one thread at a time, so one loop answers at most one CPU's worth of
+notifications. With ``processes=N`` the supervisor forks N worker processes when serving
+starts (:meth:`Supervisor.run`, ``run_until_idle``, ``serve_forever``); each gets a copy of
+every listener and runs the ordinary loop on it. The kernel hands each notification to
+exactly one ``SECCOMP_IOCTL_NOTIF_RECV``, so every call is answered once, by the process
+that received it, with :func:`~.notification.answer_or_fail_closed` as always. A process
+that sees a listener readable but loses the race to another one blocks in RECV until the
+next notification of that listener or its hang-up (the kernel has no non-blocking RECV);
+whoever received last is never blocked, so some process always serves.
+
+The parent serves nothing itself: it keeps its copy of each listener to see the hang-up
+(its epoll asks for no events, so it is woken only by EPOLLHUP), reaps the targets, calls
+``on_release`` and watches the workers through pidfds.
+
+**A worker that dies fails everything closed.** A notification a worker received and did
+not answer stays pending while any process holds the listener, and the kernel has no way to
+list pending notifications: the ids could be published before handling, but a SIGKILL
+between RECV's return and the publication would still lose one. So the parent treats the
+death of a worker (a signal, a non-zero exit, or not ending within ``grace`` of a stop) as
+the death of the supervisor, exactly as with one process: it kills the other workers and
+closes its own copies, so every waiting call fails with ENOSYS and later ones too
+(``Listener.reason == "worker lost"``, ``Stats.workers_lost``). Workers also die with the
+parent (``PR_SET_PDEATHSIG``), for the same reason.
+
+**Handler state is per process.** Each worker runs its own copy of the handlers, of
+``Group.state`` and of blocking handlers' worker threads; nothing written in a worker
+reaches the parent or the other workers. The parallel mode is for handlers whose answer
+depends only on the call (and on files or the kernel). A handler that keeps results in
+memory declares ``process_safe = False`` (the audit handler's summary, the recorder's
+count): serving with ``processes > 1`` then refuses to start, in one line, instead of
+losing its data. Only the counters of :class:`~.loop.Stats` are sent back to the parent.
+
+Workers are forked before any thread runs (forking a threaded process copies locks held by
+other threads): serving refuses to start while other threads are alive. They inherit the
+parent's open files, as after any fork. Listeners cannot be added or removed while workers
+serve; stop serving first (the next run forks new workers over the current listeners).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+import math
+import os
+import select
+import signal
+import threading
+import time
+
+from ..errors import SysgateError
+from .workers import WorkerPool
+
+log = logging.getLogger("sysgate.supervisor")
+
+PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+#: seconds a stopping worker gives its blocking handlers before it answers their calls on_error_errno
+WORKER_GRACE = 2.0
+#: seconds the parent waits for stopping workers (more than WORKER_GRACE) before it kills them
+STOP_GRACE = WORKER_GRACE + 3.0
+#: Listener.reason of listeners closed because a worker process died
+WORKER_LOST = "worker lost"
+_TERM_RESEND = 0.05     # seconds between SIGTERMs while stopping: a RECV entered after one still ends
+
+
+class Worker:
+    """One forked worker process, seen from the parent."""
+
+    __slots__ = ("pid", "pidfd", "stats_fd", "status")
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` through the pidfd (never to a recycled pid); only while not yet reaped."""
+        if self.status is None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def __init__(self, pid: int, pidfd: int, stats_fd: int):
+        self.pid, self.pidfd, self.stats_fd, self.status = pid, pidfd, stats_fd, None
+
+
+def check_forkable(sup) -> None:
+    """Refuse to fork workers that would silently lose state, or copy another thread's locks."""
+    unsafe = sorted({_name(h.fn) for grp in (sup._global, *sup._groups.values())
+                     for h in (*grp.handlers.values(), grp.fallback)
+                     if h is not None and getattr(h.fn, "process_safe", True) is False})
+    if unsafe:
+        raise SysgateError(f"handler(s) {', '.join(unsafe)} keep their results in memory (process_safe = False): "
+                           "serve them with processes=1")
+    if threading.active_count() > 1:
+        raise SysgateError(f"processes={sup.processes}: worker processes must be forked before any thread starts "
+                           f"({threading.active_count() - 1} other thread(s) running)")
+
+
+class Workers:
+    """The worker processes of one serving run (parent side)."""
+
+    def __init__(self, sup):
+        self.sup = sup
+        self.parent = os.getpid()
+        self.by_pidfd: dict[int, Worker] = {}
+        self.lost = False
+
+    @classmethod
+    def start(cls, sup) -> "Workers":
+        """Fork ``sup.processes`` workers serving every listener of ``sup`` (this returns only in the parent)."""
+        check_forkable(sup)
+        self = cls(sup)
+        backlog, sup._backlog = sup._backlog, []
+        # blocked until the worker has its own handlers: an early SIGTERM must not kill it by default
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for index in range(sup.processes):
+                stats_r, stats_w = os.pipe2(os.O_CLOEXEC)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(stats_r)
+                    _worker_main(sup, self, stats_w, backlog if index == 0 else [], mask)   # never returns
+                os.close(stats_w)
+                pidfd = os.pidfd_open(pid)
+                self.by_pidfd[pidfd] = Worker(pid, pidfd, stats_r)
+                sup._epoll.register(pidfd, select.EPOLLIN)
+        except BaseException:
+            self.stop(0)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return any(w.status is None for w in self.by_pidfd.values())
+
+    def exited(self, pidfd: int) -> bool:
+        """Reap the worker of ``pidfd`` (readable: it ended); False when it is not one of ours."""
+        worker = self.by_pidfd.get(pidfd)
+        if worker is None:
+            return False
+        self._reap(worker)
+        if worker.status != 0 and not self.lost:
+            self._lose(f"worker process {worker.pid} {_describe_status(worker.status)}")
+        return True
+
+    def _reap(self, worker: Worker) -> None:
+        if worker.status is not None:
+            return
+        try:
+            self.sup._epoll.unregister(worker.pidfd)
+        except (OSError, ValueError):
+            pass
+        _, status = os.waitpid(worker.pid, 0)
+        worker.status = os.waitstatus_to_exitcode(status)
+        os.close(worker.pidfd)
+        self._merge(worker)
+
+    def _merge(self, worker: Worker) -> None:
+        """Add the worker's counters (written just before it exited) to the supervisor's."""
+        data = b""
+        try:
+            while chunk := os.read(worker.stats_fd, 4096):
+                data += chunk
+        finally:
+            os.close(worker.stats_fd)
+        if not data:
+            return
+        stats = self.sup.stats
+        for name, value in json.loads(data).items():
+            if name not in ("released", "workers_lost"):     # the parent counts those itself
+                setattr(stats, name, getattr(stats, name) + value)
+
+    def _lose(self, why: str) -> None:
+        """Fail closed: kill every worker and close the parent's copies of the listeners."""
+        self.lost = True
+        self.sup.stats.workers_lost += 1
+        log.error("%s: failing closed (closing every listener: waiting calls get ENOSYS)", why)
+        for worker in self.by_pidfd.values():
+            worker.signal(signal.SIGKILL)
+        for worker in self.by_pidfd.values():
+            self._reap(worker)
+        for lst in list(self.sup._listeners.values()):
+            self.sup._release(lst, WORKER_LOST)
+
+    def stop(self, grace: float) -> None:
+        """End the workers: SIGTERM (again every few ms, so that a RECV entered after the first one
+        still ends), then after ``grace`` seconds SIGKILL, which counts as losing them."""
+        end = time.monotonic() + grace
+        while True:
+            running = [w for w in self.by_pidfd.values() if w.status is None]
+            if not running:
+                return
+            if time.monotonic() >= end:
+                if not self.lost:
+                    self._lose(f"worker process(es) {', '.join(str(w.pid) for w in running)} did not end "
+                               f"within {grace}s of the stop")
+                return
+            for worker in running:
+                worker.signal(signal.SIGTERM)
+            ready = select.poll()
+            for worker in running:
+                ready.register(worker.pidfd, select.POLLIN)
+            for pidfd, _ in ready.poll(_TERM_RESEND * 1000):
+                self.exited(pidfd)
+
+
+def _worker_main(sup, workers: Workers, stats_fd: int, backlog: list, mask) -> None:
+    """A forked worker: serve every listener until each has hung up or SIGTERM; never returns.
+
+    On SIGTERM the call being handled inline is finished; blocking handlers get
+    :data:`WORKER_GRACE` seconds, then their calls are answered ``on_error_errno`` (the
+    deadline rule, applied now): a worker never exits leaving a received call unanswered.
+    """
+    code = 1
+    try:
+        _die_with_parent(workers)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # ^C reaches the whole group: the parent decides
+        stats = type(sup.stats)()
+        _become_worker(sup, workers, stats, backlog)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: sup.stop())
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        sup._signal_fd = wake_r
+        sup._epoll.register(wake_r, select.EPOLLIN)
+        sup._serve(None, until_idle=True)
+        sup._pool.shutdown(WORKER_GRACE)
+        sup._collect()
+        sup._expire(math.inf)
+        sup.close(0)
+        os.write(stats_fd, json.dumps(dataclasses.asdict(stats)).encode())
+        code = 0
+    except BaseException:
+        log.exception("supervisor worker process %d failed", os.getpid())
+    finally:
+        os._exit(code)
+
+
+def _become_worker(sup, workers: Workers, stats, backlog: list) -> None:
+    """Turn the forked copy of the parent's supervisor into a serving one-process supervisor."""
+    for worker in workers.by_pidfd.values():       # the workers forked before this one
+        os.close(worker.pidfd)
+        os.close(worker.stats_fd)
+    sup._epoll.close()                             # the parent's epoll instance: never touch it
+    sup._pool.close()
+    sup.processes = 1
+    sup._workers = None
+    sup._reaping = {}                              # the parent reaps the targets
+    sup._backlog = backlog
+    sup.stats = stats
+    sup._pool = WorkerPool(*sup._pool_args)
+    sup._epoll = select.epoll()
+    sup._epoll.register(sup._pool.wakeup_fd, select.EPOLLIN)
+    for lst in sup._listeners.values():
+        lst.stats, lst.on_release, lst.target = stats, None, None     # the parent calls on_release
+        sup._epoll.register(lst.fd, select.EPOLLIN)
+    if backlog:
+        sup._pool.wake()
+
+
+_libc = None
+
+
+def _die_with_parent(workers: Workers) -> None:
+    """PR_SET_PDEATHSIG(SIGKILL): a worker never outlives the parent that watches it."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    parent = workers.parent
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+        os._exit(1)
+
+
+def _describe_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _name(fn) -> str:
+    return str(getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__)
