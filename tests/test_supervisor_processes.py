@@ -1,0 +1,197 @@
+"""Supervisor(processes=N): real targets with many threads served by forked worker processes.
+
+Every call is answered exactly once, handler errors fail closed, hang-ups release every
+copy of the listener, a SIGKILLed worker fails everything closed instead of leaving calls
+waiting, and stopping or closing ends every worker. No timing is asserted: waits are bounded.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+
+import pytest
+
+from sysgate.errors import SysgateError
+from sysgate.handlers.audit import AuditHandler, AuditLog
+from sysgate.kernel import notify
+from sysgate.supervisor import Reply, Supervisor
+from sysgate.supervisor.processes import WORKER_LOST
+from sysgate.testing.record import Recorder
+from support.supervisor import Run, fd_count
+
+THREADS, CALLS = 64, 20
+
+
+def results(text: str) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split())) for line in text.splitlines()]
+
+
+def children() -> set[int]:
+    """Live (or unreaped) child processes of this process, from every thread's children list."""
+    found = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as fh:
+            found.update(int(pid) for pid in fh.read().split())
+    return found
+
+
+def listeners_open() -> list[int]:
+    return [int(fd) for fd in os.listdir("/proc/self/fd") if notify.is_listener(int(fd))]
+
+
+def test_every_call_answered_once_by_the_workers(target_bin):
+    """Two targets of 64 threads each: each call gets its own notification's id back, from a
+    worker (never the parent); the workers' counters reach the parent."""
+    parent = os.getpid()
+    before = fd_count()
+    released = []
+    with Supervisor(processes=3) as sup:
+        sup.on("getppid", lambda n: Reply.value((os.getpid() << 32) | (n.id & 0xFFFFFFFF)))  # ids count up per listener
+        runs = [Run(target_bin, "values", THREADS, CALLS) for _ in range(2)]
+        for run in runs:
+            sup.add_target(run.target, on_release=lambda lst: released.append(lst.reason))
+        assert sup.run_until_idle(60)
+        outputs = [run.output() for run in runs]
+        codes = [run.finish() for run in runs]
+    assert codes == [0, 0]
+    for out in outputs:
+        got = results(out)
+        assert len(got) == THREADS * CALLS
+        assert all(err == 0 and ret > 0 for ret, err in got), [r for r in got if r[1]][:5]
+        ids = [ret & 0xFFFFFFFF for ret, _ in got]
+        assert len(set(ids)) == len(ids)                       # one answer per notification
+        assert parent not in {ret >> 32 for ret, _ in got}     # answered in the workers
+    assert sup.stats.received == 2 * THREADS * CALLS and sup.stats.errors == 0
+    assert released == ["hangup", "hangup"] and sup.stats.released == 2
+    assert fd_count() == before and not listeners_open() and not children()
+
+
+def test_handler_exceptions_fail_closed_in_workers(target_bin):
+    def handler(n):
+        if n.args[0] % 2:
+            raise RuntimeError("odd call")
+        return Reply.value(7)
+
+    with Supervisor(processes=2, on_error_errno="EACCES") as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "values", 8, 10)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(60)
+        got = results(run.output())
+        assert run.finish() == 0
+    assert got == [(-1, errno.EACCES) if i % 2 else (7, 0) for i in range(80)]
+    assert sup.stats.errors == 40
+
+
+def test_sigkill_of_a_worker_fails_every_call_closed(target_bin):
+    """A worker killed in the middle of a call: the parent kills the others and closes its
+    copies, so the call it held and every later one fail with ENOSYS; nothing hangs."""
+    def handler(n):
+        if n.args[0] == 500:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Reply.value(1)
+
+    before = fd_count()
+    with Supervisor(processes=3) as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "values", THREADS, CALLS)
+        lst = sup.add_target(run.target)
+        assert sup.run_until_idle(60)
+        got = results(run.output())
+        assert run.finish() == 0
+    assert len(got) == THREADS * CALLS
+    assert got[500] == (-1, errno.ENOSYS)
+    assert set(got) <= {(1, 0), (-1, errno.ENOSYS)}
+    assert lst.reason == WORKER_LOST and sup.stats.workers_lost == 1
+    assert fd_count() == before and not listeners_open() and not children()
+
+
+def test_stop_from_a_signal_ends_every_worker_and_serving_resumes(target_bin):
+    """run() returns on stop() and its workers end with it; the next run forks new ones over
+    the listener the parent kept; close() then fails the remaining calls with ENOSYS. The
+    target outlives both runs: it blocks writing to its full stdout pipe."""
+    state = {}
+    previous = signal.signal(signal.SIGALRM, lambda *_: state["sup"].stop())
+    try:
+        with Supervisor(processes=2) as sup:
+            state["sup"] = sup
+            sup.on("getppid", lambda n: Reply.value(5))
+            run = Run(target_bin, "getppid", 100000)
+            sup.add_target(run.target)
+            for _ in range(2):
+                signal.setitimer(signal.ITIMER_REAL, 0.2)
+                assert sup.run(timeout=60)               # True: stopped, not timed out
+                assert children() <= {run.target.pid}    # no worker left
+                assert len(sup.listeners) == 1           # the parent kept the listener
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    got = [r[:2] for r in results(run.output())]
+    run.finish()
+    answered = got.count((5, 0))
+    assert len(got) == 100000 and got[:answered] == [(5, 0)] * answered
+    assert set(got[answered:]) <= {(-1, errno.ENOSYS)}
+
+
+def test_close_after_a_stopped_run_fails_waiting_calls_closed(target_bin):
+    """A target blocked in a call when serving stops (the handler never ran for it because
+    serving had stopped): close() releases the listener and the call gets ENOSYS."""
+    with Supervisor(processes=2) as sup:
+        sup.on("getppid", lambda n: Reply.value(5))
+        run = Run(target_bin, "getppid", 1)
+        sup.add_target(run.target)
+        assert not sup.run(timeout=0)                # timed out at once: workers forked and stopped
+        assert not children() - {run.target.pid}
+    assert results(run.readline())[0][:2] in ((5, 0), (-1, errno.ENOSYS))
+    assert run.finish() == 0
+    assert not listeners_open()
+
+
+def test_serve_forever_ends_workers_on_sigterm(target_bin):
+    previous = signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        sup = Supervisor(processes=2)
+        sup.on("getppid", lambda n: Reply.value(9))
+        run = Run(target_bin, "values", 4, 5)
+        sup.add_target(run.target)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        sup.serve_forever()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    got = results(run.output())
+    assert run.finish() == 0
+    assert len(got) == 20 and set(got) <= {(9, 0), (-1, errno.ENOSYS)}
+    assert not sup.listeners and not listeners_open() and not children()
+
+
+@pytest.mark.parametrize("kind", ["audit", "recorder"])
+def test_handlers_keeping_results_in_memory_are_refused(target_bin, tmp_path, kind):
+    with Supervisor(processes=2) as sup, Recorder(tmp_path / "rec.jsonl") as recorder:
+        handler = AuditHandler(AuditLog(None)) if kind == "audit" else recorder.wrap(lambda n: None)
+        sup.fallback(handler)
+        run = Run(target_bin, "getppid", 1)
+        sup.add_target(run.target)
+        with pytest.raises(SysgateError, match="process_safe = False"):
+            sup.run_until_idle(10)
+        assert children() <= {run.target.pid}
+    run.finish()
+
+
+def test_refusals(target_bin):
+    with pytest.raises(ValueError):
+        Supervisor(processes=0)
+    with Supervisor(processes=2) as sup:
+        with pytest.raises(SysgateError, match="run_once"):
+            sup.run_once(0)
+        done = threading.Event()
+        thread = threading.Thread(target=done.wait)
+        thread.start()
+        try:
+            with pytest.raises(SysgateError, match="before any thread starts"):
+                sup.run(timeout=0)
+        finally:
+            done.set()
+            thread.join()
