@@ -85,9 +85,11 @@ def test_handler_exceptions_fail_closed_in_workers(target_bin):
     assert sup.stats.errors == 40
 
 
-def test_sigkill_of_a_worker_fails_every_call_closed(target_bin):
+@pytest.mark.parametrize("targets", [1, 2], ids=["one-listener", "two-listeners"])
+def test_sigkill_of_a_worker_fails_every_call_closed(target_bin, targets):
     """A worker killed in the middle of a call: the parent kills the others and closes its
-    copies, so the call it held and every later one fail with ENOSYS; nothing hangs."""
+    copies, so the call it held and every later one fail with ENOSYS; nothing hangs. (One
+    listener is served by blocking RECVs, several through epoll: both paths.)"""
     def handler(n):
         if n.args[0] == 500:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -96,16 +98,35 @@ def test_sigkill_of_a_worker_fails_every_call_closed(target_bin):
     before = fd_count()
     with Supervisor(processes=3) as sup:
         sup.on("getppid", handler)
-        run = Run(target_bin, "values", THREADS, CALLS)
-        lst = sup.add_target(run.target)
+        runs = [Run(target_bin, "values", THREADS, CALLS) for _ in range(targets)]
+        listeners = [sup.add_target(run.target) for run in runs]
+        assert sup.run_until_idle(60)
+        outputs = [results(run.output()) for run in runs]
+        assert [run.finish() for run in runs] == [0] * targets
+    for got in outputs:
+        assert len(got) == THREADS * CALLS
+        assert set(got) <= {(1, 0), (-1, errno.ENOSYS)}
+    assert (-1, errno.ENOSYS) in [got[500] for got in outputs]
+    assert {lst.reason for lst in listeners} <= {WORKER_LOST, "hangup"} and sup.stats.workers_lost == 1
+    assert fd_count() == before and not listeners_open() and not children()
+
+
+def test_blocking_handlers_run_in_each_workers_threads(target_bin):
+    """A blocking handler runs in the worker's own thread pool (started after the fork)."""
+    def handler(n):
+        return Reply.value(threading.get_ident() != main and 3)
+
+    handler.blocking = True
+    main = threading.get_ident()
+    with Supervisor(processes=2, workers=2) as sup:
+        sup.on("getppid", handler)
+        run = Run(target_bin, "values", 16, 10)
+        sup.add_target(run.target)
         assert sup.run_until_idle(60)
         got = results(run.output())
         assert run.finish() == 0
-    assert len(got) == THREADS * CALLS
-    assert got[500] == (-1, errno.ENOSYS)
-    assert set(got) <= {(1, 0), (-1, errno.ENOSYS)}
-    assert lst.reason == WORKER_LOST and sup.stats.workers_lost == 1
-    assert fd_count() == before and not listeners_open() and not children()
+    assert got == [(3, 0)] * 160
+    assert not children()
 
 
 def test_stop_from_a_signal_ends_every_worker_and_serving_resumes(target_bin):

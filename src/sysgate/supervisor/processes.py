@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ import threading
 import time
 
 from ..errors import SysgateError
+from ..kernel import notify
 from .workers import WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
@@ -225,7 +227,11 @@ def _worker_main(sup, workers: Workers, stats_fd: int, backlog: list, mask) -> N
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         sup._signal_fd = wake_r
         sup._epoll.register(wake_r, select.EPOLLIN)
-        sup._serve(None, until_idle=True)
+        only = _single_listener(sup)
+        if only is not None:
+            _serve_receiving(sup, only)
+        else:
+            sup._serve(None, until_idle=True)
         sup._pool.shutdown(WORKER_GRACE)
         sup._collect()
         sup._expire(math.inf)
@@ -258,6 +264,46 @@ def _become_worker(sup, workers: Workers, stats, backlog: list) -> None:
         sup._epoll.register(lst.fd, select.EPOLLIN)
     if backlog:
         sup._pool.wake()
+
+
+def _single_listener(sup):
+    """The worker's one listener when it may be served by blocking RECVs alone: nothing else
+    to watch (no other listener, no backlog, no handler run by threads, hence no deadline)."""
+    if len(sup._listeners) != 1 or sup._backlog:
+        return None
+    for grp in (sup._global, *sup._groups.values()):
+        if any(h is not None and h.blocking for h in (*grp.handlers.values(), grp.fallback)):
+            return None
+    return next(iter(sup._listeners.values()))
+
+
+def _serve_receiving(sup, lst) -> None:
+    """RECV, answer, repeat: the loop of a worker with one listener (the common case: one target,
+    many threads). RECV blocks until a notification is pending, so no epoll_wait is needed per
+    notification; EINTR (SIGTERM) ends it when ``stop`` was asked, ENOENT with the filter unused
+    (the kernel returns at once once no task uses it) releases the listener."""
+    fd, handle, stats = lst.fd, sup._handle, sup.stats
+    recv_into, zeroed = notify.recv_into, bytearray(notify.NOTIF_SIZE)
+    hangup = select.poll()
+    hangup.register(fd, 0)                                 # POLLHUP is always reported
+    while not sup._stopping:
+        raw = zeroed.copy()
+        try:
+            recv_into(fd, raw)
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            if exc.errno == errno.ENOENT:
+                if hangup.poll(0):
+                    sup._release(lst, "hangup")
+                    return
+                stats.gone += 1
+                continue
+            log.error("RECV on listener %d (group %s) failed: %s; releasing it", fd, lst.group.name, exc)
+            sup._release(lst, "error")
+            return
+        stats.received += 1
+        handle(lst, raw)
 
 
 _libc = None
