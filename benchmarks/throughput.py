@@ -166,13 +166,22 @@ def main(argv=None) -> int:
     print(f"best sysgate ({best}) / C = {ratio:.2f}   (target >= 1.0)")
     if ratio < 1.0:
         sup_cpu, tgt_cpu = cpu[best]
+        c_sup, c_tgt = cpu["c"]
         free = max(0.0, cpus - others)
-        bound = cpus * 1e6 / (sup_cpu + tgt_cpu)
-        print(f"  missed. Targets and supervisors share the CPUs: each notification costs {sup_cpu:.2f} µs of "
-              f"supervisor CPU ({best}) and {tgt_cpu:.2f} µs in the target (the C loop: {cpu['c'][0]:.2f} µs "
-              f"and {cpu['c'][1]:.2f} µs), so {cpus} idle CPUs would allow at most {bound:.0f} notif/s "
-              f"({bound / med['c']:.2f}x C); other processes left {free:.2f} CPUs, which allow "
-              f"{free * 1e6 / (sup_cpu + tgt_cpu):.0f}. Workers beyond the free CPUs only add switching.")
+        k = int(best.split("/")[1])
+
+        def bound(cpus_free: float, sup: float, tgt: float, loops: int) -> float:
+            """notif/s the CPU costs allow: the supervisor's processes can each use one CPU at most."""
+            return min(loops * 1e6 / sup, cpus_free * 1e6 / (sup + tgt))
+
+        print(f"  missed. Targets and supervisors share the CPUs. Per notification {best} costs {sup_cpu:.2f} µs "
+              f"of supervisor CPU and {tgt_cpu:.2f} µs in the target; the C loop {c_sup:.2f} and {c_tgt:.2f} µs.")
+        here_s, here_c = bound(free, sup_cpu, tgt_cpu, k), bound(free, c_sup, c_tgt, 1)
+        idle_s, idle_c = bound(cpus, sup_cpu, tgt_cpu, k), bound(cpus, c_sup, c_tgt, 1)
+        print(f"  With the {free:.2f} CPUs other processes left, those costs allow {here_s:.0f} notif/s for {best} "
+              f"and {here_c:.0f} for C (measured: {med[best]:.0f}, {med['c']:.0f}); on {cpus} idle CPUs "
+              f"{idle_s:.0f} and {idle_c:.0f} ({idle_s / idle_c:.2f}x): Python's {sup_cpu / c_sup:.1f}x CPU per "
+              "notification needs more CPUs than the target leaves.")
     return 0 if ratio >= 1.0 else 1
 
 
