@@ -73,6 +73,9 @@ class Worker:
 
     __slots__ = ("pid", "pidfd", "stats_fd", "status")
 
+    def __init__(self, pid: int, pidfd: int, stats_fd: int):
+        self.pid, self.pidfd, self.stats_fd, self.status = pid, pidfd, stats_fd, None
+
     def signal(self, sig: int) -> None:
         """Send ``sig`` through the pidfd (never to a recycled pid); only while not yet reaped."""
         if self.status is None:
@@ -80,9 +83,6 @@ class Worker:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:
                 pass
-
-    def __init__(self, pid: int, pidfd: int, stats_fd: int):
-        self.pid, self.pidfd, self.stats_fd, self.status = pid, pidfd, stats_fd, None
 
 
 def check_forkable(sup) -> None:
@@ -104,7 +104,8 @@ class Workers:
     def __init__(self, sup):
         self.sup = sup
         self.parent = os.getpid()
-        self.by_pidfd: dict[int, Worker] = {}
+        self.all: list[Worker] = []
+        self.by_pidfd: dict[int, Worker] = {}     # the workers not reaped yet
         self.lost = False
 
     @classmethod
@@ -123,8 +124,11 @@ class Workers:
                     os.close(stats_r)
                     _worker_main(sup, self, stats_w, backlog if index == 0 else [], mask)   # never returns
                 os.close(stats_w)
+                os.set_blocking(stats_r, False)      # a grandchild may hold the write end: never wait for it
                 pidfd = os.pidfd_open(pid)
-                self.by_pidfd[pidfd] = Worker(pid, pidfd, stats_r)
+                worker = Worker(pid, pidfd, stats_r)
+                self.all.append(worker)
+                self.by_pidfd[pidfd] = worker
                 sup._epoll.register(pidfd, select.EPOLLIN)
         except BaseException:
             self.stop(0)
@@ -135,7 +139,7 @@ class Workers:
 
     @property
     def alive(self) -> bool:
-        return any(w.status is None for w in self.by_pidfd.values())
+        return bool(self.by_pidfd)
 
     def exited(self, pidfd: int) -> bool:
         """Reap the worker of ``pidfd`` (readable: it ended); False when it is not one of ours."""
@@ -156,6 +160,7 @@ class Workers:
             pass
         _, status = os.waitpid(worker.pid, 0)
         worker.status = os.waitstatus_to_exitcode(status)
+        del self.by_pidfd[worker.pidfd]               # before the number can be reused
         os.close(worker.pidfd)
         self._merge(worker)
 
@@ -165,6 +170,8 @@ class Workers:
         try:
             while chunk := os.read(worker.stats_fd, 4096):
                 data += chunk
+        except BlockingIOError:
+            pass
         finally:
             os.close(worker.stats_fd)
         if not data:
@@ -179,9 +186,9 @@ class Workers:
         self.lost = True
         self.sup.stats.workers_lost += 1
         log.error("%s: failing closed (closing every listener: waiting calls get ENOSYS)", why)
-        for worker in self.by_pidfd.values():
+        for worker in list(self.by_pidfd.values()):
             worker.signal(signal.SIGKILL)
-        for worker in self.by_pidfd.values():
+        for worker in list(self.by_pidfd.values()):
             self._reap(worker)
         for lst in list(self.sup._listeners.values()):
             self.sup._release(lst, WORKER_LOST)
@@ -191,7 +198,7 @@ class Workers:
         still ends), then after ``grace`` seconds SIGKILL, which counts as losing them."""
         end = time.monotonic() + grace
         while True:
-            running = [w for w in self.by_pidfd.values() if w.status is None]
+            running = list(self.by_pidfd.values())
             if not running:
                 return
             if time.monotonic() >= end:
@@ -246,7 +253,7 @@ def _worker_main(sup, workers: Workers, stats_fd: int, backlog: list, mask) -> N
 
 def _become_worker(sup, workers: Workers, stats, backlog: list) -> None:
     """Turn the forked copy of the parent's supervisor into a serving one-process supervisor."""
-    for worker in workers.by_pidfd.values():       # the workers forked before this one
+    for worker in workers.all:                     # the workers forked before this one
         os.close(worker.pidfd)
         os.close(worker.stats_fd)
     sup._epoll.close()                             # the parent's epoll instance: never touch it
