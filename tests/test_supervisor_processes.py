@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -19,6 +22,7 @@ from sysgate.kernel import notify
 from sysgate.supervisor import Reply, Supervisor
 from sysgate.supervisor.processes import WORKER_LOST
 from sysgate.testing.record import Recorder
+from support import TESTS
 from support.supervisor import Run, fd_count
 
 THREADS, CALLS = 64, 20
@@ -216,3 +220,56 @@ def test_refusals(target_bin):
         finally:
             done.set()
             thread.join()
+
+
+PARENT_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from support.supervisor import notify_getppid
+from sysgate.process import launch
+from sysgate.supervisor import Reply, Supervisor
+
+target = launch.spawn([sys.argv[1], "getppid", "3"], notify_getppid(), stdout=int(sys.argv[2]))
+
+def handler(n):
+    if n.args[0] == 1:
+        time.sleep(3600)          # the second call stays in a worker until the parent is killed
+    return Reply.value(5)
+
+with Supervisor(processes=2) as sup:
+    sup.on("getppid", handler)
+    sup.add_target(target)
+    sup.run_until_idle()
+"""
+
+
+def read_lines(fd: int, timeout: float = 30) -> list[str]:
+    """Everything written to pipe ``fd`` until EOF, each wait bounded by ``timeout``."""
+    data = b""
+    while select.select([fd], [], [], timeout)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data.decode().splitlines()
+        data += chunk
+    raise AssertionError(f"no EOF within {timeout}s; got {data!r}")
+
+
+def test_workers_die_with_the_parent(target_bin):
+    """SIGKILL of the supervising process: its workers die too (PR_SET_PDEATHSIG), the last copy of
+    the listener closes, and the target's waiting call fails with ENOSYS instead of hanging."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT, target_bin, str(w), TESTS], pass_fds=(w,))
+    os.close(w)
+    try:
+        assert select.select([r], [], [], 30)[0]
+        first = os.read(r, 6)                        # "5 0 0\n": the first call was answered
+        proc.kill()
+        proc.wait(30)
+        rest = read_lines(r)
+    finally:
+        os.close(r)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first == b"5 0 0\n"
+    assert [tuple(map(int, line.split()))[:2] for line in rest] == [(-1, errno.ENOSYS)] * 2
