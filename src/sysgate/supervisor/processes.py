@@ -30,7 +30,9 @@ reaches the parent or the other workers. The parallel mode is for handlers whose
 depends only on the call (and on files or the kernel). A handler that keeps results in
 memory declares ``process_safe = False`` (the audit handler's summary, the recorder's
 count): serving with ``processes > 1`` then refuses to start, in one line, instead of
-losing its data. Only the counters of :class:`~.loop.Stats` are sent back to the parent.
+losing its data. Only the counters of :class:`~.loop.Stats` are sent back to the parent,
+when each worker ends (a killed worker's are lost); a handler calling ``stop()`` ends only
+its own worker.
 
 Workers are forked before any thread runs (forking a threaded process copies locks held by
 other threads): serving refuses to start while other threads are alive. They inherit the
