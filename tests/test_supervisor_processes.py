@@ -160,6 +160,26 @@ def test_stop_from_a_signal_ends_every_worker_and_serving_resumes(target_bin):
     assert set(got[answered:]) <= {(-1, errno.ENOSYS)}
 
 
+def test_stop_called_by_handlers_ends_the_run(target_bin):
+    """stop() in a handler ends its own worker; once no worker is left the run ends too (as stop()
+    in a handler ends a one-process run) instead of leaving the listener unserved."""
+    with Supervisor(processes=2) as sup:
+        def handler(n):
+            sup.stop()
+            return Reply.value(5)
+
+        sup.on("getppid", handler)
+        run = Run(target_bin, "getppid", 100000)
+        sup.add_target(run.target)
+        assert sup.run(timeout=60)
+        assert children() <= {run.target.pid} and len(sup.listeners) == 1
+    got = [r[:2] for r in results(run.output())]
+    run.finish()
+    answered = got.count((5, 0))
+    assert 1 <= answered <= 2 and got[:answered] == [(5, 0)] * answered
+    assert set(got[answered:]) == {(-1, errno.ENOSYS)}
+
+
 def test_close_after_a_stopped_run_fails_waiting_calls_closed(target_bin):
     """A target blocked in a call when serving stops (the handler never ran for it because
     serving had stopped): close() releases the listener and the call gets ENOSYS."""

@@ -31,8 +31,8 @@ depends only on the call (and on files or the kernel). A handler that keeps resu
 memory declares ``process_safe = False`` (the audit handler's summary, the recorder's
 count): serving with ``processes > 1`` then refuses to start, in one line, instead of
 losing its data. Only the counters of :class:`~.loop.Stats` are sent back to the parent,
-when each worker ends (a killed worker's are lost); a handler calling ``stop()`` ends only
-its own worker.
+when each worker ends (a killed worker's are lost). A handler calling ``stop()`` ends its
+own worker; the run ends when no worker is left.
 
 Workers are forked before any thread runs (forking a threaded process copies locks held by
 other threads): serving refuses to start while other threads are alive. They inherit the
@@ -151,6 +151,8 @@ class Workers:
         self._reap(worker)
         if worker.status != 0 and not self.lost:
             self._lose(f"worker process {worker.pid} {_describe_status(worker.status)}")
+        elif not self.by_pidfd and self.sup._listeners:
+            self.sup.stop()     # every worker was stopped (a handler called stop()): so is the run
         return True
 
     def _reap(self, worker: Worker) -> None:
