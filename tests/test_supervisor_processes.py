@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -32,13 +33,36 @@ def results(text: str) -> list[tuple[int, int]]:
     return [tuple(map(int, line.split())) for line in text.splitlines()]
 
 
-def children() -> set[int]:
+def _children() -> set[int]:
     """Live (or unreaped) child processes of this process, from every thread's children list."""
     found = set()
     for tid in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{tid}/children") as fh:
             found.update(int(pid) for pid in fh.read().split())
     return found
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children_and_threads():
+    """Children left by earlier tests of the session are not this test's; threads they left (a
+    written-off handler thread ends within seconds) must end first, since workers are forked only
+    while no other thread runs."""
+    _EARLIER.clear()
+    _EARLIER.update(_children())
+    end = time.monotonic() + 60
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, end - time.monotonic()))
+    assert threading.active_count() == 1, f"threads left by earlier tests: {threading.enumerate()}"
+    yield
+
+
+_EARLIER: set[int] = set()
+
+
+def children() -> set[int]:
+    """Child processes started by this test and still there (workers, targets)."""
+    return _children() - _EARLIER
 
 
 def listeners_open() -> list[int]:
