@@ -180,8 +180,9 @@ def main(argv=None) -> int:
         idle_s, idle_c = bound(cpus, sup_cpu, tgt_cpu, k), bound(cpus, c_sup, c_tgt, 1)
         print(f"  With the {free:.2f} CPUs other processes left, those costs allow {here_s:.0f} notif/s for {best} "
               f"and {here_c:.0f} for C (measured: {med[best]:.0f}, {med['c']:.0f}); on {cpus} idle CPUs "
-              f"{idle_s:.0f} and {idle_c:.0f} ({idle_s / idle_c:.2f}x): Python's {sup_cpu / c_sup:.1f}x CPU per "
-              "notification needs more CPUs than the target leaves.")
+              f"{idle_s:.0f} and {idle_c:.0f} ({idle_s / idle_c:.2f}x). sysgate spends {sup_cpu / c_sup:.1f}x the C "
+              f"loop's supervisor CPU per notification (sysgate/1: {cpu['sysgate/1'][0] / c_sup:.1f}x): workers on "
+              "several CPUs also make both sides pay for sharing one listener across CPUs.")
     return 0 if ratio >= 1.0 else 1
 
 
