@@ -58,7 +58,7 @@ def compile_c(workdir: str) -> dict[str, str]:
     out = {}
     for name in ("target", "loop"):
         path = os.path.join(workdir, name)
-        subprocess.run(["gcc", "-O2", "-o", path, os.path.join(HERE, "c", f"{name}.c")], check=True)
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", path, os.path.join(HERE, "c", f"{name}.c")], check=True)
         out[name] = path
     return out
 

@@ -67,6 +67,37 @@ static int fifo(int n)
 
 static void *one_call(void *arg) { (void)arg; notified(0, 0); return NULL; }
 
+/* values: T threads, K calls each (thread t, call k passes t*K+k); every result is kept and
+ * printed after the join as "ret errno", one line per call. */
+static long values_k, *values_ret;
+static int *values_err;
+static void *values_thread(void *arg)
+{
+	long t = (long)arg;
+	for (long k = 0; k < values_k; k++) {
+		long i = t * values_k + k;
+		errno = 0;
+		values_ret[i] = notified(i, 0);
+		values_err[i] = values_ret[i] < 0 ? errno : 0;
+	}
+	return NULL;
+}
+
+static int values(int t, long k)
+{
+	pthread_t th[64];
+	values_k = k;
+	values_ret = calloc(t * k, sizeof *values_ret);
+	values_err = calloc(t * k, sizeof *values_err);
+	for (long i = 0; i < t; i++)
+		pthread_create(&th[i], NULL, values_thread, (void *)i);
+	for (int i = 0; i < t; i++)
+		pthread_join(th[i], NULL);
+	for (long i = 0; i < t * k; i++)
+		printf("%ld %d\n", values_ret[i], values_err[i]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "getppid";
@@ -107,6 +138,8 @@ int main(int argc, char **argv)
 		for (long i = 0; i < n; i++)
 			pthread_join(th[i], NULL);
 		report(0);
+	} else if (!strcmp(mode, "values")) {   /* argv[2] threads (<= 64), argv[3] calls each */
+		return values((int)n, atol(argv[3]));
 	} else if (!strcmp(mode, "daemon")) {   /* a grandchild outlives us, calls on a byte from stdin */
 		pid_t pid = fork();
 		if (pid == 0) {

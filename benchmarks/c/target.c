@@ -1,7 +1,10 @@
 /* Benchmark target: calls getppid N times and prints the mean round trip in ns.
  * usage: target N            (a filter notifying getppid is already installed)
  *        target N install    (install it here and pass the listener over fd 3 with
- *                             SCM_RIGHTS before the first getppid) */
+ *                             SCM_RIGHTS before the first getppid)
+ *        target N install|- T  (T threads, N calls each, started together: prints
+ *                             "calls wall_ns_per_call bad cpu_ns", the last being this
+ *                             process's CPU time, for the throughput benchmark) */
 #define _GNU_SOURCE
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -9,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -44,6 +49,42 @@ static int send_fd(int sock, int fd)
 	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
 }
 
+static long per_thread, thread_bad;
+static pthread_barrier_t start;
+
+static void *caller(void *arg)
+{
+	long bad = 0;
+	(void)arg;
+	pthread_barrier_wait(&start);
+	for (long i = 0; i < per_thread; i++)
+		if (syscall(__NR_getppid) != 42)
+			bad++;
+	__atomic_add_fetch(&thread_bad, bad, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static int threaded(long n, int t)
+{
+	pthread_t th[1024];
+	struct timespec a, b;
+	struct rusage ru;
+	per_thread = n;
+	pthread_barrier_init(&start, NULL, t + 1);
+	for (int i = 0; i < t; i++)
+		pthread_create(&th[i], NULL, caller, NULL);
+	pthread_barrier_wait(&start);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	for (int i = 0; i < t; i++)
+		pthread_join(th[i], NULL);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	getrusage(RUSAGE_SELF, &ru);
+	double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+	double cpu = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
+	printf("%ld %.1f %ld %.0f\n", n * t, ns / (n * t), thread_bad, cpu);
+	return thread_bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 1000;
@@ -55,6 +96,12 @@ int main(int argc, char **argv)
 		}
 		close(fd);
 		close(3);
+	}
+	if (argc > 3) {
+		int t = atoi(argv[3]);
+		if (t < 1 || t > 1024)
+			return 2;
+		return threaded(n, t);
 	}
 	struct timespec a, b;
 	long bad = 0;

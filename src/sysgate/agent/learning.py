@@ -80,6 +80,8 @@ class ContainerLearner:
     """The fallback handler of one learning container: records every call and CONTINUEs it
     (clone3 gets ENOSYS, as with ``sysgate learn``, so that clone's flags are pinned)."""
 
+    process_safe = False      # the observations are collected in this process's memory
+
     def __init__(self, container_id: str, bundle: str = ""):
         self.container_id, self.bundle = container_id, bundle
         self.observer = Observer()

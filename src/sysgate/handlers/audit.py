@@ -124,6 +124,8 @@ class AuditHandler(Handler):
     """Record every call into ``log``; ``inner`` decides (without it: CONTINUE, audit only)."""
 
     name = "audit"
+    #: the per-syscall summary lives in this process: worker processes would each keep a part
+    process_safe = False
 
     def __init__(self, log: AuditLog | None = None, inner=None):
         self.log = log if log is not None else AuditLog(sys.stderr)

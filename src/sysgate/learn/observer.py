@@ -106,6 +106,8 @@ class Observer:
     passes them in memory), so the learned policy can pin them, namespace flags included.
     """
 
+    process_safe = False      # the observations are collected in this process's memory
+
     def __init__(self, observations: Observations | None = None, progress: Progress | None = None, *,
                  clone3_enosys: bool = True):
         self.observations = observations if observations is not None else Observations()

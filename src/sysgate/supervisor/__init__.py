@@ -15,7 +15,9 @@
 
 Modules: :mod:`.loop` (the epoll loop, listeners, groups, lifecycle), :mod:`.notification`
 (decoding, memory reads, replies), :mod:`.memory` (reading target memory), :mod:`.workers`
-(per-handler worker threads for blocking handlers, stuck ones written off), :mod:`.asyncio` (running inside asyncio).
+(per-handler worker threads for blocking handlers, stuck ones written off), :mod:`.processes`
+(``Supervisor(processes=N)``: the loop in N forked processes, for several CPUs), :mod:`.asyncio`
+(running inside asyncio).
 """
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ built-in base that satisfies :class:`HandlerObject`.
   it is registered (:func:`~sysgate.supervisor.routing.handler_of`): ``blocking`` (True: it
   does slow work and runs in a worker thread, not in the event loop) and ``deadline``
   (seconds; implies ``blocking``; past it the call fails closed with ``on_error_errno`` and
-  the late verdict is dropped). They are optional, so they are not protocol members.
+  the late verdict is dropped). They are optional, so they are not protocol members. A third,
+  ``process_safe = False``, says the handler keeps results in memory (a summary, a count):
+  ``Supervisor(processes=N)`` with N > 1 runs a copy of it in each worker process, so it
+  refuses to serve it instead of losing them (:mod:`~sysgate.supervisor.processes`).
 - :class:`HandlerObject` is a named handler as the registry (``notify(NAME)`` in a policy,
   ``--handlers``) uses it: a handler function with a ``name`` (for a custom handler loaded
   by :mod:`sysgate.handlers.loading`, default the function's ``__name__``; a built-in's name

@@ -15,6 +15,10 @@ kernel (target killed, syscall interrupted) is normal and only counted.
 Other handlers run inline in the loop thread: they must be quick (no deadline can
 interrupt them). Closing the supervisor closes every listener; syscalls still
 waiting for an answer then fail with ENOSYS in the targets.
+
+With ``processes=N`` (N > 1) this loop runs in N forked worker processes that share
+the listeners, so that notifications are answered on several CPUs at once; the parent
+only watches hang-ups, targets and workers (see :mod:`.processes`).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 from ..errors import SysgateError
 from ..kernel import abi, notify
+from . import processes as _processes
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
 from .routing import Group, RegisteredHandler, Routes, no_handler
@@ -55,6 +60,7 @@ class Stats:
     rejected: int = 0     #: blocking calls refused: the handler's lane was full or its threads stuck
     written_off: int = 0  #: worker threads written off because their handler outlived its deadline
     released: int = 0     #: listeners released (hang-up, removal or shutdown)
+    workers_lost: int = 0  #: worker processes that died while serving (everything was failed closed)
 
 
 @dataclass(eq=False)
@@ -67,7 +73,7 @@ class Listener:
     pidfd: int | None = None
     target: object = None                #: the launch.Target, when added with add_target
     on_release: object = None
-    reason: str | None = None            #: why it was released: "hangup", "removed", "shutdown", "error"
+    reason: str | None = None            #: why released: "hangup", "removed", "shutdown", "error", "worker lost"
     busy: int = 0                        # handlers running in workers (the fd stays open meanwhile)
 
     def __post_init__(self):
@@ -93,11 +99,18 @@ class Supervisor(Routes):
     ``max_stuck`` threads may be written off when it misses deadlines (each is replaced, so
     the handler keeps ``workers`` threads); past that its calls fail closed at once while
     all its workers are stuck too. At most ``workers + max_stuck`` threads per handler.
+
+    ``processes`` > 1 serves from that many forked processes sharing the listeners (one CPU
+    each): for handlers whose answers need no state shared between calls, since each process
+    has its own copy of the handlers (see :mod:`.processes`: what is refused, and why the death
+    of one worker fails every listener closed). 1 (the default) serves in this process.
     """
 
     def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = _errno.EPERM,
                  handler_timeout: float = 5.0, workers: int = 4, max_pending: int = 1024,
-                 max_stuck: int = 16, sync_wakeup: bool = True):
+                 max_stuck: int = 16, sync_wakeup: bool = True, processes: int = 1):
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be a positive number, not {processes!r}")
         self.default = default if default is not None else Reply.errno(_errno.EPERM)
         if not isinstance(self.default, Reply):
             raise TypeError("default must be a Reply, e.g. Reply.errno('EPERM')")
@@ -105,7 +118,10 @@ class Supervisor(Routes):
         self.handler_timeout = handler_timeout
         self.sync_wakeup = sync_wakeup
         self.stats = Stats()
-        self._pool = WorkerPool(workers, max_pending, max_stuck)
+        self.processes = processes
+        self._pool_args = (workers, max_pending, max_stuck)
+        self._pool = WorkerPool(*self._pool_args)
+        self._workers: _processes.Workers | None = None   # the worker processes, while they serve
         self._epoll = select.epoll()
         self._epoll.register(self._pool.wakeup_fd, _IN)
         self._signal_fd = -1          # serve_forever's signal wakeup pipe
@@ -131,6 +147,7 @@ class Supervisor(Routes):
             raise SysgateError("the supervisor is closed")
         if fd in self._listeners:
             raise SysgateError(f"fd {fd} is already supervised")
+        self._check_no_workers("add a listener")
         grp = self.group(group)
         lst = Listener(fd, grp, self.stats, pidfd, target, on_release)
         if self.sync_wakeup:
@@ -140,7 +157,8 @@ class Supervisor(Routes):
                                                                        raw.data.pack()))))
         self._listeners[fd] = lst
         grp.listeners.add(lst)
-        self._epoll.register(fd, _IN)
+        # with worker processes the parent only waits for the hang-up (EPOLLHUP is always reported)
+        self._epoll.register(fd, _IN if self.processes == 1 else 0)
         if self._backlog:
             self._pool.wake()
         return lst
@@ -166,7 +184,13 @@ class Supervisor(Routes):
 
     def remove(self, listener: Listener) -> None:
         """Stop supervising ``listener`` and close it (its waiting syscalls fail with ENOSYS)."""
+        self._check_no_workers("remove a listener")
         self._release(listener, "removed")
+
+    def _check_no_workers(self, what: str) -> None:
+        if self._workers is not None:
+            raise SysgateError(f"cannot {what} while worker processes serve (processes={self.processes}): "
+                               "stop serving first")
 
     @property
     def listeners(self) -> list[Listener]:
@@ -317,6 +341,8 @@ class Supervisor(Routes):
         return self._serve(end, until_idle=True)
 
     def _serve(self, end: float | None, until=None, until_idle: bool = False, once: bool = False) -> bool:
+        if self.processes > 1 and self._workers is None:
+            return self._serve_in_processes(end, until, until_idle, once)
         poll = self._epoll.poll
         listeners = self._listeners
         handle = self._handle
@@ -377,12 +403,30 @@ class Supervisor(Routes):
             self.consume_stop()
         return True
 
+    def _serve_in_processes(self, end: float | None, until, until_idle: bool, once: bool) -> bool:
+        """Fork the worker processes, watch them and the listeners' hang-ups until the run ends,
+        then stop them (the next run forks new ones)."""
+        if once:
+            raise SysgateError(f"processes={self.processes} serves with run, run_until_idle or serve_forever, "
+                               "not run_once or a foreign event loop")
+        if self._stopping:
+            self.consume_stop()
+            return True
+        self._workers = _processes.Workers.start(self)
+        try:
+            return self._serve(end, until, until_idle)
+        finally:
+            workers, self._workers = self._workers, None
+            workers.stop(_processes.STOP_GRACE)
+
     def _reap(self, pidfd: int) -> None:
         """A supervised target exited (its pidfd is readable): reap it.
 
         Its filter may be reported unused (EPOLLHUP) before or after this, depending on
         the kernel, and later still when descendants inherited it.
         """
+        if self._workers is not None and self._workers.exited(pidfd):
+            return
         target = self._reaping.pop(pidfd, None)
         if target is None:
             return
@@ -448,7 +492,8 @@ class Supervisor(Routes):
     @property
     def idle(self) -> bool:
         """No listener, backlog or blocking work left."""
-        return not self._listeners and not self._backlog and not self._pool.pending and not self._reaping
+        return (not self._listeners and not self._backlog and not self._pool.pending and not self._reaping
+                and (self._workers is None or not self._workers.alive))
 
     @property
     def stopping(self) -> bool:

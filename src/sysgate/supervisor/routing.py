@@ -160,6 +160,7 @@ class _PolicyChooser:
     def __init__(self, policy, handlers: dict):
         self.policy, self.handlers = policy, handlers
         self.blocking = any(getattr(h, "blocking", False) for h in handlers.values())
+        self.process_safe = all(getattr(h, "process_safe", True) is not False for h in handlers.values())
 
     def __call__(self, n):
         action, _ = self.policy.decide(n.syscall, n.raw_args)   # the registers the filter compared

@@ -271,6 +271,7 @@ class Recorder:
             if hasattr(handler, attr):
                 setattr(recorded, attr, getattr(handler, attr))
         recorded.__wrapped__ = handler
+        recorded.process_safe = False     # count and file position are this process's
         return recorded
 
     def call(self, handler, n):
