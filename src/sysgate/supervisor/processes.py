@@ -41,7 +41,6 @@ serve; stop serving first (the next run forks new workers over the current liste
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import json
@@ -54,12 +53,11 @@ import threading
 import time
 
 from ..errors import SysgateError
-from ..kernel import notify
+from ..kernel import abi, calls, notify
 from .workers import WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
 
-PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: seconds a stopping worker gives its blocking handlers before it answers their calls on_error_errno
 WORKER_GRACE = 2.0
@@ -317,16 +315,13 @@ def _serve_receiving(sup, lst) -> None:
         handle(lst, raw)
 
 
-_libc = None
-
-
 def _die_with_parent(workers: Workers) -> None:
     """PR_SET_PDEATHSIG(SIGKILL): a worker never outlives the parent that watches it."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    parent = workers.parent
-    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+    try:
+        calls.prctl(abi.PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        os._exit(1)
+    if os.getppid() != workers.parent:      # the parent died before the prctl
         os._exit(1)
 
 
