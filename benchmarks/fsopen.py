@@ -37,36 +37,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from sysgate.arch import syscalls                                      # noqa: E402
-from sysgate.bpf.insn import BPF_JEQ, BPF_JMP, BPF_K, jump, ld_abs, ret  # noqa: E402
+from notify import compile_c, notify_only, parse_target               # noqa: E402  (benchmarks/notify.py)
 from sysgate.handlers.fs import FsHandler                              # noqa: E402
 from sysgate.kernel import abi                                         # noqa: E402
 from sysgate.process import launch                                     # noqa: E402
 from sysgate.supervisor import Supervisor                              # noqa: E402
 
 
-def compile_c(workdir: str) -> dict[str, str]:
-    out = {}
-    for name in ("opener", "fsfloor"):
-        path = os.path.join(workdir, name)
-        static = ["-static"] if name == "opener" else []   # no loader: its opens would be notified too
-        subprocess.run(["gcc", "-O2", *static, "-o", path, os.path.join(HERE, "c", f"{name}.c")], check=True)
-        out[name] = path
-    return out
-
-
 def notify_openat() -> list:
-    return [ld_abs(abi.OFFSET_ARCH), jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH[abi.native_arch()], 1, 0),
-            ret(abi.SECCOMP_RET_KILL_PROCESS),
-            ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, syscalls.number(None, "openat"), 0, 1),
-            ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
-
-
-def parse_target(text: str, n: int) -> float:
-    """The target's report 'N mean_ns bad' -> µs per call (checking every open succeeded)."""
-    calls, mean_ns, bad = text.split()
-    if int(calls) != n or int(bad):
-        raise RuntimeError(f"target reported {text.strip()!r}")
-    return float(mean_ns) / 1000
+    return notify_only("openat")
 
 
 def spawn_target(bins, n: int, path: str):
@@ -214,7 +193,8 @@ def main(argv=None) -> int:
     if args.pin:
         os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory() as work:
-        bins = compile_c(work)
+        # the opener is static: a dynamic loader's own opens would be notified too
+        bins = compile_c(work, ("opener", "fsfloor"), static=("opener",))
         directory = os.path.join(work, "data")
         os.mkdir(directory)
         path = os.path.join(directory, "allowed")

@@ -54,24 +54,32 @@ os.waitpid(pid, 0)
 """
 
 
-def compile_c(workdir: str) -> dict[str, str]:
+def compile_c(workdir: str, names=("target", "loop"), static=()) -> dict[str, str]:
+    """Build benchmarks/c/NAME.c for each name into ``workdir`` (those in ``static`` linked statically)."""
     out = {}
-    for name in ("target", "loop"):
+    for name in names:
         path = os.path.join(workdir, name)
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", path, os.path.join(HERE, "c", f"{name}.c")], check=True)
+        flags = ["-static"] if name in static else []
+        subprocess.run(["gcc", "-O2", "-pthread", *flags, "-o", path, os.path.join(HERE, "c", f"{name}.c")],
+                       check=True)
         out[name] = path
     return out
 
 
-def notify_getppid() -> list:
+def notify_only(syscall: str) -> list:
+    """A native-arch filter that notifies ``syscall`` and allows everything else."""
     return [ld_abs(abi.OFFSET_ARCH), jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH[abi.native_arch()], 1, 0),
             ret(abi.SECCOMP_RET_KILL_PROCESS),
-            ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, syscalls.number(None, "getppid"), 0, 1),
+            ld_abs(abi.OFFSET_NR), jump(BPF_JMP | BPF_JEQ | BPF_K, syscalls.number(None, syscall), 0, 1),
             ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
 
 
+def notify_getppid() -> list:
+    return notify_only("getppid")
+
+
 def parse_target(text: str, n: int) -> float:
-    """The target's report 'N mean_ns bad' -> µs per round trip (checking every call was answered)."""
+    """A C target's report 'N mean_ns bad' -> µs per call (checking every call was answered and succeeded)."""
     calls, mean_ns, bad = text.split()
     if int(calls) != n or int(bad):
         raise RuntimeError(f"target reported {text.strip()!r}")
