@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Iterable
 
 from ..errors import SysgateError, UnsupportedError
 from ..kernel import abi
@@ -65,6 +64,8 @@ def program_bytes(program_or_policy, arch: str | None = None) -> bytes:
     if isinstance(obj, Policy):
         arch = arch or abi.native_arch()
         return compile_for(obj, obj.arches if arch in obj.arches else [arch])
+    from collections.abc import Iterable     # here: the collections package costs a launch ~1 ms
+
     if isinstance(obj, Iterable):
         from ..bpf import insn as bpf
 
