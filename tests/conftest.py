@@ -7,6 +7,19 @@ import pytest
 
 from support import TESTS
 
+# `sysgate run` keeps compiled filters in $XDG_CACHE_HOME/sysgate (sysgate.process.filtercache): the
+# tests' runs (and the sysgate processes they start) use a cache of their own, not the user's.
+def _private_cache_home() -> None:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = home = tempfile.mkdtemp(prefix="sysgate-test-cache-")
+    atexit.register(shutil.rmtree, home, True)
+
+
+_private_cache_home()
+
 if os.geteuid() != 0:
     # Most tests install real filters in forked children, which only needs no_new_privs;
     # a few (namespaces, containers) need root and mark themselves.

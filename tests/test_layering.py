@@ -129,18 +129,19 @@ def imports_outside(package: str, allowed: set[str]) -> dict[str, list[str]]:
 
 
 def test_arch_imports_nothing_above_it():
-    assert imports_outside("sysgate.arch", {"sysgate.arch", "sysgate.errors"}) == {}
+    assert imports_outside("sysgate.arch", {"sysgate.arch", "sysgate.errors", "sysgate.records"}) == {}
 
 
 def test_kernel_imports_nothing_above_it():
-    assert imports_outside("sysgate.kernel", {"sysgate.kernel", "sysgate.arch", "sysgate.errors"}) == {}
+    assert imports_outside("sysgate.kernel", {"sysgate.kernel", "sysgate.arch", "sysgate.errors",
+                                              "sysgate.records"}) == {}
 
 
 #: The layers the README's "Where things live" names, bottom first; a package imports only
 #: packages of its own or earlier layers. The package root (``sysgate``: the lazy API and
 #: ``__version__``) sits with the command line; ``policy_loader`` (a policy file in any format,
 #: with its ``sandbox:`` base applied) sits above ``sandbox``.
-LAYERS = [["errors", "files"], ["arch"], ["kernel"], ["bpf"], ["policy"], ["compiler"],
+LAYERS = [["errors", "files", "records"], ["arch"], ["kernel"], ["bpf"], ["policy"], ["compiler"],
           ["supervisor"], ["handlers"], ["testing"], ["process"], ["attach", "learn"], ["sandbox"],
           ["policy_loader"], ["agent", "runtime"], ["cli", "sysgate", "__main__"]]
 

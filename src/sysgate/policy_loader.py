@@ -21,8 +21,9 @@ from typing import Callable
 
 from .files import read_text
 from .policy.model import Policy
-from .policy.parser import parse_policy
-from .policy.systemd import looks_like_unit, parse_unit
+
+# Each format's reader is imported when a policy of that format is read: `sysgate compile` of a
+# JSON profile loads neither the sysgate language parser nor the systemd reader.
 
 
 _YAML_FIRST_LINE = re.compile(r"(?:---|\.\.\.|%YAML|%TAG)(?:[ \t#]|\Z)|(?:apiVersion|kind)[ \t]*:")
@@ -49,6 +50,8 @@ def detect_format(text: str) -> str:
         return "oci"
     if looks_like_yaml(text):
         return "yaml"
+    from .policy.systemd import looks_like_unit
+
     if looks_like_unit(text):
         return "systemd"
     return "text"
@@ -82,7 +85,11 @@ def load_text(text: str, filename: str = "<policy>", *, arch=None, caps=None, ke
 
         return import_spo(text, arch, filename=filename, warn=warn, caps=caps, kernel=kernel)
     if fmt == "systemd":
+        from .policy.systemd import parse_unit
+
         return parse_unit(text, filename, warn=warn)
+    from .policy.parser import parse_policy
+
     base = os.path.dirname(filename) if not filename.startswith("<") else None
     policy = parse_policy(text, filename, base_dir=base, warn=warn)
     if caps is not None or kernel is not None:

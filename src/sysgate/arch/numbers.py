@@ -7,7 +7,6 @@ Each table is read once, on first use.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import cache
 
@@ -20,6 +19,8 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 @cache
 def arch_tables(arch: str) -> tuple[dict[str, int], dict[str, int], dict[int, str]]:
     """(canonical name -> nr, name incl. aliases -> nr, nr -> canonical name) for the canonical ``arch``."""
+    import json     # here: json imports re, and a launch (kernel.calls) may need no table at all
+
     with open(os.path.join(DATA, "syscalls", table.get(arch).table_file), encoding="utf-8") as fh:
         raw = json.load(fh)
     canonical = dict(raw["syscalls"])

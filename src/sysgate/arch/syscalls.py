@@ -9,10 +9,10 @@ Numbers are what the kernel puts in ``seccomp_data.nr`` (x32 numbers include
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cache
 
 from ..errors import SysgateError
+from ..records import Record
 from . import table as arch_table  # (``table`` here is the function below)
 from .numbers import DATA as _DATA
 from .numbers import arch_tables as _arch_data
@@ -21,8 +21,7 @@ _MAX_NR = 0x7FFFFFFF
 _SUPPORTED = tuple(a.name for a in arch_table.SUPPORTED)
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
+class Param(Record):
     """One syscall argument: C name and type, decoding ``kind`` and value ``width`` (32/64)."""
 
     name: str
@@ -35,8 +34,7 @@ class Param:
         return f"{self.type}{sep}{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(Record):
     """Argument list of a syscall, in the kernel's order."""
 
     name: str

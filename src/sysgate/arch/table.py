@@ -7,15 +7,14 @@ its generated ``data/syscalls/<name>.json`` (``tools/gen_syscall_tables.py`` rea
 :attr:`Arch.headers`). ``tests/test_arch_table.py`` checks the values against the installed
 kernel, ELF and glibc headers.
 
-This module imports nothing from sysgate but :mod:`sysgate.errors`, so every layer (the kernel
-ABI included) may read it; nothing else in :mod:`sysgate.arch` imports :mod:`sysgate.kernel`, so
-that edge stays one-way.
+This module imports nothing from sysgate but :mod:`sysgate.errors` and :mod:`sysgate.records`, so
+every layer (the kernel ABI included) may read it; nothing else in :mod:`sysgate.arch` imports
+:mod:`sysgate.kernel`, so that edge stays one-way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import UnknownArchError
+from ..records import Record
 
 #: AUDIT_ARCH flag bits (include/uapi/linux/audit.h); the low 16 bits are the ELF e_machine.
 AUDIT_ARCH_64BIT = 0x80000000
@@ -25,8 +24,7 @@ AUDIT_ARCH_CONVENTION_MIPS64_N32 = 0x20000000
 X32_SYSCALL_BIT = 0x40000000
 
 
-@dataclass(frozen=True)
-class Headers:
+class Headers(Record):
     """How ``tools/gen_syscall_tables.py`` reads this arch's ``<asm/unistd.h>``."""
 
     include: tuple[str, ...]     # -I directories, searched in order
@@ -35,8 +33,7 @@ class Headers:
     optional: bool = False       # skipped silently when not installed
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(Record):
     """One architecture (an ABI, really: x32 and i386 are their own records).
 
     ``supported`` arches have a syscall table and can be filtered; the others are known by

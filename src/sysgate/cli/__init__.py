@@ -2,7 +2,6 @@
 subcommands through a ``register(subparsers)`` function; discovery is automatic."""
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -17,14 +16,46 @@ def _command_modules() -> list[str]:
                   if name.endswith(".py") and name != "__init__.py")
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The ``sysgate`` parser. Given the command line ``argv``, only what parsing it needs is built
+def _columns() -> int:
+    """shutil.get_terminal_size().columns (argparse's help width), without importing shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
+
+
+def _parser_class():
+    """argparse's parser with the help width found without importing shutil: argparse imports it
+    in every formatter it makes, also when ``add_argument`` only checks an argument (shutil costs
+    `sysgate run` about a tenth of its start-up). Subparsers are of the same class. (Made on first
+    use: argparse is imported only when a command line needs it, see :func:`main`.)"""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def _get_formatter(self):
+            return self.formatter_class(prog=self.prog, width=_columns() - 2)
+
+    return Parser
+
+
+def build_parser(argv: list[str] | None = None):
+    """The ``sysgate`` argparse.ArgumentParser. Given the command line ``argv``, only what parsing it needs is built
     (start-up time: each subcommand module imports its own helpers): nothing for ``--version``, and
     for ``sysgate NAME ...`` only the module ``NAME`` when it registers that subcommand. Anything
     else (``--help``, no command, an unknown one, a subcommand of another module) builds them all."""
+    return _build_parser(_parser_class(), argv)
+
+
+def _build_parser(parser_class, argv: list[str] | None = None):
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="sysgate", description="Seccomp policies, BPF and supervision.")
+    parser = parser_class(prog="sysgate", description="Seccomp policies, BPF and supervision.")
     parser.add_argument("--version", action="version", version=f"sysgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -35,7 +66,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         _register(sub, first)
         if first in sub.choices:
             return parser
-        return build_parser()
+        return _build_parser(parser_class)
     for name in _command_modules():
         _register(sub, name)
     return parser
@@ -98,7 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdin = _ClosedStream("input")
     if sys.stdout is None:
         sys.stdout = _ClosedStream("output")
-    parser = build_parser(sys.argv[1:] if argv is None else argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        if words[:1] == ["run"]:    # launched from the filter cache without argparse (see cli/run.py);
+            run = importlib.import_module(f"{__name__}.run")        # loaded like _register loads command modules
+            code = run.run_from_cache(words[1:])
+            if code is not None:
+                return code
+    except SysgateError as exc:
+        print(f"sysgate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    parser = build_parser(words)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:       # argparse's usage errors exit 2; run keeps 125 for its own

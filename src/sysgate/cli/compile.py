@@ -121,14 +121,17 @@ def run_compile(args) -> int:
     from ..bpf.formats import dump
     from ..compiler import compile_policy
     from ..compiler.args import narrowed_constants
-    from ..compiler.frequencies import load_frequencies
     from . import write_program
 
     arches = _arches(args.arch)
     source = "<stdin>" if args.policy == "-" else args.policy
     warnings: list[str] = []
     policy = _load(args.policy, arches[0] if arches else None, warnings.append)
-    frequencies = load_frequencies(args.frequencies) if args.frequencies else None
+    frequencies = None
+    if args.frequencies:
+        from ..compiler.frequencies import load_frequencies
+
+        frequencies = load_frequencies(args.frequencies)
     program = compile_policy(policy, arches, frequencies=frequencies)
     warnings += narrowed_constants(policy, program.arches)
     absent = absent_syscalls(policy, program.arches)

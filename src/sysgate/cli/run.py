@@ -28,6 +28,12 @@ handlers, answering ``notify(THEIR_NAME)`` (see sysgate.handlers.loading for the
 syscall the policy sends it stops sysgate before the command starts. A stored ``--filter``
 compiled from such a policy keeps its routes and is served the same way.
 
+A policy that needs only its filter (a text policy without notify rules, ``include``, ``sandbox:``
+or warnings, and no Landlock layer) is compiled once: the filter is kept in a cache
+(``$XDG_CACHE_HOME/sysgate``, default ``~/.cache/sysgate``, private to the user) under the SHA-256
+of the policy text, and an unchanged policy is launched from there. ``--no-cache`` or
+``SYSGATE_NO_CACHE=1`` compiles every time.
+
 ``--record FILE`` writes every notification and the reply it got to FILE (JSON lines) for
 ``sysgate replay``.
 
@@ -40,7 +46,6 @@ unless ``--force`` is given.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..errors import SysgateError
@@ -54,6 +59,8 @@ DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
 
 
 def register(sub) -> None:
+    import argparse
+
     p = sub.add_parser("run", help="run a command under a seccomp policy (audit-only without one)",
                        description=__doc__.split("\n\n", 1)[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +83,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="run a policy whose fs/net routes can be walked around (see policy check)")
     add_landlock_options(p)
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile the policy even when the filter cache has it (also SYSGATE_NO_CACHE=1)")
     p.add_argument("--exit-with-main", action="store_true",
                    help="stop serving when the command exits, not when every process it started is gone "
                         "(notified calls of daemons left behind then fail with ENOSYS)")
@@ -83,19 +92,105 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+#: the options :func:`simple_command_line` reads (the flags among them take no value)
+SIMPLE_FLAGS = {"--log": "log", "--exit-with-main": "exit_with_main", "--force": "force", "--no-cache": "no_cache"}
+
+
+def simple_command_line(words: list[str]) -> dict | None:
+    """``sysgate run`` arguments ``words`` parsed as argparse would, when they are only ``--policy FILE``
+    (or ``--policy=FILE``) and the flags of :data:`SIMPLE_FLAGS`, each at most once, then the command
+    (after ``--`` or from the first word not starting with ``-``). None for anything else (other
+    options, abbreviations, help, usage errors): argparse parses those. tests/test_filter_cache.py
+    checks the two agree."""
+    found: dict = {"policy": None, "log": False, "exit_with_main": False, "force": False, "no_cache": False}
+    seen, i = set(), 0
+    while i < len(words):
+        word = words[i]
+        if word == "--" or not word.startswith("-") or word == "-":
+            command = words[i + 1:] if word == "--" else words[i:]
+            break
+        name, value = word.partition("=")[0], None
+        if name in seen:
+            return None
+        seen.add(name)
+        if word in SIMPLE_FLAGS:
+            found[SIMPLE_FLAGS[word]] = True
+        elif word.startswith("--policy="):
+            value = word[len("--policy="):]
+        elif word == "--policy" and i + 1 < len(words) and not words[i + 1].startswith("-"):
+            i += 1
+            value = words[i]
+        else:
+            return None
+        if value is not None:
+            found["policy"] = value
+        i += 1
+    else:
+        return None
+    if not command or not found["policy"] or found["policy"] == "-":
+        return None
+    found["command"] = command
+    return found
+
+
+def run_from_cache(words: list[str]) -> int | None:
+    """``sysgate run`` with the arguments ``words`` when argparse is not needed to parse them and the
+    policy's filter is in the cache (see the module's doc): launch it, without argparse, the policy
+    parser or the compiler; the command's status. None otherwise (then :func:`run` does it all)."""
+    from ..process import filtercache
+
+    line = simple_command_line(words)
+    if line is None or line["no_cache"] or filtercache.disabled():
+        return None
+    try:
+        from .. import __version__
+        from ..files import read_text
+
+        text = read_text(line["policy"], "policy")
+        cached = filtercache.lookup(filtercache.key(text, __version__, log=line["log"]), name=line["policy"])
+        if cached is None:
+            return None
+        from ..process.run import run_command
+
+        return run_command(cached, line["command"], None, exit_with_main=line["exit_with_main"])[0]
+    except SysgateError as exc:
+        exc.exit_code = 125
+        raise
+
+
 def run(args) -> int:
     try:
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
+        args.policy_text = args.cache_key = None
+        if cacheable(args):
+            from .. import __version__
+            from ..files import read_text
+            from ..process import filtercache
+
+            args.policy_text = read_text(args.policy, "policy")
+            args.cache_key = filtercache.key(args.policy_text, __version__, log=args.log)
+            cached = filtercache.lookup(args.cache_key, name=args.policy)
+            if cached is not None:
+                from ..process.run import run_command
+
+                return run_command(cached, argv, None, exit_with_main=args.exit_with_main)[0]
         from ..handlers.loading import handler_options
-        from ..process.run import run_supervised
+        from ..process.run import run_command, run_supervised
 
         args.handler_config, args.custom_handlers = handler_options(args.handlers)
         filt, reporter, policy = build(args)
         wall = landlock_plan(args, policy)
         filt, policy = unroute_landlocked(args, filt, policy, wall)
-        code, target = run_supervised(filt, argv, reporter, policy, args.handler_config, record=args.record,
-                                      landlock=wall, exit_with_main=args.exit_with_main,
-                                      custom=args.custom_handlers)
+        if args.cache_key is not None and only_a_filter(args, filt, policy, wall):
+            from ..process import filtercache
+
+            filtercache.store(args.cache_key, filt)
+        if reporter is None and not filt.notifies and not (args.record or args.handlers):
+            code, target = run_command(filt, argv, None, landlock=wall, exit_with_main=args.exit_with_main)
+        else:
+            code, target = run_supervised(filt, argv, reporter, policy, args.handler_config, record=args.record,
+                                          landlock=wall, exit_with_main=args.exit_with_main,
+                                          custom=args.custom_handlers)
     except SysgateError as exc:
         exc.exit_code = 125
         raise
@@ -104,11 +199,38 @@ def run(args) -> int:
     return code
 
 
+def cacheable(args) -> bool:
+    """May this run take its filter from the cache (or store it there)? With ``--policy`` FILE and
+    options that do not change or add to the filter (no handlers, record, sandbox, Landlock
+    options), unless turned off."""
+    from ..process.filtercache import disabled
+
+    return bool(args.policy and args.policy != "-" and not (
+        args.no_cache or args.handlers or args.record or args.sandbox or args.landlock == "on"
+        or args.no_exec_after_start or args.allow_exec or args.landlock_stat or args.landlock_scope)) \
+        and not disabled()
+
+
+def only_a_filter(args, filt, policy, wall) -> bool:
+    """Is launching ``filt`` all this run does, whatever the machine's state? (A text policy of its own,
+    without include, sandbox base, warnings, routes or notifications; no Landlock layer.) Then the
+    filter goes to the cache: a later run of the same text launches it without compiling."""
+    from ..policy_loader import detect_format
+    from ..sandbox import coverage
+
+    return (wall is None and policy is not None and not filt.notifies and not policy.sandbox
+            and not policy.warnings and not policy.handler_routes() and not policy.listener_path
+            and "include" not in args.policy_text and detect_format(args.policy_text) == "text"
+            and not coverage.warnings_line(policy))
+
+
+#: ``--landlock`` modes (sandbox.landlock.MODES; not imported from there for start-up time)
+LANDLOCK_MODES = ("off", "auto", "on")
+
+
 def add_landlock_options(p) -> None:
     """``--landlock``, ``--no-exec-after-start``, ``--allow-exec`` (see the README's "Landlock layer")."""
-    from ..sandbox.landlock import MODES
-
-    p.add_argument("--landlock", choices=MODES, default="auto",
+    p.add_argument("--landlock", choices=LANDLOCK_MODES, default="auto",
                    help="a kernel-enforced Landlock ruleset derived from the fs/net rules and exec limits: "
                         "auto (default: when the kernel has it), on (fail without it), off (notify alone)")
     p.add_argument("--no-exec-after-start", action="store_true",
@@ -172,10 +294,14 @@ def build(args):
         raise SysgateError("--handlers needs --policy or --filter (their notify(NAME) rules choose the handlers)")
     path = args.policy or (profile_path(args.profile) if args.profile else None)
     if path or args.sandbox:
-        from ..policy_loader import load_policy
+        from ..policy_loader import load_policy, load_text
         from ..sandbox.base import default_policy
 
-        pol = secure_policy(load_policy(path) if path else default_policy(), args)
+        if getattr(args, "policy_text", None) is not None:      # read once: the cache key is of this text
+            loaded = load_text(args.policy_text, path)
+        else:
+            loaded = load_policy(path) if path else default_policy()
+        pol = secure_policy(loaded, args)
         filt = Filter.from_policy(pol, log=args.log)
         return filt, (PolicyReporter() if filt.notifies else None), pol
     if args.notify_all:

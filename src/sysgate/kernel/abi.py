@@ -7,9 +7,9 @@ linux/audit.h; nothing here performs a system call.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from ..arch import table
+from ..records import Record
 
 # --- seccomp(2) operations -------------------------------------------------
 SECCOMP_SET_MODE_STRICT = 0
@@ -120,8 +120,7 @@ def offset_arg(index: int) -> int:
     return 16 + 8 * index
 
 
-@dataclass(frozen=True)
-class SeccompData:
+class SeccompData(Record):
     """Decoded ``struct seccomp_data``."""
 
     nr: int

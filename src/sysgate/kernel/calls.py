@@ -62,6 +62,11 @@ def seccomp(op: int, flags: int = 0, arg=None) -> int:
         ptr = ctypes.c_void_p(arg)
     else:
         ptr = ctypes.byref(arg)
+    if op == abi.SECCOMP_SET_MODE_FILTER and not flags and arg is not None:
+        # The same kernel operation (kernel/seccomp.c: prctl_set_seccomp is do_seccomp(SECCOMP_SET_MODE_FILTER,
+        # 0, filter)) without a syscall number: a launch needs no syscall table (JSON) read for it.
+        return _check(_libc.prctl(ctypes.c_int(abi.PR_SET_SECCOMP), ctypes.c_ulong(abi.SECCOMP_MODE_FILTER), ptr,
+                                  ctypes.c_ulong(0), ctypes.c_ulong(0)))
     return _check(_syscall(ctypes.c_long(_nr("seccomp")), ctypes.c_uint(op), ctypes.c_uint(flags), ptr))
 
 

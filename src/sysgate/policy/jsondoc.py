@@ -5,7 +5,6 @@ an error message), keep the last of two equal keys silently, and accept NaN/Infi
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -111,6 +110,8 @@ def did_you_mean(word, candidates, cutoff: float = 0.6) -> str:
     """``; did you mean 'X'?`` for the closest of ``candidates``, or ``""``."""
     if not isinstance(word, str) or len(word) > 200:
         return ""
+    import difflib      # here: only a mistake needs it, not every profile read
+
     candidates = list(candidates)
     prefix = os.path.commonprefix(candidates) if len(candidates) > 1 else ""
     if prefix and word.startswith(prefix):      # SCMP_ACT_FROB: compare FROB with ALLOW, ERRNO, ...

@@ -11,16 +11,15 @@ compiler turns one into BPF. Semantics:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
-
 from ..kernel import abi
+from ..records import Record, factory
+
+# Records, not dataclasses (sysgate.records: start-up time); sysgate.records.replace is dataclasses.replace.
 
 ACTION_KINDS = ("allow", "errno", "kill_thread", "kill_process", "trap", "log", "notify", "trace")
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(Record):
     """A filter verdict. ``data`` is the errno / trace / trap value; ``handler`` names the
     supervisor handler for ``notify`` (e.g. ``notify(fs)``)."""
 
@@ -56,8 +55,7 @@ ALLOW = Action("allow")
 KILL_PROCESS = Action("kill_process")
 
 
-@dataclass(frozen=True, slots=True)
-class Cmp:
+class Cmp(Record):
     """Compare syscall argument ``arg`` (0..5) with ``value``. ``op`` is one of
     ``== != < <= > >=`` or ``&==`` (masked equality with ``mask``)."""
 
@@ -91,35 +89,31 @@ class Cmp:
         return {"==": a == v, "!=": a != v, "<": a < v, "<=": a <= v, ">": a > v, ">=": a >= v}[self.op]
 
 
-@dataclass(frozen=True, slots=True)
-class And:
+class And(Record):
     items: tuple["Expr", ...]
 
     def evaluate(self, args) -> bool:
         return all(i.evaluate(args) for i in self.items)
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
+class Or(Record):
     items: tuple["Expr", ...]
 
     def evaluate(self, args) -> bool:
         return any(i.evaluate(args) for i in self.items)
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(Record):
     item: "Expr"
 
     def evaluate(self, args) -> bool:
         return not self.item.evaluate(args)
 
 
-Expr = Union[Cmp, And, Or, Not]
+Expr = Cmp | And | Or | Not
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Record):
     """``syscall: condition -> action``; ``condition`` None means always."""
 
     syscall: str
@@ -128,27 +122,28 @@ class Rule:
     source: tuple[str, int] | None = None  # (file, line) for error messages and explain
 
 
-@dataclass
-class Policy:
+class Policy(Record, frozen=False):
     """A whole policy for one or more architectures."""
 
     default: Action = KILL_PROCESS
-    arches: list[str] = field(default_factory=lambda: [abi.native_arch()])
-    rules: list[Rule] = field(default_factory=list)
+    arches: list[str] = factory(lambda: [abi.native_arch()])
+    rules: list[Rule] = factory(list)
     #: action for a syscall of an arch not in ``arches`` (checked before anything else)
     bad_arch: Action = KILL_PROCESS
     #: allow x32 syscall numbers on x86_64 (normally rejected; implied if "x32" in arches)
     allow_x32: bool = False
     name: str = "policy"
     #: filter flags to install with, short names of ``abi.FILTER_FLAGS`` (e.g. "LOG", "SPEC_ALLOW")
-    flags: list[str] = field(default_factory=list)
+    flags: list[str] = factory(list)
     #: OCI ``listenerPath`` / ``listenerMetadata``: where a runtime sends the notify fd
     listener_path: str | None = None
     listener_metadata: str | None = None
     #: parts of the secure base (``fs``, ``net``: :mod:`sysgate.sandbox.base`) under the rules
-    sandbox: list[str] = field(default_factory=list)
-    #: non-fatal diagnostics from the parser/importer ("file:line:col: message")
-    warnings: list[str] = field(default_factory=list, compare=False)
+    sandbox: list[str] = factory(list)
+    #: non-fatal diagnostics from the parser/importer ("file:line:col: message"); not compared
+    warnings: list[str] = factory(list)
+
+    _uncompared = ("warnings",)
 
     def decide(self, syscall: str, args: tuple[int, ...] = (0,) * 6) -> tuple[Action, Rule | None]:
         """The reference semantics: the action for ``syscall(args)`` and the rule that chose it."""

@@ -12,9 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Iterable
 
-from ..bpf import insn as bpf
 from ..errors import SysgateError, UnsupportedError
 from ..kernel import abi
 from ..kernel import calls, procfs
@@ -66,7 +64,11 @@ def program_bytes(program_or_policy, arch: str | None = None) -> bytes:
     if isinstance(obj, Policy):
         arch = arch or abi.native_arch()
         return compile_for(obj, obj.arches if arch in obj.arches else [arch])
+    from collections.abc import Iterable     # here: the collections package costs a launch ~1 ms
+
     if isinstance(obj, Iterable):
+        from ..bpf import insn as bpf
+
         insns = list(obj)
         if not insns or not all(isinstance(i, bpf.Insn) for i in insns):
             raise InstallError("a BPF program must be a non-empty list of Insn")
@@ -114,6 +116,8 @@ def filter_flags(*, tsync: bool = False, log: bool = False, spec_allow: bool = F
 def notifies(raw: bytes) -> bool:
     """True when the (native-order) program may return SECCOMP_RET_USER_NOTIF (:func:`.bpf.insn.may_notify`):
     then it is installed with a listener."""
+    from ..bpf import insn as bpf   # here, not at the top: it imports typing, which a launch with bytes never needs
+
     return bpf.may_notify(bpf.unpack(raw))
 
 

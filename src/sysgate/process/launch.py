@@ -24,17 +24,23 @@ import ctypes
 import errno
 import os
 import select
-import shutil
-import subprocess
-import signal
+try:        # the C module signal.py wraps in enums: importing enum costs a launch about 3 ms, and ints do here
+    import _signal as signal
+except ImportError:     # pragma: no cover (an interpreter without it)
+    import signal
 import struct
-from dataclasses import dataclass, field
 
 from ..errors import SysgateError
 from .install import filter_flags, install_error, notifies, policy_flag_options, program_bytes
-from ..kernel import abi, notify
-from ..kernel import landlock as _landlock
+from ..kernel import abi
 from ..kernel import calls
+
+# Start-up: ``sysgate run`` of a filter without notifications imports neither the listener's
+# module (kernel.notify), nor Landlock's, nor shutil/subprocess/dataclasses (see
+# benchmarks/startup_compile.py); each is imported where it is used.
+
+#: subprocess.DEVNULL (importing subprocess costs a start-up more than the rest of this module)
+DEVNULL = -3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MSG = struct.Struct("=iii")            # kind, stage/value, errno
@@ -50,7 +56,6 @@ class LaunchError(SysgateError):
         super().__init__(message)
 
 
-@dataclass(eq=False)
 class Target:
     """A launched, filtered process.
 
@@ -58,16 +63,20 @@ class Target:
     notifies); ``pending`` holds notifications of the new image received during the
     launch, which the supervisor must answer before reading the listener. ``group`` names
     the stored filter the target was launched from (targets of one group share handlers).
+    (A plain class, not a dataclass: importing dataclasses costs ``sysgate run`` a third of its start-up.)
     """
 
-    pid: int
-    pidfd: int
-    listener: int | None
-    argv: list[str]
-    pending: list[notify.RawNotification] = field(default_factory=list)
-    group: str | None = None
-    filter: object | None = None
-    returncode: int | None = None
+    def __init__(self, pid: int, pidfd: int, listener: int | None, argv: list[str],
+                 pending: list | None = None, group: str | None = None, filter: object | None = None,
+                 returncode: int | None = None):
+        self.pid, self.pidfd, self.listener, self.argv = pid, pidfd, listener, argv
+        self.pending = [] if pending is None else pending     # kernel.notify.RawNotification
+        self.group, self.filter, self.returncode = group, filter, returncode
+
+    def __repr__(self) -> str:
+        return (f"Target(pid={self.pid!r}, pidfd={self.pidfd!r}, listener={self.listener!r}, argv={self.argv!r}, "
+                f"pending={self.pending!r}, group={self.group!r}, filter={self.filter!r}, "
+                f"returncode={self.returncode!r})")
 
     def poll(self) -> int | None:
         """The return code if the target has exited (reaping it), else None."""
@@ -174,6 +183,9 @@ def _launch(argv, raw: bytes, flags: int, *, env=None, cwd=None, stdin=None, std
     if landlock is not None:
         exe = os.path.join(os.fsdecode(plan.cwd or b"."), os.fsdecode(plan.path))   # as the child's execve sees it
         try:
+            from ..kernel.landlock import restrict_self
+
+            plan.restrict_self = restrict_self          # imported before the fork: the child only makes calls
             plan.ruleset = landlock.ruleset(exe)
         except OSError as exc:
             for fd in plan.child_only_fds():
@@ -209,6 +221,8 @@ def _resolve(argv0: str, env) -> str:
     """The file execve should run: argv0 itself when it has a slash, else the PATH match."""
     if "/" in argv0:
         return argv0
+    import shutil
+
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     found = shutil.which(argv0, path=path)
     if found is None:
@@ -221,7 +235,7 @@ def _fileno(obj, devnull: list) -> int | None:
     A /dev/null opened for DEVNULL is appended to ``devnull`` for the caller to close."""
     if obj is None:
         return None
-    if obj == subprocess.DEVNULL:
+    if obj == DEVNULL:
         if not devnull:
             devnull.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
         return devnull[0]
@@ -255,6 +269,7 @@ class _ChildPlan:
         self.sigmask = sigmask
         self.flags = flags
         self.ruleset: int | None = None         # a Landlock ruleset fd to enforce before the filter
+        self.restrict_self = None               # with it, kernel.landlock.restrict_self
         self.new_listener = bool(flags & abi.SECCOMP_FILTER_FLAG_NEW_LISTENER)
         self.prog_buf = ctypes.create_string_buffer(raw, len(raw))
         self.fprog = calls.SockFprog(len(raw) // 8, ctypes.cast(self.prog_buf, ctypes.c_void_p))
@@ -297,7 +312,7 @@ class _ChildPlan:
             calls.set_no_new_privs()
             stage = 5
             if self.ruleset is not None:        # before the filter: it must not see Landlock's calls
-                _landlock.restrict_self(self.ruleset)
+                self.restrict_self(self.ruleset)
                 os.close(self.ruleset)
             stage = 6
             if self.new_listener:
@@ -364,6 +379,8 @@ def _read_msg(status_r: int):
 
 def _fetch_listener(target: Target, status_r: int, number: int, flags: int) -> int:
     """pidfd_getfd the child's fd ``number`` once its seccomp() has created the listener."""
+    from ..kernel import notify
+
     poller = select.poll()
     poller.register(status_r, select.POLLIN)
     poller.register(target.pidfd, select.POLLIN)
@@ -408,6 +425,8 @@ def _serve_until_exec(target: Target, status_r: int):
     """
     if target.listener is None:
         return _read_msg(status_r)
+    from ..kernel import notify
+
     poller = select.poll()
     poller.register(status_r, select.POLLIN)
     poller.register(target.listener, select.POLLIN)
@@ -437,6 +456,8 @@ def _serve_until_exec(target: Target, status_r: int):
 def _finish_failed_exec(target: Target, status_r: int) -> None:
     """After a failed execve the launcher writes and exits: answer it and reap it."""
     if target.listener is not None:
+        from ..kernel import notify
+
         poller = select.poll()
         poller.register(target.pidfd, select.POLLIN)
         poller.register(target.listener, select.POLLIN)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import ctypes
 import os
 import select
-import signal
+try:        # the C module signal.py wraps in enums: importing enum costs a launch about 3 ms, and ints do here
+    import _signal as signal
+except ImportError:     # pragma: no cover (an interpreter without it)
+    import signal
 import struct
 import sys
 
 from ..errors import SysgateError
-from ..handlers.registry import wire
-from ..supervisor import Reply, Supervisor
 from .launch import LaunchError, exit_status
+
+# The supervisor and the handlers are imported where they are used: a filter without notifications
+# (``sysgate run`` of most policies) is launched and waited for without them.
 
 #: the signals sysgate passes on to the command it runs
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -31,6 +35,9 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
     handlers configured by ``handlers`` and the ``custom`` ones (see :func:`sysgate.handlers.registry.wire`),
     every other notification to ``reporter``. With ``record`` (a path), every notification and its reply
     is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
+    from ..handlers.registry import wire
+    from ..supervisor import Supervisor
+
     handler_set = recorder = None
     try:
         with Supervisor() as sup:
@@ -103,6 +110,7 @@ class TraceReporter:
 
     def __call__(self, n):
         from ..handlers.decode import format_call
+        from ..supervisor import Reply
 
         warn(f"{self.prefix}[pid {n.pid}] {format_call(n)}")
         return Reply.continue_()
@@ -138,9 +146,14 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
     ``reporter`` answers every notification without a handler of its own (None: the
     supervisor's fail-closed default). Signals arrive on ``forwarder``'s signalfd.
     ``supervisor`` (with handlers already routed) is used and left open; by default a
-    new one is made and closed.
+    new one is made and closed, unless there is nothing to serve (no listener, no ``reporter``):
+    then the target is only waited for.
     """
+    if supervisor is None and reporter is None and target.listener is None:
+        return _wait(target, forwarder)
     if supervisor is None:
+        from ..supervisor import Supervisor
+
         with Supervisor() as sup:
             return supervise(target, reporter, forwarder, supervisor=sup, exit_with_main=exit_with_main)
     sup = supervisor
@@ -165,6 +178,19 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
             forwarder.forward(target)
         if code is not None and (exit_with_main or listener is None or listener.released):
             return code
+
+
+def _wait(target, forwarder) -> int:
+    """:func:`supervise` of a target without a listener: wait for it, forwarding signals."""
+    poller = select.poll()
+    poller.register(target.pidfd, select.POLLIN)
+    poller.register(forwarder.fileno(), select.POLLIN)
+    while True:
+        ready = dict(poller.poll())
+        if target.pidfd in ready or target.returncode is not None:
+            return exit_status(target.wait())
+        if forwarder.fileno() in ready:
+            forwarder.forward(target)
 
 
 # --- signals ----------------------------------------------------------------------------

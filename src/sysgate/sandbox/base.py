@@ -27,12 +27,13 @@ Precedence (the base only ever narrows the policy):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..arch import syscalls, table
 from ..errors import SysgateError
 from ..policy import constants
 from ..policy.model import Action, And, Cmp, Not, Or, Policy, Rule
+from ..records import replace
 from . import surface
 
 PARTS = ("fs", "net")

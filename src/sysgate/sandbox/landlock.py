@@ -476,9 +476,8 @@ def without_open_routes(policy, plan: LandlockPlan | None, *, visible_metadata: 
         plan.notes.append("open routes kept: the policy lets chroot through, after which the rules (paths in the "
                           "target's root) and Landlock (real paths) differ; refuse chroot or send it to notify(fs)")
         return None
-    from dataclasses import replace
-
     from ..policy.model import ALLOW, Cmp, Rule
+    from ..records import replace
 
     whole = _DECIDED_ALONE + (METADATA_CALLS if visible_metadata else ())
     seen, rules, dropped = set(), [], []
