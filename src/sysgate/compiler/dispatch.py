@@ -6,7 +6,9 @@ collapse into one). The tree tests ``nr >= start`` at each inner node, so it cos
 one instruction per level. Its shape minimises the expected number of levels, with
 each range weighted by how often its syscalls are expected: Knuth's O(n²) dynamic
 programme for optimal alphabetic trees, or, for very many ranges, a split at the
-weighted median (at most a couple of levels worse).
+weighted median (at most a couple of levels worse). Spans of a few ranges are also
+planned exhaustively with ``jeq`` allowed at any node (:func:`_exact`): taking one number
+away merges its two neighbours when they share an outcome, which no alphabetic tree does.
 """
 from __future__ import annotations
 
@@ -94,7 +96,63 @@ class Leaf:
         self.background, self.exceptions, self.cost = background, exceptions, cost
 
 
-Plan = dict  # (i, j) -> int (split index) | Leaf
+#: Spans of at most this many ranges are also planned exactly as decision trees whose nodes
+#: may test one number with ``jeq`` anywhere, not only in a final chain (:func:`_exact`).
+EXACT_SPAN = 5
+
+#: A span in :func:`_exact`: a tuple of segments ``(start, end, node, weight, single)``; a
+#: segment is a range, or two neighbours of one node merged over the number a ``jeq`` above
+#: took away (never ``single`` then: a ``jeq`` on its start would not cover it).
+Segments = tuple
+
+
+class Exact:
+    """Ranges ``i..j-1`` tested by the tree :func:`_exact` found for them (``segments``)."""
+
+    __slots__ = ("segments", "cost", "choices")
+
+    def __init__(self, segments: Segments, cost: float, choices: dict):
+        self.segments, self.cost, self.choices = segments, cost, choices
+
+
+def _without(segments: Segments, m: int) -> Segments:
+    """``segments`` once a ``jeq`` took segment ``m`` away: its neighbours merge when they
+    share a node (the number between them can no longer occur)."""
+    if 0 < m < len(segments) - 1:
+        a, b = segments[m - 1], segments[m + 1]
+        if a[2] is b[2]:
+            return (*segments[:m - 1], (a[0], b[1], a[2], a[3] + b[3], False), *segments[m + 2:])
+    return (*segments[:m], *segments[m + 1:])
+
+
+def _exact(segments: Segments, size_cost: float, choices: dict) -> float:
+    """The cheapest tree for ``segments``, exhaustively: each node either splits them with
+    ``jge`` at a segment's start or takes a single number away with ``jeq`` (its neighbours of
+    one node then merge, which an alphabetic tree can never do above its leaves). A test
+    costs the weight it sees plus ``size_cost``. Records ``choices[segments]``: ``(cost, k,
+    is_jeq)``; memoised there, so spans sharing sub-spans share the work."""
+    known = choices.get(segments)
+    if known is not None:
+        return known[0]
+    if len(segments) == 1:
+        choices[segments] = (0.0, 0, False)
+        return 0.0
+    best, best_k, best_jeq = None, 0, False
+    for k in range(1, len(segments)):
+        c = _exact(segments[:k], size_cost, choices) + _exact(segments[k:], size_cost, choices)
+        if best is None or c < best:
+            best, best_k = c, k
+    for m, seg in enumerate(segments):
+        if seg[4]:
+            c = _exact(_without(segments, m), size_cost, choices)
+            if c < best:
+                best, best_k, best_jeq = c, m, True
+    best += sum(seg[3] for seg in segments) + size_cost
+    choices[segments] = (best, best_k, best_jeq)
+    return best
+
+
+Plan = dict  # (i, j) -> int (split index) | Leaf | Exact
 
 
 def _leaves(ranges: list[Range], size_cost: float) -> dict[tuple[int, int], Leaf]:
@@ -141,10 +199,12 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
         return _median_plan(ranges, prefix)
     size_cost = SIZE_COST * (prefix[n] if total is None else total)
     leaves = _leaves(ranges, size_cost)
+    segments = tuple((r.start, r.end, r.node, r.weight, r.start == r.end) for r in ranges)
+    choices: dict = {}
     cost = [[0.0] * (n + 1) for _ in range(n + 1)]  # cost[i][j] of ranges i..j-1
     into = [[0.0] * (n + 1) for _ in range(n + 1)]  # into[j][i] = cost[i][j], for row-wise sums
     root = [[0] * (n + 1) for _ in range(n + 1)]
-    chosen: dict[tuple[int, int], Leaf] = {}
+    chosen: dict[tuple[int, int], Leaf | Exact] = {}
     for i in range(n):
         root[i][i + 1] = i
     for length in range(2, n + 1):
@@ -170,6 +230,11 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
                 if leaf is not None and leaf.cost < best:
                     best = leaf.cost
                     chosen[(i, j)] = leaf
+                if length <= EXACT_SPAN:
+                    exact = _exact(segments[i:j], size_cost, choices)
+                    if exact < best - 1e-9:
+                        best = exact
+                        chosen[(i, j)] = Exact(segments[i:j], exact, choices)
             row[j] = column[i] = best
     plan: Plan = {}
     stack = [(0, n)]
@@ -201,20 +266,34 @@ def _median_plan(ranges: list[Range], prefix: list[float]) -> Plan:
     return plan
 
 
-def build_tree(graph: Graph, ranges: list[Range], word: int, total: float | None = None) -> Node:
+def build_tree(graph: Graph, ranges: list[Range], word: int, total: float | None = None,
+               plan: Plan | None = None) -> Node:
     """The search tree over ``ranges`` (which must cover a contiguous span) on ``word``; ``total``:
-    the weight of the whole tree it is part of, when it is a sub-tree planned apart."""
-    plan = plan_tree(ranges, total)
+    the weight of the whole tree it is part of, when it is a sub-tree planned apart; ``plan``:
+    a given plan instead of :func:`plan_tree`'s."""
+    if plan is None:
+        plan = plan_tree(ranges, total)
 
     def node(i: int, j: int) -> Node:
         if j - i == 1:
             return ranges[i].node
         step = plan[(i, j)]
+        if isinstance(step, Exact):
+            return exact(step.segments, step.choices)
         if isinstance(step, Leaf):
             out = step.background
             for r in reversed(step.exceptions):
                 out = graph.test(word, "jeq", r.start, r.node, out)
             return out
         return graph.test(word, "jge", ranges[step].start, node(step, j), node(i, step))
+
+    def exact(segments: Segments, choices: dict) -> Node:
+        if len(segments) == 1:
+            return segments[0][2]
+        _, k, is_jeq = choices[segments]
+        if is_jeq:
+            seg = segments[k]
+            return graph.test(word, "jeq", seg[0], seg[2], exact(_without(segments, k), choices))
+        return graph.test(word, "jge", segments[k][0], exact(segments[k:], choices), exact(segments[:k], choices))
 
     return node(0, len(ranges))
