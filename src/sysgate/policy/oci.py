@@ -637,7 +637,7 @@ def _one_arg(lits: list[Cmp], syscall: str) -> list[Cmp | None]:
     """Alternative single literals (None = no constraint) equivalent to the AND of ``lits``."""
     lits = list(dict.fromkeys(lits))
     if len(lits) == 1:
-        return lits
+        return [] if _never(lits[0]) else lits
     arg = lits[0].arg
     lo, hi, excluded, mask, want = 0, U64, set(), 0, 0
     for c in lits:
@@ -690,6 +690,13 @@ def _one_arg(lits: list[Cmp], syscall: str) -> list[Cmp | None]:
             raise SysgateError(f"{syscall}: the range {a:#x}..{b:#x} of arg{arg} cannot be expressed in an "
                                f"OCI profile (runc ORs conditions on the same argument)")
     return out
+
+
+def _never(c: Cmp) -> bool:
+    """A literal no 64-bit value satisfies (exported as is, it would shadow later rules in OCI's
+    eyes: libseccomp rejects two rules with the same condition and different actions)."""
+    return (c.op == "&==" and bool(c.value & ~c.mask)) or (c.op == "<" and c.value == 0) \
+        or (c.op == ">" and c.value == U64)
 
 
 def _split(lo: int, hi: int, holes: list[int]) -> list[tuple[int, int]]:
