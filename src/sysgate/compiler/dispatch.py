@@ -152,6 +152,12 @@ def _exact(segments: Segments, size_cost: float, choices: dict) -> float:
     return best
 
 
+def _mergeable(segments: Segments, i: int, j: int) -> bool:
+    """Can a ``jeq`` inside ``i..j-1`` merge two neighbours of one node? Only then may
+    :func:`_exact` beat the alphabetic tree and the exception chains (it is worth its time)."""
+    return any(segments[m][4] and segments[m - 1][2] is segments[m + 1][2] for m in range(i + 1, j - 1))
+
+
 Plan = dict  # (i, j) -> int (split index) | Leaf | Exact
 
 
@@ -230,7 +236,7 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
                 if leaf is not None and leaf.cost < best:
                     best = leaf.cost
                     chosen[(i, j)] = leaf
-                if length <= EXACT_SPAN:
+                if length <= EXACT_SPAN and _mergeable(segments, i, j):
                     exact = _exact(segments[i:j], size_cost, choices)
                     if exact < best - 1e-9:
                         best = exact
