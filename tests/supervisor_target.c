@@ -138,8 +138,19 @@ int main(int argc, char **argv)
 		for (long i = 0; i < n; i++)
 			pthread_join(th[i], NULL);
 		report(0);
+	} else if (!strcmp(mode, "alternate")) { /* N times getppid(i) then getpgid(i): "ret ret" lines */
+		for (long i = 0; i < n; i++) {
+			long a = notified(i, 0);
+			long b = syscall(__NR_getpgid, i, 0, 0, 0, 0, 0);
+			printf("%ld %ld\n", a, b);
+		}
 	} else if (!strcmp(mode, "values")) {   /* argv[2] threads (<= 64), argv[3] calls each */
 		return values((int)n, atol(argv[3]));
+	} else if (!strcmp(mode, "pause")) {    /* a call, a byte from stdin, another call */
+		char c;
+		report(notified(0, 0));
+		if (read(0, &c, 1) == 1)
+			report(notified(1, 0));
 	} else if (!strcmp(mode, "daemon")) {   /* a grandchild outlives us, calls on a byte from stdin */
 		pid_t pid = fork();
 		if (pid == 0) {

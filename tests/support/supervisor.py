@@ -19,14 +19,23 @@ def notify_getppid() -> list:
             ret(abi.SECCOMP_RET_USER_NOTIF), ret(abi.SECCOMP_RET_ALLOW)]
 
 
+def notify_calls(*names: str) -> list:
+    """Native arch only; the syscalls ``names`` -> USER_NOTIF; everything else allowed."""
+    checks = []
+    for name in names:
+        checks += [jump(BPF_JMP | BPF_JEQ | BPF_K, syscalls.number(None, name), 0, 1), ret(abi.SECCOMP_RET_USER_NOTIF)]
+    return [ld_abs(abi.OFFSET_ARCH), jump(BPF_JMP | BPF_JEQ | BPF_K, abi.AUDIT_ARCH[abi.native_arch()], 1, 0),
+            ret(abi.SECCOMP_RET_KILL_PROCESS), ld_abs(abi.OFFSET_NR), *checks, ret(abi.SECCOMP_RET_ALLOW)]
+
+
 class Run:
     """A launched C target whose stdout is a pipe."""
 
-    def __init__(self, binary: str, *args, stdin=None, **spawn_options):
+    def __init__(self, binary: str, *args, stdin=None, program=None, **spawn_options):
         r, w = os.pipe()
         try:
-            self.target = launch.spawn([binary, *map(str, args)], notify_getppid(), stdout=w, stdin=stdin,
-                                       **spawn_options)
+            self.target = launch.spawn([binary, *map(str, args)], program or notify_getppid(), stdout=w,
+                                       stdin=stdin, **spawn_options)
         finally:
             os.close(w)
         self.out = r

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from ..errors import SysgateError
 from ..kernel import abi, notify
 from . import processes as _processes
+from .leases import Lease
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
 from .routing import Group, RegisteredHandler, Routes, no_handler
@@ -46,6 +47,7 @@ log = logging.getLogger("sysgate.supervisor")
 _ZEROED = bytearray(notify.NOTIF_SIZE)   # never written: only copied
 _HUP = select.EPOLLHUP | select.EPOLLERR
 _IN = select.EPOLLIN
+_POLL_END = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _unpack_header = HEADER.unpack_from
 
 
@@ -61,6 +63,7 @@ class Stats:
     written_off: int = 0  #: worker threads written off because their handler outlived its deadline
     released: int = 0     #: listeners released (hang-up, removal or shutdown)
     workers_lost: int = 0  #: worker processes that died while serving (everything was failed closed)
+    leased: int = 0       #: notifications RECVed by a worker thread the listener was lent to (see .leases)
 
 
 @dataclass(eq=False)
@@ -75,6 +78,7 @@ class Listener:
     on_release: object = None
     reason: str | None = None            #: why released: "hangup", "removed", "shutdown", "error", "worker lost"
     busy: int = 0                        # handlers running in workers (the fd stays open meanwhile)
+    lease: Lease | None = None           # the worker thread receiving from it instead of the loop
 
     def __post_init__(self):
         self.cache = self.group.cache    # the group's dispatch cache, one attribute away
@@ -104,11 +108,15 @@ class Supervisor(Routes):
     each): for handlers whose answers need no state shared between calls, since each process
     has its own copy of the handlers (see :mod:`.processes`: what is refused, and why the death
     of one worker fails every listener closed). 1 (the default) serves in this process.
+
+    ``lease_window`` (seconds; 0 turns it off): the worker thread that answered a blocking
+    call receives its listener's next calls of that handler itself while they come within
+    this window of each other (see :mod:`.leases`).
     """
 
     def __init__(self, default: Reply | None = None, *, on_error_errno: int | str = _errno.EPERM,
                  handler_timeout: float = 5.0, workers: int = 4, max_pending: int = 1024,
-                 max_stuck: int = 16, sync_wakeup: bool = True, processes: int = 1):
+                 max_stuck: int = 16, sync_wakeup: bool = True, processes: int = 1, lease_window: float = 0.002):
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be a positive number, not {processes!r}")
         self.default = default if default is not None else Reply.errno(_errno.EPERM)
@@ -119,6 +127,9 @@ class Supervisor(Routes):
         self.sync_wakeup = sync_wakeup
         self.stats = Stats()
         self.processes = processes
+        if not 0 <= lease_window <= 1:
+            raise ValueError(f"lease_window must be 0..1 seconds, not {lease_window!r}")
+        self.lease_window = lease_window
         self._pool_args = (workers, max_pending, max_stuck)
         self._pool = WorkerPool(*self._pool_args)
         self._workers: _processes.Workers | None = None   # the worker processes, while they serve
@@ -129,6 +140,7 @@ class Supervisor(Routes):
         Routes.__init__(self)
         self._backlog: list[tuple[Listener, bytearray]] = []
         self._deadlines: list[Deadline] = []
+        self._leases: set[Lease] = set()        # listeners lent to worker threads
         self._draining: set[Listener] = set()   # released, closed once their blocking work ends
         self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
@@ -259,18 +271,30 @@ class Supervisor(Routes):
 
     # --- blocking handlers -----------------------------------------------------------
     def _submit(self, handler: RegisteredHandler, n: Notification) -> None:
-        """Hand ``n`` to its handler's lane of workers with a deadline (runs in the loop thread)."""
+        """Hand ``n`` to its handler's lane of workers with a deadline (runs in the loop thread),
+        lending the worker the listener when the call starts at once (see :mod:`.leases`)."""
         timeout = handler.deadline if handler.deadline is not None else self.handler_timeout
-        deadline = Deadline(time.monotonic() + timeout, n, handler)
+        now = time.monotonic()
+        deadline = Deadline(now + timeout, n, handler)
         share(n, deadline)
+        lst = n.listener
+        if self.lease_window and self.processes == 1 and lst.lease is None and self._pool.starts_now(handler.fn):
+            lease = deadline.lease = lst.lease = Lease(lst, handler, deadline, now)
+            self._leases.add(lease)
+            self._epoll.modify(lst.fd, 0)            # before the worker can poll it: one receiver
+            run = functools.partial(self._run_leased, handler, n, lease, timeout)
+        else:
+            run = functools.partial(self._run_blocking, handler, n)
         try:
-            deadline.job = self._pool.submit(handler.fn, functools.partial(self._run_blocking, handler, n))
+            deadline.job = self._pool.submit(handler.fn, run)
         except PoolRefused as exc:
+            if deadline.lease is not None:
+                self._take_back(deadline.lease)
             self.stats.rejected += 1
             log.warning("no worker for %s (%s): answering errno %d", _describe(n), exc, self.on_error_errno)
             fail_closed(n, self.on_error_errno)
             return
-        n.listener.busy += 1
+        lst.busy += 1
         heapq.heappush(self._deadlines, deadline)
 
     def _run_blocking(self, handler: RegisteredHandler, n: Notification) -> Notification:
@@ -282,13 +306,102 @@ class Supervisor(Routes):
             self._failed(n, exc)
         return n
 
+    def _run_leased(self, handler: RegisteredHandler, n: Notification, lease: Lease, timeout: float) -> Lease:
+        """Answer ``n``, then the listener's next calls of ``handler`` while they come within the
+        lease window (in a worker thread); the loop gets the lease back."""
+        try:
+            self._follow(handler, n, lease, timeout)
+        except Exception:      # never keep the listener: the loop polls it again
+            log.exception("worker lost its lease on listener %d", lease.listener.fd)
+        return lease
+
+    def _follow(self, handler: RegisteredHandler, n: Notification, lease: Lease, timeout: float) -> None:
+        """:meth:`_run_leased`'s loop: answer, wait for the next call, RECV it under the lease's lock."""
+        lst = lease.listener
+        fd = lst.fd
+        lane = self._pool.lane(handler.fn)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        window = self.lease_window * 1000
+        while True:
+            self._run_blocking(handler, n)
+            with lease.lock:
+                lease.current = None
+                if lease.revoked:
+                    return
+            while True:
+                if self._stopping or lst.released or (lane is not None and lane.jobs):
+                    return
+                ready = poller.poll(window)
+                if not ready or ready[0][1] & _POLL_END or not ready[0][1] & select.POLLIN:
+                    return     # quiet, or hung up (the loop sees it once the fd is polled again)
+                with lease.lock:
+                    if lease.revoked:
+                        return
+                    raw = _ZEROED.copy()
+                    try:
+                        notify.recv_into(fd, raw)
+                    except OSError as exc:
+                        if exc.errno == _errno.ENOENT:
+                            lease.gone += 1
+                            continue
+                        return     # the loop's RECV meets the error again and handles it
+                    lease.received += 1
+                    nid, pid, _, key = _unpack_header(raw)
+                    if lst.cache.get(key) is not handler:
+                        lease.handback = raw
+                        return
+                    n = Notification(lst, raw, nid, pid)
+                    lease.started = now = time.monotonic()
+                    lease.current = Deadline(now + timeout, n, handler)
+                    share(n, lease.current)
+                    break
+
+    def _take_back(self, lease: Lease) -> None:
+        """The listener of ``lease`` is the loop's to poll again (idempotent)."""
+        lst = lease.listener
+        if lst.lease is not lease:
+            return
+        lst.lease = None
+        self._leases.discard(lease)
+        self.stats.received += lease.received
+        self.stats.leased += lease.received
+        self.stats.gone += lease.gone
+        lease.received = lease.gone = 0
+        if not lst.released and lst.fd >= 0:
+            self._epoll.modify(lst.fd, _IN)
+
+    def _end_lease(self, lease: Lease) -> None:
+        """A worker gave ``lease`` back: poll the listener again, answer the call it handed back."""
+        lst = lease.listener
+        self._take_back(lease)
+        self._finished(lst)
+        raw, lease.handback = lease.handback, None
+        if raw is not None and not lst.released:
+            self._handle(lst, raw)
+
+    def _check_leases(self, now: float) -> None:
+        """Take back the listeners whose worker has been on one call longer than the lease window."""
+        for lease in list(self._leases):
+            if lease.revoke_if_slow(now, self.lease_window):
+                self._take_back(lease)
+
     def _expire(self, now: float) -> None:
         """Answer calls whose deadline passed; write off the workers still running them."""
         while self._deadlines and self._deadlines[0].when <= now:
             deadline = heapq.heappop(self._deadlines)
-            n = deadline.notification
             if deadline.job.state == DONE:
                 continue
+            lease = deadline.lease
+            if lease is None:
+                n = deadline.notification
+            else:
+                overdue, recheck = lease.revoke_if_overdue(now, self.lease_window + 0.05)
+                if overdue is None:
+                    deadline.when = recheck
+                    heapq.heappush(self._deadlines, deadline)
+                    continue
+                n = overdue.notification
             if n.claim_at_deadline():
                 self.stats.timeouts += 1
                 log.error("handler for %s (group %s) missed its deadline; answering errno %d",
@@ -297,6 +410,8 @@ class Supervisor(Routes):
             if self._pool.abandon(deadline.job):   # also when it answered but still runs
                 self.stats.written_off = self._pool.written_off
                 self._finished(n.listener)
+            if lease is not None:
+                self._take_back(lease)
 
     def _collect(self) -> None:
         """Book finished blocking work."""
@@ -304,7 +419,9 @@ class Supervisor(Routes):
         done = self._pool.completed
         while done:
             n = done.popleft()
-            if n is not None:
+            if n.__class__ is Lease:
+                self._end_lease(n)
+            elif n is not None:
                 self._finished(n.listener)
 
     def _finished(self, lst: Listener) -> None:
@@ -371,6 +488,8 @@ class Supervisor(Routes):
                     timeout = cap
                 if self._deadlines and self._deadlines[0].when - now < timeout:
                     timeout = self._deadlines[0].when - now
+                if self._leases and timeout > self.lease_window:
+                    timeout = self.lease_window      # to take back a listener whose call is slow
                 if timeout < 0:
                     timeout = 0
             received = 0
@@ -396,7 +515,10 @@ class Supervisor(Routes):
                     self._release(lst, "hangup")
             stats.received += received
             if self._deadlines:
-                self._expire(time.monotonic())
+                now = time.monotonic()
+                if self._leases:
+                    self._check_leases(now)
+                self._expire(now)
             if once:
                 return True
         if not once:

@@ -469,11 +469,11 @@ class Deadline:
     """When a worker-run handler must have answered; ``expired`` is set when the dispatcher
     answered in its place; ``job`` is its :class:`~sysgate.supervisor.workers.Job`."""
 
-    __slots__ = ("when", "expired", "notification", "handler", "job")
+    __slots__ = ("when", "expired", "notification", "handler", "job", "lease")
 
     def __init__(self, when: float, notification: Notification, handler):
         self.when, self.notification, self.handler, self.expired = when, notification, handler, False
-        self.job = None
+        self.job = self.lease = None
 
     def __lt__(self, other: "Deadline") -> bool:
         return self.when < other.when

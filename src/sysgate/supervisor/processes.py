@@ -261,6 +261,7 @@ def _become_worker(sup, workers: Workers, stats, backlog: list) -> None:
     sup._epoll.close()                             # the parent's epoll instance: never touch it
     sup._pool.close()
     sup.processes = 1
+    sup.lease_window = 0.0       # listeners shared with the other workers: a poll then RECV could block
     sup._workers = None
     sup._reaping = {}                              # the parent reaps the targets
     sup._backlog = backlog

@@ -132,6 +132,13 @@ class WorkerPool:
             self._start(thread, lane)
         return job
 
+    def starts_now(self, owner) -> bool:
+        """Would a call submitted now to handler ``owner``'s lane start at once (an idle thread,
+        or room for a new one)? Only the loop submits, so the answer holds until it does."""
+        with self._lock:
+            lane = self._lanes.get(id(owner))
+            return lane is None or len(lane.jobs) < lane.idle or len(lane.workers) < self.size
+
     def abandon(self, job: Job) -> bool:
         """The loop answered ``job``'s call (deadline): forget it. True when the pool will not report it in
         :attr:`completed` (the caller books it now); False when it already finished."""

@@ -1,0 +1,63 @@
+"""Leases: the worker thread that answered a blocking call goes on receiving its listener's calls.
+
+Handing each blocking call from the loop thread to a worker thread, and the result back, costs
+two thread wake-ups per call, as much as the fs handler's own work on this path. So when the
+loop hands a call to a worker that starts at once, it also *lends* it the listener: the loop
+stops polling the fd (EPOLL_CTL_MOD to no events) and the worker, once it answered, polls it
+for up to ``lease_window`` seconds, then RECVs and answers the next calls of the same handler
+itself, as a one-threaded supervisor would (the target's wake-up and the next RECV meet in one
+thread, on one CPU).
+
+The lease ends, and the loop polls the fd again, when nothing arrives within the window, the
+next call belongs to another handler (the worker hands it back: the loop answers it), the
+listener hangs up or is released, the supervisor stops, or another call of the handler waits
+for a thread. The loop also takes the listener back when a call has run longer than the window
+(:meth:`Lease.revoke_if_slow`: the target's other threads must not wait behind a slow call; the
+worker finishes it, unleased) and when a call misses its deadline (the loop answers it and
+writes the thread off, as for any blocking call).
+
+Exactly one thread receives from a listener at a time: the worker RECVs only under the lease's
+lock and while the lease is not revoked; the loop re-arms the fd only after revoking under that
+lock, or after the worker gave the lease back. Worker processes share listeners with each
+other, where a poll followed by RECV could block: they do not lend them.
+"""
+from __future__ import annotations
+
+import threading
+
+
+class Lease:
+    """One listener lent to one worker thread, with the call it is answering (its Deadline)."""
+
+    __slots__ = ("listener", "handler", "lock", "current", "started", "revoked", "handback", "received", "gone")
+
+    def __init__(self, listener, handler, first, started: float):
+        self.listener = listener
+        self.handler = handler           #: the RegisteredHandler whose calls the worker answers
+        self.lock = threading.Lock()
+        self.current = first             #: the Deadline of the call being answered, None between calls
+        self.started = started           #: when that call was received
+        self.revoked = False             #: the loop took the listener back (a call missed its deadline)
+        self.handback = None             #: a RECVed call of another handler, for the loop to answer
+        self.received = 0                #: calls RECVed by the worker (the loop adds them to its stats)
+        self.gone = 0                    #: ENOENT from the worker's RECV
+
+    def revoke_if_slow(self, now: float, window: float) -> bool:
+        """Revoke the lease when its call has run longer than ``window`` seconds (True)."""
+        with self.lock:
+            if self.current is not None and now - self.started > window:
+                self.revoked = True
+            return self.revoked
+
+    def revoke_if_overdue(self, now: float, recheck: float):
+        """The loop's deadline check: ``(the overdue call's Deadline, None)`` after revoking the lease,
+        or ``(None, when to look again)`` while the worker is between calls (in ``recheck``
+        seconds: it gives the lease back within a window) or on a call still in time."""
+        with self.lock:
+            cur = self.current
+            if cur is None:
+                return None, now + recheck
+            if cur.when > now:
+                return None, cur.when
+            self.revoked = True
+            return cur, None

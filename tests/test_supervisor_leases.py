@@ -1,0 +1,172 @@
+"""Leases (sysgate.supervisor.leases): the worker thread that answered a blocking call receives
+the listener's next calls itself. With real targets: every call is still answered exactly once
+and with its own value, a call of another handler is handed back to the loop, a slow call does
+not hold the target's other threads, a call past its deadline is answered by the loop and the
+listener taken back, stop and hang-up end a lease. Time bounds are liveness limits, not
+measurements."""
+from __future__ import annotations
+
+import errno
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from sysgate.supervisor import DeadlineExceeded, Reply, Supervisor
+from support.supervisor import Run, notify_calls
+
+
+def values(text: str) -> list[tuple[int, int]]:
+    return [tuple(map(int, line.split()[:2])) for line in text.splitlines()]
+
+
+def echo(n):
+    return Reply.value(n.args[0] + 1000)
+
+
+@pytest.mark.parametrize("window", [0.002, 0.0], ids=["leased", "unleased"])
+def test_every_call_gets_its_own_answer(target_bin, window):
+    """One thread, 300 blocking calls in a row: with leases nearly all are RECVed by the worker
+    (stats.leased), without none are; the answers are the same."""
+    with Supervisor(lease_window=window) as sup:
+        sup.on("getppid", echo, blocking=True)
+        run = Run(target_bin, "values", 1, 300)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(30)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(300)]
+        run.finish()
+    assert sup.stats.received == 300 and sup.stats.errors == sup.stats.timeouts == 0
+    if window:
+        assert sup.stats.leased >= 150, sup.stats   # a lease ends only when a call is slower than 2 ms
+    else:
+        assert sup.stats.leased == 0
+
+
+def test_a_call_of_another_handler_is_handed_back(target_bin):
+    """getppid (blocking) and getpgid (inline, loop thread) alternate: the worker RECVs each
+    getpgid and hands it back; both handlers answer every one of their calls."""
+    loop_thread, seen = threading.current_thread(), []
+
+    def inline(n):
+        seen.append(threading.current_thread() is loop_thread)
+        return Reply.value(n.args[0] + 2000)
+
+    with Supervisor() as sup:
+        sup.on("getppid", echo, blocking=True)
+        sup.on("getpgid", inline)
+        run = Run(target_bin, "alternate", 200, program=notify_calls("getppid", "getpgid"))
+        sup.add_target(run.target)
+        assert sup.run_until_idle(30)
+        assert values(run.output()) == [(i + 1000, i + 2000) for i in range(200)]
+        run.finish()
+    assert len(seen) == 200 and all(seen), "inline handlers run in the loop thread only"
+    assert sup.stats.received == 400 and sup.stats.leased >= 100 and sup.stats.errors == 0
+
+
+def test_a_slow_call_does_not_hold_the_other_threads(target_bin):
+    """Thread 0's call blocks until released; the target's 7 other threads are answered
+    meanwhile: the loop takes the listener back from the worker stuck on the slow call."""
+    release, answered = threading.Event(), []
+
+    def handler(n):
+        if n.args[0] == 0:
+            release.wait(20)
+        answered.append(n.args[0])
+        return Reply.value(n.args[0] + 1000)
+
+    with Supervisor(workers=4) as sup:
+        sup.on("getppid", handler, blocking=True, deadline=30)
+        run = Run(target_bin, "values", 8, 1)
+        sup.add_target(run.target)
+        try:
+            assert sup.run(15, until=lambda: len(answered) == 7), "the others waited behind the slow call"
+            assert 0 not in answered
+        finally:
+            release.set()
+        assert sup.run_until_idle(15)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(8)]
+        run.finish()
+    assert sup.stats.timeouts == sup.stats.errors == 0
+
+
+def test_a_leased_call_past_its_deadline(target_bin):
+    """Call 5 of 20 (all leased, one thread) outlives its deadline: the loop answers it
+    ETIMEDOUT, writes the thread off and takes the listener back; the late verdict is dropped;
+    the calls after it get their own answers."""
+    release, late = threading.Event(), []
+
+    def handler(n):
+        if n.args[0] == 5:
+            release.wait(20)
+        try:
+            n.send_value(n.args[0] + 1000)
+        except DeadlineExceeded:
+            late.append(n.args[0])
+
+    with Supervisor(on_error_errno="ETIMEDOUT") as sup:
+        sup.on("getppid", handler, blocking=True, deadline=0.5)
+        run = Run(target_bin, "values", 1, 20)
+        sup.add_target(run.target)
+        try:
+            assert sup.run(15, until=lambda: run.target.poll() is not None)
+        finally:
+            release.set()
+        assert sup.run(10, until=lambda: late == [5])
+        assert sup.run_until_idle(10)
+        expected = [(i + 1000, 0) for i in range(20)]
+        expected[5] = (-1, 110)     # ETIMEDOUT
+        assert values(run.output()) == expected
+        run.finish()
+    assert sup.stats.timeouts == 1 and sup.stats.written_off == 1 and sup.stats.received == 20
+
+
+def test_racing_threads_answered_exactly_once(target_bin):
+    """16 threads x 100 calls with handlers that take 0 to 4 ms (around the 2 ms window): leases
+    start, end, are taken back and handed over under load; every call gets its own answer once."""
+    rng = random.Random(7)
+    delays = [rng.choice((0, 0, 0, 0.001, 0.003, 0.004)) for _ in range(1600)]
+
+    def handler(n):
+        time.sleep(delays[n.args[0]])
+        return Reply.value(n.args[0] + 1000)
+
+    with Supervisor(workers=4) as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "values", 16, 100)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(60)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(1600)]
+        run.finish()
+    assert sup.stats.received == 1600 and sup.stats.errors == sup.stats.timeouts == sup.stats.gone == 0
+    assert sup.stats.leased > 0
+
+
+def test_stop_ends_a_lease(target_bin):
+    """A worker waiting for the next call of a lent listener ends when the supervisor stops and
+    closes; the listener is then released: the target's next call fails with ENOSYS."""
+    r, w = os.pipe()
+    with Supervisor(lease_window=0.5) as sup:
+        sup.on("getppid", echo, blocking=True)
+        run = Run(target_bin, "pause", stdin=r)
+        os.close(r)
+        sup.add_target(run.target)
+        assert sup.run(10, until=lambda: sup.stats.received == 1)
+        assert run.readline() == "1000 0 0\n"
+        assert sup._listeners and next(iter(sup._listeners.values())).lease is not None
+        threading.Timer(0.05, sup.stop).start()
+        start = time.monotonic()
+        sup.run(10)
+        assert time.monotonic() - start < 5
+    assert sup._pool.threads == 0
+    os.write(w, b"x")
+    os.close(w)
+    assert run.readline() == f"-1 {errno.ENOSYS} 0\n"
+    run.finish()
+
+
+def test_lease_window_is_checked():
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match="lease_window"):
+            Supervisor(lease_window=bad)
