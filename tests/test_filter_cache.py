@@ -8,6 +8,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -27,7 +29,7 @@ REFUSED = "uname=1\nmkdir=1\ntrue=0\n"
 ALLOWED = "uname=0\nmkdir=0\ntrue=0\n"
 
 
-def _run(tmp_path, *options, policy=POLICY, env=None, importtime=False):
+def _run(tmp_path, *options, policy=POLICY, env=None, importtime=False, timeout=60):
     path = tmp_path / "p.policy"
     path.write_text(policy)
     work = tmp_path / "work"
@@ -38,7 +40,7 @@ def _run(tmp_path, *options, policy=POLICY, env=None, importtime=False):
     argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c",
             "import sys; from sysgate.cli import main; sys.exit(main())",
             "run", *options, "--policy", str(path), "--", "sh", "-c", SCRIPT]
-    return subprocess.run(argv, cwd=work, env=environ, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, cwd=work, env=environ, capture_output=True, text=True, timeout=timeout)
 
 
 def _entry(tmp_path, policy=POLICY, log=False):
@@ -163,6 +165,146 @@ def test_a_cache_directory_others_may_write_is_not_used(tmp_path):
     entry.write_text(_entry_file(allow, entry.name))
     os.chmod(entry, 0o600)
     assert _run(tmp_path).stdout == REFUSED
+
+
+def test_a_fifo_in_place_of_an_entry_does_not_hang_the_run(tmp_path):
+    assert _run(tmp_path).stdout == REFUSED
+    entry = _entry(tmp_path)
+    good = entry.read_bytes()
+    entry.unlink()
+    os.mkfifo(entry, 0o600)                  # opening it to read would wait for a writer
+    r = _run(tmp_path, timeout=30)
+    assert (r.returncode, r.stdout) == (0, REFUSED), r.stderr
+    assert stat.S_ISREG(entry.lstat().st_mode) and entry.read_bytes() == good   # replaced by the entry
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand directories to another user")
+NOBODY = 65534
+
+
+def _tree(path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def _victim(tmp_path):
+    """root's directory that an attacker would have root write its cache into."""
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    (victim / "secret").write_text("root's\n")
+    return victim
+
+
+@needs_root
+@pytest.mark.parametrize("where", ["sticky", "foreign"])
+def test_a_symlinked_ancestor_of_another_user_is_not_followed(tmp_path, where):
+    victim = _victim(tmp_path)
+    if where == "sticky":                    # another user's symlink in a directory like /tmp
+        parent = tmp_path / "shared"
+        parent.mkdir()
+        os.chmod(parent, 0o1777)
+    else:                                    # a symlink in a directory of another user
+        parent = tmp_path / "alice"
+        parent.mkdir()
+        os.chown(parent, NOBODY, NOBODY)
+    link = parent / "link"
+    link.symlink_to(victim)
+    os.lchown(link, NOBODY, NOBODY)
+    for _ in range(2):
+        r = _run(tmp_path, env={"XDG_CACHE_HOME": str(link / ".cache")})
+        assert (r.returncode, r.stdout) == (0, REFUSED), r.stderr
+    assert _tree(victim) == ["secret"]
+
+
+def test_a_symlinked_ancestor_of_the_user_is_followed(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "mine").symlink_to(tmp_path / "real")       # as a home reached through /home -> /var/home
+    env = {"XDG_CACHE_HOME": str(tmp_path / "mine" / ".cache")}
+    assert _run(tmp_path, env=env).stdout == REFUSED
+    entry = tmp_path / "real" / ".cache" / "sysgate" / "filters" / _entry(tmp_path).name
+    assert entry.is_file() and not entry.is_symlink()
+    again = _run(tmp_path, env=env, importtime=True)
+    assert (again.returncode, again.stdout) == (0, REFUSED), again.stderr
+    assert "sysgate.compiler" not in _imported(again.stderr)   # launched from the cache
+
+
+@needs_root
+@pytest.mark.parametrize("variable", ["HOME", "XDG_CACHE_HOME"])
+def test_root_does_not_cache_in_a_home_of_another_user(tmp_path, variable):
+    home = tmp_path / "alice"                # sudo keeping HOME=/home/alice
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    if variable == "HOME":
+        env = {"HOME": str(home), "XDG_CACHE_HOME": ""}
+    else:                                    # (a .cache of root's own in it does not help)
+        (home / ".cache").mkdir(mode=0o700)
+        env = {"XDG_CACHE_HOME": str(home / ".cache")}
+    before = _tree(home)
+    for _ in range(2):
+        r = _run(tmp_path, env=env)
+        assert (r.returncode, r.stdout) == (0, REFUSED), r.stderr
+    assert _tree(home) == before
+
+
+def _exchanger(a: str, b: str):
+    """renameat2(a, b, RENAME_EXCHANGE), as the owner of their directory may."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, exchange = -100, 2
+    if hasattr(libc, "renameat2"):
+        return lambda: libc.renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), exchange)
+    if os.uname().machine != "x86_64":
+        pytest.skip("renameat2 not in libc and its syscall number not known here")
+    return lambda: libc.syscall(316, at_fdcwd, a.encode(), at_fdcwd, b.encode(), exchange)
+
+
+@needs_root
+def test_a_rename_exchange_race_never_makes_root_write_elsewhere(tmp_path):
+    victim = _victim(tmp_path)
+    alice = tmp_path / "alice"               # the attacker's directory, on the way to the cache
+    alice.mkdir()
+    os.chown(alice, NOBODY, NOBODY)
+    cache, elsewhere = alice / "cache", alice / "elsewhere"
+    cache.mkdir()
+    os.chown(cache, NOBODY, NOBODY)
+    elsewhere.symlink_to(victim)
+    os.lchown(elsewhere, NOBODY, NOBODY)
+    swap = _exchanger(str(cache), str(elsewhere))
+    assert swap() == 0 and swap() == 0
+    stop = threading.Event()
+
+    def race():
+        while not stop.is_set():
+            swap()
+
+    thread = threading.Thread(target=race)
+    thread.start()
+    try:
+        for i in range(20):                  # a new policy each time: each run stores an entry
+            r = _run(tmp_path, policy=f"{POLICY}# {i}\n", env={"XDG_CACHE_HOME": str(cache)})
+            assert (r.returncode, r.stdout) == (0, REFUSED), r.stderr
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+    assert _tree(victim) == ["secret"]
+
+
+def test_a_crashed_stores_temporary_files_are_removed(tmp_path):
+    directory = tmp_path / "cache" / "sysgate" / "filters"
+    directory.mkdir(parents=True, mode=0o700)
+    filt = Filter.from_policy(load_text(POLICY, "p.policy"))
+    entry_key = filtercache.key(POLICY, __version__)
+    mine = directory / f".{entry_key}.{os.getpid()}.tmp"      # a crashed store of a process with our pid
+    mine.write_text("sysgate-filter-cache 1\nkey")
+    old, fresh = directory / f".{'1' * 64}.99999.tmp", directory / f".{'2' * 64}.99998.tmp"
+    old.write_text("")
+    fresh.write_text("")                     # (another store, still writing)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    assert filtercache.store(entry_key, filt, str(directory))
+    assert sorted(p.name for p in directory.iterdir()) == sorted([entry_key, fresh.name])
+    assert filtercache.lookup(entry_key, str(directory)).program == filt.program
 
 
 @pytest.mark.parametrize("policy", [

@@ -8,10 +8,13 @@ filter of the old one), the interpreter and the machine and kernel release. Entr
 ``$XDG_CACHE_HOME/sysgate/filters`` (default ``~/.cache/sysgate/filters``), one file per key,
 written atomically (a temporary file renamed into place) with mode 0600 in a 0700 directory.
 
-An entry is used only when all of this holds, else it is ignored (and the next compile replaces
-it): the directory and the file belong to the effective user and are not writable by group or
-others, the file is a regular file (not a symlink) of sane size, it parses, names this key, and
-its program has the SHA-256 it records and does not return USER_NOTIF. ``cli/run.py`` stores
+The cache is used only in a directory reached safely (see :func:`_open_dir`: no directory or
+symlink of another user on the way, so root run with ``sudo``'s HOME does not cache there), and
+all entry operations are relative to its descriptor. An entry is used only when all of this
+holds, else it is ignored (and the next compile replaces it): the file belongs to the effective
+user and is not writable by group or others, it is a regular file (not a symlink, FIFO or device)
+of sane size, it parses, names this key, and its program has the SHA-256 it records and does not
+return USER_NOTIF. ``cli/run.py`` stores
 only filters that need nothing but launching: a plain text policy (no ``include``, no
 ``sandbox:``, no warnings, no notify rules) without Landlock. ``SYSGATE_NO_CACHE=1`` (or ``run
 --no-cache``) turns the cache off.
@@ -102,25 +105,104 @@ class CachedFilter:
         return spawn(argv, self, listener=False, **options)
 
 
-def _own_dir(path: str) -> bool:
-    """Is ``path`` a real directory of the effective user that nobody else may write to?"""
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: a crashed store's temporary file older than this (seconds) is removed by the next store
+STALE_TMP = 3600
+
+
+def _open_dir(directory: str | None, create: bool) -> int | None:
+    """A descriptor of the entries' directory, or None when it is missing (and not ``create``d) or
+    not safe. Every entry operation is made relative to it: a path checked first and used later
+    could be swapped in between (a rename, a symlinked ancestor) and make root read or write
+    elsewhere. So the path is opened one component at a time from ``/``, and each directory is
+    checked on its descriptor. On the way to the base (the directory holding ``sysgate``): only
+    directories of the effective user or root that nobody else may rename entries of (writable by
+    others only when sticky, as /tmp), and only symlinks of the user or root are followed (a
+    home reached through /home -> /var/home still caches). The base is not writable by others;
+    ``sysgate`` and ``filters`` are the user's, not writable by others, not symlinks, made 0700
+    when missing. A base of another user (root with ``sudo``'s HOME) is thus not used."""
+    if directory is None:
+        directory = cache_dir()
+        base, tail = os.path.dirname(os.path.dirname(directory)), ("sysgate", "filters")
+    else:
+        base, last = os.path.split(directory)
+        tail = (last,)
+    if not os.path.isabs(base) or not all(name and name not in (".", "..") for name in tail):
+        return None
+    euid = os.geteuid()
+    names = base.split("/")[::-1]          # a stack: a symlink's target is pushed onto it
+    hops = 0
     try:
-        st = os.lstat(path)
+        fd = os.open("/", _DIR)
     except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+        return None
+    try:
+        while names:
+            name = names.pop()
+            if name in ("", "."):
+                continue
+            try:
+                sub = _subdir(fd, name, create)
+            except OSError:                # a symlink? followed if the user's or root's
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                hops += 1
+                if not stat.S_ISLNK(st.st_mode) or st.st_uid not in (euid, 0) or hops > 40:
+                    raise
+                target = os.readlink(name, dir_fd=fd)
+                names += target.split("/")[::-1]
+                if target.startswith("/"):
+                    sub = os.open("/", _DIR)
+                    os.close(fd)
+                    fd = sub
+                continue
+            os.close(fd)
+            fd = sub
+            st = os.fstat(fd)
+            if st.st_uid not in (euid, 0) or st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                raise PermissionError
+        st = os.fstat(fd)
+        if st.st_uid not in (euid, 0) or st.st_mode & 0o022:
+            raise PermissionError
+        for name in tail:
+            sub = _subdir(fd, name, create)
+            os.close(fd)
+            fd = sub
+            st = os.fstat(fd)
+            if st.st_uid != euid or st.st_mode & 0o022:
+                raise PermissionError
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _subdir(fd: int, name: str, create: bool) -> int:
+    """Open directory ``name`` in ``fd`` (not a symlink), made 0700 first when missing and ``create``."""
+    try:
+        return os.open(name, _DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    os.mkdir(name, 0o700, dir_fd=fd)
+    return os.open(name, _DIR, dir_fd=fd)
 
 
 def lookup(entry_key: str, directory: str | None = None, name: str = "policy") -> CachedFilter | None:
     """The valid entry ``entry_key`` (a filter called ``name``), or None (missing, foreign, unsafe or
-    corrupt: ignored)."""
-    directory = directory or cache_dir()
-    if not _own_dir(directory):
+    corrupt: ignored). Opened without blocking (a FIFO or a device in its place must not hang the
+    run) and checked on its descriptor."""
+    if not entry_key.isalnum():
+        return None
+    dir_fd = _open_dir(directory, False)
+    if dir_fd is None:
         return None
     try:
-        fd = os.open(os.path.join(directory, entry_key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(entry_key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return None
+    finally:
+        os.close(dir_fd)
     try:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
@@ -178,33 +260,49 @@ def may_notify(program: bytes) -> bool:
 def store(entry_key: str, filt, directory: str | None = None) -> bool:
     """Write stored filter ``filt`` as entry ``entry_key`` (atomically, 0600); False when the
     cache directory cannot be made or is not safely ours (the run goes on without the cache)."""
-    directory = directory or cache_dir()
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError:
-        return False
-    if not _own_dir(directory):
-        return False
     program = bytes(filt.program)
     flags = sorted(name for name, on in filt.flags.items() if on)
-    if not set(flags) <= set(_FLAG_NAMES) or may_notify(program):
+    if not entry_key.isalnum() or not set(flags) <= set(_FLAG_NAMES) or may_notify(program):
         return False
     data = (f"{FORMAT} {VERSION}\nkey {entry_key}\narches {','.join(filt.arches)}\nflags {','.join(flags)}\n"
             f"sha256 {sha256(program).hexdigest()}\nprogram {program.hex()}\n").encode("ascii")
-    tmp = os.path.join(directory, f".{entry_key}.{os.getpid()}.tmp")
+    dir_fd = _open_dir(directory, True)
+    if dir_fd is None:
+        return False
+    tmp = f".{entry_key}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        _sweep(dir_fd, tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, os.path.join(directory, entry_key))
+        os.rename(tmp, entry_key, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         return False
+    finally:
+        os.close(dir_fd)
     return True
+
+
+def _sweep(dir_fd: int, tmp: str) -> None:
+    """Remove ``tmp`` (left by a crashed store of a process that had our pid) and the temporary
+    files of other stores older than :data:`STALE_TMP` (they crashed: a store takes milliseconds)."""
+    import time
+
+    old = time.time() - STALE_TMP
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                try:
+                    if entry.name == tmp or entry.stat(follow_symlinks=False).st_mtime < old:
+                        os.unlink(entry.name, dir_fd=dir_fd)
+                except OSError:
+                    pass
