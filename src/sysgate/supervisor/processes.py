@@ -108,7 +108,8 @@ def unsafe_handlers(sup) -> list[str]:
         for h in (*grp.handlers.values(), grp.fallback):
             culprit = None if h is None else find_unsafe(h.fn)
             if culprit is not None:
-                names.add(_name(culprit) if culprit is h.fn else f"{_name(culprit)} (inside {_name(h.fn)})")
+                name, outer = _name(culprit), _name(h.fn)
+                names.add(name if culprit is h.fn or name == outer else f"{name} (inside {outer})")
     return sorted(names)
 
 
