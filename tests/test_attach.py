@@ -638,9 +638,41 @@ def test_cli_attach_supervise_routes_named_handlers(tmp_path, source, configured
         proc.wait()
 
 
+def test_cli_attach_supervise_with_worker_processes(tmp_path):
+    """--processes 2: two workers answer the fs rules as one process does, and end with sysgate
+    when the target exits."""
+    policy_file, config = fs_files(tmp_path)
+    proc = python_process(OPENER)
+    try:
+        sysgate = subprocess.Popen([sys.executable, "-m", "sysgate", "attach", str(proc.pid), "--policy",
+                                    str(policy_file), "--supervise", "--handlers", config, "--processes", "2"],
+                                   stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: proc_status(proc.pid, proc.pid)["Seccomp"] == "2", timeout=10)
+        paths = [tmp_path / "public", tmp_path / "secret", tmp_path / "missing"] * 20
+        answers = opener_answers(proc, paths)
+        assert answers == ["public text", f"errno {errno.EACCES}", f"errno {errno.ENOENT}"] * 20
+        with open(f"/proc/{sysgate.pid}/task/{sysgate.pid}/children") as f:
+            workers = [int(pid) for pid in f.read().split()]
+        assert len(workers) == 2
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+        _, err = sysgate.communicate(timeout=30)
+        assert sysgate.returncode == 0, err
+        assert "worker process" not in err and "Traceback" not in err, err
+        assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]     # reaped by sysgate
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.parametrize("options, message", [
     (["--supervise", "--handlers", '{"fs": {"rulez": []}}'], r"handler 'fs': unknown option\(s\) rulez"),
     (["--no-listener", "--handlers", "{}"], "--handlers needs --supervise"),
+    (["--supervise", "--processes", "0"], "--processes wants a number of worker processes from 1 to 64, not '0'"),
+    (["--supervise", "--processes", "x"], "--processes wants a number of worker processes from 1 to 64, not 'x'"),
+    (["--no-listener", "--processes", "2"], "--processes needs --supervise"),
+    (["--supervise", "--processes", "2", "--handlers", '{"audit": {}, "fs": {"rules": []}}'],
+     "--processes 2 cannot serve the audit handler"),
 ])
 def test_cli_attach_bad_handler_config_leaves_the_process_alone(tmp_path, options, message):
     policy_file, _ = fs_files(tmp_path)

@@ -7,6 +7,7 @@ waiting, and stopping or closing ends every worker. No timing is asserted: waits
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -21,7 +23,8 @@ from sysgate.errors import SysgateError
 from sysgate.handlers.audit import AuditHandler, AuditLog
 from sysgate.kernel import notify
 from sysgate.supervisor import Reply, Supervisor
-from sysgate.supervisor.processes import WORKER_LOST
+from sysgate.supervisor.processes import WORKER_LOST, find_unsafe
+from sysgate.supervisor.routing import _PolicyChooser
 from sysgate.testing.record import Recorder
 from support import TESTS
 from support.supervisor import Run, fd_count
@@ -247,6 +250,113 @@ def test_handlers_keeping_results_in_memory_are_refused(target_bin, tmp_path, ki
             sup.run_until_idle(10)
         assert children() <= {run.target.pid}
     run.finish()
+
+
+def _audit_wrappers(audit: AuditHandler) -> dict:
+    """Ways of handing the process-unsafe ``audit`` to the supervisor that hide its ``process_safe``."""
+    def nested(n):
+        return audit(n)
+
+    @functools.wraps(audit.handle)
+    def decorated(n):
+        return audit.handle(n)
+
+    return {
+        "bound method": audit.handle,
+        "partial": functools.partial(audit),
+        "partial of a bound method": functools.partial(audit.handle),
+        "partial argument": functools.partial(lambda h, n: h(n), audit),
+        "lambda": lambda n: audit(n),
+        "default argument": lambda n, h=audit: h(n),
+        "nested function": nested,
+        "functools.wraps": decorated,
+        "lambda calling a partial": (lambda inner: lambda n: inner(n))(functools.partial(audit)),
+        "policy chooser": _PolicyChooser(types.SimpleNamespace(name="p"), {"a": (lambda n: None), "b": audit}),
+    }
+
+
+@pytest.mark.parametrize("how", list(_audit_wrappers(AuditHandler(AuditLog(None)))))
+def test_wrapped_handlers_keeping_results_in_memory_are_refused(target_bin, how):
+    """Wrapping a process_safe = False handler (in a bound method, a partial, a lambda...) does not
+    get it past the check."""
+    audit = AuditHandler(AuditLog(None))
+    wrapped = _audit_wrappers(audit)[how]
+    assert find_unsafe(wrapped) is audit
+    with Supervisor(processes=2) as sup:
+        sup.on("getppid", wrapped)
+        run = Run(target_bin, "getppid", 1)
+        sup.add_target(run.target)
+        with pytest.raises(SysgateError, match=r"handler\(s\) audit.* \(process_safe = False\)"):
+            sup.run_until_idle(10)
+        assert children() <= {run.target.pid}
+    run.finish()
+
+
+class _Plain:
+    def answer(self, n):
+        return Reply.value(5)
+
+
+class _Vouching:
+    """Wraps an unsafe handler but declares itself process-safe: the explicit mark is trusted."""
+
+    process_safe = True
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, n):
+        return self.inner(n)
+
+
+def test_process_safe_wrappers_are_served():
+    """Unmarked callables are process-safe, wrapped or not (the contract's default); an explicit
+    process_safe = True vouches for what it wraps."""
+    def plain(n):
+        return Reply.value(5)
+
+    audit = AuditHandler(AuditLog(None))
+    for fn in (plain, _Plain().answer, functools.partial(plain), lambda n: plain(n), _Vouching(audit),
+               functools.partial(_Vouching(audit)), os.getpid, print):
+        assert find_unsafe(fn) is None, fn
+    loop = functools.partial(plain)
+    loop.func_again = loop                    # cycles end
+    assert find_unsafe(loop) is None
+
+
+def test_workers_end_on_sigterm_when_the_parent_blocks_it(target_bin):
+    """A parent that has SIGTERM blocked when it forks the workers (sysgate run reads SIGTERM from a
+    signalfd): the workers unblock it, so stopping them ends them by SIGTERM, not by SIGKILL after
+    the grace, which counts as losing them and fails the listener closed. The other blocked signals
+    stay blocked in the workers."""
+    blocked = {signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    r, w = os.pipe()
+    try:
+        with Supervisor(processes=2) as sup:
+            def handler(n):
+                if n.args[0] == 0:        # the worker's mask, as the kernel has it
+                    with open(f"/proc/{os.getpid()}/status") as status:
+                        os.write(w, next(line for line in status if line.startswith("SigBlk:")).encode())
+                return Reply.value(5)
+
+            sup.on("getppid", handler)
+            run = Run(target_bin, "getppid", 100000)     # outlives the run: blocks writing its full stdout
+            listener = sup.add_target(run.target)
+            assert not sup.run(timeout=1)                # timed out: the workers are stopped
+            assert sup.stats.workers_lost == 0 and not listener.released, sup.stats
+            assert children() <= {run.target.pid}
+            assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) >= blocked     # the parent's mask is kept
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    got = [r[:2] for r in results(run.output())]
+    run.finish()
+    assert got[0] == (5, 0) and set(got) <= {(5, 0), (-1, errno.ENOSYS)}
+    assert select.select([r], [], [], 30)[0]
+    sigblk = int(os.read(r, 100).split()[1], 16)
+    os.close(r)
+    os.close(w)
+    assert not sigblk & (1 << (signal.SIGTERM - 1)) and sigblk & (1 << (signal.SIGHUP - 1)), hex(sigblk)
 
 
 def test_refusals(target_bin):

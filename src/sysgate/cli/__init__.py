@@ -86,6 +86,18 @@ def command_args(args, usage: str) -> list[str]:
     return argv
 
 
+#: the most worker processes ``--processes`` starts
+MAX_PROCESSES = 64
+
+
+def processes_option(value: str) -> int:
+    """The number of ``--processes``: 1 to :data:`MAX_PROCESSES`, else a one-line SysgateError."""
+    number = int(value) if value.isascii() and value.isdigit() else 0
+    if not 1 <= number <= MAX_PROCESSES:
+        raise SysgateError(f"--processes wants a number of worker processes from 1 to {MAX_PROCESSES}, not {value!r}")
+    return number
+
+
 def write_program(data: bytes, output: str | None, fmt: str) -> None:
     """Write a dumped program to the file ``output``, or to stdout (never raw BPF to a terminal)."""
     if output:

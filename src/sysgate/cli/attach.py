@@ -5,6 +5,7 @@ import os
 import sys
 
 from ..errors import SysgateError
+from . import processes_option
 
 
 def register(sub) -> None:
@@ -24,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--handlers", metavar="CONFIG",
                    help="with --supervise: config of the handlers the policy names (notify(NAME)), "
                         "a JSON file or inline JSON, as for sysgate run")
+    p.add_argument("--processes", metavar="N",
+                   help="with --supervise: answer the notifications from N worker processes, one CPU each "
+                        "(1-64, default 1), as for sysgate run; handlers keeping results in memory are refused")
     p.set_defaults(func=run)
 
 
@@ -45,7 +49,7 @@ def load_filter(args):
 def run(args) -> int:
     from ..supervisor import Supervisor
     from ..handlers.registry import wire
-    from ..process.run import PolicyReporter, warn
+    from ..process.run import PolicyReporter, check_processes, warn
 
     filt = load_filter(args)
     if filt.notifies and not (args.supervise or args.no_listener):
@@ -53,15 +57,20 @@ def run(args) -> int:
                            "--no-listener to let them fail with ENOSYS")
     if args.handlers is not None and not args.supervise:
         raise SysgateError("--handlers needs --supervise: only a supervising sysgate runs handlers")
+    processes = 1 if args.processes is None else processes_option(args.processes)
+    if args.processes is not None and not args.supervise:
+        raise SysgateError("--processes needs --supervise: only a supervising sysgate has worker processes")
     listener = filt.notifies and not args.no_listener
     if args.supervise and not filt.notifies:
         print("sysgate: the policy has no notify rules: nothing to supervise", file=sys.stderr)
-    sup = Supervisor() if listener else None
+    sup = Supervisor(processes=processes) if listener else None
     handler_set = None
     try:
         if sup is not None:   # every handler error is raised here, before the process is touched
             handler_set = wire(sup, filt.handler_policy(), args.handlers, group=filt.group, warn=warn)
             sup.fallback(PolicyReporter(), group=filt.group)
+            if processes > 1:
+                check_processes(sup, None, handler_set)
         return _attach(args.pid, filt, sup)
     finally:
         if sup is not None:
@@ -91,6 +100,8 @@ def _supervise(sup, target, filt) -> int:
     ``notify(NAME)`` rules go to their handlers and plain notify rules are reported
     strace-style on stderr and allowed, as ``sysgate run`` does. Stopping sysgate (Ctrl-C,
     SIGTERM) leaves the filter in place: the target's notified syscalls then fail with ENOSYS.
+    With ``--processes N`` the supervisor's worker processes answer, and end with it (they also
+    die with it when SIGTERM or SIGKILL ends sysgate).
     """
     sup.add_listener(target.take_listener(), filt.group, pidfd=target.pidfd, target=target,
                      pending=target.pending)

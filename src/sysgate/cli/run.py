@@ -37,6 +37,13 @@ of the policy text, and an unchanged policy is launched from there. ``--no-cache
 ``--record FILE`` writes every notification and the reply it got to FILE (JSON lines) for
 ``sysgate replay``.
 
+``--processes N`` (1 to 64, default 1) answers the notifications from N worker processes, one CPU
+each (Python answers on one CPU at a time): for handlers that answer from the call alone, since
+each process has its own copy of them. Refused in one line before the command starts: the audit
+mode (no policy), ``--record``, the audit handler and handlers that keep their results in memory
+(``process_safe = False``). Without notifications it changes nothing. If a worker dies, every
+notified call fails with ENOSYS from then on, as if sysgate had died; the workers end with the run.
+
 ``--sandbox`` puts the secure base under the policy (default: allow everything else): every
 path syscall the fs handler answers goes to it, view changes (chroot, mount, namespaces),
 io_uring and file handles are refused, and with a ``net`` section in ``--handlers`` every
@@ -49,7 +56,7 @@ from __future__ import annotations
 import os
 
 from ..errors import SysgateError
-from . import command_args
+from . import command_args, processes_option
 
 PODMAN_PROFILE = "/usr/share/containers/seccomp.json"
 DOCKER_PROFILES = ("/etc/docker/seccomp.json", "/usr/share/docker/seccomp.json",
@@ -85,6 +92,9 @@ def register(sub) -> None:
     add_landlock_options(p)
     p.add_argument("--no-cache", action="store_true",
                    help="compile the policy even when the filter cache has it (also SYSGATE_NO_CACHE=1)")
+    p.add_argument("--processes", metavar="N", default="1",
+                   help="answer the notifications from N worker processes, one CPU each (1-64, default 1: "
+                        "sysgate's own process); handlers keeping results in memory (audit, --record) are refused")
     p.add_argument("--exit-with-main", action="store_true",
                    help="stop serving when the command exits, not when every process it started is gone "
                         "(notified calls of daemons left behind then fail with ENOSYS)")
@@ -160,6 +170,7 @@ def run_from_cache(words: list[str]) -> int | None:
 
 def run(args) -> int:
     try:
+        args.processes = processes_option(args.processes)
         argv = command_args(args, "sysgate run [options] -- CMD [ARG...]")
         args.policy_text = args.cache_key = None
         if cacheable(args):
@@ -190,7 +201,7 @@ def run(args) -> int:
         else:
             code, target = run_supervised(filt, argv, reporter, policy, args.handler_config, record=args.record,
                                           landlock=wall, exit_with_main=args.exit_with_main,
-                                          custom=args.custom_handlers)
+                                          custom=args.custom_handlers, processes=args.processes)
     except SysgateError as exc:
         exc.exit_code = 125
         raise

@@ -79,6 +79,7 @@ class CustomHandler:
 
     def __init__(self, fn):
         self.fn = fn
+        self.wraps_handlers = (fn,)     # its process_safe = False counts (supervisor.processes.find_unsafe)
         name = getattr(fn, "name", None) or getattr(fn, "__name__", None)
         self.name = name if isinstance(name, str) and name != "<lambda>" else None
         syscalls = getattr(fn, "syscalls", None)

@@ -30,17 +30,27 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, *,
                    record: str | None = None, landlock=None, exit_with_main: bool = False,
-                   custom: dict | None = None) -> tuple[int, object]:
+                   custom: dict | None = None, processes: int = 1) -> tuple[int, object]:
     """:func:`run_command` on a new supervisor: ``policy``'s ``notify(NAME)`` rules go to the
     handlers configured by ``handlers`` and the ``custom`` ones (see :func:`sysgate.handlers.registry.wire`),
     every other notification to ``reporter``. With ``record`` (a path), every notification and its reply
-    is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command."""
+    is also written there for ``sysgate replay``. ``landlock``: a LandlockPlan for the command.
+
+    ``processes`` > 1 serves the notifications from that many worker processes (``sysgate run
+    --processes``, see :mod:`sysgate.supervisor.processes`); handlers that keep their results in
+    memory, the audit mode and ``record`` are refused in one line before the command starts. It
+    has no effect when ``filt`` notifies nothing."""
     from ..handlers.registry import wire
     from ..supervisor import Supervisor
 
+    if not filt.notifies:
+        processes = 1               # nothing to serve: no worker is forked
+    if processes > 1 and record:
+        raise SysgateError(f"--processes {processes} cannot be used with --record: the recording is written "
+                           "by one process (use --processes 1)")
     handler_set = recorder = None
     try:
-        with Supervisor() as sup:
+        with Supervisor(processes=processes) as sup:
             if record:
                 from ..testing import Recorder
 
@@ -49,6 +59,8 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
             handler_set = wire(sup, policy, handlers, wrap=wrap, custom=custom, warn=warn)
             if reporter is not None and wrap:
                 reporter = wrap(reporter)
+            if processes > 1:
+                check_processes(sup, reporter, handler_set)
             code, target = run_command(filt, argv, reporter, supervisor=sup, landlock=landlock,
                                        exit_with_main=exit_with_main)
     finally:
@@ -59,6 +71,34 @@ def run_supervised(filt, argv: list[str], reporter, policy=None, handlers=None, 
     if recorder is not None:
         warn(f"sysgate: {recorder.count} notifications recorded to {record}")
     return code, target
+
+
+def check_processes(sup, reporter, handler_set=None) -> None:
+    """A one-line SysgateError, naming the option or handler, when ``sup``'s worker processes
+    (``sup.processes`` > 1) cannot serve ``reporter`` and the handlers routed on ``sup`` (they keep
+    results in memory), or cannot be forked (threads run). Called before the target starts
+    (``handler_set``: the :func:`~sysgate.handlers.registry.wire` result, whose audit is refused)."""
+    from ..supervisor.processes import check_forkable, find_unsafe, unsafe_handlers
+
+    n = sup.processes
+    if isinstance(reporter, AuditReporter):
+        raise SysgateError(f"--processes {n} needs a policy: without one every call is audited and the summary "
+                           "is counted in one process (use --processes 1, or --log)")
+    if handler_set is not None and handler_set.audit is not None:
+        handler_set.summary = False         # nothing ran: finish() prints no summary
+        raise SysgateError(f"--processes {n} cannot serve the audit handler (notify(audit) or an audit section "
+                           "in --handlers): its log and summary are kept by one process (use --processes 1)")
+    unsafe = unsafe_handlers(sup)
+    if reporter is not None and find_unsafe(reporter) is not None:
+        unsafe.append(f"{type(reporter).__name__} (the notifications no handler takes)")
+    if unsafe:
+        raise SysgateError(f"--processes {n} cannot serve handler(s) {', '.join(unsafe)}: they keep their results "
+                           "in memory (process_safe = False), each worker process would keep a part "
+                           "(use --processes 1)")
+    try:
+        check_forkable(sup)
+    except SysgateError as exc:
+        raise SysgateError(f"--processes {n}: {exc}") from None
 
 
 def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=None,
@@ -88,6 +128,8 @@ def run_command(filt, argv: list[str], handler, *, supervisor=None, landlock=Non
 class AuditReporter:
     """Allow everything (CONTINUE) and print the per-syscall summary of
     :class:`sysgate.handlers.audit.AuditLog` at exit."""
+
+    process_safe = False        # the summary is counted in this process
 
     def __init__(self):
         from ..handlers.audit import AuditHandler, AuditLog
@@ -160,6 +202,10 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
     if reporter is not None:
         sup.fallback(reporter)
     listener = sup.add_target(target) if target.listener is not None else None
+    if sup.processes > 1:
+        if listener is None:
+            return _wait(target, forwarder)
+        return _supervise_in_processes(sup, target, listener, forwarder, exit_with_main)
     poller = select.poll()
     for fd in (sup.fileno(), target.pidfd, forwarder.fileno()):
         poller.register(fd, select.POLLIN)
@@ -178,6 +224,34 @@ def supervise(target, reporter, forwarder, *, supervisor=None, exit_with_main: b
             forwarder.forward(target)
         if code is not None and (exit_with_main or listener is None or listener.released):
             return code
+
+
+def _supervise_in_processes(sup, target, listener, forwarder, exit_with_main: bool) -> int:
+    """:func:`supervise` on a supervisor with worker processes: they answer the notifications
+    while the loop of :meth:`~sysgate.supervisor.Supervisor.run` in this process reaps the
+    target, sees the listener hang up and forwards signals (it watches the signalfd, so a signal
+    is passed on at once). The workers end when the run does."""
+    state = {"code": None, "done": False}
+
+    def signalled() -> None:
+        if state["code"] is not None:       # only processes it left behind: stop waiting for them
+            forwarder.drain()
+            state["done"] = True
+        else:
+            forwarder.forward(target)
+
+    def finished() -> bool:
+        if state["code"] is None and target.returncode is not None:      # reaped by the supervisor
+            state["code"] = exit_status(target.wait())
+        return state["done"] or (state["code"] is not None and (exit_with_main or listener.released))
+
+    sup.watch(forwarder.fileno(), signalled)
+    try:
+        while not finished():
+            sup.run(until=finished)     # (returns early only when every worker ended: then it forks new ones)
+    finally:
+        sup.unwatch(forwarder.fileno())
+    return state["code"]
 
 
 def _wait(target, forwarder) -> int:

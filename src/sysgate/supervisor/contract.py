@@ -18,7 +18,12 @@ built-in base that satisfies :class:`HandlerObject`.
   the late verdict is dropped). They are optional, so they are not protocol members. A third,
   ``process_safe = False``, says the handler keeps results in memory (a summary, a count):
   ``Supervisor(processes=N)`` with N > 1 runs a copy of it in each worker process, so it
-  refuses to serve it instead of losing them (:mod:`~sysgate.supervisor.processes`).
+  refuses to serve it instead of losing them (:mod:`~sysgate.supervisor.processes`). A handler
+  without it is process-safe, unless it visibly wraps one that is not: bound methods, partials,
+  ``functools.wraps`` wrappers, the callables a function closes over, and the handlers an object
+  lists in ``wraps_handlers`` are looked into (:func:`~sysgate.supervisor.processes.find_unsafe`);
+  an object that delegates in another way declares ``process_safe`` itself (``True`` vouches for
+  what it wraps).
 - :class:`HandlerObject` is a named handler as the registry (``notify(NAME)`` in a policy,
   ``--handlers``) uses it: a handler function with a ``name`` (for a custom handler loaded
   by :mod:`sysgate.handlers.loading`, default the function's ``__name__``; a built-in's name

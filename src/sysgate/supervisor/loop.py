@@ -136,6 +136,7 @@ class Supervisor(Routes):
         self._epoll = select.epoll()
         self._epoll.register(self._pool.wakeup_fd, _IN)
         self._signal_fd = -1          # serve_forever's signal wakeup pipe
+        self._watched: dict[int, object] = {}   # fd -> callback (watch)
         self._listeners: dict[int, Listener] = {}
         Routes.__init__(self)
         self._backlog: list[tuple[Listener, bytearray]] = []
@@ -198,6 +199,21 @@ class Supervisor(Routes):
         """Stop supervising ``listener`` and close it (its waiting syscalls fail with ENOSYS)."""
         self._check_no_workers("remove a listener")
         self._release(listener, "removed")
+
+    def watch(self, fd: int, callback) -> None:
+        """Call ``callback()`` from the loop whenever ``fd`` (not owned) is readable, e.g. a signalfd
+        that :meth:`run`'s ``until`` should see at once rather than at its next 0.1 s check. It must
+        consume what made ``fd`` readable (the loop would wake again at once otherwise). With worker
+        processes only the parent watches. :meth:`unwatch` before closing ``fd``."""
+        if fd in self._watched:
+            raise SysgateError(f"fd {fd} is already watched")
+        self._epoll.register(fd, _IN)
+        self._watched[fd] = callback
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (see :meth:`watch`)."""
+        if self._watched.pop(fd, None) is not None and not self._closed:
+            self._epoll.unregister(fd)
 
     def _check_no_workers(self, what: str) -> None:
         if self._workers is not None:
@@ -500,6 +516,8 @@ class Supervisor(Routes):
                         self._collect()
                     elif fd == self._signal_fd:
                         _drain(fd)
+                    elif fd in self._watched:
+                        self._watched[fd]()
                     else:
                         self._reap(fd)
                 elif ev & _IN:

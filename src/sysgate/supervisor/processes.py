@@ -30,19 +30,23 @@ reaches the parent or the other workers. The parallel mode is for handlers whose
 depends only on the call (and on files or the kernel). A handler that keeps results in
 memory declares ``process_safe = False`` (the audit handler's summary, the recorder's
 count): serving with ``processes > 1`` then refuses to start, in one line, instead of
-losing its data. Only the counters of :class:`~.loop.Stats` are sent back to the parent,
-when each worker ends (a killed worker's are lost). A handler calling ``stop()`` ends its
-own worker; the run ends when no worker is left.
+losing its data, also when it is wrapped in a bound method, a partial or a function
+(:func:`find_unsafe`). Only the counters of :class:`~.loop.Stats` are sent back to the
+parent, when each worker ends (a killed worker's are lost). A handler calling ``stop()``
+ends its own worker; the run ends when no worker is left.
 
 Workers are forked before any thread runs (forking a threaded process copies locks held by
 other threads): serving refuses to start while other threads are alive. They inherit the
-parent's open files, as after any fork. Listeners cannot be added or removed while workers
-serve; stop serving first (the next run forks new workers over the current listeners).
+parent's open files and signal mask, as after any fork, except that SIGTERM, which ends a
+worker, is unblocked (``sysgate run`` blocks it to read it from a signalfd). Listeners
+cannot be added or removed while workers serve; stop serving first (the next run forks new
+workers over the current listeners).
 """
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import math
@@ -51,6 +55,7 @@ import select
 import signal
 import threading
 import time
+import types
 
 from ..errors import SysgateError
 from ..kernel import abi, calls, notify
@@ -87,15 +92,78 @@ class Worker:
 
 def check_forkable(sup) -> None:
     """Refuse to fork workers that would silently lose state, or copy another thread's locks."""
-    unsafe = sorted({_name(h.fn) for grp in (sup._global, *sup._groups.values())
-                     for h in (*grp.handlers.values(), grp.fallback)
-                     if h is not None and getattr(h.fn, "process_safe", True) is False})
+    unsafe = unsafe_handlers(sup)
     if unsafe:
         raise SysgateError(f"handler(s) {', '.join(unsafe)} keep their results in memory (process_safe = False): "
                            "serve them with processes=1")
     if threading.active_count() > 1:
         raise SysgateError(f"processes={sup.processes}: worker processes must be forked before any thread starts "
                            f"({threading.active_count() - 1} other thread(s) running)")
+
+
+def unsafe_handlers(sup) -> list[str]:
+    """The names of ``sup``'s handlers that keep results in memory (see :func:`find_unsafe`), sorted."""
+    names = set()
+    for grp in (sup._global, *sup._groups.values()):
+        for h in (*grp.handlers.values(), grp.fallback):
+            culprit = None if h is None else find_unsafe(h.fn)
+            if culprit is not None:
+                name, outer = _name(culprit), _name(h.fn)
+                names.add(name if culprit is h.fn or name == outer else f"{name} (inside {outer})")
+    return sorted(names)
+
+
+#: how deep :func:`find_unsafe` looks into wrappers of wrappers
+_WRAP_DEPTH = 8
+
+
+def find_unsafe(fn, _depth: int = 0, _seen: dict | None = None):
+    """The handler that declares ``process_safe = False``: ``fn`` itself or one it wraps; None when none does.
+
+    A handler without the attribute is process-safe (the contract's default: a plain function answering
+    from the call alone), but a wrapper does not hide what it wraps: bound methods (``__self__``,
+    ``__func__``), :func:`functools.partial` (``func``, its arguments), ``functools.wraps`` wrappers
+    (``__wrapped__``), the callables a function closes over or takes as defaults (a lambda or nested
+    wrapper calling a handler), and the handlers an object lists in ``wraps_handlers`` (the policy's
+    chooser) are looked into. An explicit ``process_safe = True`` vouches for everything the object wraps.
+    """
+    mark = _attr(fn, "process_safe")
+    if mark is False:
+        return fn
+    seen = {} if _seen is None else _seen        # id -> object, kept alive so that no id is reused meanwhile
+    if mark is True or _depth >= _WRAP_DEPTH or id(fn) in seen:
+        return None
+    seen[id(fn)] = fn
+    for inner in _wrapped(fn):
+        culprit = find_unsafe(inner, _depth + 1, seen)
+        if culprit is not None:
+            return culprit
+    return None
+
+
+def _wrapped(fn):
+    """The callables ``fn`` delegates to, as far as can be seen from outside."""
+    inner = [_attr(fn, name) for name in ("__wrapped__", "__func__", "__self__")]
+    inner.extend(_attr(fn, "wraps_handlers") or ())
+    if isinstance(fn, functools.partial):
+        inner.extend((fn.func, *fn.args, *fn.keywords.values()))
+    elif isinstance(fn, types.FunctionType):
+        for cell in fn.__closure__ or ():
+            try:
+                inner.append(cell.cell_contents)
+            except ValueError:          # a cell not filled yet
+                pass
+        inner.extend(fn.__defaults__ or ())
+        inner.extend((fn.__kwdefaults__ or {}).values())
+    return [obj for obj in inner
+            if obj is not None and callable(obj) and not isinstance(obj, (type, types.ModuleType))]
+
+
+def _attr(obj, name: str):
+    try:
+        return getattr(obj, name, None)
+    except Exception:       # a property that fails: as if it were not there
+        return None
 
 
 class Workers:
@@ -233,7 +301,11 @@ def _worker_main(sup, workers: Workers, stats_fd: int, backlog: list, mask) -> N
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, lambda *_: sup.stop())
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # the mask the parent had, but SIGTERM unblocked whatever it was: the parent may have had it
+        # blocked (sysgate run receives it on a signalfd), and a worker that cannot get it is only
+        # ended by SIGKILL, which counts as losing it (the other inherited blocks stay: a SIGHUP or
+        # SIGQUIT meant for the parent's process group must not kill a worker)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set(mask) - {signal.SIGTERM})
         sup._signal_fd = wake_r
         sup._epoll.register(wake_r, select.EPOLLIN)
         only = _single_listener(sup)
@@ -264,6 +336,7 @@ def _become_worker(sup, workers: Workers, stats, backlog: list) -> None:
     sup.lease_window = 0.0       # listeners shared with the other workers: a poll then RECV could block
     sup._workers = None
     sup._reaping = {}                              # the parent reaps the targets
+    sup._watched = {}                              # and watches what it was asked to
     sup._backlog = backlog
     sup.stats = stats
     sup._pool = WorkerPool(*sup._pool_args)

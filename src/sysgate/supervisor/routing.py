@@ -160,7 +160,8 @@ class _PolicyChooser:
     def __init__(self, policy, handlers: dict):
         self.policy, self.handlers = policy, handlers
         self.blocking = any(getattr(h, "blocking", False) for h in handlers.values())
-        self.process_safe = all(getattr(h, "process_safe", True) is not False for h in handlers.values())
+        self.wraps_handlers = tuple(handlers.values())     # looked into by processes.find_unsafe
+        self.__name__ = f"the rules of policy {policy.name!r}"     # as named by processes.check_forkable
 
     def __call__(self, n):
         action, _ = self.policy.decide(n.syscall, n.raw_args)   # the registers the filter compared
