@@ -18,8 +18,9 @@ writes the thread off, as for any blocking call).
 
 Exactly one thread receives from a listener at a time: the worker RECVs only under the lease's
 lock and while the lease is not revoked; the loop re-arms the fd only after revoking under that
-lock, or after the worker gave the lease back. Worker processes share listeners with each
-other, where a poll followed by RECV could block: they do not lend them.
+lock, or after the worker gave the lease back. The loop never waits for that lock: when the
+worker holds it (for one RECV), the loop looks again later. Worker processes share listeners
+with each other, where a poll followed by RECV could block: they do not lend them.
 """
 from __future__ import annotations
 
@@ -44,16 +45,22 @@ class Lease:
 
     def revoke_if_slow(self, now: float, window: float) -> bool:
         """Revoke the lease when its call has run longer than ``window`` seconds (True)."""
-        with self.lock:
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
             if self.current is not None and now - self.started > window:
                 self.revoked = True
             return self.revoked
+        finally:
+            self.lock.release()
 
     def revoke_if_overdue(self, now: float, recheck: float):
         """The loop's deadline check: ``(the overdue call's Deadline, None)`` after revoking the lease,
         or ``(None, when to look again)`` while the worker is between calls (in ``recheck``
         seconds: it gives the lease back within a window) or on a call still in time."""
-        with self.lock:
+        if not self.lock.acquire(blocking=False):
+            return None, now + 0.001
+        try:
             cur = self.current
             if cur is None:
                 return None, now + recheck
@@ -61,3 +68,5 @@ class Lease:
                 return None, cur.when
             self.revoked = True
             return cur, None
+        finally:
+            self.lock.release()

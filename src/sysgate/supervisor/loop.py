@@ -452,10 +452,12 @@ class Supervisor(Routes):
         return self._epoll.fileno()
 
     def next_timeout(self) -> float | None:
-        """Seconds until the next handler deadline, or None."""
+        """Seconds until the next handler deadline (at most the lease window while a listener
+        is lent: a slow call's listener is taken back then), or None."""
         if not self._deadlines:
             return None
-        return max(0.0, self._deadlines[0].when - time.monotonic())
+        timeout = max(0.0, self._deadlines[0].when - time.monotonic())
+        return min(timeout, self.lease_window) if self._leases else timeout
 
     def run_once(self, timeout: float | None = 0) -> None:
         """Wait up to ``timeout`` seconds (None = until something happens) and handle what arrived."""
