@@ -161,21 +161,21 @@ def test_racing_threads_answered_exactly_once(target_bin):
 
 
 def test_stop_ends_a_lease(target_bin):
-    """A worker waiting for the next call of a lent listener ends when the supervisor stops and
-    closes; the listener is then released: the target's next call fails with ENOSYS."""
+    """A worker waiting for the next call of a lent listener (left lent by a foreign loop) gives it
+    back when run() returns on stop; closing releases it: the target's next call fails with ENOSYS."""
     r, w = os.pipe()
     with Supervisor(lease_window=0.5) as sup:
         sup.on("getppid", echo, blocking=True)
         run = Run(target_bin, "pause", stdin=r)
         os.close(r)
-        sup.add_target(run.target)
-        assert sup.run(10, until=lambda: sup.stats.received == 1)
+        lst = sup.add_target(run.target)
+        assert serve_like_a_foreign_loop(sup, lambda: lst.lease is not None and lst.lease.current is None, 10)
         assert run.readline() == "1000 0 0\n"
-        assert sup._listeners and next(iter(sup._listeners.values())).lease is not None
         threading.Timer(0.05, sup.stop).start()
         start = time.monotonic()
         sup.run(10)
         assert time.monotonic() - start < 5
+        assert lst.lease is None, "run() returned: the listener is the loop's again"
     assert sup._pool.threads == 0
     os.write(w, b"x")
     os.close(w)
@@ -187,3 +187,91 @@ def test_lease_window_is_checked():
     for bad in (-1, 2):
         with pytest.raises(ValueError, match="lease_window"):
             Supervisor(lease_window=bad)
+
+
+def test_calls_waiting_behind_a_lent_listener_spread_over_the_workers(target_bin):
+    """16 threads, calls of 1.5 ms (under the window, far over QUEUED_AFTER): a worker holding the
+    listener does not answer them one after the other; the loop takes it back while calls wait
+    and the lane's 4 workers run them at once."""
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def handler(n):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.0015)
+        with lock:
+            running[0] -= 1
+        return Reply.value(n.args[0] + 1000)
+
+    with Supervisor(workers=4) as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "values", 16, 20)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(60)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(320)]
+        run.finish()
+    assert peak[0] >= 3, f"at most {peak[0]} calls ran at once"
+
+
+def test_no_call_is_answered_once_run_returned(target_bin):
+    """run() returns (until, then stop): the worker holding the listener gives it back, so no
+    handler runs until the loop serves again; then the rest is answered."""
+    count = [0]
+
+    def handler(n):
+        count[0] += 1
+        time.sleep(0.0005)            # 2000 calls: a second of work, all leased (one thread)
+        return Reply.value(n.args[0] + 1000)
+
+    with Supervisor() as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "values", 1, 2000)
+        sup.add_target(run.target)
+        assert sup.run(10, until=lambda: count[0] >= 10)
+        time.sleep(0.05)                  # a call already running when run returned may finish
+        before = count[0]
+        time.sleep(0.3)
+        assert count[0] == before, f"{count[0] - before} calls answered after run() returned"
+        assert sup.run_until_idle(30)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(2000)]
+        run.finish()
+
+
+def test_closing_a_lent_listener_revokes_its_lease(target_bin):
+    """A foreign loop (run_once) leaves the listener lent between calls; close(0) closes its fd
+    under the worker's poll. Another target's listener then gets the same fd number: the old
+    worker must not RECV (and lose) that target's call, which its own supervisor answers."""
+    r, w = os.pipe()
+    seen = []
+
+    def handler(n):
+        seen.append(n.pid)
+        return Reply.value(n.args[0] + 1000)
+
+    sup = Supervisor(lease_window=0.5)
+    sup.on("getppid", handler, blocking=True)
+    first = Run(target_bin, "pause", stdin=r)
+    os.close(r)
+    lst = sup.add_target(first.target)
+    assert serve_like_a_foreign_loop(sup, lambda: bool(seen), 10)
+    assert first.readline() == "1000 0 0\n"
+    assert lst.lease is not None
+    old_fd = lst.fd
+    sup.close(0)
+    other = Run(target_bin, "getppid", 1)
+    if other.target.listener != old_fd:
+        os.dup2(other.target.listener, old_fd)
+        os.close(other.target.listener)
+        other.target.listener = old_fd
+    time.sleep(0.05)                       # its call waits on the listener with the old number
+    os.write(w, b"x")                      # wakes the old worker's poll, were it still there
+    time.sleep(0.05)
+    with Supervisor(lease_window=0) as second:
+        second.on("getppid", lambda n: Reply.value(2000))
+        second.add_target(other.target)
+        assert second.run(10, until=lambda: other.target.poll() is not None), "the call was lost"
+    assert other.readline() == "2000 0 0\n" and seen == [first.target.pid]
+    os.close(w)
+    first.finish()
+    other.finish()

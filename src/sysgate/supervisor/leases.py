@@ -11,10 +11,12 @@ thread, on one CPU).
 The lease ends, and the loop polls the fd again, when nothing arrives within the window, the
 next call belongs to another handler (the worker hands it back: the loop answers it), the
 listener hangs up or is released, the supervisor stops, or another call of the handler waits
-for a thread. The loop also takes the listener back when a call has run longer than the window
-(:meth:`Lease.revoke_if_slow`: the target's other threads must not wait behind a slow call; the
-worker finishes it, unleased) and when a call misses its deadline (the loop answers it and
-writes the thread off, as for any blocking call).
+for a thread. The loop also takes the listener back (:meth:`Lease.revoke_if_slow`; the worker
+finishes its call, unleased) when a call has run longer than the window, or longer than
+:data:`QUEUED_AFTER` while other calls wait on the listener (the target's other threads or
+processes must not wait one behind another), when a call misses its deadline (the loop answers
+it and writes the thread off, as for any blocking call), when it stops serving (``run``
+returns: no handler starts on its behalf afterwards) and before it closes the listener.
 
 Exactly one thread receives from a listener at a time: the worker RECVs only under the lease's
 lock and while the lease is not revoked; the loop re-arms the fd only after revoking under that
@@ -25,6 +27,9 @@ with each other, where a poll followed by RECV could block: they do not lend the
 from __future__ import annotations
 
 import threading
+
+#: seconds on one call after which a lent listener with calls waiting goes back to the loop
+QUEUED_AFTER = 0.0002
 
 
 class Lease:
@@ -43,16 +48,26 @@ class Lease:
         self.received = 0                #: calls RECVed by the worker (the loop adds them to its stats)
         self.gone = 0                    #: ENOENT from the worker's RECV
 
-    def revoke_if_slow(self, now: float, window: float) -> bool:
-        """Revoke the lease when its call has run longer than ``window`` seconds (True)."""
+    def busy_for(self, now: float) -> float | None:
+        """Seconds on the current call (a hint, read without the lock), None between calls."""
+        return None if self.current is None else now - self.started
+
+    def revoke_if_slow(self, now: float, limit: float) -> bool:
+        """Revoke the lease when its call has run longer than ``limit`` seconds (True; also when
+        it was revoked before). Never waits for the lock: False while the worker holds it."""
         if not self.lock.acquire(blocking=False):
             return False
         try:
-            if self.current is not None and now - self.started > window:
+            if self.current is not None and now - self.started > limit:
                 self.revoked = True
             return self.revoked
         finally:
             self.lock.release()
+
+    def revoke(self) -> None:
+        """Revoke the lease now (waits for the lock: the worker holds it for one RECV only)."""
+        with self.lock:
+            self.revoked = True
 
     def revoke_if_overdue(self, now: float, recheck: float):
         """The loop's deadline check: ``(the overdue call's Deadline, None)`` after revoking the lease,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from ..errors import SysgateError
 from ..kernel import abi, notify
 from . import processes as _processes
-from .leases import Lease
+from .leases import QUEUED_AFTER, Lease
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
 from .routing import Group, RegisteredHandler, Routes, no_handler
@@ -240,6 +240,9 @@ class Supervisor(Routes):
             self._draining.add(lst)
 
     def _close_listener(self, lst: Listener) -> None:
+        if lst.lease is not None:    # its worker must not RECV from whatever file gets the fd number next
+            lst.lease.revoke()
+            self._take_back(lst.lease)
         fd, lst.fd = lst.fd, -1
         self._draining.discard(lst)
         if fd >= 0:
@@ -352,7 +355,7 @@ class Supervisor(Routes):
                 if not ready or ready[0][1] & _POLL_END or not ready[0][1] & select.POLLIN:
                     return     # quiet, or hung up (the loop sees it once the fd is polled again)
                 with lease.lock:
-                    if lease.revoked:
+                    if lease.revoked or lst.fd != fd:
                         return
                     raw = _ZEROED.copy()
                     try:
@@ -397,10 +400,21 @@ class Supervisor(Routes):
             self._handle(lst, raw)
 
     def _check_leases(self, now: float) -> None:
-        """Take back the listeners whose worker has been on one call longer than the lease window."""
+        """Take back the listeners whose worker is on a slow call: longer than the lease window,
+        or longer than QUEUED_AFTER while other calls wait on the listener."""
         for lease in list(self._leases):
-            if lease.revoke_if_slow(now, self.lease_window):
+            busy = lease.busy_for(now)
+            if busy is None or busy <= QUEUED_AFTER:
+                continue
+            limit = QUEUED_AFTER if busy <= self.lease_window and _pending(lease.listener.fd) else self.lease_window
+            if lease.revoke_if_slow(now, limit):
                 self._take_back(lease)
+
+    def _end_leases(self) -> None:
+        """The loop stops serving: every lent listener comes back (calls already running finish)."""
+        for lease in list(self._leases):
+            lease.revoke()
+            self._take_back(lease)
 
     def _expire(self, now: float) -> None:
         """Answer calls whose deadline passed; write off the workers still running them."""
@@ -478,6 +492,13 @@ class Supervisor(Routes):
     def _serve(self, end: float | None, until=None, until_idle: bool = False, once: bool = False) -> bool:
         if self.processes > 1 and self._workers is None:
             return self._serve_in_processes(end, until, until_idle, once)
+        try:
+            return self._serve_events(end, until, until_idle, once)
+        finally:
+            if not once and self._leases:
+                self._end_leases()
+
+    def _serve_events(self, end: float | None, until, until_idle: bool, once: bool) -> bool:
         poll = self._epoll.poll
         listeners = self._listeners
         handle = self._handle
@@ -633,9 +654,10 @@ class Supervisor(Routes):
 
     @property
     def idle(self) -> bool:
-        """No listener, backlog or blocking work left."""
+        """No listener, backlog or blocking work left (a released listener is closed, and its
+        ``on_release`` called, once its last blocking call is booked)."""
         return (not self._listeners and not self._backlog and not self._pool.pending and not self._reaping
-                and (self._workers is None or not self._workers.alive))
+                and not self._draining and (self._workers is None or not self._workers.alive))
 
     @property
     def stopping(self) -> bool:
@@ -680,6 +702,13 @@ def _describe(n: Notification) -> str:
         return f"{n.syscall} of pid {n.pid} (id {n.id})"
     except Exception:
         return f"notification {n.id}"
+
+
+def _pending(fd: int) -> bool:
+    """Does listener ``fd`` hold a notification nobody has RECVed?"""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & select.POLLIN for _, ev in poller.poll(0))
 
 
 def _drain(fd: int) -> None:
