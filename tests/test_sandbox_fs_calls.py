@@ -401,3 +401,25 @@ int main(int argc, char **argv) {
     assert under_fs([prog, "first"], rules)[1] == "again\n"
     assert under_fs([prog, "first", f"{tmp_path}/drop/prog"], rules)[1] == "EACCES\n"
     assert os.path.exists(f"{tmp_path}/drop/prog")
+
+
+@pytest.mark.usefixtures("landlock")
+def test_chmod_through_proc_self_fd_follows_the_targets_own_fd(tmp_path):
+    """glibc's fchmodat(AT_SYMLINK_NOFOLLOW) (tar -x restoring directory modes) opens the path
+    O_PATH and chmods /proc/self/fd/N: as the kernel does, the call reaches the target's own fd
+    (it was ELOOP); the rules still decide a write to the file behind it."""
+    with open(os.path.join(HERE, "fs_proc_self_fd.c")) as fh:
+        prog = cprog(fh.read())
+    (tmp_path / "rw").mkdir()
+    (tmp_path / "ro").mkdir()
+    allowed, denied = tmp_path / "rw" / "d", tmp_path / "ro" / "d"
+    for d in (allowed, denied):
+        d.mkdir(mode=0o700)
+    native = subprocess.run([prog, str(allowed)], capture_output=True, text=True, check=True).stdout
+    allowed.chmod(0o700)
+    code, out = under_fs([prog, str(allowed), str(denied)], [f"allow rw {tmp_path}/rw/**", f"allow read {tmp_path}/**"])
+    assert code == 0
+    refused = "-1/Permission denied"
+    assert out.splitlines() == [native.strip(), f"denied chmod={refused} fchmodat={refused} stat=0/Success mode=700"]
+    assert native.strip() == "allowed chmod=0/Success fchmodat=0/Success stat=0/Success mode=750"
+    assert denied.stat().st_mode & 0o7777 == 0o700

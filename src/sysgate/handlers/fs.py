@@ -621,14 +621,22 @@ class FsHandler(MetadataCalls, Handler):
         path = read_string(n, address) if address else b""
         if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
             path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
-        if not path and flags & AT_EMPTY_PATH:
+        own = dirfd if not path and flags & AT_EMPTY_PATH else None
+        if own is None:
+            walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
+            try:
+                fd = resolver.open(dirfd, path, walk)
+            except OSError as exc:
+                # /proc/self/fd/N, /dev/stdin...: the kernel follows the magic link to the target's
+                # own fd N (glibc's fchmodat with AT_SYMLINK_NOFOLLOW chmods /proc/self/fd/N)
+                own = own_fd_number(resolver, path) if exc.errno == errno.ELOOP and walk == _FOLLOW else None
+                if own is None:
+                    raise
+        if own is not None:
             # an fd the target already holds: reading its metadata needs no rule, linking it does
-            fd = fetch_fd(n, dirfd, creds)
+            fd = fetch_fd(n, own, creds)
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
-        else:
-            walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
-            fd = resolver.open(dirfd, path, walk)
         if not self.check(resolver, fd, modes):
             os.close(fd)
             raise OSError(errno.EACCES, "denied by the fs rules")
@@ -870,6 +878,9 @@ class FsHandler(MetadataCalls, Handler):
         finally:
             os.close(src)
         return Reply.value(0)
+
+
+_FOLLOW = os.O_PATH | os.O_CLOEXEC
 
 
 def own_fd_number(resolver, path: bytes) -> int | None:
