@@ -28,22 +28,29 @@ def echo(n):
     return Reply.value(n.args[0] + 1000)
 
 
+def answer_all(target_bin, handler, threads: int, calls: int, **options):
+    """``threads`` x ``calls`` getppid(i) answered by blocking ``handler``: each must return
+    i + 1000. The supervisor's stats."""
+    with Supervisor(**options) as sup:
+        sup.on("getppid", handler, blocking=True)
+        run = Run(target_bin, "values", threads, calls)
+        sup.add_target(run.target)
+        assert sup.run_until_idle(60)
+        assert values(run.output()) == [(i + 1000, 0) for i in range(threads * calls)]
+        run.finish()
+    return sup.stats
+
+
 @pytest.mark.parametrize("window", [0.002, 0.0], ids=["leased", "unleased"])
 def test_every_call_gets_its_own_answer(target_bin, window):
     """One thread, 300 blocking calls in a row: with leases nearly all are RECVed by the worker
     (stats.leased), without none are; the answers are the same."""
-    with Supervisor(lease_window=window) as sup:
-        sup.on("getppid", echo, blocking=True)
-        run = Run(target_bin, "values", 1, 300)
-        sup.add_target(run.target)
-        assert sup.run_until_idle(30)
-        assert values(run.output()) == [(i + 1000, 0) for i in range(300)]
-        run.finish()
-    assert sup.stats.received == 300 and sup.stats.errors == sup.stats.timeouts == 0
+    stats = answer_all(target_bin, echo, 1, 300, lease_window=window)
+    assert stats.received == 300 and stats.errors == stats.timeouts == 0
     if window:
-        assert sup.stats.leased >= 150, sup.stats   # a lease ends only when a call is slower than 2 ms
+        assert stats.leased >= 150, stats   # a lease ends only when a call is slower than 2 ms
     else:
-        assert sup.stats.leased == 0
+        assert stats.leased == 0
 
 
 def test_a_call_of_another_handler_is_handed_back(target_bin):
@@ -149,15 +156,9 @@ def test_racing_threads_answered_exactly_once(target_bin):
         time.sleep(delays[n.args[0]])
         return Reply.value(n.args[0] + 1000)
 
-    with Supervisor(workers=4) as sup:
-        sup.on("getppid", handler, blocking=True)
-        run = Run(target_bin, "values", 16, 100)
-        sup.add_target(run.target)
-        assert sup.run_until_idle(60)
-        assert values(run.output()) == [(i + 1000, 0) for i in range(1600)]
-        run.finish()
-    assert sup.stats.received == 1600 and sup.stats.errors == sup.stats.timeouts == sup.stats.gone == 0
-    assert sup.stats.leased > 0
+    stats = answer_all(target_bin, handler, 16, 100, workers=4)
+    assert stats.received == 1600 and stats.errors == stats.timeouts == stats.gone == 0
+    assert stats.leased > 0
 
 
 def test_stop_ends_a_lease(target_bin):
@@ -204,13 +205,7 @@ def test_calls_waiting_behind_a_lent_listener_spread_over_the_workers(target_bin
             running[0] -= 1
         return Reply.value(n.args[0] + 1000)
 
-    with Supervisor(workers=4) as sup:
-        sup.on("getppid", handler, blocking=True)
-        run = Run(target_bin, "values", 16, 20)
-        sup.add_target(run.target)
-        assert sup.run_until_idle(60)
-        assert values(run.output()) == [(i + 1000, 0) for i in range(320)]
-        run.finish()
+    answer_all(target_bin, handler, 16, 20, workers=4)
     assert peak[0] >= 3, f"at most {peak[0]} calls ran at once"
 
 
