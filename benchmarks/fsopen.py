@@ -10,7 +10,9 @@ the same way:
   (b) python  the same steps in a minimal Python loop (:func:`python_floor`), no rule check
   (c) sysgate ``Supervisor`` with the real ``FsHandler`` (``allow read DIR/**``), which also
               checks the rules, the user namespace, the object's real path, and reopens the
-              checked O_PATH fd; it runs in a worker thread (the handler is ``blocking``)
+              checked O_PATH fd; it runs in a worker thread (the handler is ``blocking``),
+              which keeps receiving the target's calls itself (a lease, see
+              sysgate.supervisor.leases: no hand-off between the loop and the worker per call)
 
 Runs are interleaved and the median of ``--repeat`` is reported, with sysgate / Python floor
 and sysgate / C. Exit status 1 only when sysgate is more than 2x the Python floor. Nothing
