@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import select
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from sysgate.supervisor import DeadlineExceeded, Reply, Supervisor
 from sysgate.testing.fake import FakeNotification
 from sysgate.testing.replay import Dispatcher
 from support import TESTS
+from support.cprog import cprog
 from support.supervisor import Run
 
 
@@ -375,3 +377,32 @@ def test_idle_lanes_end_their_threads(target_bin, monkeypatch):
         sup.add_target(again.target, group="g0")
         assert sup.run_until_idle(10)
         assert again.finish() == 0
+
+
+def test_calls_interrupted_while_queued_do_not_fill_the_queue(tmp_path):
+    """workers=1, max_pending=8, the one worker busy: 6 queued calls are interrupted 5 times each
+    by an SA_RESTART signal, every interruption leaving a dead notification in the lane's queue
+    and the call coming back as a new one. Dead calls are dropped from a full queue, so no live
+    call is refused; each thread gets its own answer."""
+    with open(os.path.join(TESTS, "restart_queue.c")) as fh:
+        prog = cprog(fh.read())
+    release = threading.Event()
+
+    def handler(n):
+        if n.args[0] == 0:
+            release.wait(20)
+        return Reply.value(n.args[0] + 1000)
+
+    with Supervisor(workers=1, max_pending=8) as sup:
+        sup.on("getppid", handler, blocking=True, deadline=30)
+        run = Run(prog, 7, 5)
+        sup.add_target(run.target)
+        try:
+            assert sup.run(15, until=lambda: select.select([run.out], [], [], 0)[0]), "never signalled"
+            assert run.readline() == "signalled\n"
+        finally:
+            release.set()
+        assert sup.run_until_idle(15)
+        assert run.output().splitlines() == [f"{i} {i + 1000} 0" for i in range(7)]
+        run.finish()
+    assert sup.stats.rejected == 0 and sup.stats.gone >= 25

@@ -40,7 +40,7 @@ from .leases import QUEUED_AFTER, Lease
 from .notification import (HEADER, REPLIED, Deadline, DeadlineExceeded, Notification, Reply, ReplyError, TargetGone,
                            answer_or_fail_closed, errno_value, fail_closed, send_claimed_error, share)
 from .routing import Group, RegisteredHandler, Routes, no_handler
-from .workers import DONE, PoolRefused, WorkerPool
+from .workers import DONE, QUEUED, PoolRefused, WorkerPool
 
 log = logging.getLogger("sysgate.supervisor")
 
@@ -142,6 +142,7 @@ class Supervisor(Routes):
         self._backlog: list[tuple[Listener, bytearray]] = []
         self._deadlines: list[Deadline] = []
         self._leases: set[Lease] = set()        # listeners lent to worker threads
+        self._dead_search_after = 0.0           # a full lane is searched for dead calls from then on
         self._draining: set[Listener] = set()   # released, closed once their blocking work ends
         self._reaping: dict[int, object] = {}   # pidfd -> launch.Target to reap when it exits
         self._stopping = False
@@ -305,7 +306,12 @@ class Supervisor(Routes):
         else:
             run = functools.partial(self._run_blocking, handler, n)
         try:
-            deadline.job = self._pool.submit(handler.fn, run)
+            try:
+                deadline.job = self._pool.submit(handler.fn, run)
+            except PoolRefused:
+                if not self._drop_dead_calls(handler, now):
+                    raise
+                deadline.job = self._pool.submit(handler.fn, run)
         except PoolRefused as exc:
             if deadline.lease is not None:
                 self._take_back(deadline.lease)
@@ -324,6 +330,25 @@ class Supervisor(Routes):
         if exc is not None:
             self._failed(n, exc)
         return n
+
+    def _drop_dead_calls(self, handler: RegisteredHandler, now: float) -> bool:
+        """``handler``'s lane is full: drop its queued calls that no target waits for any more (a
+        signal interrupted them; a restarted call comes back as a new notification), so that they
+        do not crowd out live ones. An ID_VALID per queued call: after a search that found none,
+        the next waits 50 ms (a lane full of live calls). True when some were dropped."""
+        if now < self._dead_search_after:
+            return False
+        dropped = 0
+        for deadline in self._deadlines:
+            job, n = deadline.job, deadline.notification
+            if deadline.handler is handler and job.state == QUEUED and not n.valid() and n.try_claim():
+                if self._pool.abandon(job):
+                    self._finished(n.listener)
+                    dropped += 1
+        self.stats.gone += dropped
+        if not dropped:
+            self._dead_search_after = now + 0.05
+        return dropped > 0
 
     def _run_leased(self, handler: RegisteredHandler, n: Notification, lease: Lease, timeout: float) -> Lease:
         """Answer ``n``, then the listener's next calls of ``handler`` while they come within the
