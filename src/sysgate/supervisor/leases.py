@@ -43,7 +43,7 @@ class Lease:
         self.lock = threading.Lock()
         self.current = first             #: the Deadline of the call being answered, None between calls
         self.started = started           #: when that call was received
-        self.revoked = False             #: the loop took the listener back (a call missed its deadline)
+        self.revoked = False             #: the loop took the listener back: the worker must not RECV
         self.handback = None             #: a RECVed call of another handler, for the loop to answer
         self.received = 0                #: calls RECVed by the worker (the loop adds them to its stats)
         self.gone = 0                    #: ENOENT from the worker's RECV
