@@ -1,6 +1,7 @@
-/* For tests/test_supervisor_pool.py: T threads each make one notified getppid(i) call while the
- * main thread interrupts them K times with an SA_RESTART signal (each interruption leaves a
- * dead notification behind and the call restarts as a new one); prints "i result errno". */
+/* For tests/test_supervisor_pool.py: T threads each make one notified getppid(i) call; once a
+ * byte arrives on stdin (the supervisor holds every call), the main thread interrupts them K
+ * times with an SA_RESTART signal (each interruption leaves a dead notification behind and the
+ * call restarts as a new one); prints "i result errno". */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -25,12 +26,14 @@ int main(int argc, char **argv)
 {
 	int t = atoi(argv[1]), k = atoi(argv[2]);
 	pthread_t th[64];
+	char c;
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 	for (long i = 0; i < t; i++)
 		pthread_create(&th[i], NULL, call, (void *)i);
-	usleep(200000);
+	if (read(0, &c, 1) != 1)
+		return 2;
 	for (int r = 0; r < k; r++) {
 		for (int i = 0; i < t; i++)
 			pthread_kill(th[i], SIGUSR1);

