@@ -21,6 +21,7 @@ import time
 import pytest
 
 from sysgate.supervisor import DeadlineExceeded, Reply, Supervisor
+from sysgate.supervisor.workers import ABANDONED, DONE, RUNNING, WorkerPool
 from sysgate.testing.fake import FakeNotification
 from sysgate.testing.replay import Dispatcher
 from support import TESTS
@@ -411,3 +412,32 @@ def test_calls_interrupted_while_queued_do_not_fill_the_queue(tmp_path):
         run.finish()
     os.close(w)
     assert sup.stats.rejected == 0 and sup.stats.gone >= 20
+
+
+def test_cancel_queued_leaves_a_started_job_alone():
+    """The loop drops a dead queued call with cancel_queued, under the pool's lock: a job a worker
+    has already taken is left to run and report (abandoning it would write a healthy thread off
+    and, for a lent listener, lose the lease), a job still queued never runs."""
+    pool, owner = WorkerPool(size=1), object()
+    started, release = threading.Event(), threading.Event()
+
+    def first():
+        started.set()
+        release.wait(10)
+        return "first"
+
+    running = pool.submit(owner, first)
+    queued = pool.submit(owner, lambda: "second")
+    try:
+        assert started.wait(10)
+        assert not pool.cancel_queued(running) and running.state == RUNNING
+        assert pool.cancel_queued(queued) and queued.state == ABANDONED and pool.pending == 1
+        assert not pool.cancel_queued(queued)
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while running.state != DONE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running.state == DONE and list(pool.completed) == ["first"] and pool.pending == 0
+    assert pool.shutdown(5)
+    pool.close()

@@ -339,12 +339,16 @@ class Supervisor(Routes):
         if now < self._dead_search_after:
             return False
         dropped = 0
-        for deadline in self._deadlines:
+        for deadline in list(self._deadlines):
             job, n = deadline.job, deadline.notification
-            if deadline.handler is handler and job.state == QUEUED and not n.valid() and n.try_claim():
-                if self._pool.abandon(job):
-                    self._finished(n.listener)
-                    dropped += 1
+            if deadline.handler is handler and job.state == QUEUED and not n.valid() \
+                    and self._pool.cancel_queued(job):   # under the pool's lock: no worker took it meanwhile
+                n.try_claim()                         # its deadline finds it answered: no timeout counted
+                if deadline.lease is not None:
+                    deadline.lease.revoke()
+                    self._take_back(deadline.lease)
+                self._finished(n.listener)
+                dropped += 1
         self.stats.gone += dropped
         if not dropped:
             self._dead_search_after = now + 0.05

@@ -139,6 +139,16 @@ class WorkerPool:
             lane = self._lanes.get(id(owner))
             return lane is None or len(lane.jobs) < lane.idle or len(lane.workers) < self.size
 
+    def cancel_queued(self, job: Job) -> bool:
+        """Drop ``job`` if no thread has taken it yet (True); a started job is left to run."""
+        with self._lock:
+            if job.state != QUEUED:
+                return False
+            job.lane.jobs.remove(job)
+            job.state = ABANDONED
+            job.lane.pending -= 1
+            return True
+
     def abandon(self, job: Job) -> bool:
         """The loop answered ``job``'s call (deadline): forget it. True when the pool will not report it in
         :attr:`completed` (the caller books it now); False when it already finished."""
