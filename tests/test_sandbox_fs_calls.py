@@ -423,3 +423,28 @@ def test_chmod_through_proc_self_fd_follows_the_targets_own_fd(tmp_path):
     assert out.splitlines() == [native.strip(), f"denied chmod={refused} fchmodat={refused} stat=0/Success mode=700"]
     assert native.strip() == "allowed chmod=0/Success fchmodat=0/Success stat=0/Success mode=750"
     assert denied.stat().st_mode & 0o7777 == 0o700
+
+
+@pytest.mark.usefixtures("landlock")
+def test_a_thread_with_its_own_fd_table(tmp_path):
+    """A thread that unshared its fd table (CLONE_FILES): its fd arguments (fstat = AT_EMPTY_PATH)
+    and /proc/thread-self/fd/N reach its own files, /proc/self/fd/N the leader's, as in the
+    kernel (the leader's table was used for all of them)."""
+    with open(os.path.join(HERE, "fs_thread_fds.c")) as fh:
+        prog = cprog(fh.read())
+    outputs = []
+    for name in ("native", "boxed"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "leaders").write_text("the leader's file\n")
+        (d / "mine").write_text("mine\n")
+        os.chmod(d / "mine", 0o600)
+        if name == "native":
+            outputs.append(subprocess.run([prog, str(d)], capture_output=True, text=True, check=True).stdout)
+        else:
+            code, out = under_fs([prog, str(d)], [f"allow rw {d}/**"])
+            assert code == 0
+            outputs.append(out)
+    assert outputs[1] == outputs[0]
+    assert "fstat(3) r=0 size=5 mode=600" in outputs[0] and "stat self/fd/3 r=0 size=18" in outputs[0]
+    assert "after chmod fstat(3) r=0 size=5 mode=640" in outputs[0]

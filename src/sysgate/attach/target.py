@@ -29,7 +29,6 @@ from ..kernel import abi, notify
 from ..kernel import calls, procfs
 
 PF_KTHREAD = 0x00200000
-PIDFD_THREAD = os.O_EXCL  # pidfd_open() flag: a pidfd for one thread
 _FPROG = struct.Struct("=HxxxxxxQ")  # struct sock_fprog on a 64-bit target
 
 
@@ -364,7 +363,7 @@ _SURVIVABLE = {abi.SECCOMP_RET_TRAP, abi.SECCOMP_RET_ERRNO, abi.SECCOMP_RET_USER
 def _thread_pidfd(pid: int, tid: int) -> int:
     """A pidfd to take fds from thread ``tid`` when the thread-group leader (and its fd table) is gone."""
     try:
-        return calls.pidfd_open(tid, PIDFD_THREAD)
+        return calls.pidfd_open(tid, calls.PIDFD_THREAD)
     except OSError as exc:
         raise UnsupportedError(f"process {pid}: its thread-group leader has exited; taking the listener "
                                f"from thread {tid} needs PIDFD_THREAD (Linux 6.9+): {exc.strerror}") from None

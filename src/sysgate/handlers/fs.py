@@ -563,10 +563,10 @@ class FsHandler(MetadataCalls, Handler):
                     return fd
                 continue                    # appeared meanwhile: open the existing file
             except OSError as exc:
-                number = own_fd_number(resolver, path) if exc.errno == errno.ELOOP else None
-                if number is None:
+                own = own_fd(resolver, path) if exc.errno == errno.ELOOP else None
+                if own is None:
                     raise
-                return self._reopen_own_fd(resolver, creds, number, flags, modes)
+                return self._reopen_own_fd(resolver, creds, own, flags, modes)
             try:
                 if flags & os.O_CREAT and flags & os.O_EXCL:
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
@@ -598,9 +598,10 @@ class FsHandler(MetadataCalls, Handler):
         finally:
             os.close(dfd)
 
-    def _reopen_own_fd(self, resolver, creds, number: int, flags: int, modes):
+    def _reopen_own_fd(self, resolver, creds, own: tuple[int, bool], flags: int, modes):
         """``/dev/stdin``, ``/proc/self/fd/N``…: reopen the target's own fd N, as the kernel would."""
-        dup = fetch_fd(resolver.n, number, creds)
+        number, leader = own
+        dup = fetch_fd(resolver.n, number, creds, leader=leader)
         try:
             if fd_path(dup).startswith("/") and not self.check(resolver, dup, modes):
                 return None                 # a file: the rules apply; pipes and the like are its own
@@ -621,7 +622,7 @@ class FsHandler(MetadataCalls, Handler):
         path = read_string(n, address) if address else b""
         if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
             path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
-        own = dirfd if not path and flags & AT_EMPTY_PATH else None
+        own = (dirfd, False) if not path and flags & AT_EMPTY_PATH else None
         if own is None:
             walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
             try:
@@ -629,12 +630,12 @@ class FsHandler(MetadataCalls, Handler):
             except OSError as exc:
                 # /proc/self/fd/N, /dev/stdin...: the kernel follows the magic link to the target's
                 # own fd N (glibc's fchmodat with AT_SYMLINK_NOFOLLOW chmods /proc/self/fd/N)
-                own = own_fd_number(resolver, path) if exc.errno == errno.ELOOP and walk == _FOLLOW else None
+                own = own_fd(resolver, path) if exc.errno == errno.ELOOP and walk == _FOLLOW else None
                 if own is None:
                     raise
         if own is not None:
             # an fd the target already holds: reading its metadata needs no rule, linking it does
-            fd = fetch_fd(n, own, creds)
+            fd = fetch_fd(n, own[0], creds, leader=own[1])
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
         if not self.check(resolver, fd, modes):
@@ -883,17 +884,19 @@ class FsHandler(MetadataCalls, Handler):
 _FOLLOW = os.O_PATH | os.O_CLOEXEC
 
 
-def own_fd_number(resolver, path: bytes) -> int | None:
-    """N when ``path`` names the target's own fd N through a magic link (/dev/stdin, /dev/fd/N,
-    /proc/self/fd/N after rewriting), else None."""
+def own_fd(resolver, path: bytes) -> tuple[int, bool] | None:
+    """``(N, leader)`` when ``path`` names the target's own fd N through a magic link, else None:
+    /dev/stdin, /dev/fd/N and /proc/self/fd/N (after rewriting) name the thread-group leader's
+    fd table (leader True, as proc shows it), /proc/thread-self/fd/N the calling thread's."""
     path = resolver.target_path(path)
     fixed = {b"/dev/stdin": 0, b"/dev/stdout": 1, b"/dev/stderr": 2}
     if path in fixed:
-        return fixed[path]
+        return fixed[path], True
     tgid, tid = resolver.creds.tgid, resolver.n.pid
-    for prefix in (b"/dev/fd/", b"/proc/%d/fd/" % tgid, b"/proc/%d/task/%d/fd/" % (tgid, tid)):
+    for prefix, leader in ((b"/dev/fd/", True), (b"/proc/%d/fd/" % tgid, True),
+                           (b"/proc/%d/task/%d/fd/" % (tgid, tid), False)):
         if path.startswith(prefix) and path[len(prefix):].isdigit():
-            return int(path[len(prefix):])
+            return int(path[len(prefix):]), leader
     return None
 
 

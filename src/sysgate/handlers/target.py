@@ -294,17 +294,20 @@ def read_exact(n, address: int, length: int) -> bytes:
     return data
 
 
-def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
-    """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread's process (pidfd_getfd).
+def fetch_fd(n, fd: int, creds: Credentials | None = None, *, leader: bool = False) -> int:
+    """A duplicate (O_CLOEXEC) of ``fd`` of the notifying thread (pidfd_getfd), from its own fd
+    table, which the kernel uses for the fd arguments of its calls (a thread may have unshared
+    it: CLONE_FILES); ``leader``: from the thread-group leader's, as ``/proc/self/fd`` shows.
 
     OSError(EBADF) when it has no such fd. The pidfd is opened per call: children of a
-    launched target share its listener but not its fd table (O_PATH fds too). Runs with the
-    supervisor's identity (see :func:`as_supervisor`).
+    launched target share its listener but not its fd table (O_PATH fds too). Before Linux 6.9
+    (no PIDFD_THREAD) the leader's table is used. Runs with the supervisor's identity (see
+    :func:`as_supervisor`).
     """
     tgid = (creds or credentials(n)).tgid
     with as_supervisor():
         try:
-            pidfd = os.pidfd_open(tgid)
+            pidfd = os.pidfd_open(tgid) if leader or n.pid == tgid else _thread_pidfd(n.pid, tgid)
         except ProcessLookupError:
             raise TargetGone(f"thread {n.pid} is gone") from None
         try:
@@ -315,6 +318,15 @@ def fetch_fd(n, fd: int, creds: Credentials | None = None) -> int:
         os.close(dup)
         raise TargetGone(f"notification {n.id} is no longer valid")
     return dup
+
+
+def _thread_pidfd(tid: int, tgid: int) -> int:
+    try:
+        return calls.pidfd_open(tid, calls.PIDFD_THREAD)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:       # EINVAL: a kernel before 6.9
+            raise
+        return calls.pidfd_open(tgid)
 
 
 def signed32(value: int) -> int:

@@ -124,6 +124,10 @@ def gettid() -> int:
     return raw_syscall("gettid")
 
 
+#: pidfd_open() flag (Linux 6.9+): a pidfd for one thread, whose fd table pidfd_getfd then reads
+PIDFD_THREAD = os.O_EXCL
+
+
 def pidfd_open(pid: int, flags: int = 0) -> int:
     return os.pidfd_open(pid, flags)
 
