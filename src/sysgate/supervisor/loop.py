@@ -242,8 +242,7 @@ class Supervisor(Routes):
 
     def _close_listener(self, lst: Listener) -> None:
         if lst.lease is not None:    # its worker must not RECV from whatever file gets the fd number next
-            lst.lease.revoke()
-            self._take_back(lst.lease)
+            self._reclaim(lst.lease)
         fd, lst.fd = lst.fd, -1
         self._draining.discard(lst)
         if fd >= 0:
@@ -345,8 +344,7 @@ class Supervisor(Routes):
                     and self._pool.cancel_queued(job):   # under the pool's lock: no worker took it meanwhile
                 n.try_claim()                         # its deadline finds it answered: no timeout counted
                 if deadline.lease is not None:
-                    deadline.lease.revoke()
-                    self._take_back(deadline.lease)
+                    self._reclaim(deadline.lease)
                 self._finished(n.listener)
                 dropped += 1
         self.stats.gone += dropped
@@ -442,8 +440,12 @@ class Supervisor(Routes):
     def _end_leases(self) -> None:
         """The loop stops serving: every lent listener comes back (calls already running finish)."""
         for lease in list(self._leases):
-            lease.revoke()
-            self._take_back(lease)
+            self._reclaim(lease)
+
+    def _reclaim(self, lease: Lease) -> None:
+        """Revoke ``lease`` now and poll its listener again (the worker finishes its call, if any)."""
+        lease.revoke()
+        self._take_back(lease)
 
     def _expire(self, now: float) -> None:
         """Answer calls whose deadline passed; write off the workers still running them."""
