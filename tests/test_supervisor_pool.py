@@ -381,7 +381,7 @@ def test_idle_lanes_end_their_threads(target_bin, monkeypatch):
 
 
 def test_calls_interrupted_while_queued_do_not_fill_the_queue(tmp_path):
-    """workers=1, max_pending=8, the one worker busy: 6 queued calls are interrupted 5 times each
+    """workers=1, max_pending=8, the one worker held: 6 queued calls are interrupted 5 times each
     by an SA_RESTART signal, every interruption leaving a dead notification in the lane's queue
     and the call coming back as a new one. Dead calls are dropped from a full queue, so no live
     call is refused; each thread gets its own answer."""
@@ -390,8 +390,7 @@ def test_calls_interrupted_while_queued_do_not_fill_the_queue(tmp_path):
     release = threading.Event()
 
     def handler(n):
-        if n.args[0] == 0:
-            release.wait(20)
+        release.wait(20)            # every call is held: the first in the worker, the others queued
         return Reply.value(n.args[0] + 1000)
 
     r, w = os.pipe()
@@ -411,7 +410,7 @@ def test_calls_interrupted_while_queued_do_not_fill_the_queue(tmp_path):
         assert run.output().splitlines() == [f"{i} {i + 1000} 0" for i in range(7)]
         run.finish()
     os.close(w)
-    assert sup.stats.rejected == 0 and sup.stats.gone >= 20
+    assert sup.stats.rejected == 0 and sup.stats.received >= 14 and sup.stats.gone >= 6
 
 
 def test_cancel_queued_leaves_a_started_job_alone():
