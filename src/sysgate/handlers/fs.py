@@ -630,7 +630,8 @@ class FsHandler(MetadataCalls, Handler):
             except OSError as exc:
                 # /proc/self/fd/N, /dev/stdin...: the kernel follows the magic link to the target's
                 # own fd N (glibc's fchmodat with AT_SYMLINK_NOFOLLOW chmods /proc/self/fd/N)
-                own = own_fd(resolver, path) if exc.errno == errno.ELOOP and walk == _FOLLOW else None
+                follows = exc.errno == errno.ELOOP and not flags & AT_SYMLINK_NOFOLLOW
+                own = own_fd(resolver, path) if follows else None
                 if own is None:
                     raise
         if own is not None:
@@ -879,9 +880,6 @@ class FsHandler(MetadataCalls, Handler):
         finally:
             os.close(src)
         return Reply.value(0)
-
-
-_FOLLOW = os.O_PATH | os.O_CLOEXEC
 
 
 def own_fd(resolver, path: bytes) -> tuple[int, bool] | None:
