@@ -15,7 +15,7 @@ loads); ``ld #len`` / ``ldx #len`` are allowed and load 64.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import SysgateError
 from ..kernel import abi

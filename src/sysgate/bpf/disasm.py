@@ -8,7 +8,7 @@ names for the given architecture when the syscall tables are available.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ..arch import syscalls
 from ..errors import SysgateError

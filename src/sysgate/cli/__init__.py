@@ -2,7 +2,6 @@
 subcommands through a ``register(subparsers)`` function; discovery is automatic."""
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -72,8 +71,15 @@ def _build_parser(parser_class, argv: list[str] | None = None):
     return parser
 
 
+def _command_module(name: str):
+    """``sysgate.cli.NAME``, imported. (``__import__``, not importlib.import_module: importing
+    importlib costs every command its import of warnings.)"""
+    __import__(f"{__name__}.{name}")
+    return sys.modules[f"{__name__}.{name}"]
+
+
 def _register(sub, module_name: str) -> None:
-    register = getattr(importlib.import_module(f"{__name__}.{module_name}"), "register", None)
+    register = getattr(_command_module(module_name), "register", None)
     if register:
         register(sub)
 
@@ -144,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     try:
         if words[:1] == ["run"]:    # launched from the filter cache without argparse (see cli/run.py);
-            run = importlib.import_module(f"{__name__}.run")        # loaded like _register loads command modules
-            code = run.run_from_cache(words[1:])
+            code = _command_module("run").run_from_cache(words[1:])
             if code is not None:
                 return code
     except SysgateError as exc:

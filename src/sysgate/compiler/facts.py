@@ -7,7 +7,7 @@ advance (jump threading) and merges them with :func:`meet` where paths join.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from .graph import MAX32, Test
 
@@ -16,12 +16,11 @@ MAX_EXCLUDED = 8
 Operand = tuple[int, "int | None"]
 
 
-class Fact(NamedTuple):
-    lo: int = 0
-    hi: int = MAX32
-    excluded: frozenset = frozenset()
-    ones: int = 0
-    zeros: int = 0
+class Fact(namedtuple("Fact", "lo hi excluded ones zeros", defaults=(0, MAX32, frozenset(), 0, 0))):
+    """Interval ``lo..hi``, ``excluded`` values (a frozenset), bits known to be ``ones`` and ``zeros``.
+    (A collections.namedtuple: typing.NamedTuple would import typing at start-up.)"""
+
+    __slots__ = ()
 
     def outcome(self, op: str, k: int) -> bool | None:
         """The result of ``value OP k`` for every value this fact allows, else None."""

@@ -12,7 +12,7 @@ to it, so the layout stage may share or drop loads freely.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..bpf.syntax import JUMP_OPS
 

@@ -35,9 +35,9 @@ import errno as errno_mod
 import json
 import os
 import re
+from collections.abc import Callable
 from functools import cache
 from itertools import product
-from typing import Callable
 
 from ..arch import syscalls, table
 from ..errors import SourceError, SysgateError

@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Callable, Union
 
 from ..arch import syscalls
 from ..errors import SourceError, SysgateError
@@ -105,7 +105,7 @@ class Negate:
     item: "Node"
 
 
-Node = Union[ArgRef, Compare, BoolOp, Negate]
+Node = ArgRef | Compare | BoolOp | Negate
 
 
 @dataclass

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable
-from typing import Callable
+from collections.abc import Callable, Hashable
 
 import yaml
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import errno as errno_mod
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from ..arch import syscalls, table
 from ..errors import SourceError, SysgateError
