@@ -20,9 +20,11 @@ from ..kernel import abi
 from .insn import BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_W, Insn, byte_order, other_byte_order, pack, unpack
 
 FORMATS = ("raw", "c", "text")
-_C_ENTRY = re.compile(r"\{\s*([^{},]+?)\s*,\s*([^{},]+?)\s*,\s*([^{},]+?)\s*,\s*([^{},]+?)\s*\}")
-_C_NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)[uUlL]*")
-_C_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+# Patterns of C source, compiled by re's cache on first use (only reading a C program needs them:
+# compiling them at import would cost every command that writes a program).
+_C_ENTRY = r"\{\s*([^{},]+?)\s*,\s*([^{},]+?)\s*,\s*([^{},]+?)\s*,\s*([^{},]+?)\s*\}"
+_C_NUMBER = r"(0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)[uUlL]*"
+_C_COMMENT = r"(?s)/\*.*?\*/|//[^\n]*"
 
 
 def to_c(program: list[Insn], arch: str | None = None, name: str = "filter",
@@ -43,9 +45,9 @@ def to_c(program: list[Insn], arch: str | None = None, name: str = "filter",
 
 def from_c(text: str, file: str = "<input>") -> list[Insn]:
     """Parse the ``{ code, jt, jf, k }`` entries of a C ``struct sock_filter`` array."""
-    code = _C_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
+    code = re.sub(_C_COMMENT, lambda m: re.sub(r"[^\n]", " ", m.group()), text)
     program = []
-    for m in _C_ENTRY.finditer(code):
+    for m in re.finditer(_C_ENTRY, code):
         fields = []
         for group, (what, high) in enumerate((("code", 0xFFFF), ("jt", 255), ("jf", 255), ("k", 0xFFFFFFFF)), 1):
             value = _c_number(m.group(group))
@@ -62,7 +64,7 @@ def from_c(text: str, file: str = "<input>") -> list[Insn]:
 
 
 def _c_number(text: str) -> int | None:
-    m = _C_NUMBER.fullmatch(text.strip())
+    m = re.fullmatch(_C_NUMBER, text.strip())
     return int(m.group(1), 0) if m else None
 
 
@@ -71,7 +73,7 @@ def detect(data: bytes) -> str:
     if b"\0" in data:
         return "raw"
     text = data.decode("utf-8", "replace")
-    return "c" if _C_ENTRY.search(_C_COMMENT.sub(" ", text)) else "text"
+    return "c" if re.search(_C_ENTRY, re.sub(_C_COMMENT, " ", text)) else "text"
 
 
 _ARCH_CHECK = Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, abi.OFFSET_ARCH)

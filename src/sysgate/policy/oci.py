@@ -96,7 +96,8 @@ _SPO_SPEC = {"disabled": bool, "baseProfileName": str, "defaultAction": str, "ar
              "listenerPath": str, "listenerMetadata": str, "syscalls": list}
 _SPO_SYSCALL = {"names": list, "action": str, "errnoRet": int, "args": list}
 _TYPE_NAMES = {list: "a list", dict: "an object", str: "a string", int: "an integer", bool: "a boolean"}
-_RELEASE = re.compile(r"(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:[-+~_.].*)?\Z", re.DOTALL)
+#: A kernel release (compiled by re's cache when a profile names one, not at import).
+_RELEASE = r"(?s)(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:[-+~_.].*)?\Z"
 
 
 @cache
@@ -133,7 +134,7 @@ def parse_kernel(release, what: str = "--kernel") -> tuple[int, ...]:
 
 
 def _release(text) -> tuple[int, ...] | None:
-    m = _RELEASE.match(text) if isinstance(text, str) else None
+    m = re.match(_RELEASE, text) if isinstance(text, str) else None
     return tuple(int(g) for g in m.groups() if g is not None) if m else None
 
 
