@@ -210,7 +210,7 @@ def test_simplify_keeps_every_decision_and_never_adds_nodes(dag, inputs):
     graph, root = dag
     before = [evaluate(root, w) for w in inputs]
     size = len(list(walk(root)))
-    simple = simplify(root, graph)
+    (simple,) = simplify([root], graph)
     assert [evaluate(simple, w) for w in inputs] == before
     assert len(list(walk(simple))) <= size
 
@@ -220,7 +220,7 @@ def test_simplify_drops_a_test_its_path_already_decided():
     a, b, c = g.ret(1), g.ret(2), g.ret(3)
     inner = g.test(NR, "jeq", 5, a, b)
     root = g.test(NR, "jeq", 5, inner, c)        # on the true edge, nr == 5 is known
-    simple = simplify(root, g)
+    (simple,) = simplify([root], g)
     assert isinstance(simple, DagTest) and (simple.t, simple.f) == (a, c)
 
 
