@@ -2,8 +2,8 @@
 
 :func:`compile_policy` lowers a :class:`~sysgate.policy.model.Policy` to a decision
 DAG (:mod:`.lower`: architecture check, number dispatch (:mod:`.dispatch`),
-argument checks (:mod:`.args`)), threads jumps through decided tests
-(:mod:`.simplify`), lays the DAG out as code with shared returns and trampolines
+argument checks (:mod:`.args`), their jumps threaded through decided tests
+(:mod:`.simplify`)), lays the DAG out as code with shared returns and trampolines
 (:mod:`.emit`) and cleans it up (:mod:`.peephole`).
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ from .linear import assemble
 from .lower import Lowering
 from .peephole import optimize
 from .program import CompileError, Program
-from .simplify import simplify
 
 __all__ = ["compile_policy", "CompileError", "Program"]
 
@@ -29,7 +28,7 @@ def compile_policy(policy: Policy, arches: list[str] | None = None, *,
     syscall of the architecture's table equally likely).
     """
     lowering = Lowering(policy, list(arches or policy.arches), frequencies)
-    root = simplify(lowering.build(), lowering.graph)
+    root = lowering.build()
     lines = fix_far_jumps(optimize(layout(root)))
     insns = assemble(lines)
     if len(insns) > BPF_MAXINSNS:

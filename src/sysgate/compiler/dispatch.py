@@ -6,9 +6,13 @@ collapse into one). The tree tests ``nr >= start`` at each inner node, so it cos
 one instruction per level. Its shape minimises the expected number of levels, with
 each range weighted by how often its syscalls are expected: Knuth's O(n²) dynamic
 programme for optimal alphabetic trees, or, for very many ranges, a split at the
-weighted median (at most a couple of levels worse). Spans of a few ranges are also
-planned exhaustively with ``jeq`` allowed at any node (:func:`_exact`): taking one number
-away merges its two neighbours when they share an outcome, which no alphabetic tree does.
+weighted median (at most a couple of levels worse). A span may instead be an exception
+chain (``jeq`` for each number of other outcomes, then one background outcome), or start
+with a ``jeq`` that takes a heavy single number away (:func:`_hoists`): its two neighbours
+of one outcome then merge, which no alphabetic tree does. On the container default profiles
+that is all ``jeq`` can win: an exhaustive planner (``jge`` or ``jeq`` at any node, spans of
+up to 5 ranges) found the same trees at several times the compile time, and chains with pairs
+of numbers as exceptions changed nothing.
 """
 from __future__ import annotations
 
@@ -96,69 +100,51 @@ class Leaf:
         self.background, self.exceptions, self.cost = background, exceptions, cost
 
 
-#: Spans of at most this many ranges are also planned exactly as decision trees whose nodes
-#: may test one number with ``jeq`` anywhere, not only in a final chain (:func:`_exact`).
-EXACT_SPAN = 5
-
-#: A span in :func:`_exact`: a tuple of segments ``(start, end, node, weight, single)``; a
-#: segment is a range, or two neighbours of one node merged over the number a ``jeq`` above
-#: took away (never ``single`` then: a ``jeq`` on its start would not cover it).
-Segments = tuple
+#: A heavy single number whose neighbours share a node may be taken away with ``jeq`` above
+#: their leaf, at the top of a span of at most this many ranges (:func:`_hoists`).
+HOIST_SPAN = 8
 
 
-class Exact:
-    """Ranges ``i..j-1`` tested by the tree :func:`_exact` found for them (``segments``)."""
+class Hoist:
+    """Ranges ``i..j-1``: ``jeq`` takes range ``m`` away first, then its two neighbours are one
+    range of the tree below, whose splits are ``splits[(i, j)]`` for the spans holding them."""
 
-    __slots__ = ("segments", "cost", "choices")
+    __slots__ = ("m", "splits")
 
-    def __init__(self, segments: Segments, cost: float, choices: dict):
-        self.segments, self.cost, self.choices = segments, cost, choices
+    def __init__(self, m: int, splits: dict[tuple[int, int], int]):
+        self.m, self.splits = m, splits
 
-
-def _without(segments: Segments, m: int) -> Segments:
-    """``segments`` once a ``jeq`` took segment ``m`` away: its neighbours merge when they
-    share a node (the number between them can no longer occur)."""
-    if 0 < m < len(segments) - 1:
-        a, b = segments[m - 1], segments[m + 1]
-        if a[2] is b[2]:
-            return (*segments[:m - 1], (a[0], b[1], a[2], a[3] + b[3], False), *segments[m + 2:])
-    return (*segments[:m], *segments[m + 1:])
-
-
-def _exact(segments: Segments, size_cost: float, choices: dict) -> float:
-    """The cheapest tree for ``segments``, exhaustively: each node either splits them with
-    ``jge`` at a segment's start or takes a single number away with ``jeq`` (its neighbours of
-    one node then merge, which an alphabetic tree can never do above its leaves). A test
-    costs the weight it sees plus ``size_cost``. Records ``choices[segments]``: ``(cost, k,
-    is_jeq)``; memoised there, so spans sharing sub-spans share the work."""
-    known = choices.get(segments)
-    if known is not None:
-        return known[0]
-    if len(segments) == 1:
-        choices[segments] = (0.0, 0, False)
-        return 0.0
-    best, best_k, best_jeq = None, 0, False
-    for k in range(1, len(segments)):
-        c = _exact(segments[:k], size_cost, choices) + _exact(segments[k:], size_cost, choices)
-        if best is None or c < best:
-            best, best_k = c, k
-    for m, seg in enumerate(segments):
-        if seg[4]:
-            c = _exact(_without(segments, m), size_cost, choices)
-            if c < best:
-                best, best_k, best_jeq = c, m, True
-    best += sum(seg[3] for seg in segments) + size_cost
-    choices[segments] = (best, best_k, best_jeq)
-    return best
+    def beside(self, i: int, j: int) -> list[tuple[int, int]]:
+        """The spans next to the merged pair in the tree below the ``jeq`` (planned apart)."""
+        out = []
+        while (i, j) != (self.m - 1, self.m + 2):
+            k = self.splits[(i, j)]
+            if k < self.m:
+                out.append((i, k))
+                i = k
+            else:
+                out.append((k, j))
+                j = k
+        return out
 
 
-def _mergeable(segments: Segments, i: int, j: int) -> bool:
-    """Can a ``jeq`` inside ``i..j-1`` merge two neighbours of one node? Only then may
-    :func:`_exact` beat the alphabetic tree and the exception chains (it is worth its time)."""
-    return any(segments[m][4] and segments[m - 1][2] is segments[m + 1][2] for m in range(i + 1, j - 1))
+def _hoists(ranges: list[Range]) -> list[int]:
+    """Indexes of single numbers worth a ``jeq`` above their leaf: their neighbours share a node
+    (taking them away merges the two), and they outweigh a range next to that pair. Moving the
+    ``jeq`` one level up saves the number one test and costs everything in the sibling sub-tree
+    one, which holds such a range; lighter numbers are best tested in the leaf's chain."""
+    n = len(ranges)
+    out = []
+    for m in range(1, n - 1):
+        r = ranges[m]
+        if r.start == r.end and ranges[m - 1].node is ranges[m + 1].node:
+            beside = [ranges[k].weight for k in (m - 2, m + 2) if 0 <= k < n]
+            if beside and r.weight > min(beside):
+                out.append(m)
+    return out
 
 
-Plan = dict  # (i, j) -> int (split index) | Leaf | Exact
+Plan = dict  # (i, j) -> int (split index) | Leaf | Hoist
 
 
 def _leaves(ranges: list[Range], size_cost: float) -> dict[tuple[int, int], Leaf]:
@@ -197,24 +183,31 @@ def _leaves(ranges: list[Range], size_cost: float) -> dict[tuple[int, int], Leaf
 def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
     """How to test each sub-list ``(i, j)`` of ``ranges`` in the tree: Knuth's dynamic programme
     (the best root of ``i..j`` lies between those of ``i..j-1`` and ``i+1..j``), where a span may
-    also be an exception chain (:func:`_leaves`) when that is cheaper. An instruction costs
-    :data:`SIZE_COST` times ``total`` (default: the weight of ``ranges``)."""
+    also be an exception chain (:func:`_leaves`) or start with a hoisted ``jeq``
+    (:func:`_hoists`) when that is cheaper. An instruction costs :data:`SIZE_COST` times
+    ``total`` (default: the weight of ``ranges``)."""
     n = len(ranges)
     prefix = [0.0, *accumulate(r.weight for r in ranges)]
     if n > OPTIMAL_LIMIT:
         return _median_plan(ranges, prefix)
     size_cost = SIZE_COST * (prefix[n] if total is None else total)
     leaves = _leaves(ranges, size_cost)
-    segments = tuple((r.start, r.end, r.node, r.weight, r.start == r.end) for r in ranges)
-    choices: dict = {}
+    hoisted: dict[tuple[int, int], list[int]] = {}  # span -> the hoistable numbers it holds
+    without: dict[tuple[int, int, int], float] = {}  # (m, i, j) -> cost of i..j-1 once m is gone
+    splits: dict[int, dict[tuple[int, int], int]] = {}
+    for m in _hoists(ranges):
+        splits[m] = {}
+        for i in range(max(0, m + 2 - HOIST_SPAN), m):
+            for j in range(m + 2, min(n, i + HOIST_SPAN) + 1):
+                hoisted.setdefault((i, j), []).append(m)
     cost = [[0.0] * (n + 1) for _ in range(n + 1)]  # cost[i][j] of ranges i..j-1
     into = [[0.0] * (n + 1) for _ in range(n + 1)]  # into[j][i] = cost[i][j], for row-wise sums
     root = [[0] * (n + 1) for _ in range(n + 1)]
-    chosen: dict[tuple[int, int], Leaf | Exact] = {}
+    chosen: dict[tuple[int, int], Leaf | Hoist] = {}
     for i in range(n):
         root[i][i + 1] = i
     for length in range(2, n + 1):
-        span_leaves = length <= MAX_LEAF_SPAN
+        short = length <= MAX_LEAF_SPAN
         for i in range(n - length + 1):
             j = i + length
             row, column, roots = cost[i], into[j], root[i]
@@ -230,28 +223,54 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
                 if c < best:
                     best, best_k = c, k
             roots[j] = best_k
-            best += prefix[j] - prefix[i] + size_cost
-            if span_leaves:
+            weight = prefix[j] - prefix[i] + size_cost
+            best += weight
+            if short:
                 leaf = leaves.get((i, j))
                 if leaf is not None and leaf.cost < best:
                     best = leaf.cost
                     chosen[(i, j)] = leaf
-                if length <= EXACT_SPAN and _mergeable(segments, i, j):
-                    exact = _exact(segments[i:j], size_cost, choices)
-                    if exact < best - 1e-9:
-                        best = exact
-                        chosen[(i, j)] = Exact(segments[i:j], exact, choices)
+                for m in hoisted.get((i, j), ()):
+                    c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
+                    if c < best - 1e-9:
+                        best = c
+                        chosen[(i, j)] = Hoist(m, splits[m])
             row[j] = column[i] = best
     plan: Plan = {}
     stack = [(0, n)]
     while stack:
         i, j = stack.pop()
-        if (i, j) in chosen:
-            plan[(i, j)] = chosen[(i, j)]
-        elif j - i >= 2:
-            k = plan[(i, j)] = root[i][j]
-            stack += [(i, k), (k, j)]
+        if j - i < 2:
+            continue
+        step = plan[(i, j)] = chosen.get((i, j), root[i][j])
+        if isinstance(step, int):
+            stack += [(i, step), (step, j)]
+        elif isinstance(step, Hoist):
+            stack += step.beside(i, j)
     return plan
+
+
+def _without(m: int, i: int, j: int, cost: list[list[float]], without: dict, splits: dict,
+             weight: float) -> float:
+    """The cheapest alphabetic tree over ranges ``i..j-1`` once a ``jeq`` above took range ``m``
+    away (its neighbours are one range now; ``weight``: what reaches the root, plus a test's
+    price). Its sub-spans are shorter: ``cost`` and ``without`` hold them already."""
+    if i == m - 1 and j == m + 2:
+        without[(m, i, j)] = 0.0
+        return 0.0
+    best = None
+    for k in range(i + 1, j):
+        if k < m:
+            c = cost[i][k] + without[(m, k, j)]
+        elif k > m + 1:
+            c = without[(m, i, k)] + cost[k][j]
+        else:
+            continue  # inside the merged pair
+        if best is None or c < best:
+            best, splits[(i, j)] = c, k
+    best += weight
+    without[(m, i, j)] = best
+    return best
 
 
 def _median_plan(ranges: list[Range], prefix: list[float]) -> Plan:
@@ -284,8 +303,9 @@ def build_tree(graph: Graph, ranges: list[Range], word: int, total: float | None
         if j - i == 1:
             return ranges[i].node
         step = plan[(i, j)]
-        if isinstance(step, Exact):
-            return exact(step.segments, step.choices)
+        if isinstance(step, Hoist):
+            r = ranges[step.m]
+            return graph.test(word, "jeq", r.start, r.node, merged(step, i, j))
         if isinstance(step, Leaf):
             out = step.background
             for r in reversed(step.exceptions):
@@ -293,13 +313,14 @@ def build_tree(graph: Graph, ranges: list[Range], word: int, total: float | None
             return out
         return graph.test(word, "jge", ranges[step].start, node(step, j), node(i, step))
 
-    def exact(segments: Segments, choices: dict) -> Node:
-        if len(segments) == 1:
-            return segments[0][2]
-        _, k, is_jeq = choices[segments]
-        if is_jeq:
-            seg = segments[k]
-            return graph.test(word, "jeq", seg[0], seg[2], exact(_without(segments, k), choices))
-        return graph.test(word, "jge", segments[k][0], exact(segments[k:], choices), exact(segments[:k], choices))
+    def merged(hoist: Hoist, i: int, j: int) -> Node:
+        """Ranges ``i..j-1`` without ``hoist.m``."""
+        m = hoist.m
+        if i == m - 1 and j == m + 2:
+            return ranges[i].node
+        k = hoist.splits[(i, j)]
+        if k < m:
+            return graph.test(word, "jge", ranges[k].start, merged(hoist, k, j), node(i, k))
+        return graph.test(word, "jge", ranges[k].start, node(k, j), merged(hoist, i, k))
 
     return node(0, len(ranges))

@@ -147,12 +147,12 @@ def walk(root: Node) -> Iterator[Node]:
             stack.append(node.t)
 
 
-def topological(root: Node) -> list[Node]:
-    """Nodes in an order where every node precedes its successors (reverse post-order,
-    visiting ``t`` before ``f`` so that a node's false branch tends to follow it)."""
+def topological(*roots: Node) -> list[Node]:
+    """Nodes under ``roots`` in an order where every node precedes its successors (reverse
+    post-order, visiting ``t`` before ``f`` so that a node's false branch tends to follow it)."""
     order: list[Node] = []
     seen: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
     while stack:
         node, done = stack.pop()
         if done:

@@ -23,6 +23,7 @@ from .args import ArgLayout, ConditionCompiler
 from .dispatch import Range, build_tree, merge, ranges_from
 from .program import CompileError
 from .graph import MAX32, Graph, Node, Test, zero_path
+from .simplify import simplify
 
 NR_SKIP = MAX32  # nr == -1
 #: Weight of an x32 syscall relative to an x86_64 one in their shared dispatch (x32 is rare).
@@ -100,7 +101,9 @@ class Lowering:
 
     # --- per-syscall chains ------------------------------------------------------
     def _outcomes(self, arch: str) -> dict[int, Node]:
-        """Number -> decision node for every syscall of ``arch`` with rules."""
+        """Number -> decision node for every syscall of ``arch`` with rules, its argument checks
+        simplified (:mod:`.simplify`; the rest of the DAG never needs it: the arch checks and
+        the dispatch test each number once and read no argument)."""
         g = self.graph
         conditions = ConditionCompiler(g, ArgLayout(arch))
         by_nr: dict[int, list[Rule]] = {}
@@ -119,7 +122,9 @@ class Lowering:
                     action = rets[id(rule.action)] = g.ret(rule.action.ret())
                 node = action if rule.condition is None else conditions.condition(rule.condition, action, node)
             outcomes[nr] = node
-        return outcomes
+        checks = list({id(node): node for node in outcomes.values() if isinstance(node, Test)}.values())
+        simple = dict(zip(map(id, checks), simplify(checks, g)))
+        return {nr: simple.get(id(node), node) for nr, node in outcomes.items()}
 
     def _weights(self, arch: str) -> dict[int, float]:
         """Expected frequency per number: ``frequencies`` by name, or else every number of the

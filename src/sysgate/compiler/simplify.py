@@ -26,9 +26,9 @@ def _follow(node: Node, known: F.Facts) -> tuple[Node, F.Facts]:
     return node, known
 
 
-def _thread_once(root: Node, graph: Graph) -> tuple[Node, bool]:
-    order = topological(root)
-    incoming: dict[int, F.Facts] = {id(root): {}}
+def _thread_once(roots: list[Node], graph: Graph) -> tuple[list[Node], bool]:
+    order = topological(*roots)
+    incoming: dict[int, F.Facts] = {id(root): {} for root in roots}
     edges: dict[int, tuple[Node, Node]] = {}
     changed = False
     for node in order:
@@ -47,7 +47,7 @@ def _thread_once(root: Node, graph: Graph) -> tuple[Node, bool]:
             targets.append(new_target)
         edges[id(node)] = (targets[0], targets[1])
     if not changed:
-        return root, False
+        return roots, False
     rebuilt: dict[int, Node] = {}
     for node in reversed(order):
         if isinstance(node, Test):
@@ -57,13 +57,14 @@ def _thread_once(root: Node, graph: Graph) -> tuple[Node, bool]:
             rebuilt[id(node)] = graph.test(node.word, node.op, node.k, rebuilt[id(t)], rebuilt[id(f)], node.mask)
         else:
             rebuilt[id(node)] = node
-    return rebuilt[id(root)], True
+    return [rebuilt[id(root)] for root in roots], True
 
 
-def simplify(root: Node, graph: Graph) -> Node:
-    """Thread jumps through decided tests until nothing changes."""
+def simplify(roots: list[Node], graph: Graph) -> list[Node]:
+    """Thread jumps through decided tests under ``roots`` (each entered knowing nothing) until
+    nothing changes; returns the new roots."""
     for _ in range(MAX_ROUNDS):
-        root, changed = _thread_once(root, graph)
+        roots, changed = _thread_once(roots, graph)
         if not changed:
             break
-    return root
+    return roots
