@@ -40,14 +40,20 @@ with everything included and, for sysgate's configurations, net of the median st
 status 1 when a target is missed (on the ratios with start-up included): notify <= 4x bare
 (every workload), landlock and landlock-stat <= 1.5x bare (tar and cat).
 
-The notify target has floors: each notification stops the target for at least one round trip
-with nothing handled (RECV + SEND), so one pass takes at least ``bare + notifications x round
-trip`` (in series for tar and python, one process each; cat's find and cat overlap a little).
-Both round trips are measured in this run the way benchmarks/notify.py does: the C loop
-(benchmarks/c/loop.c: no supervisor answers faster) and sysgate's Supervisor with a handler that
-only returns a reply (what sysgate costs before any fs work: Python's floor). They are printed as
-ratios beside the target: where a floor is above 4x, so is every supervisor of that kind on this
-machine, however fast its handler.
+The notify target has floors: each notification stops the target for a round trip, so one pass
+takes at least ``bare + notifications x round trip`` (in series for tar and python, one process
+each; cat's find and cat overlap a little). Four round trips are measured in this run, as
+benchmarks/notify.py and benchmarks/fsopen.py do, and printed as ratios beside the target:
+
+* ``C notify`` / ``sysgate notify``: answered without handling (RECV + SEND): the C loop
+  (benchmarks/c/loop.c: no supervisor answers faster) and sysgate's Supervisor with a handler
+  that only returns a reply (what sysgate costs before any fs work);
+* ``C fs`` / ``Python fs``: one handled ``openat`` in fsopen's floor loops (read the path, the
+  thread's ids and root, ID_VALID, openat2 in that root, ADDFD|SEND), in C and in minimal Python:
+  an estimate of a handled call (a ``stat`` swaps the open and ADDFD for a stat and a write of the
+  result, of about the same cost), since every notification here is a path syscall to decide.
+
+Where a floor is above 4x, so is every supervisor of that kind on this machine, however lean.
 
     python benchmarks/workloads.py          # WORKLOAD_ROUNDS (default 3), WORKLOAD_BARE_SECONDS (default 1.0)
     WORKLOAD_CONFIGS=strace,landlock-stat python benchmarks/workloads.py    # only these (and bare)
@@ -72,7 +78,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
 sys.path.insert(0, SRC)
 
-from notify import compile_c, run_c, run_sysgate                     # noqa: E402  (benchmarks/notify.py)
+import fsopen                                                       # noqa: E402  (benchmarks/fsopen.py)
+import notify                                                       # noqa: E402  (benchmarks/notify.py)
 from sysgate.sandbox.landlock import plan_for_policy, without_open_routes  # noqa: E402
 from sysgate.sandbox.base import apply_base, default_policy       # noqa: E402
 
@@ -82,8 +89,25 @@ TARGETS = {("notify", "tar"): 4.0, ("notify", "cat"): 4.0, ("notify", "python"):
            ("landlock", "tar"): 1.5, ("landlock", "cat"): 1.5,
            ("landlock-stat", "tar"): 1.5, ("landlock-stat", "cat"): 1.5}
 PARTIAL_POLICY = "default: allow\nopenat: notify(fs)\n"
-#: Round trips per run of the bare C notification loop (the floor of the notify configuration).
+#: Round trips per run of each floor loop (the floors of the notify configuration).
 ROUND_TRIPS = 20000
+
+
+def floor_round_trips(work: str) -> dict[str, list[float]]:
+    """µs per call of the four floor loops (see the module docstring), 3 interleaved runs each."""
+    bins = notify.compile_c(work, ("target", "loop", "opener", "fsfloor"), static=("opener",))
+    data = os.path.join(work, "floor")
+    os.mkdir(data)
+    path = os.path.join(data, "allowed")
+    with open(path, "w") as f:
+        f.write("x")
+    trips: dict[str, list[float]] = {"C notify": [], "sysgate notify": [], "C fs": [], "Python fs": []}
+    for _ in range(3):
+        trips["C notify"].append(notify.run_c(bins, ROUND_TRIPS))
+        trips["sysgate notify"].append(notify.run_sysgate(bins, ROUND_TRIPS, "reply"))
+        trips["C fs"].append(fsopen.run_c(bins, ROUND_TRIPS, path))
+        trips["Python fs"].append(fsopen.run_python(bins, ROUND_TRIPS, path))
+    return trips
 
 
 def make_trees(root: str) -> tuple[str, str]:
@@ -238,12 +262,7 @@ def main() -> int:
         repeats = calibrate(tar_tree, cat_tree, env, work, bare_seconds)
         loads = workloads(tar_tree, cat_tree, repeats)
 
-        round_trips: dict[str, list[float]] = {}
-        if "notify" in configs:
-            bins = compile_c(work)
-            for _ in range(3):
-                round_trips.setdefault("C floor", []).append(run_c(bins, ROUND_TRIPS))
-                round_trips.setdefault("Python floor", []).append(run_sysgate(bins, ROUND_TRIPS, "reply"))
+        round_trips = floor_round_trips(work) if "notify" in configs else {}
         times: dict[tuple[str, str], list[float]] = {}
         startup: list[float] = []
         for r in range(rounds):     # interleaved, so drifting machine load hits all alike
@@ -270,7 +289,7 @@ def main() -> int:
     print(f"  sysgate start-up (sysgate run --sandbox -- true): {up * 1000:.0f} ms, included in every sysgate "
           f"configuration's time and first ratio; the second ratio is net of it")
     ok = True
-    print(f"  {'':13s}" + "".join(f" {w:>33s}" for w in loads))
+    print(f"  {'':20s}" + "".join(f" {w:>33s}" for w in loads))
     for cname, prefix in configs.items():
         cells = []
         for wname in loads:
@@ -278,27 +297,27 @@ def main() -> int:
             net = f"{(value - up) / med['bare', wname]:6.2f}x" if prefix[:1] == [sys.executable] else ""
             notes = f"{counts[cname, wname]}n" if (cname, wname) in counts else ""
             cells.append(f"{value * 1000:7.0f} ms {ratio:6.2f}x {net:>7s} {notes:>6s}")
-        print(f"  {cname:13s}" + "".join(f" {c:>33s}" for c in cells))
+        print(f"  {cname:20s}" + "".join(f" {c:>33s}" for c in cells))
     print("  (ms and the first ratio: everything included; second ratio: net of sysgate's start-up; "
           "Nn: notifications of one pass, counted with sysgate run --record)")
     floors: dict[str, dict[str, float]] = {}
     for name, trips in round_trips.items():
         trip = statistics.median(trips) / 1e6
         floors[name] = {w: 1 + counts["notify", w] * trip * repeats[w] / med["bare", w] for w in loads}
-        print(f"  {name:13s}" + "".join(f" {'':>10s} {floors[name][w]:6.2f}x {'':>7s} {'':>6s}" for w in loads)
-              + f"   ({trip * 1e6:.1f} µs a round trip)")
+        print(f"  {name + ' floor':20s}" + "".join(f" {'':>10s} {floors[name][w]:6.2f}x {'':>7s} {'':>6s}"
+                                                   for w in loads) + f"   ({trip * 1e6:.1f} µs a call)")
     if floors:
-        print(f"  (floors: bare + notify's notifications x a round trip answered without handling, median of 3 runs "
-              f"of {ROUND_TRIPS}: C, benchmarks/c/loop.c; Python, sysgate's Supervisor returning a reply)")
+        print(f"  (floors: bare + notify's notifications x a round trip, median of 3 runs of {ROUND_TRIPS}: notify, "
+              f"answered unhandled (C loop, sysgate with a trivial handler); fs, one handled openat in fsopen's C and "
+              f"minimal Python floor loops)")
     for (cname, wname), target in TARGETS.items():
         if cname not in configs:
             continue
         ratio = med[cname, wname] / med["bare", wname]
         met = ratio <= target
         ok &= met
-        above = [f"the {name} is {f[wname]:.2f}x" for name, f in floors.items()
-                 if cname == "notify" and f[wname] > target]
-        below = f"; {' and '.join(above)}, above the target" if above else ""
+        above = [f"{name} {f[wname]:.2f}x" for name, f in floors.items() if cname == "notify" and f[wname] > target]
+        below = f"; floors above the target: {', '.join(above)}" if above else ""
         print(f"{cname:13s} / bare, {wname:6s} = {ratio:6.2f}   (target <= {target}; net of start-up "
               f"{(med[cname, wname] - up) / med['bare', wname]:.2f}{below}){'' if met else '   MISSED'}")
     return 0 if ok else 1
