@@ -46,6 +46,7 @@ class Credentials:
 
 
 _CREDENTIAL_FIELDS = ("Tgid", "Uid", "Gid", "Groups", "Umask", "CapEff")
+_STATUS = procfs.ThreadStatus()     # the notifying threads' status files, kept open (see there)
 
 
 def credentials(n) -> Credentials:
@@ -60,13 +61,14 @@ def unchecked_credentials(n) -> Credentials:
     """:func:`credentials` without the ID_VALID check, for a caller that checks it once after its
     last read of the target and before its decision takes effect (:meth:`FsHandler.handle`).
 
-    On every emulated call: ``/proc/<tid>/status`` is read whole (a thread with thousands
-    of groups needs more than one read) and only the fields used are parsed, as bytes."""
+    On every emulated call: ``/proc/<tid>/status`` is read whole and afresh (a thread with
+    thousands of groups needs more than one read; the file is kept open per thread,
+    :class:`~sysgate.kernel.procfs.ThreadStatus`) and only the fields used are parsed, as bytes."""
     own = getattr(n, "credentials", None)     # a notification that carries them (testing.FakeNotification)
     if own is not None:
         return own
     try:
-        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS, raw=True)
+        fields = _STATUS.read(n.pid, _CREDENTIAL_FIELDS, raw=True)
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
     uid, gid = fields["Uid"].split(), fields["Gid"].split()
