@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from hypothesis import given, settings, strategies as st
 
@@ -126,13 +127,26 @@ def _spawn_with_pid(pid: int, argv) -> subprocess.Popen | None:
     return None
 
 
+def _exec_name(status: procfs.ThreadStatus, pid: int, name: str) -> bool:
+    """Does ``status`` read ``name`` for child ``pid`` (polled while it still runs as the forked
+    interpreter, before its exec)?"""
+    for _ in range(500):
+        seen = status.read(pid, ("Name",))["Name"]
+        if seen == name:
+            return True
+        if not seen.startswith("python"):
+            return False
+        time.sleep(0.01)
+    return False
+
+
 def test_thread_status_of_a_recycled_number_is_the_new_thread(needs_root):
     """A kept file belongs to the thread it was opened for: once that thread is gone and its number
     names another process, the read is the new process's (never the dead one's, never an error)."""
     status = procfs.ThreadStatus()
     for _ in range(20):
         first = subprocess.Popen(["sleep", "60"])
-        assert status.read(first.pid, ("Name",))["Name"] == "sleep"
+        assert _exec_name(status, first.pid, "sleep")
         assert first.pid in status._fds
         first.kill()
         first.wait()
@@ -142,7 +156,7 @@ def test_thread_status_of_a_recycled_number_is_the_new_thread(needs_root):
     else:
         raise AssertionError("could not get a recycled pid in 20 tries")
     try:
-        assert status.read(second.pid, ("Name",))["Name"] == "cat"
+        assert _exec_name(status, second.pid, "cat")
     finally:
         second.kill()
         second.wait()

@@ -258,7 +258,10 @@ class PathRules:
 
     def allows(self, path: str, modes) -> bool:
         """True when every mode in ``modes`` is allowed for ``path``."""
-        return all(self._allows_one(path, mode) for mode in modes)
+        for mode in modes:
+            if not self._allows_one(path, mode):
+                return False
+        return True
 
     def _allows_one(self, path: str, mode: str) -> bool:
         for allow, modes, regex in self._compiled:
@@ -313,13 +316,7 @@ class Resolver:
         except (FileNotFoundError, ProcessLookupError):
             raise TargetGone(f"thread {n.pid} is gone") from None
         self._fds = [self.root_fd]
-        try:
-            self.root_host = os.readlink(link)   # may fail when the thread exits right now
-        except OSError:
-            self.close()
-            if not n.valid():
-                raise TargetGone(f"notification {n.id} is no longer valid") from None
-            raise
+        self.root_host = fd_path(self.root_fd)   # of that very fd: a chroot meanwhile cannot split the two
         self.shared_root = self.root_host == "/"
         if check and not n.valid():     # the tid may have been recycled before the open
             self.close()
@@ -354,6 +351,8 @@ class Resolver:
 
     def target_path(self, path: bytes) -> bytes:
         """Rewrite ``/proc/self`` and ``/proc/thread-self`` (which would name the supervisor)."""
+        if not path.startswith(b"/proc/"):
+            return path
         for prefix, repl in ((b"/proc/self", b"/proc/%d" % self.creds.tgid),
                              (b"/proc/thread-self", b"/proc/%d/task/%d" % (self.creds.tgid, self.n.pid))):
             if path == prefix or path.startswith(prefix + b"/"):
@@ -926,14 +925,16 @@ def own_fd(resolver, path: bytes) -> tuple[int, bool] | None:
     return None
 
 
-def _open_modes(flags: int) -> set[str]:
+def _open_modes(flags: int) -> frozenset:
+    """The modes an open with ``flags`` needs (read, write, or both; shared sets, nothing built per call)."""
     acc = flags & os.O_ACCMODE
-    modes = set()
-    if acc in (os.O_RDONLY, os.O_RDWR) or flags & os.O_PATH:
-        modes.add("read")
-    if acc in (os.O_WRONLY, os.O_RDWR) or flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND):
-        modes.add("write")
-    return modes
+    read = acc in (os.O_RDONLY, os.O_RDWR) or bool(flags & os.O_PATH)
+    write = acc in (os.O_WRONLY, os.O_RDWR) or bool(flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+    return _MODES[read, write]
+
+
+_MODES = {(False, False): frozenset(), (True, False): frozenset(("read",)), (False, True): frozenset(("write",)),
+          (True, True): frozenset(("read", "write"))}
 
 
 def _reopen(pathfd: int, flags: int):
