@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from hypothesis import given, settings, strategies as st
 
@@ -87,3 +88,75 @@ sys.stdin.read()
     finally:
         child.stdin.close()
         child.wait()
+
+
+_UMASK_CHILD = """
+import os, sys
+for line in sys.stdin:
+    os.umask(int(line, 8))
+    sys.stdout.write("ok\\n"); sys.stdout.flush()
+"""
+
+
+def test_thread_status_is_read_afresh_from_the_kept_file():
+    """ThreadStatus keeps the file open: a change between two reads is seen by the second."""
+    status = procfs.ThreadStatus()
+    child = subprocess.Popen([sys.executable, "-c", _UMASK_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        for mask in ("0022", "0077", "0002"):
+            child.stdin.write(mask + "\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == "ok\n"
+            assert status.read(child.pid, ("Umask",))["Umask"] == mask
+            assert child.pid in status._fds          # the kept file was read, not a new one
+    finally:
+        child.stdin.close()
+        child.wait()
+
+
+def _spawn_with_pid(pid: int, argv) -> subprocess.Popen | None:
+    """A child numbered ``pid`` (root: ns_last_pid), or None when another process took the number first."""
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    if child.pid == pid:
+        return child
+    child.kill()
+    child.wait()
+    return None
+
+
+def _exec_name(status: procfs.ThreadStatus, pid: int, name: str) -> bool:
+    """Does ``status`` read ``name`` for child ``pid`` (polled while it still runs as the forked
+    interpreter, before its exec)?"""
+    for _ in range(500):
+        seen = status.read(pid, ("Name",))["Name"]
+        if seen == name:
+            return True
+        if not seen.startswith("python"):
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def test_thread_status_of_a_recycled_number_is_the_new_thread(needs_root):
+    """A kept file belongs to the thread it was opened for: once that thread is gone and its number
+    names another process, the read is the new process's (never the dead one's, never an error)."""
+    status = procfs.ThreadStatus()
+    for _ in range(20):
+        first = subprocess.Popen(["sleep", "60"])
+        assert _exec_name(status, first.pid, "sleep")
+        assert first.pid in status._fds
+        first.kill()
+        first.wait()
+        second = _spawn_with_pid(first.pid, ["cat"])
+        if second is not None:
+            break
+    else:
+        raise AssertionError("could not get a recycled pid in 20 tries")
+    try:
+        assert _exec_name(status, second.pid, "cat")
+    finally:
+        second.kill()
+        second.wait()

@@ -156,3 +156,88 @@ def test_a_target_in_another_user_namespace_is_refused(tmp_path, landlock):
     assert kernel.stdout == "open 0\n", kernel.stderr
     code, out = run([exe, str(public)], FsHandler(["allow read /**"]))
     assert out == (kernel.stdout if landlock == "on" else "open 13\n"), out
+
+
+# Between two opens of one thread its credentials change (setfsuid, setgroups, capset), and two
+# threads with different fsuids take turns: every open must be decided with the caller's ids *now*
+# (the supervisor keeps each thread's status file open: see sysgate.kernel.procfs.ThreadStatus).
+CHANGES = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static const char *D;
+static void try_open(const char *name, const char *rel) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", D, rel);
+    int fd = open(path, O_RDONLY);
+    printf("%s %d\n", name, fd < 0 ? errno : 0);
+    fflush(stdout);
+    if (fd >= 0) close(fd);
+}
+static void caps(unsigned effective) {
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    syscall(SYS_capget, &h, d);
+    d[0].effective = effective ? d[0].permitted : 0;
+    d[1].effective = effective ? d[1].permitted : 0;
+    syscall(SYS_capset, &h, d);
+}
+static pthread_barrier_t turn;
+static void *other(void *arg) {         /* a second thread of another fsuid (setfsuid is per thread) */
+    syscall(SYS_setfsuid, 65534);
+    for (int i = 0; i < 3; i++) {
+        pthread_barrier_wait(&turn);
+        try_open("thread-root-0600", "root-0600");
+        pthread_barrier_wait(&turn);
+    }
+    return arg;
+}
+int main(int argc, char **argv) {
+    D = argv[1];
+    gid_t g = 4242;
+    try_open("root-0600", "root-0600");
+    syscall(SYS_setfsuid, 65534);
+    try_open("fsuid-root-0600", "root-0600");
+    try_open("fsuid-nobody-0600", "nobody-0600");
+    syscall(SYS_setfsgid, 65534);
+    try_open("fsgid-group-0640", "group-0640");
+    syscall(SYS_setgroups, 1, &g);
+    try_open("groups-group-0640", "group-0640");
+    syscall(SYS_setgroups, 0, &g);
+    try_open("nogroups-group-0640", "group-0640");
+    syscall(SYS_setfsuid, 0);
+    syscall(SYS_setfsgid, 0);
+    try_open("back-nobody-0600", "nobody-0600");
+    caps(0);
+    try_open("nocaps-nobody-0600", "nobody-0600");
+    caps(1);
+    try_open("caps-nobody-0600", "nobody-0600");
+    pthread_t t;
+    pthread_barrier_init(&turn, NULL, 2);
+    pthread_create(&t, NULL, other, NULL);
+    for (int i = 0; i < 3; i++) {
+        try_open("main-root-0600", "root-0600");
+        pthread_barrier_wait(&turn);
+        pthread_barrier_wait(&turn);
+    }
+    pthread_join(t, NULL);
+    return 0;
+}
+"""
+
+
+def test_credentials_changed_between_calls_decide_the_next_call(base):
+    exe = cprog(CHANGES)
+    kernel = subprocess.run([exe, base], capture_output=True, text=True)
+    assert kernel.returncode == 0, kernel.stderr
+    assert len(set(kernel.stdout.split())) > 3, kernel.stdout      # the changes change the answers
+    code, out = run([exe, base], FsHandler(["allow read /**", f"allow rw {base}/**"]))
+    assert code == 0, out
+    assert out == kernel.stdout, f"sysgate:\n{out}\nkernel:\n{kernel.stdout}"

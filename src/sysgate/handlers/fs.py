@@ -102,7 +102,6 @@ import errno
 import os
 import re
 import stat as _stat
-import struct
 import threading
 from dataclasses import dataclass
 
@@ -124,7 +123,6 @@ _RENAME_EXCHANGE = 0x2
 _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
 _STATX_SIZE = 256
-_OPEN_HOW = struct.Struct("=QQQ")
 #: calls whose method reads its path with a checked read (ID_VALID after it) before acting on
 #: anything :meth:`FsHandler.handle` read by tid: they need no ID_VALID of their own up front.
 _CHECKED_BY_PATH_READ = frozenset(("open", "openat", "creat", "openat2"))
@@ -260,7 +258,10 @@ class PathRules:
 
     def allows(self, path: str, modes) -> bool:
         """True when every mode in ``modes`` is allowed for ``path``."""
-        return all(self._allows_one(path, mode) for mode in modes)
+        for mode in modes:
+            if not self._allows_one(path, mode):
+                return False
+        return True
 
     def _allows_one(self, path: str, mode: str) -> bool:
         for allow, modes, regex in self._compiled:
@@ -315,13 +316,7 @@ class Resolver:
         except (FileNotFoundError, ProcessLookupError):
             raise TargetGone(f"thread {n.pid} is gone") from None
         self._fds = [self.root_fd]
-        try:
-            self.root_host = os.readlink(link)   # may fail when the thread exits right now
-        except OSError:
-            self.close()
-            if not n.valid():
-                raise TargetGone(f"notification {n.id} is no longer valid") from None
-            raise
+        self.root_host = fd_path(self.root_fd)   # of that very fd: a chroot meanwhile cannot split the two
         self.shared_root = self.root_host == "/"
         if check and not n.valid():     # the tid may have been recycled before the open
             self.close()
@@ -356,6 +351,8 @@ class Resolver:
 
     def target_path(self, path: bytes) -> bytes:
         """Rewrite ``/proc/self`` and ``/proc/thread-self`` (which would name the supervisor)."""
+        if not path.startswith(b"/proc/"):
+            return path
         for prefix, repl in ((b"/proc/self", b"/proc/%d" % self.creds.tgid),
                              (b"/proc/thread-self", b"/proc/%d/task/%d" % (self.creds.tgid, self.n.pid))):
             if path == prefix or path.startswith(prefix + b"/"):
@@ -403,10 +400,41 @@ class Resolver:
 def fd_path(fd: int) -> str:
     """The path the kernel reports for our ``fd`` (without the " (deleted)" suffix of an
     unlinked file; a file really named "x (deleted)" keeps its name)."""
-    path = os.readlink(f"/proc/self/fd/{fd}")
+    path = os.readlink(str(fd), dir_fd=_own_fds())
     if path.endswith(" (deleted)") and os.fstat(fd).st_nlink == 0:
         return path[:-10]
     return path
+
+
+def reopen(fd: int, flags: int, mode: int = 0) -> int:
+    """Open the object behind our ``fd`` anew with ``flags`` (its /proc/self/fd/N magic link)."""
+    return os.open(str(fd), flags, mode, dir_fd=_own_fds())
+
+
+_fd_dir = -1
+_fd_dir_lock = threading.Lock()
+
+
+def _own_fds() -> int:
+    """Our O_PATH fd of ``/proc/self/fd``, opened once per process: :func:`fd_path` and
+    :func:`reopen` look fds up from it instead of walking ``/proc/self/fd/N`` (~1 us each, twice
+    per open). A forked child (worker processes) must not use its parent's: it opens its own."""
+    global _fd_dir
+    if _fd_dir < 0:
+        with _fd_dir_lock:
+            if _fd_dir < 0:
+                _fd_dir = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return _fd_dir
+
+
+def _forget_own_fds() -> None:
+    global _fd_dir, _fd_dir_lock
+    if _fd_dir >= 0:
+        os.close(_fd_dir)
+    _fd_dir, _fd_dir_lock = -1, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_own_fds)
 
 
 # --- the handler ----------------------------------------------------------------------
@@ -516,13 +544,13 @@ class FsHandler(MetadataCalls, Handler):
     def _openat2(self, n, creds, resolver):
         a = n.args
         size = a[3]
-        if size < _OPEN_HOW.size or size > 4096:
-            return Reply.errno(errno.EINVAL if size < _OPEN_HOW.size else errno.E2BIG)
+        if size < calls.OPEN_HOW.size or size > 4096:
+            return Reply.errno(errno.EINVAL if size < calls.OPEN_HOW.size else errno.E2BIG)
         with as_supervisor():
             raw = read_exact(n, a[2], size)
-        if any(raw[_OPEN_HOW.size:]):
+        if any(raw[calls.OPEN_HOW.size:]):
             return Reply.errno(errno.E2BIG)
-        flags, mode, resolve = _OPEN_HOW.unpack_from(raw)
+        flags, mode, resolve = calls.OPEN_HOW.unpack_from(raw)
         if flags >> 32 or mode & ~0o7777 or resolve & ~0x3F:
             return Reply.errno(errno.EINVAL)
         return self._do_open(n, creds, resolver, signed32(a[0]), a[1], flags, mode, resolve)
@@ -613,8 +641,7 @@ class FsHandler(MetadataCalls, Handler):
         view = resolver.view(fd_path(dirfd))
         if view is None or not self.rules.allows(os.path.join(view, "<tmpfile>"), {"write"}):
             return None
-        return os.open(f"/proc/self/fd/{dirfd}", (flags & ~os.O_CLOEXEC) | os.O_CLOEXEC,
-                       mode & ~creds.umask)
+        return reopen(dirfd, (flags & ~os.O_CLOEXEC) | os.O_CLOEXEC, mode & ~creds.umask)
 
     # --- metadata family
     def _lookup(self, n, creds, resolver, dirfd, address, flags, modes=("read",)) -> int:
@@ -898,14 +925,16 @@ def own_fd(resolver, path: bytes) -> tuple[int, bool] | None:
     return None
 
 
-def _open_modes(flags: int) -> set[str]:
+def _open_modes(flags: int) -> frozenset:
+    """The modes an open with ``flags`` needs (read, write, or both; shared sets, nothing built per call)."""
     acc = flags & os.O_ACCMODE
-    modes = set()
-    if acc in (os.O_RDONLY, os.O_RDWR) or flags & os.O_PATH:
-        modes.add("read")
-    if acc in (os.O_WRONLY, os.O_RDWR) or flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND):
-        modes.add("write")
-    return modes
+    read = acc in (os.O_RDONLY, os.O_RDWR) or bool(flags & os.O_PATH)
+    write = acc in (os.O_WRONLY, os.O_RDWR) or bool(flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+    return _MODES[read, write]
+
+
+_MODES = {(False, False): frozenset(), (True, False): frozenset(("read",)), (False, True): frozenset(("write",)),
+          (True, True): frozenset(("read", "write"))}
 
 
 def _reopen(pathfd: int, flags: int):
@@ -921,13 +950,12 @@ def _reopen(pathfd: int, flags: int):
     if _stat.S_ISLNK(st.st_mode):
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
     keep = flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
-    target = f"/proc/self/fd/{pathfd}"
     if not (_stat.S_ISFIFO(st.st_mode) or _stat.S_ISCHR(st.st_mode) or _stat.S_ISBLK(st.st_mode)) \
             or flags & os.O_NONBLOCK:
-        return os.open(target, keep | os.O_CLOEXEC | os.O_NOCTTY)
+        return reopen(pathfd, keep | os.O_CLOEXEC | os.O_NOCTTY)
     fifo = _stat.S_ISFIFO(st.st_mode)
     try:
-        fd = os.open(target, keep | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = reopen(pathfd, keep | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         if not (fifo and exc.errno == errno.ENXIO):
             raise
@@ -956,7 +984,7 @@ def _path_substitute(pathfd: int, st: os.stat_result) -> int:
         extra = os.O_NOCTTY
     else:
         raise OSError(errno.EOPNOTSUPP, "O_PATH of a special file cannot be emulated")
-    return os.open(f"/proc/self/fd/{pathfd}", os.O_RDONLY | os.O_CLOEXEC | extra)
+    return reopen(pathfd, os.O_RDONLY | os.O_CLOEXEC | extra)
 
 
 _SPLICE_F_NONBLOCK = 0x02
@@ -996,7 +1024,7 @@ class PendingFifo:
             fd, self.reader = self.reader, None
         else:
             try:
-                fd = os.open(f"/proc/self/fd/{self.pathfd}", self.flags | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+                fd = reopen(self.pathfd, self.flags | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
                     return None

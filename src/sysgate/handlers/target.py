@@ -46,6 +46,7 @@ class Credentials:
 
 
 _CREDENTIAL_FIELDS = ("Tgid", "Uid", "Gid", "Groups", "Umask", "CapEff")
+_STATUS = procfs.ThreadStatus()     # the notifying threads' status files, kept open (see there)
 
 
 def credentials(n) -> Credentials:
@@ -60,21 +61,22 @@ def unchecked_credentials(n) -> Credentials:
     """:func:`credentials` without the ID_VALID check, for a caller that checks it once after its
     last read of the target and before its decision takes effect (:meth:`FsHandler.handle`).
 
-    On every emulated call: ``/proc/<tid>/status`` is read whole (a thread with thousands
-    of groups needs more than one read) and only the fields used are parsed, as bytes."""
+    On every emulated call: ``/proc/<tid>/status`` is read whole and afresh (a thread with
+    thousands of groups needs more than one read; the file is kept open per thread,
+    :class:`~sysgate.kernel.procfs.ThreadStatus`) and only the fields used are parsed, as bytes."""
     own = getattr(n, "credentials", None)     # a notification that carries them (testing.FakeNotification)
     if own is not None:
         return own
     try:
-        fields = procfs.read_status(f"/proc/{n.pid}/status", _CREDENTIAL_FIELDS, raw=True)
+        fields = _STATUS.read(n.pid, _CREDENTIAL_FIELDS, raw=True)
     except (FileNotFoundError, ProcessLookupError):
         raise TargetGone(f"thread {n.pid} is gone") from None
     uid, gid = fields["Uid"].split(), fields["Gid"].split()
     umask, cap = fields.get("Umask"), fields.get("CapEff")
-    return Credentials(tgid=int(fields["Tgid"]), uid=int(uid[0]), gid=int(gid[0]), fsuid=int(uid[3]),
-                       fsgid=int(gid[3]), groups=procfs.ids(fields.get("Groups", b"")),
-                       umask=int(umask, 8) if umask else 0o022,
-                       cap_effective=int(cap, 16) if cap else 0)
+    # positional (in the fields' order): keywords cost a quarter of this parse per call
+    return Credentials(int(fields["Tgid"]), int(uid[0]), int(gid[0]), int(uid[3]), int(gid[3]),
+                       procfs.ids(fields.get("Groups", b"")), int(umask, 8) if umask else 0o022,
+                       int(cap, 16) if cap else 0)
 
 
 def same_user_namespace(n, check: bool = True) -> bool:
@@ -145,6 +147,10 @@ class _Identity:
     groups: list[int]
     caps: tuple[int, int, int]
 
+    def __post_init__(self):
+        # the kernel sorts a thread's groups (status lists them so): compared as they come per call
+        self.sorted_groups = tuple(sorted(self.groups))
+
     @property
     def verify(self) -> bool:
         return (self.caps[0] >> _CAP_SETUID & 1 and self.caps[0] >> _CAP_SETGID & 1) == 0
@@ -152,7 +158,7 @@ class _Identity:
 
 def _own_identity() -> _Identity:
     """The supervisor thread's own identity, read once per thread (it does not change its ids)."""
-    own = getattr(_state, "own", None)
+    own = _state.own
     if own is None:
         own = _state.own = _Identity(os.geteuid(), os.getegid(), os.getgroups(), _capget())
     return own
@@ -169,7 +175,17 @@ def _apply(fsuid: int, fsgid: int, groups, effective: int, own: _Identity) -> No
     _capset(effective, own.caps[1], own.caps[2])
 
 
-_state = threading.local()
+class _ThreadState(threading.local):
+    """Per supervisor thread: its own identity (read once), and while :func:`acting_as` switched,
+    that identity (``saved``) and the target's ``creds``. Class attributes are the defaults, so
+    reading them never raises (no AttributeError per call)."""
+
+    own: _Identity | None = None
+    saved: _Identity | None = None
+    creds: Credentials | None = None
+
+
+_state = _ThreadState()
 
 
 def acting_as(creds: Credentials | None):
@@ -181,12 +197,12 @@ def acting_as(creds: Credentials | None):
     the ``finally`` can restore everything. No-op for None, when nested, or when the target
     already has the supervisor's identity (a shared null context: nothing is built per call).
     The target's effective set is limited to our permitted one (capset cannot raise beyond it)."""
-    if creds is None or getattr(_state, "saved", None) is not None:
+    if creds is None or _state.saved is not None:
         return _NO_SWITCH
     own = _own_identity()
     effective = creds.cap_effective & own.caps[1]
     if creds.fsuid == own.fsuid and creds.fsgid == own.fsgid and effective == own.caps[0] and \
-            sorted(creds.groups) == sorted(own.groups):
+            (creds.groups == own.sorted_groups or sorted(creds.groups) == own.sorted_groups):
         return _NO_SWITCH
     return _switched(creds, effective, own)
 
@@ -222,7 +238,7 @@ def as_supervisor():
     open ``/proc/<tid>/…`` links or call pidfd_getfd, which check *our* right to inspect the
     target, not the target's rights), then switch back. Outside it (or when acting_as did not
     switch): a shared null context."""
-    if getattr(_state, "saved", None) is None:
+    if _state.saved is None:
         return _NO_SWITCH
     return _as_supervisor(_state.saved, _state.creds)
 

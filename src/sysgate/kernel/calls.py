@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 from functools import cache
 
 from . import abi
@@ -191,17 +192,19 @@ def process_vm_readv_into(pid: int, address: int, length: int, buf: ReadBuffer) 
                            buf.local_ref, _ONE, buf.remote_ref, _ONE, _NO_FLAGS))
 
 
-class OpenHow(ctypes.Structure):
-    """``struct open_how`` of openat2(2)."""
-
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+#: ``struct open_how`` of openat2(2), packed into bytes (the kernel only reads it)
+OPEN_HOW = struct.Struct("=QQQ")
+#: syscall(2) with openat2's argument types declared, so ctypes converts them in C (per fs call);
+#: a function object of its own (argtypes belong to the object, not to libc's symbol)
+_openat2 = ctypes.CDLL(None, use_errno=True).syscall
+_openat2.restype = ctypes.c_long
+_openat2.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t)
 
 
 def openat2(dirfd: int, path: bytes | str, flags: int, mode: int = 0, resolve: int = 0) -> int:
     """openat2(2): open ``path`` relative to ``dirfd`` with RESOLVE_* restrictions; returns the fd."""
-    how = OpenHow(flags, mode, resolve)
-    return raw_syscall("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                       ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(_openat2(_nr("openat2"), dirfd, os.fsencode(path), OPEN_HOW.pack(flags, mode, resolve),
+                           OPEN_HOW.size))
 
 
 def process_vm_writev(pid: int, address: int, data: bytes) -> int:

@@ -109,9 +109,12 @@ def try_continue(listener: int, notif_id: int) -> bool:
 
 def id_valid(listener: int, notif_id: int) -> bool:
     """True while ``notif_id`` is still waiting for our reply."""
+    try:       # per call (after every read of the target): struct checks the range, see addfd
+        arg = _U64.pack(notif_id)
+    except struct.error:
+        arg = _U64.pack(_unsigned(notif_id, 64, "notification id"))
     try:
-        arg = bytearray(_U64.pack(_unsigned(notif_id, 64, "notification id")))
-        _ioctl(listener, abi.SECCOMP_IOCTL_NOTIF_ID_VALID, arg, True)
+        _ioctl(listener, _ID_VALID, arg)       # the kernel only reads it: no mutable copy
         return True
     except OSError as exc:
         if exc.errno == errno.ENOENT:
@@ -139,6 +142,7 @@ def addfd(listener: int, notif_id: int, srcfd: int, newfd: int | None = None,
 
 
 _pack_addfd = abi.SECCOMP_NOTIF_ADDFD.pack
+_ID_VALID = abi.SECCOMP_IOCTL_NOTIF_ID_VALID
 _ADDFD_SEND, _ADDFD, _O_CLOEXEC = abi.SECCOMP_ADDFD_FLAG_SEND, abi.SECCOMP_IOCTL_NOTIF_ADDFD, os.O_CLOEXEC
 
 

@@ -144,22 +144,29 @@ def _param_names(name: str, arch: str) -> tuple[str, ...]:
 class Notification:
     """One notified syscall of a target thread, waiting for exactly one reply."""
 
-    __slots__ = ("listener", "raw", "id", "pid", "_state", "_data", "_syscall", "deadline")
+    __slots__ = ("listener", "raw", "id", "pid", "_state", "_data", "_names", "deadline")
 
     def __init__(self, listener, raw: bytearray, nid: int, pid: int):
         self.listener = listener    #: the :class:`~sysgate.supervisor.loop.Listener` it came from
         self.raw = raw              #: the 80 bytes RECV filled in
         self.id = nid
         self.pid = pid              #: TID of the calling thread (0 if not in our pid namespace)
-        self._state = OPEN          # _data, _syscall and deadline are set on first use
+        self._state = OPEN
+        self._data = self._names = None     # decoded on first use (deadline is set by share)
 
     # --- decoding (lazy) ---------------------------------------------------------
     def _decode(self):
-        try:
-            return self._data
-        except AttributeError:
-            self._data = _ARGS.unpack_from(self.raw, 16)
-            return self._data
+        data = self._data
+        if data is None:
+            data = self._data = _ARGS.unpack_from(self.raw, 16)
+        return data
+
+    def _arch_name_pair(self) -> tuple[str, str]:
+        names = self._names
+        if names is None:
+            nr, audit = self._decode()[:2]
+            names = self._names = _arch_and_name(audit, nr)
+        return names
 
     @property
     def nr(self) -> int:
@@ -172,8 +179,7 @@ class Notification:
     @property
     def arch(self) -> str:
         """Architecture name (``x86_64``, ``i386``, ``x32``…)."""
-        nr, audit = self._decode()[:2]
-        return _arch_and_name(audit, nr)[0]
+        return self._arch_name_pair()[0]
 
     @property
     def instruction_pointer(self) -> int:
@@ -197,12 +203,7 @@ class Notification:
     @property
     def syscall(self) -> str:
         """Syscall name (``syscall_<nr>`` when the table does not know it)."""
-        try:
-            return self._syscall
-        except AttributeError:
-            nr, audit = self._decode()[:2]
-            self._syscall = _arch_and_name(audit, nr)[1]
-            return self._syscall
+        return self._arch_name_pair()[1]
 
     @property
     def arguments(self) -> dict[str, int]:
