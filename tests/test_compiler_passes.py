@@ -189,6 +189,37 @@ def test_dispatch_tree_with_hoisted_jeqs_finds_every_numbers_node(outcomes, weig
             assert evaluate(without, (nr,) + (0,) * 15) == r.node.k
 
 
+def _leaf_from_scratch(span, size_cost):
+    """The cheapest exception chain for ``span`` by its definition (see dispatch._leaf_row)."""
+    wide = {id(r.node): r.node for r in span if r.start != r.end}
+    if len(wide) > 1:
+        return None
+    best = None
+    for background in (wide or {id(r.node): r.node for r in span}).values():
+        exceptions = sorted((r for r in span if r.node is not background), key=lambda r: -r.weight)
+        if len(exceptions) > dispatch.MAX_EXCEPTIONS:
+            continue
+        rest = sum(r.weight for r in span if r.node is background)
+        cost = sum(r.weight * (k + 1) for k, r in enumerate(exceptions)) + (rest + size_cost) * len(exceptions)
+        if best is None or cost < best[2]:
+            best = (background, exceptions, cost)
+    return best
+
+
+@hypothesis_settings(150)
+@given(st.dictionaries(st.integers(0, 60), st.integers(0, 3), max_size=40),
+       st.dictionaries(st.integers(0, 60), st.sampled_from((0.01, 1.0, 1.8, 3.24, 7.5)), max_size=30),
+       st.floats(0.001, 10.0))
+def test_leaf_rows_built_range_by_range_equal_leaves_built_from_scratch(outcomes, weights, size_cost):
+    _, ranges, _ = _ranges(outcomes, weights, 0, 70)
+    for i in range(len(ranges)):
+        row = dispatch._leaf_row(ranges, i, size_cost)
+        for j in range(i + 2, min(len(ranges), i + dispatch.MAX_LEAF_SPAN) + 1):
+            leaf = row[j - i] if j - i < len(row) else None
+            expected = _leaf_from_scratch(ranges[i:j], size_cost)
+            assert (None if leaf is None else (leaf.background, leaf.exceptions, leaf.cost)) == expected
+
+
 def test_a_heavy_number_between_neighbours_of_one_node_is_tested_first():
     """Like personality (argument checks follow, so it weighs more) between two EPERM numbers:
     one ``jeq`` at the top, then a tree in which its neighbours are one range."""
