@@ -215,7 +215,7 @@ def test_leaf_rows_built_range_by_range_equal_leaves_built_from_scratch(outcomes
     for i in range(len(ranges)):
         row = dispatch._leaf_row(ranges, i, size_cost)
         for j in range(i + 2, min(len(ranges), i + dispatch.MAX_LEAF_SPAN) + 1):
-            leaf = row[j - i] if j - i < len(row) else None
+            leaf = row[j - i]
             expected = _leaf_from_scratch(ranges[i:j], size_cost)
             assert (None if leaf is None else (leaf.background, leaf.exceptions, leaf.cost)) == expected
 

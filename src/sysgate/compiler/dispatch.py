@@ -152,14 +152,15 @@ Plan = dict  # (i, j) -> int (split index) | Leaf | Hoist
 
 def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[Leaf | None]:
     """The cheapest exception chain for every span ``i..j-1`` (2 <= j - i <= MAX_LEAF_SPAN) that
-    allows one, at index ``j - i``: at most one node owns ranges wider than one number (it is the
-    background; with none, every node is tried, the first seen winning ties) and at most
-    MAX_EXCEPTIONS ranges are not the background's. Built range by range: each node that may
+    allows one, at index ``j - i`` (else None): at most one node owns ranges wider than one number
+    (it is the background; with none, every node is tried, the first seen winning ties) and at
+    most MAX_EXCEPTIONS ranges are not the background's. Built range by range: each node that may
     still be the background keeps the weight of its ranges and its exceptions, heaviest first."""
-    out: list[Leaf | None] = [None, None]
+    out: list[Leaf | None] = [None] * (MAX_LEAF_SPAN + 1)
     wide: Node | None = None
-    # id(node) -> [node, weight of its ranges, exceptions, their weights]; in order of appearance
-    candidates: dict[int, list] = {}
+    # [node, weight of its ranges, exceptions, their weights] for each node that may still be
+    # the background, in order of appearance
+    candidates: list[list] = []
     span: list[Range] = []
     for r in ranges[i:i + MAX_LEAF_SPAN]:
         node, weight = r.node, r.weight
@@ -168,11 +169,13 @@ def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[Leaf | None
                 break  # two wide outcomes: neither this span nor any longer one is a leaf
             if wide is None:
                 wide = node
-                candidates = {key: state for key, state in candidates.items() if state[0] is node}
+                candidates = [state for state in candidates if state[0] is node]
+        new = wide is None or wide is node
         full = False
-        for state in candidates.values():
+        for state in candidates:
             if state[0] is node:
                 state[1] += weight
+                new = False
                 continue
             weights = state[3]
             at = len(weights)
@@ -182,23 +185,28 @@ def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[Leaf | None
             weights.insert(at, weight)
             full |= len(weights) > MAX_EXCEPTIONS
         if full:
-            candidates = {key: state for key, state in candidates.items() if len(state[3]) <= MAX_EXCEPTIONS}
-        if id(node) not in candidates and len(span) <= MAX_EXCEPTIONS and (wide is None or wide is node):
-            exceptions = sorted(span, key=lambda e: -e.weight)
-            candidates[id(node)] = [node, weight, exceptions, [e.weight for e in exceptions]]
+            candidates = [state for state in candidates if len(state[3]) <= MAX_EXCEPTIONS]
+        if new and len(span) <= MAX_EXCEPTIONS:  # (a node seen before has left for good)
+            exceptions = sorted(span, key=_heaviest) if span else []
+            candidates.append([node, weight, exceptions, [e.weight for e in exceptions]])
         span.append(r)
         if len(span) < 2:
             continue
         best = best_cost = None
-        for state in candidates.values():
+        for state in candidates:
             weights = state[3]
             cost = sum(map(mul, weights, RANKS)) + (state[1] + size_cost) * len(weights)
             if best is None or cost < best_cost:
                 best, best_cost = state, cost
-        out.append(None if best is None else Leaf(best[0], list(best[2]), best_cost))
+        if best is not None:
+            out[len(span)] = Leaf(best[0], best[2][:], best_cost)
         if not candidates and (wide is not None or len(span) > MAX_EXCEPTIONS):
             break  # no node can become the background of a longer span
     return out
+
+
+def _heaviest(r: Range) -> float:
+    return -r.weight
 
 
 def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
@@ -229,30 +237,32 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
         roots[i + 1] = i
         leaves = _leaf_row(ranges, i, size_cost)
         short = min(n, i + MAX_LEAF_SPAN)
+        k = i + 1
         for j in range(i + 2, short + 1):
-            lo_k = roots[j - 1] if j > i + 2 else i + 1
-            best_k, hi_k = lo_k, below[j]
-            best = row[lo_k] + cost[lo_k][j]
-            for k in range(lo_k + 1, hi_k + 1):
+            best_k, hi_k = k, below[j]
+            best = row[k] + cost[k][j]
+            while k < hi_k:
+                k += 1
                 c = row[k] + cost[k][j]
                 if c < best:
                     best, best_k = c, k
-            roots[j] = best_k
+            roots[j] = k = best_k
             weight = prefix[j] - base + size_cost
             best += weight
-            leaf = leaves[j - i] if j - i < len(leaves) else None
+            leaf = leaves[j - i]
             if leaf is not None and leaf.cost < best:
                 best = leaf.cost
                 chosen[(i, j)] = leaf
-            for m in hoisted.get((i, j), ()) if hoisted else ():
-                c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
-                if c < best - 1e-9:
-                    best = c
-                    chosen[(i, j)] = Hoist(m, splits[m])
+            if hoisted:
+                for m in hoisted.get((i, j), ()):
+                    c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
+                    if c < best - 1e-9:
+                        best = c
+                        chosen[(i, j)] = Hoist(m, splits[m])
             row[j] = best
         # longer spans: only splits. Most windows are one split wide (the root of both shorter
         # spans): a run of such spans is computed in one go.
-        k, j = roots[short], short + 1
+        j = short + 1
         while j <= n:
             hi_k = below[j]
             if hi_k == k:
