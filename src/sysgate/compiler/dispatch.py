@@ -215,7 +215,7 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
     also be an exception chain (:func:`_leaf_row`) or start with a hoisted ``jeq``
     (:func:`_hoists`) when that is cheaper. An instruction costs :data:`SIZE_COST` times
     ``total`` (default: the weight of ``ranges``). Row by row from the last range: a span's
-    shorter sub-spans are then known, and spans too long for a leaf or hoist run a bare loop."""
+    shorter sub-spans are then known, and its window starts where the previous span's ended."""
     n = len(ranges)
     prefix = [0.0, *accumulate(r.weight for r in ranges)]
     if n > OPTIMAL_LIMIT:
@@ -236,51 +236,33 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
         row, roots, below, base = cost[i], root[i], root[i + 1], prefix[i]
         roots[i + 1] = i
         leaves = _leaf_row(ranges, i, size_cost)
-        short = min(n, i + MAX_LEAF_SPAN)
+        short = i + MAX_LEAF_SPAN  # longer spans: only splits
         k = i + 1
-        for j in range(i + 2, short + 1):
-            best_k, hi_k = k, below[j]
+        for j in range(i + 2, n + 1):
+            hi_k = below[j]
             best = row[k] + cost[k][j]
-            while k < hi_k:
-                k += 1
-                c = row[k] + cost[k][j]
-                if c < best:
-                    best, best_k = c, k
-            roots[j] = k = best_k
+            if k < hi_k:  # most windows are one split wide: the root of both shorter spans
+                best_k = k
+                while k < hi_k:
+                    k += 1
+                    c = row[k] + cost[k][j]
+                    if c < best:
+                        best, best_k = c, k
+                k = best_k
+            roots[j] = k
             weight = prefix[j] - base + size_cost
             best += weight
-            leaf = leaves[j - i]
-            if leaf is not None and leaf.cost < best:
-                best = leaf.cost
-                chosen[(i, j)] = leaf
-            if hoisted:
-                for m in hoisted.get((i, j), ()):
+            if j <= short:
+                leaf = leaves[j - i]
+                if leaf is not None and leaf.cost < best:
+                    best = leaf.cost
+                    chosen[(i, j)] = leaf
+                for m in hoisted.get((i, j), ()) if hoisted else ():
                     c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
                     if c < best - 1e-9:
                         best = c
                         chosen[(i, j)] = Hoist(m, splits[m])
             row[j] = best
-        # longer spans: only splits. Most windows are one split wide (the root of both shorter
-        # spans): a run of such spans is computed in one go.
-        j = short + 1
-        while j <= n:
-            hi_k = below[j]
-            if hi_k == k:
-                end = bisect_right(below, k, j)
-                left = row[k]
-                row[j:end] = [left + c + (p - base + size_cost) for c, p in zip(cost[k][j:end], prefix[j:end])]
-                roots[j:end] = [k] * (end - j)
-                j = end
-                continue
-            best_k, best = k, row[k] + cost[k][j]
-            while k < hi_k:
-                k += 1
-                c = row[k] + cost[k][j]
-                if c < best:
-                    best, best_k = c, k
-            roots[j] = k = best_k
-            row[j] = best + (prefix[j] - base + size_cost)
-            j += 1
     plan: Plan = {}
     stack = [(0, n)]
     while stack:
