@@ -217,7 +217,7 @@ def test_leaf_rows_built_range_by_range_equal_leaves_built_from_scratch(outcomes
         for j in range(i + 2, min(len(ranges), i + dispatch.MAX_LEAF_SPAN) + 1):
             leaf = row[j - i]
             expected = _leaf_from_scratch(ranges[i:j], size_cost)
-            assert (None if leaf is None else (leaf.background, leaf.exceptions, leaf.cost)) == expected
+            assert (None if leaf is None else (leaf[1], leaf[2], leaf[0])) == expected
 
 
 def test_a_heavy_number_between_neighbours_of_one_node_is_tested_first():

@@ -97,10 +97,10 @@ SIZE_COST = 0.002
 class Leaf:
     """Ranges ``i..j-1`` handled without splitting: ``jeq`` for each exception, then ``background``."""
 
-    __slots__ = ("background", "exceptions", "cost")
+    __slots__ = ("background", "exceptions")
 
-    def __init__(self, background: Node, exceptions: list[Range], cost: float):
-        self.background, self.exceptions, self.cost = background, exceptions, cost
+    def __init__(self, background: Node, exceptions: list[Range]):
+        self.background, self.exceptions = background, exceptions
 
 
 #: A heavy single number whose neighbours share a node may be taken away with ``jeq`` above
@@ -150,13 +150,14 @@ def _hoists(ranges: list[Range]) -> list[int]:
 Plan = dict  # (i, j) -> int (split index) | Leaf | Hoist
 
 
-def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[Leaf | None]:
+def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[tuple[float, Node, list[Range]] | None]:
     """The cheapest exception chain for every span ``i..j-1`` (2 <= j - i <= MAX_LEAF_SPAN) that
-    allows one, at index ``j - i`` (else None): at most one node owns ranges wider than one number
-    (it is the background; with none, every node is tried, the first seen winning ties) and at
-    most MAX_EXCEPTIONS ranges are not the background's. Built range by range: each node that may
-    still be the background keeps the weight of its ranges and its exceptions, heaviest first."""
-    out: list[Leaf | None] = [None] * (MAX_LEAF_SPAN + 1)
+    allows one, at index ``j - i`` (else None), as ``(cost, background, exceptions)``: at most one
+    node owns ranges wider than one number (it is the background; with none, every node is tried,
+    the first seen winning ties) and at most MAX_EXCEPTIONS ranges are not the background's. Built
+    range by range: each node that may still be the background keeps the weight of its ranges and
+    its exceptions, heaviest first. (Tuples: the planner makes a :class:`Leaf` of the few it picks.)"""
+    out: list = [None] * (MAX_LEAF_SPAN + 1)
     wide: Node | None = None
     # [node, weight of its ranges, exceptions, their weights] for each node that may still be
     # the background, in order of appearance
@@ -199,7 +200,7 @@ def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[Leaf | None
             if best is None or cost < best_cost:
                 best, best_cost = state, cost
         if best is not None:
-            out[len(span)] = Leaf(best[0], best[2][:], best_cost)
+            out[len(span)] = (best_cost, best[0], best[2][:])
         if not candidates and (wide is not None or len(span) > MAX_EXCEPTIONS):
             break  # no node can become the background of a longer span
     return out
@@ -238,9 +239,10 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
         leaves = _leaf_row(ranges, i, size_cost)
         short = i + MAX_LEAF_SPAN  # longer spans: only splits
         k = i + 1
+        left, right = row[k], cost[k]  # the costs of the two sides of split k
         for j in range(i + 2, n + 1):
             hi_k = below[j]
-            best = row[k] + cost[k][j]
+            best = left + right[j]
             if k < hi_k:  # most windows are one split wide: the root of both shorter spans
                 best_k = k
                 while k < hi_k:
@@ -249,14 +251,15 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
                     if c < best:
                         best, best_k = c, k
                 k = best_k
+                left, right = row[k], cost[k]
             roots[j] = k
             weight = prefix[j] - base + size_cost
             best += weight
             if j <= short:
                 leaf = leaves[j - i]
-                if leaf is not None and leaf.cost < best:
-                    best = leaf.cost
-                    chosen[(i, j)] = leaf
+                if leaf is not None and leaf[0] < best:
+                    best = leaf[0]
+                    chosen[(i, j)] = Leaf(leaf[1], leaf[2])
                 for m in hoisted.get((i, j), ()) if hoisted else ():
                     c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
                     if c < best - 1e-9:
