@@ -43,19 +43,31 @@ def ranges_from(outcomes: dict[int, Node], fallback: Node, weights: dict[int, fl
     """Cover ``low..high`` with ranges: numbers in ``outcomes`` get their node, the rest ``fallback``;
     neighbours with the same node merge."""
     out: list[Range] = []
-    numbers = sorted(n for n in outcomes if low <= n <= high)
-    weighted = sorted(n for n in weights if low <= n <= high)
-    cursor = low
-    for nr in numbers:
+    weighted = _within(sorted(weights), low, high)
+    cursor, last = low, None
+    for nr in _within(sorted(outcomes), low, high):
         if nr > cursor:
             _append(out, cursor, nr - 1, fallback, _weight_between(weighted, weights, cursor, nr - 1))
-        _append(out, nr, nr, outcomes[nr], weights.get(nr, 0.0))
+            last = out[-1]
+        node, weight = outcomes[nr], weights.get(nr, 0.0)
+        if last is not None and last.node is node:  # _append for one number, inline: it runs for each
+            last.end = nr
+            last.weight += weight
+        else:
+            last = Range(nr, nr, node, weight)
+            out.append(last)
         cursor = nr + 1
     if cursor <= high:
         _append(out, cursor, high, fallback, _weight_between(weighted, weights, cursor, high))
     for r in out:
-        r.weight = max(r.weight, min_weight)
+        if r.weight < min_weight:
+            r.weight = min_weight
     return out
+
+
+def _within(numbers: list[int], low: int, high: int) -> list[int]:
+    """The part ``low..high`` of sorted ``numbers``."""
+    return numbers[bisect_left(numbers, low):bisect_right(numbers, high)]
 
 
 def _append(out: list[Range], start: int, end: int, node: Node, weight: float) -> None:
@@ -68,8 +80,7 @@ def _append(out: list[Range], start: int, end: int, node: Node, weight: float) -
 
 
 def _weight_between(sorted_numbers: list[int], weights: dict[int, float], start: int, end: int) -> float:
-    i, j = bisect_left(sorted_numbers, start), bisect_right(sorted_numbers, end)
-    return sum(weights[n] for n in sorted_numbers[i:j])
+    return sum(weights[n] for n in _within(sorted_numbers, start, end))
 
 
 def merge(parts: list[list[Range]]) -> list[Range]:
