@@ -2,11 +2,12 @@
 
 * redundant loads: a load (or load + AND) of what the accumulator already holds
   on every path into it is dropped; a jump from a path where it holds the word
-  already goes past the load;
+  already goes past the load; lines no path reaches are deleted on the way (every
+  jump points forward, so one pass in order knows all of a line's predecessors,
+  and those no path reaches tell it nothing);
 * jump threading: a jump to a ``ja`` goes straight to its target, a ``ja`` to a
   ``ret`` becomes that ``ret``, a ``ja`` to the next line disappears;
-* a conditional jump with both targets equal becomes a ``ja``;
-* lines no path reaches are deleted.
+* a conditional jump with both targets equal becomes a ``ja``.
 """
 from __future__ import annotations
 
@@ -56,10 +57,15 @@ def redundant_loads(lines: list[Line]) -> tuple[list[Line], bool]:
         key = id(line)
         if key in dead:  # the AND of a dropped load pair
             continue
-        states = incoming.get(key, [])
+        states = incoming.get(key)
+        if states is None:
+            if not falls:  # no path reaches this line
+                dead.add(key)
+                continue
+            states = []
         if falls:
             states.append(state)
-        state = states[0] if states and states.count(states[0]) == len(states) else None
+        state = states[0] if states.count(states[0]) == len(states) else None
         code, falls = line.code, line.falls_through
         if code == LD:
             loaded = ("ld", line.k)
@@ -107,25 +113,8 @@ def thread_jumps(lines: list[Line]) -> tuple[list[Line], bool]:
     return _drop(lines, dead), changed or bool(dead)
 
 
-def unreachable(lines: list[Line]) -> tuple[list[Line], bool]:
-    reached: set[int] = set()
-    if lines:
-        reached.add(id(lines[0]))
-    for i, line in enumerate(lines):
-        if id(line) not in reached:
-            continue
-        if line.is_conditional:
-            reached.update((id(line.t), id(line.f)))
-        elif line.code == JA:
-            reached.add(id(line.t))
-        elif line.falls_through and i + 1 < len(lines):
-            reached.add(id(lines[i + 1]))
-    kept = [line for line in lines if id(line) in reached]
-    return kept, len(kept) != len(lines)
-
-
 #: Each pass returns the lines and whether it changed anything.
-PASSES = (redundant_loads, thread_jumps, unreachable)
+PASSES = (redundant_loads, thread_jumps)
 
 
 def optimize(lines: list[Line]) -> list[Line]:
