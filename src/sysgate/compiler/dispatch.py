@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from itertools import accumulate
+from operator import mul
 
 from .graph import MAX32, Graph, Node
 
@@ -42,19 +43,31 @@ def ranges_from(outcomes: dict[int, Node], fallback: Node, weights: dict[int, fl
     """Cover ``low..high`` with ranges: numbers in ``outcomes`` get their node, the rest ``fallback``;
     neighbours with the same node merge."""
     out: list[Range] = []
-    numbers = sorted(n for n in outcomes if low <= n <= high)
-    weighted = sorted(n for n in weights if low <= n <= high)
-    cursor = low
-    for nr in numbers:
+    weighted = _within(sorted(weights), low, high)
+    cursor, last = low, None
+    for nr in _within(sorted(outcomes), low, high):
         if nr > cursor:
             _append(out, cursor, nr - 1, fallback, _weight_between(weighted, weights, cursor, nr - 1))
-        _append(out, nr, nr, outcomes[nr], weights.get(nr, 0.0))
+            last = out[-1]
+        node, weight = outcomes[nr], weights.get(nr, 0.0)
+        if last is not None and last.node is node:  # _append for one number, inline: it runs for each
+            last.end = nr
+            last.weight += weight
+        else:
+            last = Range(nr, nr, node, weight)
+            out.append(last)
         cursor = nr + 1
     if cursor <= high:
         _append(out, cursor, high, fallback, _weight_between(weighted, weights, cursor, high))
     for r in out:
-        r.weight = max(r.weight, min_weight)
+        if r.weight < min_weight:
+            r.weight = min_weight
     return out
+
+
+def _within(numbers: list[int], low: int, high: int) -> list[int]:
+    """The part ``low..high`` of sorted ``numbers``."""
+    return numbers[bisect_left(numbers, low):bisect_right(numbers, high)]
 
 
 def _append(out: list[Range], start: int, end: int, node: Node, weight: float) -> None:
@@ -67,8 +80,7 @@ def _append(out: list[Range], start: int, end: int, node: Node, weight: float) -
 
 
 def _weight_between(sorted_numbers: list[int], weights: dict[int, float], start: int, end: int) -> float:
-    i, j = bisect_left(sorted_numbers, start), bisect_right(sorted_numbers, end)
-    return sum(weights[n] for n in sorted_numbers[i:j])
+    return sum(weights[n] for n in _within(sorted_numbers, start, end))
 
 
 def merge(parts: list[list[Range]]) -> list[Range]:
@@ -85,6 +97,8 @@ def merge(parts: list[list[Range]]) -> list[Range]:
 MAX_EXCEPTIONS = 6
 #: The longest span a leaf may cover: its exceptions and the background ranges between them.
 MAX_LEAF_SPAN = 2 * MAX_EXCEPTIONS + 1
+#: The multipliers of a chain's exceptions: the ``k``-th ``jeq`` is reached after ``k`` tests.
+RANKS = range(1, MAX_EXCEPTIONS + 1)
 #: Price of one instruction of tree code, as a fraction of the total weight: among
 #: trees of (nearly) equal expected depth the smaller wins, and ranges that are almost
 #: never reached are tested with as few instructions as possible.
@@ -94,10 +108,10 @@ SIZE_COST = 0.002
 class Leaf:
     """Ranges ``i..j-1`` handled without splitting: ``jeq`` for each exception, then ``background``."""
 
-    __slots__ = ("background", "exceptions", "cost")
+    __slots__ = ("background", "exceptions")
 
-    def __init__(self, background: Node, exceptions: list[Range], cost: float):
-        self.background, self.exceptions, self.cost = background, exceptions, cost
+    def __init__(self, background: Node, exceptions: list[Range]):
+        self.background, self.exceptions = background, exceptions
 
 
 #: A heavy single number whose neighbours share a node may be taken away with ``jeq`` above
@@ -147,51 +161,78 @@ def _hoists(ranges: list[Range]) -> list[int]:
 Plan = dict  # (i, j) -> int (split index) | Leaf | Hoist
 
 
-def _leaves(ranges: list[Range], size_cost: float) -> dict[tuple[int, int], Leaf]:
+def _leaf_row(ranges: list[Range], i: int, size_cost: float) -> list[tuple[float, Node, list[Range]] | None]:
     """The cheapest exception chain for every span ``i..j-1`` (2 <= j - i <= MAX_LEAF_SPAN) that
-    allows one: at most one node owns ranges wider than one number (it is the background; with
-    none, every node is tried) and at most MAX_EXCEPTIONS ranges are not the background's."""
-    out: dict[tuple[int, int], Leaf] = {}
-    n = len(ranges)
-    for i in range(n):
-        wide: Node | None = None
-        for j in range(i + 1, min(n, i + MAX_LEAF_SPAN) + 1):
-            r = ranges[j - 1]
-            if r.start != r.end:
-                if wide is not None and r.node is not wide:
-                    break  # two wide outcomes: neither this span nor any longer one is a leaf
-                wide = r.node
-            if j - i < 2:
+    allows one, at index ``j - i`` (else None), as ``(cost, background, exceptions)``: at most one
+    node owns ranges wider than one number (it is the background; with none, every node is tried,
+    the first seen winning ties) and at most MAX_EXCEPTIONS ranges are not the background's. Built
+    range by range: each node that may still be the background keeps the weight of its ranges and
+    its exceptions, heaviest first. (Tuples: the planner makes a :class:`Leaf` of the few it picks.)"""
+    out: list = [None] * (MAX_LEAF_SPAN + 1)
+    wide: Node | None = None
+    # [node, weight of its ranges, exceptions, their weights] for each node that may still be
+    # the background, in order of appearance
+    candidates: list[list] = []
+    span: list[Range] = []
+    for r in ranges[i:i + MAX_LEAF_SPAN]:
+        node, weight = r.node, r.weight
+        if r.start != r.end:
+            if wide is not None and node is not wide:
+                break  # two wide outcomes: neither this span nor any longer one is a leaf
+            if wide is None:
+                wide = node
+                candidates = [state for state in candidates if state[0] is node]
+        new = wide is None or wide is node
+        full = False
+        for state in candidates:
+            if state[0] is node:
+                state[1] += weight
+                new = False
                 continue
-            span = ranges[i:j]
-            best = None
-            for background in ((wide,) if wide is not None else {id(r.node): r.node for r in span}.values()):
-                exceptions = [r for r in span if r.node is not background]
-                if len(exceptions) > MAX_EXCEPTIONS:
-                    continue
-                exceptions.sort(key=lambda r: -r.weight)
-                rest = sum(r.weight for r in span if r.node is background)
-                m = len(exceptions)
-                cost = sum(r.weight * (k + 1) for k, r in enumerate(exceptions)) + (rest + size_cost) * m
-                if best is None or cost < best.cost:
-                    best = Leaf(background, exceptions, cost)
-            if best is not None:
-                out[(i, j)] = best
+            weights = state[3]
+            at = len(weights)
+            while at and weights[at - 1] < weight:  # after equal weights: the order of the span
+                at -= 1
+            state[2].insert(at, r)
+            weights.insert(at, weight)
+            full |= len(weights) > MAX_EXCEPTIONS
+        if full:
+            candidates = [state for state in candidates if len(state[3]) <= MAX_EXCEPTIONS]
+        if new and len(span) <= MAX_EXCEPTIONS:  # (a node seen before has left for good)
+            exceptions = sorted(span, key=_heaviest) if span else []
+            candidates.append([node, weight, exceptions, [e.weight for e in exceptions]])
+        span.append(r)
+        if len(span) < 2:
+            continue
+        best = best_cost = None
+        for state in candidates:
+            weights = state[3]
+            cost = sum(map(mul, weights, RANKS)) + (state[1] + size_cost) * len(weights)
+            if best is None or cost < best_cost:
+                best, best_cost = state, cost
+        if best is not None:
+            out[len(span)] = (best_cost, best[0], best[2][:])
+        if not candidates and (wide is not None or len(span) > MAX_EXCEPTIONS):
+            break  # no node can become the background of a longer span
     return out
+
+
+def _heaviest(r: Range) -> float:
+    return -r.weight
 
 
 def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
     """How to test each sub-list ``(i, j)`` of ``ranges`` in the tree: Knuth's dynamic programme
     (the best root of ``i..j`` lies between those of ``i..j-1`` and ``i+1..j``), where a span may
-    also be an exception chain (:func:`_leaves`) or start with a hoisted ``jeq``
+    also be an exception chain (:func:`_leaf_row`) or start with a hoisted ``jeq``
     (:func:`_hoists`) when that is cheaper. An instruction costs :data:`SIZE_COST` times
-    ``total`` (default: the weight of ``ranges``)."""
+    ``total`` (default: the weight of ``ranges``). Row by row from the last range: a span's
+    shorter sub-spans are then known, and its window starts where the previous span's ended."""
     n = len(ranges)
     prefix = [0.0, *accumulate(r.weight for r in ranges)]
     if n > OPTIMAL_LIMIT:
         return _median_plan(ranges, prefix)
     size_cost = SIZE_COST * (prefix[n] if total is None else total)
-    leaves = _leaves(ranges, size_cost)
     hoisted: dict[tuple[int, int], list[int]] = {}  # span -> the hoistable numbers it holds
     without: dict[tuple[int, int, int], float] = {}  # (m, i, j) -> cost of i..j-1 once m is gone
     splits: dict[int, dict[tuple[int, int], int]] = {}
@@ -201,41 +242,41 @@ def plan_tree(ranges: list[Range], total: float | None = None) -> Plan:
             for j in range(m + 2, min(n, i + HOIST_SPAN) + 1):
                 hoisted.setdefault((i, j), []).append(m)
     cost = [[0.0] * (n + 1) for _ in range(n + 1)]  # cost[i][j] of ranges i..j-1
-    into = [[0.0] * (n + 1) for _ in range(n + 1)]  # into[j][i] = cost[i][j], for row-wise sums
-    root = [[0] * (n + 1) for _ in range(n + 1)]
+    root = [[0] * (n + 1) for _ in range(n + 1)]  # every row ascends: Knuth's windows
     chosen: dict[tuple[int, int], Leaf | Hoist] = {}
-    for i in range(n):
-        root[i][i + 1] = i
-    for length in range(2, n + 1):
-        short = length <= MAX_LEAF_SPAN
-        for i in range(n - length + 1):
-            j = i + length
-            row, column, roots = cost[i], into[j], root[i]
-            if length == 2:
-                best_k = lo_k = hi_k = i + 1
-            else:
-                lo_k, hi_k = roots[j - 1], root[i + 1][j]
-                best_k = lo_k = lo_k if lo_k > i else i + 1
-                hi_k = hi_k if hi_k < j else j - 1
-            best = row[lo_k] + column[lo_k]
-            for k in range(lo_k + 1, hi_k + 1):  # Knuth's window: usually a few splits
-                c = row[k] + column[k]
-                if c < best:
-                    best, best_k = c, k
-            roots[j] = best_k
-            weight = prefix[j] - prefix[i] + size_cost
+    for i in range(n - 1, -1, -1):
+        row, roots, below, base = cost[i], root[i], root[i + 1], prefix[i]
+        roots[i + 1] = i
+        leaves = _leaf_row(ranges, i, size_cost)
+        short = i + MAX_LEAF_SPAN  # longer spans: only splits
+        k = i + 1
+        left, right = row[k], cost[k]  # the costs of the two sides of split k
+        for j in range(i + 2, n + 1):
+            hi_k = below[j]
+            best = left + right[j]
+            if k < hi_k:  # most windows are one split wide: the root of both shorter spans
+                best_k = k
+                while k < hi_k:
+                    k += 1
+                    c = row[k] + cost[k][j]
+                    if c < best:
+                        best, best_k = c, k
+                k = best_k
+                left, right = row[k], cost[k]
+            roots[j] = k
+            weight = prefix[j] - base + size_cost
             best += weight
-            if short:
-                leaf = leaves.get((i, j))
-                if leaf is not None and leaf.cost < best:
-                    best = leaf.cost
-                    chosen[(i, j)] = leaf
-                for m in hoisted.get((i, j), ()):
+            if j <= short:
+                leaf = leaves[j - i]
+                if leaf is not None and leaf[0] < best:
+                    best = leaf[0]
+                    chosen[(i, j)] = Leaf(leaf[1], leaf[2])
+                for m in hoisted.get((i, j), ()) if hoisted else ():
                     c = weight + _without(m, i, j, cost, without, splits[m], weight - ranges[m].weight)
                     if c < best - 1e-9:
                         best = c
                         chosen[(i, j)] = Hoist(m, splits[m])
-            row[j] = column[i] = best
+            row[j] = best
     plan: Plan = {}
     stack = [(0, n)]
     while stack:

@@ -14,6 +14,7 @@ AND = bpf.BPF_ALU | bpf.BPF_AND | bpf.BPF_K
 RET = bpf.BPF_RET | bpf.BPF_K
 JA = bpf.BPF_JMP | bpf.BPF_JA
 MAX_OFFSET = 255
+_ENDS_FLOW = (bpf.BPF_JMP, bpf.BPF_RET)  # the classes after which the next line is not run
 
 
 class Line:
@@ -37,14 +38,16 @@ class Line:
     def is_ja(self) -> bool:
         return self.code == JA
 
+    # bpf.bpf_class(code) is code & 0x07, inlined: the passes ask for every line, many times
     @property
     def is_conditional(self) -> bool:
-        return bpf.bpf_class(self.code) == bpf.BPF_JMP and not self.is_ja
+        code = self.code
+        return code & 0x07 == bpf.BPF_JMP and code != JA
 
     @property
     def falls_through(self) -> bool:
         """True when execution may continue with the next line."""
-        return bpf.bpf_class(self.code) not in (bpf.BPF_JMP, bpf.BPF_RET)
+        return self.code & 0x07 not in _ENDS_FLOW
 
     def targets(self) -> tuple["Line", ...]:
         if self.is_conditional:

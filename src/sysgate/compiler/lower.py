@@ -16,7 +16,10 @@ filter's default action to it, which we do not.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..arch import syscalls, table
+from ..arch.numbers import arch_tables
 from ..kernel import abi
 from ..policy.model import ALLOW, Policy, Rule
 from .args import ArgLayout, ConditionCompiler
@@ -54,12 +57,19 @@ class ArchView:
         self.root: Node | None = None
 
 
-def resolve(arch: str, name: str) -> int | None:
-    """The number of syscall ``name`` on ``arch`` as seccomp sees it (x32 with its bit set)."""
-    nr = syscalls.number(arch, name)
-    if nr is None and name[:1].isdigit():
-        nr = syscalls.resolve(arch, name)
-    return nr if nr is None else nr | table.get(arch).nr_bit
+def resolver(arch: str) -> Callable[[str], int | None]:
+    """The number of a syscall name on the canonical ``arch`` as seccomp sees it (x32 with its bit
+    set), None if it has none there: a lookup in ``arch``'s table, fetched once (it runs for every
+    rule)."""
+    known, bit = arch_tables(arch)[1], table.get(arch).nr_bit
+
+    def resolve(name: str) -> int | None:
+        nr = known.get(name)
+        if nr is None and name[:1].isdigit():
+            nr = syscalls.resolve(arch, name)
+        return nr if nr is None else nr | bit
+
+    return resolve
 
 
 def table_numbers(arch: str) -> set[int]:
@@ -107,8 +117,9 @@ class Lowering:
         g = self.graph
         conditions = ConditionCompiler(g, ArgLayout(arch))
         by_nr: dict[int, list[Rule]] = {}
+        resolve = resolver(arch)
         for rule in self.policy.rules:
-            nr = resolve(arch, rule.syscall)
+            nr = resolve(rule.syscall)
             if nr is not None:
                 by_nr.setdefault(nr, []).append(rule)
         outcomes = {}
@@ -138,8 +149,9 @@ class Lowering:
             end = next((a for a, b in zip(numbers, numbers[1:]) if b - a > MAX_GAP), numbers[-1])
             return {nr: share for nr in [*range(numbers[0], end + 2), *numbers]}
         weights: dict[int, float] = {}
+        resolve = resolver(arch)
         for name, weight in self.frequencies.items():
-            nr = resolve(arch, name)
+            nr = resolve(name)
             if nr is not None and weight > 0:
                 weights[nr] = weights.get(nr, 0.0) + float(weight) * share
         return weights

@@ -2,27 +2,18 @@
 
 * redundant loads: a load (or load + AND) of what the accumulator already holds
   on every path into it is dropped; a jump from a path where it holds the word
-  already goes past the load;
+  already goes past the load; lines no path reaches are deleted on the way (every
+  jump points forward, so one pass in order knows all of a line's predecessors,
+  and those no path reaches tell it nothing);
 * jump threading: a jump to a ``ja`` goes straight to its target, a ``ja`` to a
   ``ret`` becomes that ``ret``, a ``ja`` to the next line disappears;
-* a conditional jump with both targets equal becomes a ``ja``;
-* lines no path reaches are deleted.
+* a conditional jump with both targets equal becomes a ``ja``.
 """
 from __future__ import annotations
 
-from .linear import AND, JA, LD, Line
+from .linear import AND, JA, LD, RET, Line
 
 State = tuple | None  # ("ld", offset) | ("and", offset, mask) | None (unknown)
-
-
-def _after(line: Line, state: State) -> State:
-    if line.code == LD:
-        return ("ld", line.k)
-    if line.code == AND:
-        return ("and", state[1], line.k) if state and state[0] == "ld" else None
-    if line.falls_through:
-        return None
-    return state
 
 
 def _drop(lines: list[Line], dead: set[int]) -> list[Line]:
@@ -45,78 +36,93 @@ def _drop(lines: list[Line], dead: set[int]) -> list[Line]:
     return kept
 
 
-def redundant_loads(lines: list[Line]) -> list[Line]:
+def redundant_loads(lines: list[Line]) -> tuple[list[Line], bool]:
     incoming: dict[int, list[State]] = {}
     index = {id(line): i for i, line in enumerate(lines)}
     dead: set[int] = set()
     state: State = None
+    falls = True  # into the first line as from one that falls through, knowing nothing
+    moved = False
+
+    def arrive(target: Line) -> Line:
+        """Where a jump to ``target`` goes with ``state``: past a load of what it holds."""
+        nonlocal moved
+        if target.code == LD and state == ("ld", target.k):
+            target = lines[index[id(target)] + 1]
+            moved = True
+        incoming.setdefault(id(target), []).append(state)
+        return target
+
     for i, line in enumerate(lines):
-        if id(line) in dead:  # the AND of a dropped load pair
+        key = id(line)
+        if key in dead:  # the AND of a dropped load pair
             continue
-        states = incoming.get(id(line), [])
-        if i == 0:
-            states.append(None)
-        elif lines[i - 1].falls_through:
+        states = incoming.get(key)
+        if states is None:
+            if not falls:  # no path reaches this line
+                dead.add(key)
+                continue
+            states = []
+        if falls:
             states.append(state)
-        state = states[0] if states and all(s == states[0] for s in states) else None
-        if line.code == LD and state == ("ld", line.k):
-            dead.add(id(line))
-        elif (line.code == LD and i + 1 < len(lines) and lines[i + 1].code == AND
-              and id(lines[i + 1]) not in incoming and state == ("and", line.k, lines[i + 1].k)):
-            dead.update((id(line), id(lines[i + 1])))
-        else:
-            state = _after(line, state)
-        for attr in ("t", "f") if line.is_conditional else ("t",) if line.is_ja else ():
-            target = getattr(line, attr)
-            if target.code == LD and state == ("ld", target.k):  # this edge needs no reload
-                target = lines[index[id(target)] + 1]
-                setattr(line, attr, target)
-            incoming.setdefault(id(target), []).append(state)
-    return _drop(lines, dead)
+        state = states[0] if states.count(states[0]) == len(states) else None
+        code, falls = line.code, line.falls_through
+        if code == LD:
+            loaded = ("ld", line.k)
+            if state == loaded:
+                dead.add(key)
+            elif (i + 1 < len(lines) and lines[i + 1].code == AND and id(lines[i + 1]) not in incoming
+                  and state == ("and", line.k, lines[i + 1].k)):
+                dead.update((key, id(lines[i + 1])))
+            else:
+                state = loaded
+        elif code == AND:
+            state = ("and", state[1], line.k) if state and state[0] == "ld" else None
+        elif falls:
+            state = None
+        elif line.is_conditional:
+            line.t, line.f = arrive(line.t), arrive(line.f)
+        elif code == JA:
+            line.t = arrive(line.t)
+    return _drop(lines, dead), moved or bool(dead)
 
 
-def thread_jumps(lines: list[Line]) -> list[Line]:
+def thread_jumps(lines: list[Line]) -> tuple[list[Line], bool]:
     def final(target: Line) -> Line:
-        while target.is_ja:
+        while target.code == JA:
             target = target.t
         return target
 
-    index = {id(line): i for i, line in enumerate(lines)}
-    for i, line in enumerate(lines):
+    changed = False
+    for line in lines:
         if line.is_conditional:
-            line.t, line.f = final(line.t), final(line.f)
-            if line.t is line.f:
+            t, f = final(line.t), final(line.f)
+            changed |= t is not line.t or f is not line.f
+            line.t, line.f = t, f
+            if t is f:
                 line.code, line.k, line.f = JA, 0, None
-        if line.is_ja:
-            line.t = final(line.t)
-            if line.t.is_ret:
-                line.code, line.k, line.t = line.t.code, line.t.k, None
-    dead = {id(line) for i, line in enumerate(lines)
-            if line.is_ja and index[id(line.t)] == i + 1}
-    return _drop(lines, dead)
+                changed = True
+        if line.code == JA:
+            t = final(line.t)
+            changed |= t is not line.t
+            line.t = t
+            if t.code == RET:
+                line.code, line.k, line.t = RET, t.k, None
+                changed = True
+    dead = {id(line) for line, after in zip(lines, lines[1:]) if line.code == JA and line.t is after}
+    return _drop(lines, dead), changed or bool(dead)
 
 
-def unreachable(lines: list[Line]) -> list[Line]:
-    reached: set[int] = set()
-    if lines:
-        reached.add(id(lines[0]))
-    for i, line in enumerate(lines):
-        if id(line) not in reached:
-            continue
-        reached.update(id(t) for t in line.targets())
-        if line.falls_through and i + 1 < len(lines):
-            reached.add(id(lines[i + 1]))
-    return [line for line in lines if id(line) in reached]
-
-
-PASSES = (redundant_loads, thread_jumps, unreachable)
+#: Each pass returns the lines and whether it changed anything.
+PASSES = (redundant_loads, thread_jumps)
 
 
 def optimize(lines: list[Line]) -> list[Line]:
-    """Run every pass until the code stops changing."""
-    while True:
-        before = [(line.code, line.k, id(line.t), id(line.f)) for line in lines]
+    """Run every pass until a round of them changes nothing."""
+    changed = True
+    while changed:
+        changed = False
         for run in PASSES:
-            lines = run(lines)
-        if [(line.code, line.k, id(line.t), id(line.f)) for line in lines] == before:
-            return lines
+            lines, step = run(lines)
+            changed |= step
+    return lines
