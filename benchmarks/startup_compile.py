@@ -45,7 +45,7 @@ RUN_TARGET = 3.0        # sysgate run / python3 -c pass
 COMPILE_TARGET = 1.0    # sysgate compile / libseccomp
 POLICY = "default: allow\nptrace: errno(EPERM)\n"
 #: what the ``sysgate`` console script runs
-SYSGATE = [sys.executable, "-c", "import sys; from sysgate.cli import main; sys.exit(main())"]
+SYSGATE = [sys.executable, "-c", "import sys; from sysgate.cli import command; sys.exit(command())"]
 
 
 def wall(argv: list[str], env: dict, stdin_path: str | None = None) -> float:

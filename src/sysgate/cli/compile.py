@@ -121,7 +121,7 @@ def run_compile(args) -> int:
     from ..bpf.formats import dump
     from ..compiler import compile_policy
     from ..compiler.args import narrowed_constants
-    from . import write_program
+    from . import exit_frozen, write_program
 
     arches = _arches(args.arch)
     source = "<stdin>" if args.policy == "-" else args.policy
@@ -159,6 +159,7 @@ def run_compile(args) -> int:
     write_program(data, args.output, args.format)
     if args.output:
         print(f"{args.output}: {len(program)} instructions for {', '.join(program.arches)}", file=sys.stderr)
+    exit_frozen()           # write_program closed the file or flushed stdout
     return 0
 
 
