@@ -278,3 +278,24 @@ def test_oci_listener_and_launch_flags_are_not_dropped_silently(tmp_path):
     proc = sysgate("compile", str(profile), "--format", "filter", "--allow-lossy")
     assert [w.split(": ", 3)[3][:22] for w in _warnings(proc.stderr)] == ["its filter flags tsync",
                                                                           "its OCI listenerPath '"]
+
+
+def test_only_the_sysgate_program_freezes_the_collector(policy_file, tmp_path):
+    """``sysgate compile`` asks to leave its objects to the exit (gc.freeze in cli.command); an
+    in-process main() must not freeze the caller's collector, and the program's output is the
+    in-process one."""
+    import gc
+
+    from sysgate.cli import main
+
+    inproc, program = tmp_path / "a.bpf", tmp_path / "b.bpf"
+    frozen = gc.get_freeze_count()
+    assert main(["compile", str(policy_file), "-o", str(inproc)]) == 0
+    assert gc.get_freeze_count() == frozen
+    script = ("import gc, sys\nfrom sysgate.cli import command\ncode = command()\n"
+              "print(gc.get_freeze_count() > 0)\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, "compile", str(policy_file), "-o", str(program)],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().strip() == "True"
+    assert program.read_bytes() == inproc.read_bytes()
