@@ -116,7 +116,7 @@ from .target import (AT_FDCWD, acting_as, as_supervisor, fetch_fd, give_back, re
                      same_user_namespace, signed32, take_thread, unchecked_credentials, write_memory)
 
 EACCES = Reply.errno(errno.EACCES)
-RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
+RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x08, 0x10, 0x02, 0x04
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_EACCESS = 0x1000, 0x100, 0x200
 _AT_REMOVEDIR, _AT_SYMLINK_FOLLOW, _AT_NO_AUTOMOUNT = 0x200, 0x400, 0x800
 _RENAME_EXCHANGE = 0x2
@@ -390,6 +390,25 @@ class Resolver:
             path = os.fsencode(inside).rstrip(b"/") + b"/" + path
         return calls.openat2(self.root_fd, path, flags, mode, resolve | RESOLVE_IN_ROOT)
 
+    def open_object(self, dirfd: int, path: bytes, flags: int, mode: int = 0,
+                    resolve: int = 0) -> tuple[int, str | None]:
+        """:meth:`open`, and the object's path as the target sees it when that is known without
+        asking the kernel (None: :meth:`FsHandler.check` reads it from the fd). It is known for an
+        absolute path of names only (no empty, ``.`` or ``..`` component) opened with
+        ``RESOLVE_NO_SYMLINKS`` in the target's root: each component was looked up in the one
+        before, from the root, so the path is the object's real path (mounts on the way do not
+        change it). A path through a symlink (ELOOP) is opened again the usual way."""
+        real = self.target_path(path)
+        if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) or not _plain(real):
+            return self.open(dirfd, path, flags, mode, resolve), None
+        try:
+            fd = calls.openat2(self.root_fd, real, flags, mode, resolve | RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+            return fd, os.fsdecode(real)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+        return self.open(dirfd, path, flags, mode, resolve), None
+
     def parent(self, dirfd: int, path: bytes, resolve: int = 0) -> tuple[int, bytes, str]:
         """(our O_PATH fd of ``path``'s directory, its last component, the whole path as the target
         sees it). The component may be empty, ``.`` or ``..``: callers reject those. OSError(EACCES)
@@ -412,6 +431,12 @@ class Resolver:
         if host_path.startswith(root + "/"):
             return host_path[len(root):]
         return None
+
+
+def _plain(path: bytes) -> bool:
+    """An absolute path whose every component is a name (see :meth:`Resolver.open_object`). Names
+    starting with a dot are not told from ``.`` and ``..`` (one test, per call): they are not plain."""
+    return path[:1] == b"/" and b"/." not in path and b"//" not in path and path[-1:] != b"/"
 
 
 def fd_path(fd: int) -> str:
@@ -521,11 +546,13 @@ class FsHandler(MetadataCalls, Handler):
             give_back(n, pair)
 
     # --- checks
-    def check(self, resolver: Resolver, fd: int, modes) -> bool:
-        """Are ``modes`` allowed on the object behind our ``fd``? Its real path decides, and
-        then its inode and, when deny rules name directories, the inodes of its ancestors
-        (other names of a denied object: hard links, bind mounts)."""
-        view = resolver.view(fd_path(fd))
+    def check(self, resolver: Resolver, fd: int, modes, view: str | None = None) -> bool:
+        """Are ``modes`` allowed on the object behind our ``fd``? Its real path decides (``view``
+        when :meth:`Resolver.open_object` knows it, else read from the fd), and then its inode
+        and, when deny rules name directories, the inodes of its ancestors (other names of a
+        denied object: hard links, bind mounts)."""
+        if view is None:
+            view = resolver.view(fd_path(fd))
         if view is None or not self.rules.allows(view, modes):
             return False
         if not self.rules.denied_inodes:
@@ -625,7 +652,7 @@ class FsHandler(MetadataCalls, Handler):
             walk |= os.O_NOFOLLOW
         for _ in range(3):
             try:
-                pathfd = resolver.open(dirfd, path, walk, 0, resolve)
+                pathfd, view = resolver.open_object(dirfd, path, walk, 0, resolve)
             except FileNotFoundError:
                 if not flags & os.O_CREAT:
                     raise
@@ -643,7 +670,7 @@ class FsHandler(MetadataCalls, Handler):
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
                 if tmpfile:
                     return self._reopen_tmpfile(resolver, pathfd, flags, mode, creds)
-                if not self.check(resolver, pathfd, modes):
+                if not self.check(resolver, pathfd, modes, view):
                     return None
                 return _reopen(pathfd, flags)
             finally:
@@ -693,10 +720,11 @@ class FsHandler(MetadataCalls, Handler):
         if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
             path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
         own = (dirfd, False) if not path and flags & AT_EMPTY_PATH else None
+        view = None
         if own is None:
             walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
             try:
-                fd = resolver.open(dirfd, path, walk)
+                fd, view = resolver.open_object(dirfd, path, walk)
             except OSError as exc:
                 # /proc/self/fd/N, /dev/stdin...: the kernel follows the magic link to the target's
                 # own fd N (glibc's fchmodat with AT_SYMLINK_NOFOLLOW chmods /proc/self/fd/N)
@@ -709,7 +737,7 @@ class FsHandler(MetadataCalls, Handler):
             fd = fetch_fd(n, own[0], creds, leader=own[1])
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
-        if not self.check(resolver, fd, modes):
+        if not self.check(resolver, fd, modes, view):
             os.close(fd)
             raise OSError(errno.EACCES, "denied by the fs rules")
         return fd
