@@ -3,7 +3,6 @@ unprivileged user (a forked child that dropped to nobody): they decide with the 
 credentials and resolve against this process, never answering "gone" for want of /proc."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import shutil
@@ -28,7 +27,7 @@ ROOTISH = {"cap_effective": (1 << 41) - 1}
 
 def nobody() -> Credentials:
     """NOBODY for this process (the scenarios run in a forked child: its fds are under its own tgid)."""
-    return dataclasses.replace(NOBODY, tgid=os.getpid())
+    return NOBODY._replace(tgid=os.getpid())
 
 
 def drop_to_nobody() -> None:

@@ -48,6 +48,35 @@ def test_ids(numbers, trail):
     assert procfs.ids(" ".join(map(str, numbers)) + trail) == tuple(numbers)
 
 
+def _fields_by_full_parse(data: bytes) -> tuple:
+    full = procfs.parse_status(data)
+    uid, gid = procfs.ids(full["Uid"]), procfs.ids(full["Gid"])
+    return (int(full["Tgid"]), uid[0], gid[0], uid[3], gid[3], procfs.ids(full.get("Groups", "")),
+            int(full.get("Umask", "22"), 8), int(full.get("CapEff", "0"), 16))
+
+
+def test_credential_fields_agree_with_the_full_parse():
+    """The per-call credential parse finds what the one full parser finds: live status texts (ours,
+    a child with groups and another umask), and without the optional Umask, Groups and CapEff lines."""
+    child = subprocess.Popen([sys.executable, "-c", "import os, sys; os.setgroups([7, 5, 900]); os.umask(0o77); "
+                              "sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ok\n"
+        texts = []
+        for pid in (os.getpid(), child.pid):
+            with open(f"/proc/{pid}/status", "rb") as f:
+                texts.append(f.read())
+    finally:
+        child.stdin.close()
+        child.wait()
+    texts += [b"\n".join(line for line in texts[1].split(b"\n") if not line.startswith(drop))
+              for drop in (b"Umask:", b"Groups:", b"CapEff:")]
+    for data in texts:
+        assert procfs.credential_fields(data) == _fields_by_full_parse(data)
+    assert procfs.credential_fields(texts[1])[5:7] == ((5, 7, 900), 0o77)
+
+
 class _Notification:
     """Just what credentials() reads: the thread id and the ID_VALID check."""
 
@@ -99,8 +128,8 @@ for line in sys.stdin:
 
 
 def test_thread_status_is_read_afresh_from_the_kept_file():
-    """ThreadStatus keeps the file open: a change between two reads is seen by the second."""
-    status = procfs.ThreadStatus()
+    """ThreadFiles keeps the file open: a change between two reads is seen by the second."""
+    status = procfs.ThreadFiles()
     child = subprocess.Popen([sys.executable, "-c", _UMASK_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
     try:
@@ -127,7 +156,7 @@ def _spawn_with_pid(pid: int, argv) -> subprocess.Popen | None:
     return None
 
 
-def _exec_name(status: procfs.ThreadStatus, pid: int, name: str) -> bool:
+def _exec_name(status: procfs.ThreadFiles, pid: int, name: str) -> bool:
     """Does ``status`` read ``name`` for child ``pid`` (polled while it still runs as the forked
     interpreter, before its exec)?"""
     for _ in range(500):
@@ -142,8 +171,9 @@ def _exec_name(status: procfs.ThreadStatus, pid: int, name: str) -> bool:
 
 def test_thread_status_of_a_recycled_number_is_the_new_thread(needs_root):
     """A kept file belongs to the thread it was opened for: once that thread is gone and its number
-    names another process, the read is the new process's (never the dead one's, never an error)."""
-    status = procfs.ThreadStatus()
+    names another process, the read is the new process's (never the dead one's, never an error),
+    and so are the lookups in the kept directory."""
+    status = procfs.ThreadFiles()
     for _ in range(20):
         first = subprocess.Popen(["sleep", "60"])
         assert _exec_name(status, first.pid, "sleep")
@@ -157,6 +187,11 @@ def test_thread_status_of_a_recycled_number_is_the_new_thread(needs_root):
         raise AssertionError("could not get a recycled pid in 20 tries")
     try:
         assert _exec_name(status, second.pid, "cat")
+        pair, _ = status.take(second.pid)         # the kept directory is the new process's too
+        try:
+            assert os.path.basename(os.readlink("exe", dir_fd=pair[0])) == "cat"
+        finally:
+            status.put(second.pid, pair)
     finally:
         second.kill()
         second.wait()

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 from support.cprog import cprog
-from support.handlers import run
+from support.handlers import notify_policy, run
 from sysgate.handlers.fs import FsHandler
 
 # argv: MODE DIR; MODE: root | nocaps | user | group. Prints one "name errno" line per try.
@@ -160,7 +160,7 @@ def test_a_target_in_another_user_namespace_is_refused(tmp_path, landlock):
 
 # Between two opens of one thread its credentials change (setfsuid, setgroups, capset), and two
 # threads with different fsuids take turns: every open must be decided with the caller's ids *now*
-# (the supervisor keeps each thread's status file open: see sysgate.kernel.procfs.ThreadStatus).
+# (the supervisor keeps each thread's status file open: see sysgate.kernel.procfs.ThreadFiles).
 CHANGES = r"""
 #define _GNU_SOURCE
 #include <errno.h>
@@ -241,3 +241,67 @@ def test_credentials_changed_between_calls_decide_the_next_call(base):
     code, out = run([exe, base], FsHandler(["allow read /**", f"allow rw {base}/**"]))
     assert code == 0, out
     assert out == kernel.stdout, f"sysgate:\n{out}\nkernel:\n{kernel.stdout}"
+
+
+# Between two calls of one thread its root (chroot, and back through a kept fd), its cwd (chdir) and
+# its user namespace (unshare) change: each call must be decided with them as they are *now* (the
+# supervisor keeps each thread's /proc/TID directory open, sysgate.kernel.procfs.ThreadFiles, and
+# resolves a thread whose root is its own from its own root fd, sysgate.handlers.fs.Resolver).
+PLACES = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void try(const char *name, const char *path) {
+    struct stat st;
+    int fd = open(path, O_RDONLY);
+    printf("%s open %d stat %d\n", name, fd < 0 ? errno : 0, stat(path, &st) ? errno : 0);
+    fflush(stdout);
+    if (fd >= 0) close(fd);
+}
+int main(int argc, char **argv) {
+    char jail[4096], outside[4096], x[4096], y[4096];
+    snprintf(jail, sizeof jail, "%s/jail", argv[1]);
+    snprintf(outside, sizeof outside, "%s/outside", argv[1]);
+    snprintf(x, sizeof x, "%s/x", argv[1]);
+    snprintf(y, sizeof y, "%s/y", argv[1]);
+    try("host-outside", outside);
+    try("host-inner", "/inner");
+    int old = open("/", O_PATH | O_DIRECTORY);
+    if (chroot(jail) || chdir("/")) { perror("chroot"); return 1; }
+    try("jail-outside", outside);
+    try("jail-inner", "/inner");
+    if (fchdir(old) || chroot(".")) { perror("back"); return 1; }
+    try("back-outside", outside);
+    try("back-inner", "/inner");
+    if (chdir(x)) { perror("chdir"); return 1; }
+    try("cwd-x", "only-in-x");
+    if (chdir(y)) { perror("chdir"); return 1; }
+    try("cwd-y", "only-in-x");
+    if (unshare(CLONE_NEWUSER)) { perror("unshare"); return 1; }
+    try("userns-outside", outside);
+    return 0;
+}
+"""
+
+
+def test_root_cwd_and_user_namespace_changed_between_calls_decide_the_next_call(needs_root, tmp_path):
+    for name in ("jail", "x", "y"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "outside").write_text("o\n")
+    (tmp_path / "jail" / "inner").write_text("i\n")
+    (tmp_path / "x" / "only-in-x").write_text("x\n")
+    exe = cprog(PLACES)
+    kernel = subprocess.run([exe, str(tmp_path)], capture_output=True, text=True)
+    assert kernel.returncode == 0, kernel.stderr
+    expected = kernel.stdout.replace("userns-outside open 0 stat 0", "userns-outside open 13 stat 13")
+    assert expected != kernel.stdout and len(set(expected.split())) > 8, kernel.stdout   # the changes matter
+    handler = FsHandler(["allow read /**"])
+    policy = notify_policy(handler)      # chroot let through (the fs handler refuses it): a target may have
+    policy.rules = [r for r in policy.rules if r.syscall != "chroot"]     # been started in another root
+    code, out = run([exe, str(tmp_path)], handler, policy=policy)
+    assert code == 0, out
+    assert out == expected, f"sysgate:\n{out}\nexpected (the kernel's, refused in another user namespace):\n{expected}"

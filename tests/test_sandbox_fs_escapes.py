@@ -94,3 +94,43 @@ def test_every_alias_of_a_denied_file_is_refused(tmp_path):
     # magic links other than the target's own fds are not followed: ELOOP, as documented
     expected = {name: "40" if name.startswith("proc-") else "13" for name in kernel}
     assert mine == expected, out
+
+
+# Only the path decides here (no deny rule, so no inode is recorded): the plain absolute paths below
+# go through symlinks (the last component, a directory on the way), which the fs handler's fast path
+# for plain paths (sysgate.handlers.fs.Resolver.open_object) must never take for the real path.
+PLAIN = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void try(const char *name, const char *dir, const char *rel) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    int fd = open(path, O_RDONLY);
+    printf("%s open %d stat %d\n", name, fd < 0 ? errno : 0, stat(path, &st) ? errno : 0);
+    if (fd >= 0) close(fd);
+}
+int main(int argc, char **argv) {
+    try("plain", argv[1], "file");
+    try("last-symlink", argv[1], "link");
+    try("dir-symlink", argv[1], "dirlink/other");
+    return 0;
+}
+"""
+
+
+def test_plain_paths_through_symlinks_are_decided_by_the_real_path(tmp_path):
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    other.mkdir()
+    (allowed / "file").write_text("a\n")
+    (other / "other").write_text("o\n")
+    (allowed / "link").symlink_to(other / "other")
+    (allowed / "dirlink").symlink_to(other)
+    exe = cprog(PLAIN)
+    rules = [f"allow read {allowed}/**"] + [f"allow read {d}/**" for d in ("/usr", "/lib", "/lib64", "/etc")]
+    code, out = run([exe, str(allowed)], FsHandler(rules))
+    assert (code, out) == (0, "plain open 0 stat 0\nlast-symlink open 13 stat 13\ndir-symlink open 13 stat 13\n"), out

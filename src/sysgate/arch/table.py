@@ -13,6 +13,8 @@ every layer (the kernel ABI included) may read it; nothing else in :mod:`sysgate
 """
 from __future__ import annotations
 
+import functools
+
 from ..errors import UnknownArchError
 from ..records import Record
 
@@ -165,9 +167,11 @@ def canonical_arch(name: str) -> str:
     return arch.name
 
 
+@functools.cache
 def native_arch() -> str:
     """The architecture of the running kernel/interpreter (``uname -m``: what platform.machine()
-    returns on Linux, without importing platform, which costs a start-up several milliseconds)."""
+    returns on Linux, without importing platform, which costs a start-up several milliseconds).
+    Asked once: handlers compare a call's arch with it per call (a uname(2) each, before)."""
     import os
 
     return canonical_arch(os.uname().machine)

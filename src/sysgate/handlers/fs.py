@@ -112,20 +112,26 @@ from ..supervisor import Reply, TargetGone
 from .base import ENOSYS, Handler, check_default
 from . import statlayout
 from .fsmeta import MetadataCalls
-from .target import (AT_FDCWD, acting_as, as_supervisor, fetch_fd, read_exact, read_string,
-                     same_user_namespace, signed32, unchecked_credentials, write_memory)
+from .target import (AT_FDCWD, acting_as, as_supervisor, fetch_fd, give_back, read_exact, read_string,
+                     same_user_namespace, signed32, take_thread, unchecked_credentials, write_memory)
 
 EACCES = Reply.errno(errno.EACCES)
-RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS = 0x08, 0x10, 0x02
+RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x08, 0x10, 0x02, 0x04
 AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_EACCESS = 0x1000, 0x100, 0x200
 _AT_REMOVEDIR, _AT_SYMLINK_FOLLOW, _AT_NO_AUTOMOUNT = 0x200, 0x400, 0x800
 _RENAME_EXCHANGE = 0x2
 _O_TMPFILE = os.O_TMPFILE
 _W_OK = os.W_OK
 _STATX_SIZE = 256
-#: calls whose method reads its path with a checked read (ID_VALID after it) before acting on
-#: anything :meth:`FsHandler.handle` read by tid: they need no ID_VALID of their own up front.
-_CHECKED_BY_PATH_READ = frozenset(("open", "openat", "creat", "openat2"))
+#: calls whose method checks ID_VALID before acting on anything :meth:`FsHandler.handle` read by
+#: tid: the open family reads its path with a checked read first; the stat, access and readlink
+#: families look their path up with :meth:`FsHandler._lookup`, whose every way checks before it
+#: resolves anything (a checked path read, :meth:`Resolver.base_fd`, :func:`.target.fetch_fd`).
+#: They need no ID_VALID of their own up front (before it, they only reply EINVAL/ENOSYS).
+_CHECKED_BY_PATH_READ = frozenset(("open", "openat", "creat", "openat2",
+                                   "stat", "lstat", "newfstatat", "statx", "stat64", "lstat64", "fstatat64",
+                                   "oldstat", "oldlstat", "access", "faccessat", "faccessat2",
+                                   "readlink", "readlinkat"))
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -306,17 +312,28 @@ def _ancestry(pattern: str) -> list[str]:
 class Resolver:
     """Opens paths the way thread ``n.pid`` would see them, but from the supervisor."""
 
-    def __init__(self, n, creds, check: bool = True):
-        """``check=False``: no ID_VALID after opening ``/proc/TID/root``, for a caller that checks
-        once before the root fd is used (:meth:`FsHandler.handle`)."""
+    def __init__(self, n, creds, check: bool = True, directory: int | None = None):
+        """``check=False``: no ID_VALID after looking at the thread's root, for a caller that checks
+        once before the root fd is used (:meth:`FsHandler.handle`); ``directory``: that caller's fd
+        of the thread's ``/proc/TID`` (:func:`.target.take_thread`; else one is opened here)."""
         self.n, self.creds = n, creds
-        link = f"/proc/{n.pid}/root"
+        self._fds = []
         try:
-            self.root_fd = os.open(link, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if directory is None:
+                directory = self._keep(os.open(f"/proc/{n.pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            self.proc = directory
+            own_root, own_identity = _own_root()
+            if own_identity is not None and calls.mount_and_inode(directory, b"root") == own_identity:
+                # our own root (one look at the thread's: the same directory in the same mount, so
+                # the same paths): resolved from our fd of it, nothing to open or read per call
+                self.root_fd, self.root_host = own_root, "/"
+            else:
+                self.root_fd = self._keep(os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                                                  dir_fd=directory))
+                self.root_host = fd_path(self.root_fd)   # of that very fd: a chroot meanwhile cannot split the two
         except (FileNotFoundError, ProcessLookupError):
+            self.close()
             raise TargetGone(f"thread {n.pid} is gone") from None
-        self._fds = [self.root_fd]
-        self.root_host = fd_path(self.root_fd)   # of that very fd: a chroot meanwhile cannot split the two
         self.shared_root = self.root_host == "/"
         if check and not n.valid():     # the tid may have been recycled before the open
             self.close()
@@ -338,10 +355,10 @@ class Resolver:
         return fd
 
     def base_fd(self, dirfd: int) -> int:
-        where = f"/proc/{self.n.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.n.pid}/fd/{dirfd}"
+        where = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
         try:
             with as_supervisor():       # our right to look at the target, not its own rights
-                fd = self._keep(os.open(where, os.O_PATH | os.O_CLOEXEC))
+                fd = self._keep(os.open(where, os.O_PATH | os.O_CLOEXEC, dir_fd=self.proc))
         except FileNotFoundError:
             if not self.n.valid():
                 raise TargetGone(f"notification {self.n.id} is no longer valid") from None
@@ -373,6 +390,25 @@ class Resolver:
             path = os.fsencode(inside).rstrip(b"/") + b"/" + path
         return calls.openat2(self.root_fd, path, flags, mode, resolve | RESOLVE_IN_ROOT)
 
+    def open_object(self, dirfd: int, path: bytes, flags: int, mode: int = 0,
+                    resolve: int = 0) -> tuple[int, str | None]:
+        """:meth:`open`, and the object's path as the target sees it when that is known without
+        asking the kernel (None: :meth:`FsHandler.check` reads it from the fd). It is known for an
+        absolute path of names only (no empty, ``.`` or ``..`` component) opened with
+        ``RESOLVE_NO_SYMLINKS`` in the target's root: each component was looked up in the one
+        before, from the root, so the path is the object's real path (mounts on the way do not
+        change it). A path through a symlink (ELOOP) is opened again the usual way."""
+        real = self.target_path(path)
+        if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) or not _plain(real):
+            return self.open(dirfd, path, flags, mode, resolve), None
+        try:
+            fd = calls.openat2(self.root_fd, real, flags, mode, resolve | RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+            return fd, os.fsdecode(real)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+        return self.open(dirfd, path, flags, mode, resolve), None
+
     def parent(self, dirfd: int, path: bytes, resolve: int = 0) -> tuple[int, bytes, str]:
         """(our O_PATH fd of ``path``'s directory, its last component, the whole path as the target
         sees it). The component may be empty, ``.`` or ``..``: callers reject those. OSError(EACCES)
@@ -395,6 +431,12 @@ class Resolver:
         if host_path.startswith(root + "/"):
             return host_path[len(root):]
         return None
+
+
+def _plain(path: bytes) -> bool:
+    """An absolute path whose every component is a name (see :meth:`Resolver.open_object`). Names
+    starting with a dot are not told from ``.`` and ``..`` (one test, per call): they are not plain."""
+    return path[:1] == b"/" and b"/." not in path and b"//" not in path and path[-1:] != b"/"
 
 
 def fd_path(fd: int) -> str:
@@ -427,11 +469,29 @@ def _own_fds() -> int:
     return _fd_dir
 
 
+_root: tuple[int, tuple[int, int] | None] | None = None
+
+
+def _own_root() -> tuple[int, tuple[int, int] | None]:
+    """(our O_PATH fd of our root, its (mount id, inode) or None when the kernel does not tell),
+    opened once per process (reopened after fork, as :func:`_own_fds`). A target thread whose
+    root is this directory is resolved from it (:class:`Resolver`). The supervisor never chroots."""
+    global _root
+    if _root is None:
+        with _fd_dir_lock:
+            if _root is None:
+                fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                _root = (fd, calls.mount_and_inode(fd, b""))
+    return _root
+
+
 def _forget_own_fds() -> None:
-    global _fd_dir, _fd_dir_lock
+    global _fd_dir, _fd_dir_lock, _root
     if _fd_dir >= 0:
         os.close(_fd_dir)
-    _fd_dir, _fd_dir_lock = -1, threading.Lock()
+    if _root is not None:
+        os.close(_root[0])
+    _fd_dir, _fd_dir_lock, _root = -1, threading.Lock(), None
 
 
 os.register_at_fork(after_in_child=_forget_own_fds)
@@ -469,20 +529,30 @@ class FsHandler(MetadataCalls, Handler):
         # another process: the kernel answers only a still-valid notification. Every other
         # call is checked here, once, before its method runs.
         syscall = n.syscall
-        creds = unchecked_credentials(n)    # an OSError becomes the errno reply in Handler.__call__
-        if self.as_target and not same_user_namespace(n, check=False):
-            return EACCES               # its ids and capabilities cannot be reproduced here
-        with Resolver(n, creds, check=False) as resolver, acting_as(creds if self.as_target else None):
-            if syscall not in _CHECKED_BY_PATH_READ:
-                n.check_valid()
-            return getattr(self, "_" + syscall)(n, creds, resolver)
+        pair, status = take_thread(n)       # the thread's /proc directory, for the whole call
+        try:
+            creds = unchecked_credentials(n, status)   # an OSError becomes the errno reply in Handler.__call__
+            if self.as_target and not same_user_namespace(n, check=False, directory=pair[0]):
+                return EACCES               # its ids and capabilities cannot be reproduced here
+            resolver = Resolver(n, creds, check=False, directory=pair[0])
+            try:
+                with acting_as(creds if self.as_target else None):
+                    if syscall not in _CHECKED_BY_PATH_READ:
+                        n.check_valid()
+                    return getattr(self, "_" + syscall)(n, creds, resolver)
+            finally:
+                resolver.close()
+        finally:
+            give_back(n, pair)
 
     # --- checks
-    def check(self, resolver: Resolver, fd: int, modes) -> bool:
-        """Are ``modes`` allowed on the object behind our ``fd``? Its real path decides, and
-        then its inode and, when deny rules name directories, the inodes of its ancestors
-        (other names of a denied object: hard links, bind mounts)."""
-        view = resolver.view(fd_path(fd))
+    def check(self, resolver: Resolver, fd: int, modes, view: str | None = None) -> bool:
+        """Are ``modes`` allowed on the object behind our ``fd``? Its real path decides (``view``
+        when :meth:`Resolver.open_object` knows it, else read from the fd), and then its inode
+        and, when deny rules name directories, the inodes of its ancestors (other names of a
+        denied object: hard links, bind mounts)."""
+        if view is None:
+            view = resolver.view(fd_path(fd))
         if view is None or not self.rules.allows(view, modes):
             return False
         if not self.rules.denied_inodes:
@@ -582,7 +652,7 @@ class FsHandler(MetadataCalls, Handler):
             walk |= os.O_NOFOLLOW
         for _ in range(3):
             try:
-                pathfd = resolver.open(dirfd, path, walk, 0, resolve)
+                pathfd, view = resolver.open_object(dirfd, path, walk, 0, resolve)
             except FileNotFoundError:
                 if not flags & os.O_CREAT:
                     raise
@@ -600,7 +670,7 @@ class FsHandler(MetadataCalls, Handler):
                     raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
                 if tmpfile:
                     return self._reopen_tmpfile(resolver, pathfd, flags, mode, creds)
-                if not self.check(resolver, pathfd, modes):
+                if not self.check(resolver, pathfd, modes, view):
                     return None
                 return _reopen(pathfd, flags)
             finally:
@@ -650,10 +720,11 @@ class FsHandler(MetadataCalls, Handler):
         if not path and flags & AT_EMPTY_PATH and dirfd == AT_FDCWD:
             path = b"."     # the cwd is no fd the target holds: chdir (not checked) may have put it anywhere
         own = (dirfd, False) if not path and flags & AT_EMPTY_PATH else None
+        view = None
         if own is None:
             walk = os.O_PATH | os.O_CLOEXEC | (os.O_NOFOLLOW if flags & AT_SYMLINK_NOFOLLOW else 0)
             try:
-                fd = resolver.open(dirfd, path, walk)
+                fd, view = resolver.open_object(dirfd, path, walk)
             except OSError as exc:
                 # /proc/self/fd/N, /dev/stdin...: the kernel follows the magic link to the target's
                 # own fd N (glibc's fchmodat with AT_SYMLINK_NOFOLLOW chmods /proc/self/fd/N)
@@ -666,7 +737,7 @@ class FsHandler(MetadataCalls, Handler):
             fd = fetch_fd(n, own[0], creds, leader=own[1])
             if "write" not in modes or not fd_path(fd).startswith("/"):
                 return fd
-        if not self.check(resolver, fd, modes):
+        if not self.check(resolver, fd, modes, view):
             os.close(fd)
             raise OSError(errno.EACCES, "denied by the fs rules")
         return fd

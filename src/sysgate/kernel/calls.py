@@ -207,10 +207,32 @@ def openat2(dirfd: int, path: bytes | str, flags: int, mode: int = 0, resolve: i
                            OPEN_HOW.size))
 
 
+STATX_MNT_ID, _AT_EMPTY_PATH = 0x1000, 0x1000
+_STATX_MASK_INO_MNT = struct.Struct("=I28xQ104xQ")    # stx_mask, stx_ino (0x20), stx_mnt_id (0x90)
+_statx = ctypes.CDLL(None, use_errno=True).syscall
+_statx.restype = ctypes.c_long
+_statx.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p)
+
+
+def mount_and_inode(dirfd: int, path: bytes) -> tuple[int, int] | None:
+    """(mount id, inode number) of what ``path`` relative to ``dirfd`` names, symlinks followed
+    (statx(2) with STATX_MNT_ID; an empty ``path``: ``dirfd`` itself); None when the kernel does
+    not report the mount id (before 5.8). Together they name one directory: an inode in one mount
+    (a mount id is not reused while the mount lives)."""
+    out = ctypes.create_string_buffer(256)
+    _check(_statx(_nr("statx"), dirfd, path, 0 if path else _AT_EMPTY_PATH, STATX_MNT_ID, out))
+    mask, ino, mnt_id = _STATX_MASK_INO_MNT.unpack_from(out)
+    return (mnt_id, ino) if mask & STATX_MNT_ID else None
+
+
 def process_vm_writev(pid: int, address: int, data: bytes) -> int:
     """Write ``data`` at ``address`` in process ``pid``; returns the bytes written.
 
     Writing into another process is racy by nature (see seccomp_unotify(2)): callers
     must have a reason why the target cannot be harmed (e.g. its own output buffer).
     """
-    return _process_vm("process_vm_writev", pid, address, ctypes.create_string_buffer(bytes(data), len(data)))
+    data = bytes(data)
+    local = IoVec(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p), len(data))   # read only: no copy
+    remote = IoVec(address, len(data))
+    return raw_syscall("process_vm_writev", ctypes.c_int(pid), ctypes.byref(local), _ONE, ctypes.byref(remote),
+                       _ONE, _NO_FLAGS)

@@ -35,6 +35,27 @@ def parse_status(data: bytes, keys=None, raw: bool = False) -> dict:
     return fields
 
 
+def credential_fields(data: bytes) -> tuple:
+    """(Tgid, real uid, real gid, fsuid, fsgid, Groups, Umask, CapEff) of a status text, what a
+    thread's credentials are made of (read per emulated call): each line found by its tag and
+    parsed in place, which is :func:`parse_status` with these keys without its dict and copies.
+    Umask, Groups and CapEff may be missing (older kernels): 022, none, 0."""
+    find = data.find
+    i = find(b"\nTgid:\t") + 7          # never the first line (Name is)
+    tgid = int(data[i:find(b"\n", i)])
+    i = find(b"\nUid:\t") + 6
+    uid = data[i:find(b"\n", i)].split()
+    i = find(b"\nGid:\t") + 6
+    gid = data[i:find(b"\n", i)].split()
+    i = find(b"\nGroups:\t")
+    groups = ids(data[i + 9:find(b"\n", i + 9)]) if i >= 0 else ()
+    i = find(b"\nUmask:\t")
+    umask = int(data[i + 8:find(b"\n", i + 8)], 8) if i >= 0 else 0o022
+    i = find(b"\nCapEff:\t")
+    cap = int(data[i + 9:find(b"\n", i + 9)], 16) if i >= 0 else 0
+    return tgid, int(uid[0]), int(gid[0]), int(uid[3]), int(gid[3]), groups, umask, cap
+
+
 @functools.lru_cache(maxsize=64)
 def _tags(keys: tuple) -> tuple:
     """(name, b"\\nName:\\t", its length) for each of ``keys``: encoded once per key set."""
@@ -65,51 +86,60 @@ def _read_whole(fd: int) -> bytes:
     return data
 
 
-class ThreadStatus:
-    """``/proc/TID/status`` of notifying threads, kept open per TID and re-read with pread(2):
-    the per-call credential read then costs no path walk, open or close (about 5 us of the ~11
-    a status read costs).
+class ThreadFiles:
+    """Per notifying thread, an ``O_PATH`` fd of its ``/proc/TID`` directory and its ``status``
+    file (opened relative to it), kept open per TID: the per-call credential read is a pread(2)
+    (no path walk, open or close: about 5 us of the ~11 a status read costs), and the handlers'
+    other per-call looks at the thread (``ns/user``, ``root``, ``cwd``, ``fd/N``) are one-component
+    lookups relative to the directory instead of walks from ``/proc``.
 
-    Exact, not a cache of the *contents*: every read generates the text afresh (credentials
-    change with setfsuid, setgroups, capset, a set-id exec). An open proc file is bound to the
-    kernel's ``struct pid`` it was opened for, not to the number: once that thread is gone its
-    file fails (ESRCH) even when the number now names another thread, and is then reopened by
-    path. So a read that succeeds is of the thread the number names now (a number belongs to
-    one struct pid while its thread lives), i.e. of the same thread a path read would reach;
-    the caller's ID_VALID afterwards covers the recycling race as for a path read.
+    Exact, not a cache of *contents*: every status read generates the text afresh (credentials
+    change with setfsuid, setgroups, capset, a set-id exec), every lookup under the directory
+    reads the thread's root, cwd, namespaces and fds as they are now (chroot, chdir, setns and
+    unshare are seen by the next call). Both fds are bound to the kernel's ``struct pid`` they were
+    opened for, not to the number: once that thread is gone the status read fails (ESRCH) and the
+    lookups fail (ENOENT), even when the number now names another thread. :meth:`take` reads the
+    status first and reopens both by path when it fails, so a pair that is handed out belongs to the
+    thread the number names now (a number belongs to one struct pid while its thread lives), i.e.
+    to the thread a path lookup would reach; the caller's ID_VALID afterwards covers the recycling
+    race as for a path lookup.
 
-    Thread-safe without a lock: a worker *takes* the fd out of the table (dict.pop is atomic)
-    and puts it back afterwards, so no fd is read by one thread while another closes it. At
-    most ``limit`` fds are kept (the oldest goes first: threads that exited are not told).
+    Thread-safe without a lock: a worker *takes* a pair out of the table (dict.pop is atomic) for
+    its whole call and puts it back afterwards, so no fd is used by one thread while another closes
+    it. At most ``limit`` pairs are kept (the oldest goes first: threads that exited are not told).
     """
 
     def __init__(self, limit: int = 64):
         self.limit = limit
-        self._fds: dict[int, int] = {}
+        self._fds: dict[int, tuple[int, int]] = {}
 
-    def read(self, tid: int, keys=None, raw: bool = False) -> dict:
-        """:func:`parse_status` of thread ``tid``'s status. OSError (ENOENT, ESRCH) when it is gone."""
-        fd = self._fds.pop(tid, None)
-        data = None
-        if fd is not None:
+    def take(self, tid: int) -> tuple[tuple[int, int], bytes]:
+        """((directory fd, status fd) of thread ``tid``, its status text read now). Hand the pair back
+        with :meth:`put`. OSError (ENOENT, ESRCH) when the thread is gone."""
+        pair = self._fds.pop(tid, None)
+        if pair is not None:
             try:
-                data = _read_whole(fd)
+                return pair, _read_whole(pair[1])
             except OSError:                  # ESRCH: that thread is gone; the number may be another's
-                os.close(fd)
-        if data is None:
-            fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                data = _read_whole(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-        self._keep(tid, fd)
-        return parse_status(data, keys, raw)
+                _close(pair)
+        directory = os.open(f"/proc/{tid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            status = os.open("status", os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
+        except BaseException:
+            os.close(directory)
+            raise
+        pair = (directory, status)
+        try:
+            return pair, _read_whole(status)
+        except BaseException:
+            _close(pair)
+            raise
 
-    def _keep(self, tid: int, fd: int) -> None:
+    def put(self, tid: int, pair: tuple[int, int]) -> None:
+        """Keep ``pair`` (from :meth:`take`) for ``tid``'s next call."""
         fds = self._fds
-        if fds.setdefault(tid, fd) != fd:    # another worker put one back first
-            os.close(fd)
+        if fds.setdefault(tid, pair) is not pair:    # another worker put one back first
+            _close(pair)
             return
         if len(fds) > self.limit:
             try:
@@ -118,7 +148,18 @@ class ThreadStatus:
                 return
             old = fds.pop(oldest, None)
             if old is not None:
-                os.close(old)
+                _close(old)
+
+    def read(self, tid: int, keys=None, raw: bool = False) -> dict:
+        """:func:`parse_status` of thread ``tid``'s status. OSError (ENOENT, ESRCH) when it is gone."""
+        pair, data = self.take(tid)
+        self.put(tid, pair)
+        return parse_status(data, keys, raw)
+
+
+def _close(pair: tuple[int, int]) -> None:
+    os.close(pair[1])
+    os.close(pair[0])
 
 
 def ids(value) -> tuple[int, ...]:
