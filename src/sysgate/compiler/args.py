@@ -137,6 +137,8 @@ def narrowed_constants(policy, arches: list[str]) -> list[str]:
     narrow = [a for a in arches if ArgLayout(a).narrow]
     found: dict[str, None] = {}
     for rule in policy.rules if narrow else ():
+        if rule.condition is None:
+            continue
         on = [a for a in narrow if syscalls.number(a, rule.syscall) is not None]
         for cmp in _comparisons(rule.condition) if on else ():
             for what, value in (("constant", cmp.value), ("mask", cmp.mask)):
