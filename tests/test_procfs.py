@@ -127,6 +127,13 @@ for line in sys.stdin:
 """
 
 
+def _read(files: procfs.ThreadFiles, tid: int, keys) -> dict:
+    """Thread ``tid``'s status fields through ``files``, as a handler's call takes and returns them."""
+    pair, data = files.take(tid)
+    files.put(tid, pair)
+    return procfs.parse_status(data, keys)
+
+
 def test_thread_status_is_read_afresh_from_the_kept_file():
     """ThreadFiles keeps the file open: a change between two reads is seen by the second."""
     status = procfs.ThreadFiles()
@@ -137,7 +144,7 @@ def test_thread_status_is_read_afresh_from_the_kept_file():
             child.stdin.write(mask + "\n")
             child.stdin.flush()
             assert child.stdout.readline() == "ok\n"
-            assert status.read(child.pid, ("Umask",))["Umask"] == mask
+            assert _read(status, child.pid, ("Umask",))["Umask"] == mask
             assert child.pid in status._fds          # the kept file was read, not a new one
     finally:
         child.stdin.close()
@@ -160,7 +167,7 @@ def _exec_name(status: procfs.ThreadFiles, pid: int, name: str) -> bool:
     """Does ``status`` read ``name`` for child ``pid`` (polled while it still runs as the forked
     interpreter, before its exec)?"""
     for _ in range(500):
-        seen = status.read(pid, ("Name",))["Name"]
+        seen = _read(status, pid, ("Name",))["Name"]
         if seen == name:
             return True
         if not seen.startswith("python"):

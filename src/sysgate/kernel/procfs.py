@@ -150,12 +150,6 @@ class ThreadFiles:
             if old is not None:
                 _close(old)
 
-    def read(self, tid: int, keys=None, raw: bool = False) -> dict:
-        """:func:`parse_status` of thread ``tid``'s status. OSError (ENOENT, ESRCH) when it is gone."""
-        pair, data = self.take(tid)
-        self.put(tid, pair)
-        return parse_status(data, keys, raw)
-
 
 def _close(pair: tuple[int, int]) -> None:
     os.close(pair[1])
